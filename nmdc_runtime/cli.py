@@ -1,0 +1,154 @@
+"""`nmdc-runtime`: bootstrap and run the runtime against the database the settings resolve."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from typing import Annotated
+
+import typer
+
+from nmdc_runtime.config import get_settings
+from nmdc_runtime.domain.errors import AlreadyExists, InvalidInput, NotFound
+from nmdc_runtime.store import accounts
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="The runtime database.")
+users_app = typer.Typer(no_args_is_help=True, help="People who use the API (staff and site admins).")
+sites_app = typer.Typer(no_args_is_help=True, help="Sites and their client credentials.")
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(sites_app, name="sites")
+
+# Same shapes as the API accepts, so the CLI never stores what the API would refuse.
+SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+CAPABILITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+EXIT_CONFLICT = 1
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int = EXIT_USAGE):
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _database():
+    """The migrated runtime database of the current settings."""
+    from nmdc_runtime.db import Database, resolve_urls
+    from nmdc_runtime.migrations import upgrade
+
+    urls = resolve_urls(get_settings())
+    upgrade(urls.runtime)
+    return Database(urls.runtime)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create the databases if needed and apply every migration."""
+    from nmdc_runtime.db import resolve_urls
+    from nmdc_runtime.migrations import upgrade
+
+    urls = resolve_urls(get_settings())
+    upgrade(urls.runtime)
+    typer.echo(f"runtime database is up to date ({_safe(urls.runtime)})", err=True)
+
+
+@users_app.command("create")
+def users_create(
+    username: str,
+    admin: Annotated[bool, typer.Option("--admin", help="Runtime staff: may do every admin action.")] = False,
+    site_admin_of: Annotated[
+        list[str] | None, typer.Option("--site-admin-of", help="A site this user administers (repeatable).")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input (required).")
+    ] = False,
+) -> None:
+    """Create a user. The password is read from standard input, never from the command line."""
+    if not USERNAME.match(username):
+        _fail("USERNAME must be 1-64 letters, digits or . _ @ - (starting with a letter or digit)")
+    if not password_stdin:
+        _fail("pass the password on standard input with --password-stdin")
+    password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        _fail("the password must be at least 8 characters")
+    database = _database()
+    try:
+        with database.session() as session:
+            user = accounts.create_user(
+                session, username=username, password=password, admin=admin, site_admin_of=site_admin_of or []
+            )
+    except AlreadyExists as exc:
+        _fail(exc.message, EXIT_CONFLICT)
+    except NotFound as exc:
+        _fail(exc.message)
+    typer.echo(
+        json.dumps({"username": user.username, "admin": user.admin, "site_admin_of": site_admin_of or []})
+    )
+
+
+@sites_app.command("create")
+def sites_create(
+    site_id: str,
+    name: Annotated[str | None, typer.Option(help="Display name (default: the id).")] = None,
+    capability: Annotated[
+        list[str] | None, typer.Option("--capability", help="Something the site can do (repeatable).")
+    ] = None,
+) -> None:
+    """Create a site and its first client credentials; print them as one JSON object."""
+    if not SITE_ID.match(site_id):
+        _fail("SITE_ID must be 1-64 letters, digits or . _ : - (starting with a letter or digit)")
+    for cap in capability or []:
+        if not CAPABILITY.match(cap):
+            _fail(f"capability {cap!r} must be 1-64 letters, digits or . _ : -")
+    database = _database()
+    try:
+        with database.session() as session:
+            accounts.create_site(
+                session, site_id=site_id, name=name or site_id, capabilities=capability or []
+            )
+            client, secret = accounts.create_site_client(session, site_id=site_id)
+    except AlreadyExists as exc:
+        _fail(exc.message, EXIT_CONFLICT)
+    except InvalidInput as exc:
+        _fail(exc.message)
+    typer.echo(json.dumps({"site_id": site_id, "client_id": client.client_id, "client_secret": secret}))
+
+
+@app.command("env")
+def env() -> None:
+    """Print shell exports for the resolved databases (for running `dagster dev` or uvicorn by hand)."""
+    from nmdc_runtime.db import resolve_urls
+
+    settings = get_settings()
+    urls = resolve_urls(settings)
+    typer.echo(f"export NMDC_HOME='{settings.home}'")
+    typer.echo(f"export NMDC_DATABASE_URL='{urls.runtime}'")
+    typer.echo(f"export NMDC_DAGSTER_DATABASE_URL='{urls.dagster}'")
+    typer.echo(f"export DAGSTER_HOME='{settings.home / 'dagster'}'")
+
+
+@app.command("dev")
+def dev() -> None:
+    """Run the whole system: embedded PostgreSQL, migrations, the API and Dagster (UI and daemon)."""
+    from nmdc_runtime.devserver import run
+
+    raise typer.Exit(run(get_settings()))
+
+
+def _safe(url: str) -> str:
+    """A URL without its password, for messages."""
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""`make dev`: one process that starts the whole system and stops all of it on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nmdc_runtime.config import Settings
+from nmdc_runtime.db import resolve_urls
+from nmdc_runtime.migrations import upgrade
+
+log = logging.getLogger("nmdc_runtime.dev")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of the API and Dagster processes: explicit URLs, so they attach and never start a server."""
+    urls = resolve_urls(settings)
+    env = dict(os.environ)
+    env.update(
+        NMDC_HOME=str(settings.home),
+        NMDC_DATABASE_URL=urls.runtime,
+        NMDC_DAGSTER_DATABASE_URL=urls.dagster,
+        DAGSTER_HOME=str(settings.home / "dagster"),
+    )
+    return env
+
+
+def _start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    log.info("starting %s: %s", name, " ".join(argv))
+    # A session of its own: we stop the whole group (dagster dev has children of its own).
+    return subprocess.Popen(argv, env=env, cwd=REPO, start_new_session=True)
+
+
+def _stop(name: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    log.info("stopping %s", name)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        log.warning("%s did not stop in %.0f s; killing it", name, timeout)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run(settings: Settings) -> int:
+    """Start everything, wait until a child dies or we are told to stop, then stop everything."""
+    env = child_env(settings)
+    upgrade(env["NMDC_DATABASE_URL"])
+    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    bindir = Path(sys.executable).parent
+    children = {
+        "api": _start(
+            "api",
+            [
+                str(bindir / "uvicorn"),
+                "api.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(settings.api_port),
+            ],
+            env,
+        ),
+        "dagster": _start(
+            "dagster",
+            [
+                str(bindir / "dagster"),
+                "dev",
+                "-w",
+                str(REPO / "workspace.yaml"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(settings.dagster_port),
+            ],
+            env,
+        ),
+    }
+    stopping = False
+
+    def _on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    print(
+        f"\n  API        http://127.0.0.1:{settings.api_port}/docs\n"
+        f"  Dagster UI http://127.0.0.1:{settings.dagster_port}\n"
+        f"  state      {settings.home}\n  Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    code = 0
+    try:
+        while not stopping:
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    log.error("%s exited with code %s; stopping the rest", name, proc.returncode)
+                    stopping, code = True, 1
+            time.sleep(0.5)
+    finally:
+        for name, proc in reversed(children.items()):
+            _stop(name, proc)
+    # The embedded server stops when this process exits (it holds the last handle).
+    log.info("stopped")
+    return code

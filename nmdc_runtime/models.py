@@ -1,0 +1,268 @@
+"""The runtime's tables (SQLAlchemy 2). The database itself guards the invariants the API relies on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from nmdc_runtime.domain.states import ExecutionStatus, JobStatus, OperationState
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _in(column: str, values) -> str:
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
+
+
+def _now():
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=sa.func.now())
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSONB, list[str]: ARRAY(Text), datetime: DateTime(timezone=True)}
+
+
+class Site(Base):
+    """An organisation that hosts data and/or executes workflows."""
+
+    __tablename__ = "sites"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    capabilities: Mapped[list[str]] = mapped_column(server_default="{}")
+    created_at: Mapped[datetime] = _now()
+
+
+class SiteClient(Base):
+    """Credentials a site acts through; only the secret's hash is kept."""
+
+    __tablename__ = "site_clients"
+
+    client_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    secret_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
+class User(Base):
+    """A person; `admin` users are runtime staff."""
+
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(Text, primary_key=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    admin: Mapped[bool] = mapped_column(Boolean, server_default=sa.false())
+    created_at: Mapped[datetime] = _now()
+
+
+class UserSiteAdmin(Base):
+    """A user who administers a site (may generate its credentials)."""
+
+    __tablename__ = "user_site_admins"
+
+    username: Mapped[str] = mapped_column(ForeignKey("users.username", ondelete="CASCADE"), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
+
+
+class DataResource(Base):
+    """Data a site hosts and registers; the sensor turns new ones into jobs."""
+
+    __tablename__ = "data_resources"
+    __table_args__ = (
+        CheckConstraint("size >= 0", name="size_non_negative"),
+        Index(None, "site_id", "seq"),
+        Index(None, "data_type", "seq"),
+        # The sensor's queue: data resources not yet matched against the workflows.
+        Index("ix_data_resources_unmatched", "seq", postgresql_where=sa.text("matched_at IS NULL")),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    name: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text)
+    data_type: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    checksums: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
+    description: Mapped[str | None] = mapped_column(Text)
+    # Set when an execution's output registered this data resource.
+    execution_id: Mapped[str | None] = mapped_column(ForeignKey("executions.id", use_alter=True), index=True)
+    # Set by the sensor once jobs have been made for every matching workflow.
+    matched_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = _now()
+
+
+class Workflow(Base):
+    """What to run on which data types, and what an executing site needs to run it."""
+
+    __tablename__ = "workflows"
+    __table_args__ = (Index(None, "data_types", postgresql_using="gin"),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    version: Mapped[str] = mapped_column(Text)
+    data_types: Mapped[list[str]] = mapped_column(server_default="{}")
+    required_capabilities: Mapped[list[str]] = mapped_column(server_default="{}")
+    config: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=sa.true())
+    # When the sensor last made jobs for the data resources that existed before this workflow matched them.
+    backfilled_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Job(Base):
+    """A configured unit of work: a workflow over data resources, claimed and executed later by a site."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(_in("status", JobStatus), name="status_valid"),
+        CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts_valid"),
+        # The sensor makes one job per (workflow, data resource); jobs made by hand have no trigger.
+        Index(
+            "uq_jobs_workflow_trigger",
+            "workflow_id",
+            "trigger_data_resource_id",
+            unique=True,
+            postgresql_where=sa.text("trigger_data_resource_id IS NOT NULL"),
+        ),
+        Index("ix_jobs_unclaimed", "seq", postgresql_where=sa.text("status = 'unclaimed'")),
+        Index(None, "workflow_id", "seq"),
+        Index(None, "status", "seq"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
+    workflow_id: Mapped[str] = mapped_column(ForeignKey("workflows.id"))
+    config: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    status: Mapped[str] = mapped_column(Text, server_default=JobStatus.UNCLAIMED.value)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    trigger_data_resource_id: Mapped[str | None] = mapped_column(ForeignKey("data_resources.id"))
+    # Who made it: a Dagster run or sensor tick ("dagster:tick:<id>"), or a user ("user:<name>").
+    created_by: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class JobInput(Base):
+    """The data resources a job reads (for the `data_resource_id` filters)."""
+
+    __tablename__ = "job_inputs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    data_resource_id: Mapped[str] = mapped_column(
+        ForeignKey("data_resources.id"), primary_key=True, index=True
+    )
+
+
+class Operation(Base):
+    """The long-running operation a claim returns: the site's promise to finish the job."""
+
+    __tablename__ = "operations"
+    __table_args__ = (
+        CheckConstraint(_in("state", OperationState), name="state_valid"),
+        CheckConstraint(
+            f"done = ({_in('state', sorted(s.value for s in OperationState if s.done))})",
+            name="done_matches_state",
+        ),
+        CheckConstraint(
+            "NOT done OR ((result_execution_id IS NULL) <> (error IS NULL))", name="done_has_result_or_error"
+        ),
+        CheckConstraint(
+            "done OR (result_execution_id IS NULL AND error IS NULL)", name="open_has_no_outcome"
+        ),
+        # At most one unfinished operation per job: the last word on claim exclusivity.
+        Index("uq_operations_open_job", "job_id", unique=True, postgresql_where=sa.text("NOT done")),
+        # The lease reaper scans open operations by lease end.
+        Index("ix_operations_open_lease", "lease_expire_time", postgresql_where=sa.text("NOT done")),
+        Index("ix_operations_expire_time", "expire_time", postgresql_where=sa.text("done")),
+        Index(None, "job_id", "seq"),
+        Index(None, "site_id", "seq"),
+        Index(None, "workflow_id", "seq"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    workflow_id: Mapped[str] = mapped_column(ForeignKey("workflows.id"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(Text, server_default=OperationState.RUNNING.value)
+    done: Mapped[bool] = mapped_column(Boolean, server_default=sa.false())
+    result_execution_id: Mapped[str | None] = mapped_column(ForeignKey("executions.id", use_alter=True))
+    error: Mapped[dict[str, Any] | None] = mapped_column()
+    # Site-supplied metadata (progress, message, anything else); the fixed keys are columns.
+    extra_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", server_default="{}")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=sa.false())
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=sa.false())
+    lease_expire_time: Mapped[datetime] = mapped_column()
+    create_time: Mapped[datetime] = _now()
+    update_time: Mapped[datetime] = _now()
+    # Set when done: end time plus the retention period; past it the operation may be deleted.
+    expire_time: Mapped[datetime | None] = mapped_column()
+
+
+class Execution(Base):
+    """What an executing site did for a job; kept after its operation is gone."""
+
+    __tablename__ = "executions"
+    __table_args__ = (
+        CheckConstraint(_in("status", ExecutionStatus), name="status_valid"),
+        CheckConstraint("ended_at >= started_at", name="ends_after_start"),
+        Index(None, "job_id", "seq"),
+        Index(None, "operation_id"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    # No foreign key: operations are deleted after retention, executions are kept.
+    operation_id: Mapped[str] = mapped_column(Text)
+    workflow_id: Mapped[str] = mapped_column(ForeignKey("workflows.id"))
+    status: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime] = mapped_column()
+    output_ids: Mapped[list[str]] = mapped_column(server_default="{}")
+    details: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class IdempotencyKey(Base):
+    """The first response to a POST sent with an `Idempotency-Key`, replayed to repeats."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index(None, "created_at"),)
+
+    principal: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    endpoint: Mapped[str] = mapped_column(Text)
+    request_hash: Mapped[str] = mapped_column(Text)
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = _now()

@@ -1,0 +1,78 @@
+"""Fixtures shared by every test: a throwaway runtime database on a real PostgreSQL server.
+
+The server is the one the settings resolve (the embedded one under NMDC_HOME, or NMDC_DATABASE_URL's);
+each test run creates its own databases there and drops them at the end, so runs never see each other.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from nmdc_runtime.config import Settings
+from nmdc_runtime.db import (
+    Database,
+    drop_database,
+    embedded_base_url,
+    ensure_database,
+    normalize_url,
+    with_database,
+)
+from nmdc_runtime.migrations import upgrade
+from nmdc_runtime.models import Base
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """Maintenance URL of the PostgreSQL server the tests use."""
+    settings = Settings()
+    if settings.database_url:
+        return with_database(normalize_url(settings.database_url), "postgres")
+    return embedded_base_url(settings)
+
+
+@pytest.fixture(scope="session")
+def settings(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings pointing at this run's own, migrated, databases."""
+    name = f"nmdc_test_{os.getpid()}_{secrets.token_hex(3)}"
+    runtime_url = with_database(server_url, name)
+    dagster_url = with_database(server_url, name + "_dagster")
+    ensure_database(server_url, name)
+    ensure_database(server_url, name + "_dagster")
+    upgrade(runtime_url)
+    yield Settings(
+        home=tmp_path_factory.mktemp("nmdc_home"),
+        database_url=runtime_url,
+        dagster_database_url=dagster_url,
+        jwt_secret="test-signing-key-" + secrets.token_hex(16),
+    )
+    drop_database(server_url, name)
+    drop_database(server_url, name + "_dagster")
+
+
+@pytest.fixture(scope="session")
+def database(settings: Settings) -> Iterator[Database]:
+    db = Database(settings.database_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def clean_database(database: Database) -> Iterator[Database]:
+    """The runtime database, emptied after the test so the next one starts from nothing."""
+    yield database
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with database.engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def session(clean_database: Database):
+    """A session on the emptied-after-use database; commit is the test's choice."""
+    with clean_database.sessionmaker() as session:
+        yield session
+        session.rollback()
