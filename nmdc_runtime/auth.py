@@ -1,11 +1,15 @@
-"""Secrets and passwords: slow salted hashes (argon2), never stored in the clear."""
+"""Secrets, passwords and access tokens. Secrets are kept only as slow salted hashes (argon2id)."""
 
 from __future__ import annotations
 
 import secrets
+import time
 
+import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from nmdc_runtime.domain.principals import Principal
 
 _hasher = PasswordHasher()
 
@@ -34,3 +38,57 @@ def new_client_id() -> str:
 def new_client_secret() -> str:
     """A new site client secret (shown once, stored only as a hash)."""
     return secrets.token_urlsafe(32)
+
+
+# --- access tokens -------------------------------------------------------------------------------------
+
+TOKEN_ALGORITHM = "HS256"
+
+
+class InvalidToken(Exception):
+    """The bearer token is missing, malformed, forged or expired."""
+
+
+def issue_token(principal: Principal, *, key: str, expires_in: int) -> str:
+    """A signed JWT naming the principal and its roles, valid for `expires_in` seconds.
+
+    Roles travel in the token so that checking a request costs no database round trip; a change of
+    roles therefore takes effect when the caller next fetches a token.
+    """
+    now = int(time.time())
+    claims = {
+        "sub": principal.key,
+        "kind": principal.kind,
+        "name": principal.name,
+        "admin": principal.admin,
+        "site_id": principal.site_id,
+        "site_admin_of": sorted(principal.site_admin_of),
+        "iat": now,
+        "exp": now + expires_in,
+    }
+    return jwt.encode(claims, key, algorithm=TOKEN_ALGORITHM)
+
+
+def read_token(token: str, *, key: str) -> Principal:
+    """The principal a token was issued to; InvalidToken when it is not one of ours or has expired."""
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[TOKEN_ALGORITHM],
+            options={"require": ["exp", "iat", "sub", "kind", "name"]},
+        )
+        kind = claims["kind"]
+        if kind not in ("user", "site_client") or (kind == "site_client" and not claims.get("site_id")):
+            raise InvalidToken("token names no valid principal")
+        return Principal(
+            kind=kind,
+            name=str(claims["name"]),
+            admin=bool(claims.get("admin", False)),
+            site_id=claims.get("site_id"),
+            site_admin_of=frozenset(claims.get("site_admin_of") or ()),
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise InvalidToken("token has expired") from exc
+    except (jwt.InvalidTokenError, TypeError, ValueError) as exc:
+        raise InvalidToken("token is not valid") from exc

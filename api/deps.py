@@ -1,0 +1,86 @@
+"""Request dependencies, declared once as `Annotated` aliases: settings, a database session, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.orm import Session
+
+from nmdc_runtime.auth import InvalidToken, read_token
+from nmdc_runtime.config import Settings
+from nmdc_runtime.db import Database
+from nmdc_runtime.domain.principals import Principal
+from nmdc_runtime.schemas.common import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageParams
+from nmdc_runtime.store.pages import decode_page_token
+
+_bearer = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _database(request: Request) -> Database:
+    return request.app.state.database
+
+
+def _session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed when the handler returns, before the answer is sent."""
+    with _database(request).session() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+DatabaseDep = Annotated[Database, Depends(_database)]
+SessionDep = Annotated[Session, Depends(_session, scope="function")]
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=message, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _principal(request: Request, token: Annotated[str | None, Depends(_bearer)]) -> Principal:
+    # async: checking a JWT needs no I/O, and a sync dependency would cost a thread-pool hop per request.
+    if not token:
+        raise _unauthorized("not authenticated: send Authorization: Bearer <token> (from POST /token)")
+    try:
+        return read_token(token, key=request.app.state.jwt_key)
+    except InvalidToken as exc:
+        raise _unauthorized(str(exc)) from exc
+
+
+async def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    if not principal.admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this action needs a runtime admin")
+    return principal
+
+
+async def _site(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    if not principal.is_site:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this action needs a site client token")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+"""Any authenticated caller."""
+AdminPrincipal = Annotated[Principal, Depends(_admin)]
+"""A runtime admin (staff user)."""
+SitePrincipal = Annotated[Principal, Depends(_site)]
+"""A site client; `principal.site_id` is the site it acts for."""
+
+
+async def _page(
+    max_page_size: Annotated[
+        int, Query(ge=1, description=f"Page length; larger than {MAX_PAGE_SIZE} is clamped.")
+    ] = DEFAULT_PAGE_SIZE,
+    page_token: Annotated[str | None, Query(max_length=512, description="From the previous page.")] = None,
+) -> PageParams:
+    return PageParams(
+        size=min(max_page_size, MAX_PAGE_SIZE), after=decode_page_token(page_token) if page_token else None
+    )
+
+
+PageDep = Annotated[PageParams, Depends(_page)]

@@ -1,0 +1,51 @@
+"""The NMDC Runtime REST API: `create_app()` wires routers, error handlers and middleware."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from api.routes import ROUTERS
+from nmdc_runtime.config import Settings, get_settings
+from nmdc_runtime.db import Database, resolve_urls
+from nmdc_runtime.migrations import upgrade
+
+log = logging.getLogger("nmdc_runtime.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for `settings` (default: from the environment). The database is opened at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        active = app.state.settings
+        url = resolve_urls(active).runtime
+        upgrade(url)
+        app.state.database = Database(url)
+        app.state.jwt_key = active.jwt_key()
+        log.info("NMDC Runtime API ready")
+        try:
+            yield
+        finally:
+            app.state.database.dispose()
+
+    app = FastAPI(
+        title="NMDC Runtime API",
+        version="0.1.0",
+        description="Sites register data, claim jobs, report operations and executions.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or get_settings()
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,68 @@
+"""`POST /token`: OAuth2 client-credentials (sites) and password (users) grants."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from api.deps import DatabaseDep, SettingsDep
+from nmdc_runtime.auth import issue_token
+from nmdc_runtime.db import Database
+from nmdc_runtime.domain.principals import Principal
+from nmdc_runtime.store import accounts
+
+router = APIRouter(tags=["auth"])
+
+
+class Expires(BaseModel):
+    seconds: int
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+    expires: Expires
+    """The same lifetime again, for existing NMDC Runtime clients."""
+
+
+def _authenticate(database: Database, grant_type: str, name: str, secret: str) -> Principal | None:
+    with database.session() as session:
+        if grant_type == "client_credentials":
+            return accounts.authenticate_site_client(session, client_id=name, client_secret=secret)
+        return accounts.authenticate_user(session, username=name, password=secret)
+
+
+@router.post("/token", response_model=Token, responses={401: {"description": "Bad credentials"}})
+async def token(
+    request: Request,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    grant_type: Annotated[Literal["client_credentials", "password"], Form()],
+    client_id: Annotated[str | None, Form(max_length=256)] = None,
+    client_secret: Annotated[str | None, Form(max_length=1024)] = None,
+    username: Annotated[str | None, Form(max_length=256)] = None,
+    password: Annotated[str | None, Form(max_length=1024)] = None,
+) -> Token:
+    """Exchange credentials for a bearer token."""
+    name, secret = (client_id, client_secret) if grant_type == "client_credentials" else (username, password)
+    if not name or not secret:
+        needed = (
+            "client_id and client_secret" if grant_type == "client_credentials" else "username and password"
+        )
+        raise HTTPException(422, detail=f"grant_type={grant_type} needs {needed}")
+    # Hash checks are deliberately slow: keep them off the event loop.
+    principal = await run_in_threadpool(_authenticate, database, grant_type, name, secret)
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, detail="invalid credentials", headers={"WWW-Authenticate": "Bearer"}
+        )
+    expires_in = settings.token_expire_seconds
+    return Token(
+        access_token=issue_token(principal, key=request.app.state.jwt_key, expires_in=expires_in),
+        expires_in=expires_in,
+        expires=Expires(seconds=expires_in),
+    )

@@ -1,0 +1,50 @@
+"""Shapes shared by every resource: pages of lists, and the limits on common strings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+T = TypeVar("T")
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 20
+
+# Ids chosen by people (sites, workflows, users): short, printable, no spaces or slashes.
+ChosenId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
+Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+"""A capability or data type."""
+Text = Annotated[str, StringConstraints(max_length=4096)]
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list. `next_page_token` is null on the last page, and only there."""
+
+    resources: list[T]
+    next_page_token: str | None = None
+
+
+@dataclass(frozen=True)
+class PageParams:
+    """Where a page starts (`after` a keyset position) and how long it may be."""
+
+    size: int = DEFAULT_PAGE_SIZE
+    after: int | None = None
+
+
+class ReadModel(BaseModel):
+    """Base of response models read from ORM rows."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class StrictModel(BaseModel):
+    """Base of request bodies: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+JsonObject = Annotated[dict, Field(description="A JSON object.")]
