@@ -128,7 +128,13 @@ def resolve_urls(settings: Settings, *, create: bool = True) -> DatabaseURLs:
 
 def create_engine(url: str, **kwargs) -> Engine:
     """An engine with the pool settings the API and the Dagster code share."""
-    options = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "future": True}
+    options = {
+        "pool_pre_ping": True,
+        "pool_size": 10,
+        "max_overflow": 20,
+        # Times leave the database in UTC whatever the server's zone, so RFC 3339 output ends in Z.
+        "connect_args": {"options": "-c timezone=UTC"},
+    }
     options.update(kwargs)
     return sa.create_engine(url, **options)
 
