@@ -1,0 +1,145 @@
+"""`nmdc-runtime` bootstraps the database: against a URL given in the environment and the embedded default."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from nmdc_runtime.auth import verify_secret
+from nmdc_runtime.config import Settings
+from nmdc_runtime.db import Database
+from nmdc_runtime.models import Site, SiteClient, User, UserSiteAdmin
+
+CLI = [sys.executable, "-m", "nmdc_runtime.cli"]
+
+
+def run_cli(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NMDC_")}
+    return subprocess.run(
+        CLI + args, env={**clean, **env}, input=stdin, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def url_env(settings: Settings, clean_database: Database, tmp_path: Path) -> dict[str, str]:
+    """The environment of a CLI pointed at this run's database by NMDC_DATABASE_URL."""
+    return {"NMDC_DATABASE_URL": settings.database_url, "NMDC_HOME": str(tmp_path / "home")}
+
+
+def test_db_upgrade_is_idempotent(url_env):
+    for _ in range(2):
+        result = run_cli(["db", "upgrade"], url_env)
+        assert result.returncode == 0, result.stderr
+
+
+def test_sites_create_prints_one_json_object_with_working_credentials(url_env, clean_database):
+    result = run_cli(["sites", "create", "site-e", "--name", "Site E", "--capability", "gpu"], url_env)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert set(printed) == {"site_id", "client_id", "client_secret"}
+    assert printed["site_id"] == "site-e"
+    with clean_database.session() as session:
+        site = session.get(Site, "site-e")
+        client = session.get(SiteClient, printed["client_id"])
+        assert (site.name, site.capabilities) == ("Site E", ["gpu"])
+        assert client.site_id == "site-e"
+        # Only a hash is stored, and it matches the secret shown once.
+        assert printed["client_secret"] not in client.secret_hash
+        assert verify_secret(client.secret_hash, printed["client_secret"])
+
+
+def test_users_create_reads_the_password_from_stdin_and_stores_a_hash(url_env, clean_database):
+    assert run_cli(["sites", "create", "site-d"], url_env).returncode == 0
+    result = run_cli(
+        ["users", "create", "alice", "--admin", "--site-admin-of", "site-d", "--password-stdin"],
+        url_env,
+        stdin="correct horse battery\n",
+    )
+    assert result.returncode == 0, result.stderr
+    with clean_database.session() as session:
+        user = session.get(User, "alice")
+        assert user.admin is True
+        assert "correct horse" not in user.password_hash
+        assert verify_secret(user.password_hash, "correct horse battery")
+        admins = session.scalars(
+            sa.select(UserSiteAdmin.site_id).where(UserSiteAdmin.username == "alice")
+        ).all()
+        assert admins == ["site-d"]
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin"),
+    [
+        (["sites", "create", "bad id with spaces"], ""),
+        (["sites", "create", "site-x", "--capability", "no spaces please"], ""),
+        (["users", "create", "bob"], "password123\n"),  # no --password-stdin
+        (["users", "create", "bob", "--password-stdin"], "short\n"),
+        (["users", "create", "bob", "--site-admin-of", "no-such-site", "--password-stdin"], "password123\n"),
+        (["sites", "create"], ""),
+        (["sites", "frobnicate"], ""),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(url_env, args, stdin):
+    result = run_cli(args, url_env, stdin=stdin)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.strip()
+    assert result.stdout == ""
+
+
+def test_existing_site_exits_1_and_changes_nothing(url_env, clean_database):
+    first = json.loads(run_cli(["sites", "create", "site-d"], url_env).stdout)
+    again = run_cli(["sites", "create", "site-d", "--name", "Other"], url_env)
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+    with clean_database.session() as session:
+        assert session.get(Site, "site-d").name == "site-d"
+        clients = session.scalars(sa.select(SiteClient.client_id)).all()
+        assert clients == [first["client_id"]]
+
+
+def test_embedded_default_starts_a_server_under_nmdc_home_and_stops_it(tmp_path: Path):
+    """With no NMDC_DATABASE_URL the CLI starts an embedded server in NMDC_HOME, and it is gone afterwards."""
+    home = tmp_path / "h"
+    env = {"NMDC_HOME": str(home)}
+    created = run_cli(["sites", "create", "site-d"], env)
+    assert created.returncode == 0, created.stderr
+    assert (home / "pg" / "PG_VERSION").exists()
+    # The server stopped with the last process that used it...
+    assert not (home / "pg" / "postmaster.pid").exists()
+    # ...and its data is still there for the next process, which starts it again.
+    again = run_cli(["sites", "create", "site-d"], env)
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_a_second_process_attaches_to_the_running_embedded_server(tmp_path: Path):
+    home = tmp_path / "h"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NMDC_")}, "NMDC_HOME": str(home)}
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from nmdc_runtime.config import Settings; from nmdc_runtime.db import resolve_urls;"
+            "resolve_urls(Settings()); print('up', flush=True); sys.stdin.readline()",
+        ],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "up"
+        pid_file = home / "pg" / "postmaster.pid"
+        server_pid = pid_file.read_text().split()[0]
+        assert run_cli(["sites", "create", "site-d"], {"NMDC_HOME": str(home)}).returncode == 0
+        # Same server before and after; the CLI's exit did not stop it, since the holder still uses it.
+        assert pid_file.read_text().split()[0] == server_pid
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert holder.returncode == 0
+    assert not (home / "pg" / "postmaster.pid").exists()

@@ -1,0 +1,90 @@
+"""Settings and database URL resolution."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from nmdc_runtime.config import Settings
+from nmdc_runtime.db import DatabaseURLs, database_name, normalize_url, resolve_urls, with_database
+
+
+def test_defaults_match_the_readme(monkeypatch, tmp_path):
+    for name in ("NMDC_HOME", "NMDC_DATABASE_URL", "NMDC_DAGSTER_DATABASE_URL", "NMDC_JWT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.home == tmp_path / ".nmdc"
+    assert settings.database_url is None and settings.dagster_database_url is None
+    assert (settings.claim_lease_seconds, settings.operation_retention_seconds, settings.max_attempts) == (
+        300,
+        30 * 24 * 3600,
+        3,
+    )
+    assert (settings.api_port, settings.dagster_port) == (8000, 3000)
+
+
+def test_environment_overrides_with_the_nmdc_prefix(monkeypatch, tmp_path):
+    monkeypatch.setenv("NMDC_CLAIM_LEASE_SECONDS", "7")
+    monkeypatch.setenv("NMDC_MAX_ATTEMPTS", "5")
+    monkeypatch.setenv("NMDC_HOME", str(tmp_path / "state"))
+    settings = Settings()
+    assert (settings.claim_lease_seconds, settings.max_attempts, settings.home) == (7, 5, tmp_path / "state")
+
+
+def test_nonsense_values_are_refused(monkeypatch):
+    monkeypatch.setenv("NMDC_CLAIM_LEASE_SECONDS", "0")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_jwt_secret_is_generated_once_and_kept_private(tmp_path: Path):
+    settings = Settings(home=tmp_path)
+    key = settings.jwt_key()
+    assert len(key) >= 32
+    assert Settings(home=tmp_path).jwt_key() == key
+    mode = stat.S_IMODE((tmp_path / "jwt_secret").stat().st_mode)
+    assert mode == 0o600
+
+
+def test_configured_jwt_secret_wins(tmp_path: Path):
+    assert Settings(home=tmp_path, jwt_secret="from-the-environment").jwt_key() == "from-the-environment"
+    assert not (tmp_path / "jwt_secret").exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u:p@h:5432/db", "postgresql+psycopg2://u:p@h:5432/db"),
+        ("postgres://u@h/db", "postgresql+psycopg2://u@h/db"),
+        ("postgresql+psycopg2://u@h/db", "postgresql+psycopg2://u@h/db"),
+    ],
+)
+def test_urls_are_pinned_to_psycopg2(given, expected):
+    assert normalize_url(given) == expected
+
+
+def test_dagster_database_is_derived_from_the_runtime_url_on_the_same_server():
+    settings = Settings(database_url="postgresql://u:p@db.example:5433/runtime?sslmode=require")
+    urls = resolve_urls(settings, create=False)
+    assert urls == DatabaseURLs(
+        runtime="postgresql+psycopg2://u:p@db.example:5433/runtime?sslmode=require",
+        dagster="postgresql+psycopg2://u:p@db.example:5433/runtime_dagster?sslmode=require",
+    )
+
+
+def test_explicit_dagster_url_is_kept():
+    settings = Settings(database_url="postgresql://h/a", dagster_database_url="postgresql://other/b")
+    assert resolve_urls(settings, create=False).dagster == "postgresql+psycopg2://other/b"
+
+
+def test_socket_urls_keep_their_host_parameter():
+    url = "postgresql+psycopg2://postgres:@/nmdc?host=/srv/.nmdc/pg"
+    assert (
+        with_database(url, "nmdc_dagster")
+        == "postgresql+psycopg2://postgres:@/nmdc_dagster?host=/srv/.nmdc/pg"
+    )
+    assert database_name(url) == "nmdc"
