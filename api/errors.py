@@ -32,7 +32,8 @@ async def _domain_error(_request: Request, exc: errors.RuntimeDomainError) -> JS
     status = status_of(exc)
     if isinstance(exc, errors.InvalidInput) and "field" in exc.details:
         # The same shape as FastAPI's own 422s, so clients read one format.
-        detail = [{"loc": ["query", exc.details["field"]], "msg": exc.message, "type": "value_error"}]
+        loc = [exc.details.get("location", "query"), exc.details["field"]]
+        detail = [{"loc": loc, "msg": exc.message, "type": "value_error"}]
     else:
         detail = exc.message
     return JSONResponse({"detail": detail}, status_code=status)

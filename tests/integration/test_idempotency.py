@@ -1,0 +1,96 @@
+"""`Idempotency-Key`: a repeat gets the first answer and creates nothing, even when repeats race."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from nmdc_runtime.db import Database
+from nmdc_runtime.domain.errors import AlreadyExists
+from nmdc_runtime.models import IdempotencyKey, Site
+from nmdc_runtime.store import accounts, idempotency
+from nmdc_runtime.store.idempotency import IdempotencyKeyReused
+
+
+def _create_site(database: Database, *, key: str | None, site_id: str, principal: str = "user:alice"):
+    """The store helper around a creation, as a route uses it; one transaction per call."""
+    with database.session() as session:
+        return idempotency.run_once(
+            session,
+            principal=principal,
+            key=key,
+            endpoint="POST /sites",
+            payload={"id": site_id},
+            status_code=201,
+            create=lambda: {
+                "id": accounts.create_site(session, site_id=site_id, name=site_id, capabilities=[]).id
+            },
+        )
+
+
+def _count(database: Database, model) -> int:
+    with database.session() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+def test_store_repeat_replays_the_first_answer(clean_database):
+    first = _create_site(clean_database, key="k1", site_id="s1")
+    again = _create_site(clean_database, key="k1", site_id="s1")
+    assert (first.status_code, first.body, first.replayed) == (201, {"id": "s1"}, False)
+    assert (again.status_code, again.body, again.replayed) == (201, {"id": "s1"}, True)
+    assert _count(clean_database, Site) == 1
+
+
+def test_store_same_key_with_another_body_is_refused(clean_database):
+    _create_site(clean_database, key="k1", site_id="s1")
+    with pytest.raises(IdempotencyKeyReused):
+        _create_site(clean_database, key="k1", site_id="s2")
+    assert _count(clean_database, Site) == 1
+
+
+def test_store_keys_belong_to_one_principal(clean_database):
+    _create_site(clean_database, key="k1", site_id="s1", principal="user:alice")
+    second = _create_site(clean_database, key="k1", site_id="s2", principal="user:bob")
+    assert second.replayed is False
+    assert _count(clean_database, Site) == 2
+
+
+def test_store_failed_creation_leaves_no_key(clean_database):
+    _create_site(clean_database, key="k1", site_id="s1")
+    # s1 exists: the creation under a new key fails and its key is rolled back with it.
+    with pytest.raises(AlreadyExists):
+        _create_site(clean_database, key="k2", site_id="s1")
+    assert _count(clean_database, IdempotencyKey) == 1
+
+
+def test_store_without_a_key_always_creates(clean_database):
+    _create_site(clean_database, key=None, site_id="s1")
+    _create_site(clean_database, key=None, site_id="s2")
+    assert _count(clean_database, Site) == 2
+    assert _count(clean_database, IdempotencyKey) == 0
+
+
+def test_store_concurrent_repeats_create_once(clean_database):
+    threads_n = 8
+    barrier = threading.Barrier(threads_n)
+    outcomes, errors = [], []
+
+    def repeat():
+        barrier.wait()
+        try:
+            outcomes.append(_create_site(clean_database, key="race", site_id="s-race"))
+        except Exception as exc:  # collected: asserted below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=repeat) for _ in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(outcomes) == threads_n
+    assert sum(not outcome.replayed for outcome in outcomes) == 1
+    assert {(o.status_code, o.body["id"]) for o in outcomes} == {(201, "s-race")}
+    assert _count(clean_database, Site) == 1
