@@ -1,0 +1,69 @@
+"""A typed Python client for the NMDC Runtime API (`design/API.md`), independent of the server's modules.
+
+from nmdc_runtime.client import NmdcClient, Conflict
+
+with NmdcClient("http://127.0.0.1:8000", client_id=..., client_secret=...) as api:
+    for job in api.list_jobs(claimable=True, workflow_id="stats"):
+        try:
+            operation = api.claim_job(job.id).operation
+        except Conflict:
+            continue
+"""
+
+from nmdc_runtime.client.errors import (
+    ApiError,
+    ClientError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ServerError,
+    TransportError,
+    Unauthorized,
+    ValidationError,
+)
+from nmdc_runtime.client.http import Claim, NmdcClient, RetryPolicy
+from nmdc_runtime.client.models import (
+    Checksum,
+    Credentials,
+    DataResource,
+    Execution,
+    Job,
+    Operation,
+    OperationError,
+    OperationMetadata,
+    Principal,
+    Site,
+    Token,
+    User,
+    Workflow,
+)
+
+__all__ = [
+    "ApiError",
+    "Checksum",
+    "Claim",
+    "ClientError",
+    "Conflict",
+    "Credentials",
+    "DataResource",
+    "Execution",
+    "Forbidden",
+    "Job",
+    "NmdcClient",
+    "NotFound",
+    "Operation",
+    "OperationError",
+    "OperationMetadata",
+    "PayloadTooLarge",
+    "Principal",
+    "RetryPolicy",
+    "ServerError",
+    "Site",
+    "Token",
+    "TransportError",
+    "Unauthorized",
+    "User",
+    "ValidationError",
+    "Workflow",
+]

@@ -1,0 +1,96 @@
+"""Typed errors: every non-2xx answer becomes an `ApiError` (or a subclass) carrying the server's `detail`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class ClientError(Exception):
+    """Base of everything this client raises."""
+
+
+class TransportError(ClientError):
+    """The API could not be reached (connection refused, timeouts), even after retries."""
+
+
+class ApiError(ClientError):
+    """The API answered with an error status; `detail` is its `{"detail": ...}`, or the raw text."""
+
+    def __init__(self, status_code: int, detail: Any, *, method: str = "", url: str = "") -> None:
+        self.status_code = status_code
+        self.detail = detail
+        self.method = method
+        self.url = url
+        super().__init__(f"{method} {url} -> {status_code}: {detail_text(detail)}".strip())
+
+    @property
+    def status(self) -> int:
+        """Alias of `status_code`."""
+        return self.status_code
+
+
+class ValidationError(ApiError):
+    """400 or 422: the request was invalid; `detail` says which field when the server knows."""
+
+
+class Unauthorized(ApiError):
+    """401: no token, a bad one, or bad credentials."""
+
+
+class Forbidden(ApiError):
+    """403: authenticated, but not allowed to do this."""
+
+
+class NotFound(ApiError):
+    """404: unknown id (or an operation deleted after its retention period)."""
+
+
+class Conflict(ApiError):
+    """409: conflicts with the current state (e.g. the job is claimed by another site, the lease was lost)."""
+
+
+class PayloadTooLarge(ApiError):
+    """413: the body is larger than the server accepts."""
+
+
+class ServerError(ApiError):
+    """5xx: the server failed (retried first; raised when retries ran out)."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: ValidationError,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: ValidationError,
+}
+
+
+def detail_text(detail: Any) -> str:
+    """A one-line rendering of a `detail` (FastAPI's 422 lists become `loc: msg; ...`)."""
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict) and "msg" in item:
+                loc = ".".join(str(p) for p in item.get("loc", []))
+                parts.append(f"{loc}: {item['msg']}" if loc else str(item["msg"]))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)
+
+
+def error_for(response: httpx.Response) -> ApiError:
+    """The typed error for a non-2xx response."""
+    try:
+        body = response.json()
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+    except ValueError:
+        detail = response.text or response.reason_phrase
+    status = response.status_code
+    cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
+    return cls(status, detail, method=response.request.method, url=str(response.request.url))
