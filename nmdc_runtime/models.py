@@ -50,6 +50,7 @@ class Site(Base):
     __tablename__ = "sites"
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
     name: Mapped[str] = mapped_column(Text)
     capabilities: Mapped[list[str]] = mapped_column(server_default="{}")
     created_at: Mapped[datetime] = _now()

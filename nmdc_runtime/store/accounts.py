@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -10,6 +12,8 @@ from nmdc_runtime import auth
 from nmdc_runtime.domain.errors import AlreadyExists, NotFound
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.models import Site, SiteClient, User, UserSiteAdmin
+from nmdc_runtime.schemas.common import PageParams
+from nmdc_runtime.store.pages import fetch_page
 
 
 def create_site(session: Session, *, site_id: str, name: str, capabilities: list[str]) -> Site:
@@ -31,6 +35,11 @@ def get_site(session: Session, *, site_id: str) -> Site:
     if site is None:
         raise NotFound(f"no site {site_id!r}")
     return site
+
+
+def list_sites(session: Session, *, page: PageParams) -> tuple[Sequence[Site], str | None]:
+    """One page of sites, in creation order, and the next page's token."""
+    return fetch_page(session, sa.select(Site), Site.seq, page)
 
 
 def create_site_client(session: Session, *, site_id: str) -> tuple[SiteClient, str]:

@@ -1,0 +1,77 @@
+"""Data resources: what the sites host."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from api.deps import CurrentPrincipal, PageDep, SessionDep, SitePrincipal
+from api.idempotency import IdempotencyKeyHeader, respond
+from nmdc_runtime.schemas.common import Page
+from nmdc_runtime.schemas.data import DataResourceCreate, DataResourceRead
+from nmdc_runtime.store import data_resources, idempotency
+
+router = APIRouter(tags=["data resources"])
+
+
+@router.post(
+    "/data_resources",
+    status_code=201,
+    response_model=DataResourceRead,
+    responses={422: {"description": "Invalid body, or an Idempotency-Key reused for another request"}},
+)
+def create_data_resource(
+    body: DataResourceCreate,
+    session: SessionDep,
+    principal: SitePrincipal,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Register a data resource hosted by the calling site (site clients only).
+
+    `site_id` is the caller's site. With an `Idempotency-Key` header, a repeat by the same caller with the
+    same body gets the first answer (status and body, plus `Idempotent-Replayed: true`) and creates nothing;
+    the same key with a different body is refused with 422, since the key was meant for another request.
+    """
+    checksums = [item.model_dump() for item in body.checksums]
+
+    def create() -> dict:
+        row = data_resources.create_data_resource(
+            session, site_id=principal.site_id, **body.model_dump(exclude={"checksums"}), checksums=checksums
+        )
+        return DataResourceRead.model_validate(row).model_dump(mode="json")
+
+    outcome = idempotency.run_once(
+        session,
+        principal=principal.key,
+        key=idempotency_key,
+        endpoint="POST /data_resources",
+        payload=body.model_dump(mode="json"),
+        status_code=201,
+        create=create,
+    )
+    return respond(outcome)
+
+
+@router.get("/data_resources", response_model=Page[DataResourceRead])
+def list_data_resources(
+    session: SessionDep,
+    _: CurrentPrincipal,
+    page: PageDep,
+    site_id: Annotated[str | None, Query(max_length=64, description="Hosted by this site.")] = None,
+    data_type: Annotated[str | None, Query(max_length=64, description="Of this data type.")] = None,
+) -> Page[DataResourceRead]:
+    """Data resources, in registration order."""
+    rows, token = data_resources.list_data_resources(session, page=page, site_id=site_id, data_type=data_type)
+    return Page[DataResourceRead](
+        resources=[DataResourceRead.model_validate(row) for row in rows], next_page_token=token
+    )
+
+
+@router.get("/data_resources/{data_resource_id}", response_model=DataResourceRead)
+def get_data_resource(session: SessionDep, _: CurrentPrincipal, data_resource_id: str) -> DataResourceRead:
+    """One data resource."""
+    return DataResourceRead.model_validate(
+        data_resources.get_data_resource(session, data_resource_id=data_resource_id)
+    )

@@ -1,0 +1,81 @@
+"""Jobs as resources: made by hand, read and listed. Claims and the rest live in claims.py."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, SessionDep, SettingsDep
+from nmdc_runtime.domain.errors import Forbidden
+from nmdc_runtime.domain.states import JobStatus
+from nmdc_runtime.schemas.common import Page
+from nmdc_runtime.schemas.data import JobCreate, JobRead
+from nmdc_runtime.store import jobs
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.post(
+    "/jobs",
+    status_code=201,
+    response_model=JobRead,
+    responses={404: {"description": "Unknown workflow or data resource"}},
+)
+def create_job(
+    body: JobCreate, session: SessionDep, settings: SettingsDep, principal: AdminPrincipal
+) -> JobRead:
+    """Make a job by hand (admin). Its config is the workflow's config, overridden by `config`, plus
+    `data_resources`: the named data resources in full. An unknown workflow or data resource is 404."""
+    row = jobs.create_job(
+        session,
+        workflow_id=body.workflow_id,
+        data_resource_ids=body.data_resource_ids,
+        config=body.config,
+        max_attempts=settings.max_attempts,
+        created_by=principal.key,
+    )
+    return JobRead.model_validate(row)
+
+
+@router.get(
+    "/jobs", response_model=Page[JobRead], responses={403: {"description": "claimable=true by a non-site"}}
+)
+def list_jobs(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    page: PageDep,
+    status: Annotated[JobStatus | None, Query(description="Jobs in this status.")] = None,
+    workflow_id: Annotated[str | None, Query(max_length=64, description="Jobs of this workflow.")] = None,
+    data_resource_id: Annotated[
+        str | None, Query(max_length=128, description="Jobs reading this data resource.")
+    ] = None,
+    claimable: Annotated[
+        bool, Query(description="true: only jobs the calling site could claim now (site clients only).")
+    ] = False,
+) -> Page[JobRead]:
+    """Jobs, in creation order.
+
+    `claimable=true` keeps the jobs the calling site could claim now: unclaimed, or claimed under a lapsed,
+    unpaused lease, of workflows whose `required_capabilities` the site has. Only a site can claim, so a
+    user asking for `claimable=true` gets 403. `claimable=false` is the same as leaving it out.
+    """
+    if claimable and not principal.is_site:
+        raise Forbidden(
+            "claimable=true lists what the calling site could claim: it needs a site client token"
+        )
+    rows, token = jobs.list_jobs(
+        session,
+        page=page,
+        status=status,
+        workflow_id=workflow_id,
+        data_resource_id=data_resource_id,
+        claimable_by=principal.site_id if claimable else None,
+    )
+    return Page[JobRead](resources=[JobRead.model_validate(row) for row in rows], next_page_token=token)
+
+
+@router.get("/jobs/{job_id}", response_model=JobRead)
+def get_job(session: SessionDep, _: CurrentPrincipal, job_id: str) -> JobRead:
+    """One job."""
+    return JobRead.model_validate(jobs.get_job(session, job_id=job_id))

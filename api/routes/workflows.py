@@ -1,0 +1,58 @@
+"""Workflows: what to run on which data types."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, SessionDep
+from nmdc_runtime.schemas.common import Page
+from nmdc_runtime.schemas.data import WorkflowCreate, WorkflowRead, WorkflowUpdate
+from nmdc_runtime.store import workflows
+
+router = APIRouter(tags=["workflows"])
+
+
+@router.post(
+    "/workflows", status_code=201, response_model=WorkflowRead, responses={409: {"description": "Id taken"}}
+)
+def create_workflow(body: WorkflowCreate, session: SessionDep, _: AdminPrincipal) -> WorkflowRead:
+    """Define a workflow (admin); the sensor makes one of its jobs per new data resource of its data types."""
+    row = workflows.create_workflow(
+        session,
+        workflow_id=body.id,
+        name=body.name,
+        version=body.version,
+        data_types=body.data_types,
+        required_capabilities=body.required_capabilities,
+        config=body.config,
+        enabled=body.enabled,
+    )
+    return WorkflowRead.model_validate(row)
+
+
+@router.get("/workflows", response_model=Page[WorkflowRead])
+def list_workflows(session: SessionDep, _: CurrentPrincipal, page: PageDep) -> Page[WorkflowRead]:
+    """Workflows, in creation order."""
+    rows, token = workflows.list_workflows(session, page=page)
+    return Page[WorkflowRead](
+        resources=[WorkflowRead.model_validate(row) for row in rows], next_page_token=token
+    )
+
+
+@router.get("/workflows/{workflow_id}", response_model=WorkflowRead)
+def get_workflow(session: SessionDep, _: CurrentPrincipal, workflow_id: str) -> WorkflowRead:
+    """One workflow."""
+    return WorkflowRead.model_validate(workflows.get_workflow(session, workflow_id=workflow_id))
+
+
+@router.patch("/workflows/{workflow_id}", response_model=WorkflowRead)
+def update_workflow(
+    body: WorkflowUpdate, session: SessionDep, _: AdminPrincipal, workflow_id: str
+) -> WorkflowRead:
+    """Change some of a workflow's fields (admin), e.g. `{"enabled": false}`; the others keep their values.
+
+    Jobs already made keep the config they were made with.
+    """
+    return WorkflowRead.model_validate(
+        workflows.update_workflow(session, workflow_id=workflow_id, changes=body.changes())
+    )

@@ -1,0 +1,72 @@
+"""Sites, site credentials and users as the API takes and shows them (never a secret or a hash)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from nmdc_runtime.schemas.common import Name, ReadModel, StrictModel, Tag
+
+SiteId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+"""The same rule as `nmdc-runtime sites create`."""
+Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
+"""The same rule as `nmdc-runtime users create`."""
+Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+
+MAX_CAPABILITIES = 64
+MAX_SITE_ADMIN_OF = 256
+
+
+class SiteCreate(StrictModel):
+    """`POST /sites`."""
+
+    id: SiteId
+    name: Name | None = Field(None, description="Display name (default: the id).")
+    capabilities: list[Tag] = Field(default_factory=list, max_length=MAX_CAPABILITIES)
+
+
+class SiteRead(ReadModel):
+    """A site; its credentials are never shown here."""
+
+    id: str
+    name: str
+    capabilities: list[str]
+    created_at: datetime
+
+
+class SiteCredentials(ReadModel):
+    """New site client credentials: the secret is shown this once and stored only as a hash."""
+
+    client_id: str
+    client_secret: str
+
+
+class UserCreate(StrictModel):
+    """`POST /users`."""
+
+    username: Username
+    password: Password
+    admin: bool = False
+    site_admin_of: list[SiteId] = Field(default_factory=list, max_length=MAX_SITE_ADMIN_OF)
+
+
+class UserRead(ReadModel):
+    """A user, without the password."""
+
+    username: str
+    admin: bool
+    site_admin_of: list[str]
+    created_at: datetime
+
+
+class PrincipalRead(ReadModel):
+    """`GET /users/me`: who the token belongs to (a user has `username`, a site client `client_id`)."""
+
+    kind: Literal["user", "site_client"]
+    username: str | None = None
+    client_id: str | None = None
+    site_id: str | None = None
+    admin: bool
+    site_admin_of: list[str] | None = None

@@ -1,0 +1,173 @@
+"""Data resources, workflows and jobs as the API takes and shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo, field_validator
+
+from nmdc_runtime.domain.states import JobStatus
+from nmdc_runtime.schemas.common import ChosenId, JsonObject, Name, ReadModel, StrictModel, Tag, Text
+
+MAX_URL_LENGTH = 2048
+MAX_CHECKSUMS = 8
+MAX_TAGS = 64
+MAX_JOB_INPUTS = 1000
+MAX_SIZE = 2**63 - 1
+"""The largest byte count the database (bigint) holds."""
+
+HEX_LENGTH = {"sha256": 64, "md5": 32}
+
+
+def _http_url(value: str) -> str:
+    # Checked by hand rather than with pydantic's HttpUrl, which rewrites the URL (e.g. adds a slash):
+    # sites must get back exactly the URL they registered.
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("the URL scheme must be http or https")
+    if not parts.hostname:
+        raise ValueError("the URL needs a host")
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in value):
+        raise ValueError("the URL must not contain whitespace or control characters")
+    return value
+
+
+HttpUrl = Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH), AfterValidator(_http_url)]
+Version = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^\S+$")]
+OpaqueId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+"""An id the server made (`dr-...`, `job-...`); only its length is checked, lookups decide the rest."""
+
+
+class Checksum(StrictModel):
+    """A checksum of a data resource's bytes, as lowercase hex."""
+
+    type: Literal["sha256", "md5"]
+    checksum: Annotated[str, StringConstraints(max_length=128)]
+
+    @field_validator("checksum")
+    @classmethod
+    def _hex_of_type_length(cls, value: str, info: ValidationInfo) -> str:
+        if not all(ch in "0123456789abcdefABCDEF" for ch in value):
+            raise ValueError("the checksum must be hexadecimal")
+        kind = info.data.get("type")
+        # A bad `type` is reported on its own field; the length is only checked against a valid one.
+        if kind in HEX_LENGTH and len(value) != HEX_LENGTH[kind]:
+            raise ValueError(f"a {kind} checksum is {HEX_LENGTH[kind]} hex digits, not {len(value)}")
+        return value.lower()
+
+
+class DataResourceCreate(StrictModel):
+    """`POST /data_resources` (and an execution's outputs): the site comes from the caller's token."""
+
+    name: Name
+    url: HttpUrl
+    data_type: Tag
+    size: int = Field(ge=0, le=MAX_SIZE, description="Bytes.")
+    checksums: list[Checksum] = Field(max_length=MAX_CHECKSUMS)
+    description: Text | None = None
+
+    @field_validator("checksums")
+    @classmethod
+    def _one_per_type(cls, value: list[Checksum]) -> list[Checksum]:
+        kinds = [item.type for item in value]
+        if len(kinds) != len(set(kinds)):
+            raise ValueError("at most one checksum of each type")
+        return value
+
+
+class DataResourceRead(ReadModel):
+    """A registered data resource."""
+
+    id: str
+    site_id: str
+    name: str
+    url: str
+    data_type: str
+    size: int
+    checksums: list[Checksum]
+    description: str | None = None
+    created_at: datetime
+
+
+class WorkflowCreate(StrictModel):
+    """`POST /workflows`."""
+
+    id: ChosenId
+    name: Name
+    version: Version
+    data_types: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    required_capabilities: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    config: JsonObject = Field(default_factory=dict)
+    enabled: bool = True
+
+
+class WorkflowUpdate(StrictModel):
+    """`PATCH /workflows/{id}`: only the fields sent change; none of them may be null."""
+
+    name: Name | None = None
+    version: Version | None = None
+    data_types: list[Tag] | None = Field(None, max_length=MAX_TAGS)
+    required_capabilities: list[Tag] | None = Field(None, max_length=MAX_TAGS)
+    config: JsonObject | None = None
+    enabled: bool | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Runs only for fields that were sent: a field left out stays None and unchanged.
+        if value is None:
+            raise ValueError("may not be null; leave the field out to keep it")
+        return value
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the request sets."""
+        return self.model_dump(exclude_unset=True)
+
+
+class WorkflowRead(ReadModel):
+    """A workflow."""
+
+    id: str
+    name: str
+    version: str
+    data_types: list[str]
+    required_capabilities: list[str]
+    config: dict[str, Any]
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobCreate(StrictModel):
+    """`POST /jobs`: a job made by hand; `config` overrides the workflow's config keys it names."""
+
+    workflow_id: ChosenId
+    data_resource_ids: list[OpaqueId] = Field(max_length=MAX_JOB_INPUTS)
+    config: JsonObject | None = None
+
+    @field_validator("config")
+    @classmethod
+    def _no_data_resources_key(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value and "data_resources" in value:
+            raise ValueError("`data_resources` is set from `data_resource_ids`; leave it out of config")
+        return value
+
+
+class JobRead(ReadModel):
+    """A job; `config` was fixed when the job was made."""
+
+    id: str
+    workflow_id: str
+    config: dict[str, Any]
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    created_by: str | None = None
+    created_at: datetime
+    updated_at: datetime
