@@ -297,16 +297,27 @@ _KEEP = "nmdc_keep_on_error"
 
 @contextmanager
 def keep_expiries(session: Session) -> Iterator[None]:
-    """Commit the lease expiries a failing request made before its domain error propagates.
+    """Keep the lease expiries a failing request made, and nothing else it did.
 
-    A request that finds a lapsed lease ends that operation, then often answers 409 or 404; the error would
-    otherwise roll the expiry back. The functions here raise only before making any other change.
+    A request that meets a lapsed lease ends that operation, then often answers 409 or 404; the error
+    would roll the expiry back with the rest. On a domain error this rolls back, applies the same lapse rule
+    again to the jobs noted, and commits that alone (it is idempotent: a lease lapsed once stays lapsed).
     """
     session.info.pop(_KEEP, None)
     try:
         yield
     except RuntimeDomainError:
-        if session.info.pop(_KEEP, False):
+        noted = session.info.pop(_KEEP, None)
+        if noted:
+            session.rollback()
+            now, settings, job_ids = noted
+            for job_id in sorted(job_ids):
+                job = store.lock_job(session, job_id=job_id)
+                if job is not None:
+                    expire_if_lapsed(
+                        session, store.open_operation(session, job_id=job.id), job, now=now, settings=settings
+                    )
+            session.info.pop(_KEEP, None)
             session.commit()
         raise
     finally:
@@ -317,17 +328,21 @@ def _settings(settings: Settings | None) -> Settings:
     return settings or get_settings()
 
 
-def _expire_if_lapsed(
+def expire_if_lapsed(
     session: Session, op: Operation | None, job: Job, *, now: datetime, settings: Settings
 ) -> Operation | None:
-    """`op` when it still holds its lease; None (having expired it) when it lapsed, or when there is none."""
+    """`op` when it is open and holds its lease; None when there is none, or (having expired it) it lapsed.
+
+    `op` and `job` must be locked. Expiries are noted for `keep_expiries`.
+    """
     if op is None or op.done:
         return None
     if not lease_lapsed(op, now=now):
         return op
     expire_operation(op, job, now=now, retention_seconds=settings.operation_retention_seconds)
     session.flush()
-    session.info[_KEEP] = True
+    noted = session.info.setdefault(_KEEP, (now, settings, set()))
+    noted[2].add(job.id)
     return None
 
 
@@ -345,7 +360,7 @@ def _open_operation_for(
     """`op`, when it is open and still holds its lease; else Conflict (expiring it first if it lapsed)."""
     if op.done:
         raise Conflict(f"operation {op.id} is finished ({op.state})")
-    if _expire_if_lapsed(session, op, job, now=now, settings=settings) is None:
+    if expire_if_lapsed(session, op, job, now=now, settings=settings) is None:
         raise LeaseLost(f"operation {op.id} lost its lease: it expired at {_rfc3339(op.lease_expire_time)}")
     return op
 
@@ -360,7 +375,7 @@ def claim_job(
     """
     settings = _settings(settings)
     job = store.lock_job_or_404(session, job_id=job_id)
-    current = _expire_if_lapsed(
+    current = expire_if_lapsed(
         session, store.open_operation(session, job_id=job.id), job, now=now, settings=settings
     )
     decision = decide_claim(
@@ -524,7 +539,7 @@ def cancel_job(session: Session, *, job_id: str, now: datetime, settings: Settin
     """
     settings = _settings(settings)
     job = store.lock_job_or_404(session, job_id=job_id)
-    op = _expire_if_lapsed(
+    op = expire_if_lapsed(
         session, store.open_operation(session, job_id=job.id), job, now=now, settings=settings
     )
     if job.status == JobStatus.CANCELED:
@@ -546,7 +561,7 @@ def release_job(
     """
     settings = _settings(settings)
     job = store.lock_job_or_404(session, job_id=job_id)
-    op = _expire_if_lapsed(
+    op = expire_if_lapsed(
         session, store.open_operation(session, job_id=job.id), job, now=now, settings=settings
     )
     if op is None or op.site_id != site_id:
@@ -573,7 +588,7 @@ def active_operation_for_execution(
     """
     settings = _settings(settings)
     job = store.lock_job_or_404(session, job_id=job_id)
-    active = _expire_if_lapsed(
+    active = expire_if_lapsed(
         session, store.open_operation(session, job_id=job.id), job, now=now, settings=settings
     )
     if active is not None and active.site_id != site_id:

@@ -1,0 +1,152 @@
+"""Executions: what the executing site did for a job, recorded under its active claim."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from api.deps import CurrentPrincipal, PageDep, SessionDep, SettingsDep, SitePrincipal
+from api.idempotency import IdempotencyKeyHeader, respond
+from nmdc_runtime.domain import executions as domain
+from nmdc_runtime.domain.operations import keep_expiries
+from nmdc_runtime.models import Execution
+from nmdc_runtime.schemas.common import Page
+from nmdc_runtime.schemas.data import DataResourceRead
+from nmdc_runtime.schemas.executions import ExecutionCreate, ExecutionRead, ExecutionUpdate
+from nmdc_runtime.store import executions as store
+from nmdc_runtime.store import idempotency
+from nmdc_runtime.store.jobs import get_job
+
+router = APIRouter(tags=["executions"])
+
+_ERRORS = {
+    403: {"description": "Another site holds the job's claim, or the execution is another site's"},
+    404: {"description": "Unknown job or execution"},
+    409: {"description": "The caller holds no active claim on the job (finished, released or lapsed)"},
+}
+
+
+def present_executions(session: Session, executions: Sequence[Execution]) -> list[ExecutionRead]:
+    """Executions as the API shows them, with their outputs in full."""
+    outputs = store.outputs_of(session, executions=executions)
+    return [
+        ExecutionRead.model_validate(
+            {
+                **{
+                    column: getattr(row, column)
+                    for column in ExecutionRead.model_fields
+                    if column != "outputs"
+                },
+                "outputs": [DataResourceRead.model_validate(dr) for dr in outputs[row.id]],
+            }
+        )
+        for row in executions
+    ]
+
+
+@router.post(
+    "/jobs/{job_id}/executions",
+    status_code=201,
+    response_model=ExecutionRead,
+    responses={
+        **_ERRORS,
+        422: {"description": "Invalid body, an operation not of this job, or a reused key"},
+    },
+)
+def create_execution(
+    job_id: str,
+    body: ExecutionCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: SitePrincipal,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Record what the calling site did under its active claim on the job (`operation_id` names the claim).
+
+    Each output is registered, in the same transaction, as a data resource of the calling site made by this
+    execution, so it can trigger the next workflow. Honours `Idempotency-Key` like `POST /data_resources`.
+    Another site's claim is 403; no active claim (finished, released, or a lapsed lease) is 409.
+    """
+    now = datetime.now(UTC)
+
+    def create() -> dict:
+        row = domain.record_execution(
+            session,
+            job_id=job_id,
+            site_id=principal.site_id,
+            operation_id=body.operation_id,
+            status=body.status.value,
+            started_at=body.started_at,
+            ended_at=body.ended_at,
+            outputs=[
+                {
+                    **output.model_dump(exclude={"checksums"}),
+                    "checksums": [c.model_dump() for c in output.checksums],
+                }
+                for output in body.outputs
+            ],
+            details=body.details,
+            now=now,
+            settings=settings,
+        )
+        return present_executions(session, [row])[0].model_dump(mode="json")
+
+    with keep_expiries(session):
+        outcome = idempotency.run_once(
+            session,
+            principal=principal.key,
+            key=idempotency_key,
+            endpoint=f"POST /jobs/{job_id}/executions",
+            payload=body.model_dump(mode="json"),
+            status_code=201,
+            create=create,
+        )
+    return respond(outcome)
+
+
+@router.get("/jobs/{job_id}/executions", response_model=Page[ExecutionRead], responses={404: _ERRORS[404]})
+def list_executions(
+    job_id: str, session: SessionDep, _: CurrentPrincipal, page: PageDep
+) -> Page[ExecutionRead]:
+    """A job's executions, in the order they were reported."""
+    get_job(session, job_id=job_id)
+    rows, token = store.list_executions(session, job_id=job_id, page=page)
+    return Page[ExecutionRead](resources=present_executions(session, rows), next_page_token=token)
+
+
+@router.get(
+    "/jobs/{job_id}/executions/{exec_id}", response_model=ExecutionRead, responses={404: _ERRORS[404]}
+)
+def get_execution(job_id: str, exec_id: str, session: SessionDep, _: CurrentPrincipal) -> ExecutionRead:
+    """One execution of a job."""
+    return present_executions(session, [store.get_execution(session, job_id=job_id, execution_id=exec_id)])[0]
+
+
+@router.patch("/jobs/{job_id}/executions/{exec_id}", response_model=ExecutionRead, responses=_ERRORS)
+def update_execution(
+    job_id: str,
+    exec_id: str,
+    body: ExecutionUpdate,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: SitePrincipal,
+) -> ExecutionRead:
+    """Correct an execution (`status`, `ended_at`, `details` merged): only the executing site, and only while
+    the operation it was reported under is open and holds its lease; after that the execution is final (409)."""
+    with keep_expiries(session):
+        row = domain.update_execution(
+            session,
+            job_id=job_id,
+            execution_id=exec_id,
+            site_id=principal.site_id,
+            now=datetime.now(UTC),
+            status=body.status.value if body.status else None,
+            ended_at=body.ended_at,
+            details=body.details,
+            settings=settings,
+        )
+    return present_executions(session, [row])[0]

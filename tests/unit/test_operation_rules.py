@@ -1,0 +1,306 @@
+"""The pure rules of claims, leases and operations: every allowed and every refused move."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from nmdc_runtime.domain import operations as rules
+from nmdc_runtime.domain.errors import Conflict, Forbidden, InvalidInput
+from nmdc_runtime.domain.principals import Principal
+from nmdc_runtime.domain.states import JobStatus, OperationState
+from nmdc_runtime.models import Job, Operation
+
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+S = OperationState
+J = JobStatus
+
+ALLOWED_OPERATION_MOVES = {
+    (S.RUNNING, S.PAUSED),
+    (S.RUNNING, S.SUCCEEDED),
+    (S.RUNNING, S.FAILED),
+    (S.RUNNING, S.CANCELED),
+    (S.RUNNING, S.EXPIRED),
+    (S.PAUSED, S.RUNNING),
+    (S.PAUSED, S.SUCCEEDED),
+    (S.PAUSED, S.FAILED),
+    (S.PAUSED, S.CANCELED),
+}
+ALLOWED_JOB_MOVES = {
+    (J.UNCLAIMED, J.CLAIMED),
+    (J.UNCLAIMED, J.CANCELED),
+    (J.CLAIMED, J.UNCLAIMED),
+    (J.CLAIMED, J.SUCCEEDED),
+    (J.CLAIMED, J.FAILED),
+    (J.CLAIMED, J.CANCELED),
+}
+
+
+@pytest.mark.parametrize("source", list(S))
+@pytest.mark.parametrize("target", list(S))
+def test_operation_moves(source, target):
+    assert rules.can_move_operation(source, target) == ((source, target) in ALLOWED_OPERATION_MOVES)
+
+
+@pytest.mark.parametrize("source", list(J))
+@pytest.mark.parametrize("target", list(J))
+def test_job_moves(source, target):
+    assert rules.can_move_job(source, target) == ((source, target) in ALLOWED_JOB_MOVES)
+
+
+def test_finished_operations_never_move_and_paused_ones_never_expire():
+    for state in S:
+        if state.done:
+            assert not any(rules.can_move_operation(state, target) for target in S)
+    assert not rules.can_move_operation(S.PAUSED, S.EXPIRED)
+
+
+# --- claims --------------------------------------------------------------------------------------------
+
+
+def _decide(job_status=J.UNCLAIMED, holder=None, site="site-e", caps=("gpu",), required=("gpu",)):
+    return rules.decide_claim(
+        job_status=job_status,
+        holder_site_id=holder,
+        site_id=site,
+        site_capabilities=list(caps),
+        required_capabilities=list(required),
+    )
+
+
+def test_claim_of_an_unclaimed_job_creates_an_operation():
+    assert _decide() is rules.ClaimDecision.CREATED
+
+
+def test_claim_of_a_job_marked_claimed_without_a_live_operation_creates_one():
+    # A lapsed operation is expired before the decision, so no holder remains.
+    assert _decide(job_status=J.CLAIMED, holder=None) is rules.ClaimDecision.CREATED
+
+
+def test_repeated_claim_by_the_holder_returns_the_same_operation():
+    assert _decide(job_status=J.CLAIMED, holder="site-e") is rules.ClaimDecision.EXISTING
+
+
+def test_claim_while_another_site_holds_it_conflicts():
+    with pytest.raises(Conflict):
+        _decide(job_status=J.CLAIMED, holder="site-f")
+
+
+@pytest.mark.parametrize("status", [J.SUCCEEDED, J.FAILED, J.CANCELED])
+def test_claim_of_a_finished_or_canceled_job_conflicts(status):
+    with pytest.raises(Conflict):
+        _decide(job_status=status)
+    with pytest.raises(Conflict):
+        _decide(job_status=status, holder="site-e")
+
+
+def test_claim_without_a_required_capability_is_forbidden_and_names_it():
+    with pytest.raises(Forbidden, match="metagenome"):
+        _decide(caps=["gpu"], required=["gpu", "metagenome"])
+
+
+def test_capabilities_cover():
+    assert rules.capabilities_cover([], [])
+    assert rules.capabilities_cover(["a", "b"], ["a"])
+    assert not rules.capabilities_cover(["a"], ["a", "b"])
+
+
+# --- the job after its operation ends --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("op_state", "attempts", "expected"),
+    [
+        (S.SUCCEEDED, 1, (J.SUCCEEDED, 1)),
+        (S.FAILED, 1, (J.UNCLAIMED, 1)),
+        (S.FAILED, 3, (J.FAILED, 3)),
+        (S.EXPIRED, 2, (J.UNCLAIMED, 2)),
+        (S.EXPIRED, 3, (J.FAILED, 3)),
+        # A release or cancel gives the attempt back, even the last one.
+        (S.CANCELED, 3, (J.UNCLAIMED, 2)),
+        (S.CANCELED, 1, (J.UNCLAIMED, 0)),
+    ],
+)
+def test_job_after_its_operation_ends(op_state, attempts, expected):
+    got = rules.job_after_operation(
+        job_status=J.CLAIMED, attempts=attempts, max_attempts=3, op_state=op_state
+    )
+    assert got == expected
+
+
+@pytest.mark.parametrize("op_state", [S.SUCCEEDED, S.FAILED, S.EXPIRED, S.CANCELED])
+def test_a_canceled_job_stays_canceled_whatever_its_operation_ends_with(op_state):
+    status, _ = rules.job_after_operation(
+        job_status=J.CANCELED, attempts=1, max_attempts=3, op_state=op_state
+    )
+    assert status is J.CANCELED
+
+
+@pytest.mark.parametrize("op_state", [S.RUNNING, S.PAUSED])
+def test_an_open_state_is_not_an_ending(op_state):
+    with pytest.raises(ValueError):
+        rules.job_after_operation(job_status=J.CLAIMED, attempts=1, max_attempts=3, op_state=op_state)
+
+
+def test_error_codes_map_to_states():
+    assert rules.state_for_error("CANCELLED") is S.CANCELED
+    assert rules.state_for_error("INTERNAL") is S.FAILED
+    assert rules.state_for_error("DEADLINE_EXCEEDED") is S.FAILED
+
+
+# --- leases, starting and finishing (ORM objects in memory, no database) -------------------------------
+
+
+def _job(**values) -> Job:
+    fields = dict(id="job-1", workflow_id="wf", status=J.UNCLAIMED.value, attempts=0, max_attempts=3)
+    fields.update(values)
+    return Job(**fields)
+
+
+def _claimed(job: Job | None = None, lease_seconds: int = 60) -> tuple[Operation, Job]:
+    job = job or _job()
+    op = rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=lease_seconds)
+    return op, job
+
+
+def test_start_counts_the_attempt_and_claims_the_job():
+    op, job = _claimed(_job(attempts=1))
+    assert job.status == J.CLAIMED
+    assert job.attempts == 2
+    assert op.attempt == 2
+    assert (op.state, op.done, op.paused, op.cancel_requested) == (S.RUNNING, False, False, False)
+    assert op.lease_expire_time == NOW + timedelta(seconds=60)
+    assert (op.job_id, op.site_id, op.workflow_id) == ("job-1", "site-e", "wf")
+
+
+@pytest.mark.parametrize("status", [J.CLAIMED, J.SUCCEEDED, J.FAILED, J.CANCELED])
+def test_start_is_refused_unless_the_job_is_unclaimed_or_claimed(status):
+    job = _job(status=status.value)
+    if status is J.CLAIMED:
+        # Re-claiming a job whose previous operation lapsed: it stays claimed.
+        rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=60)
+        assert job.status == J.CLAIMED
+    else:
+        with pytest.raises(Conflict):
+            rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=60)
+
+
+def test_lease_lapses_at_its_end_unless_paused_or_done():
+    op, _ = _claimed(lease_seconds=10)
+    assert not rules.lease_lapsed(op, now=NOW + timedelta(seconds=9))
+    assert rules.lease_lapsed(op, now=NOW + timedelta(seconds=10))
+    op.paused = True
+    assert not rules.lease_lapsed(op, now=NOW + timedelta(days=1))
+    op.paused = False
+    op.done = True
+    assert not rules.lease_lapsed(op, now=NOW + timedelta(days=1))
+
+
+def test_expiry_sets_deadline_exceeded_and_retention_and_frees_the_job():
+    op, job = _claimed()
+    later = NOW + timedelta(minutes=5)
+    rules.expire_operation(op, job, now=later, retention_seconds=100)
+    assert (op.state, op.done) == (S.EXPIRED, True)
+    assert op.error["code"] == "DEADLINE_EXCEEDED"
+    assert op.result_execution_id is None
+    assert op.expire_time == later + timedelta(seconds=100)
+    assert (job.status, job.attempts) == (J.UNCLAIMED, 1)
+
+
+def test_expiry_of_the_last_attempt_fails_the_job():
+    op, job = _claimed(_job(attempts=2))
+    rules.expire_operation(op, job, now=NOW, retention_seconds=0)
+    assert (job.status, job.attempts) == (J.FAILED, 3)
+
+
+def test_a_finished_operation_cannot_be_finished_again():
+    op, job = _claimed()
+    rules.finish_operation(op, job, state=S.SUCCEEDED, now=NOW, retention_seconds=0, execution_id="exec-1")
+    assert (op.state, job.status) == (S.SUCCEEDED, J.SUCCEEDED)
+    for state in (S.FAILED, S.EXPIRED, S.CANCELED):
+        with pytest.raises(Conflict):
+            rules.finish_operation(op, job, state=state, now=NOW, retention_seconds=0, error={"code": "X"})
+
+
+def test_finishing_needs_exactly_one_outcome_matching_the_state():
+    op, job = _claimed()
+    with pytest.raises(ValueError):
+        rules.finish_operation(op, job, state=S.FAILED, now=NOW, retention_seconds=0)
+    with pytest.raises(ValueError):
+        rules.finish_operation(
+            op, job, state=S.FAILED, now=NOW, retention_seconds=0, execution_id="e", error={"code": "X"}
+        )
+    with pytest.raises(ValueError):
+        rules.finish_operation(op, job, state=S.FAILED, now=NOW, retention_seconds=0, execution_id="e")
+    with pytest.raises(ValueError):
+        rules.finish_operation(op, job, state=S.SUCCEEDED, now=NOW, retention_seconds=0, error={"code": "X"})
+
+
+# --- metadata --------------------------------------------------------------------------------------------
+
+
+def test_metadata_merge_keeps_read_only_keys_and_ignores_server_keys():
+    op, _ = _claimed()
+    op.extra_metadata = {"progress": 10, "stage": "download"}
+    merged = rules.merged_metadata(
+        op,
+        {
+            "job_id": "job-1",
+            "site_id": "site-e",
+            "workflow_id": "wf",
+            "attempt": 1,
+            "state": "succeeded",
+            "lease_expire_time": "2000-01-01T00:00:00Z",
+            "cancel_requested": True,
+            "paused": True,
+            "progress": 50,
+            "stage": None,
+            "host": "node-7",
+        },
+    )
+    assert merged == {"progress": 50, "host": "node-7"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("job_id", "job-2"), ("site_id", "site-f"), ("workflow_id", "other"), ("attempt", 2)]
+)
+def test_changing_a_read_only_metadata_key_is_invalid(key, value):
+    op, _ = _claimed()
+    with pytest.raises(InvalidInput) as caught:
+        rules.merged_metadata(op, {key: value})
+    assert caught.value.details["field"] == f"metadata.{key}"
+
+
+@pytest.mark.parametrize("progress", [-1, 101, "half", True, [1]])
+def test_progress_must_be_a_percentage(progress):
+    op, _ = _claimed()
+    with pytest.raises(InvalidInput):
+        rules.merged_metadata(op, {"progress": progress})
+
+
+def test_message_must_be_a_string():
+    op, _ = _claimed()
+    with pytest.raises(InvalidInput):
+        rules.merged_metadata(op, {"message": 5})
+    assert rules.merged_metadata(op, {"message": "ok", "progress": 99.5}) == {
+        "message": "ok",
+        "progress": 99.5,
+    }
+
+
+# --- who may act ----------------------------------------------------------------------------------------
+
+
+def test_authorize_holder():
+    op, _ = _claimed()
+    holder = Principal(kind="site_client", name="c1", site_id="site-e")
+    other = Principal(kind="site_client", name="c2", site_id="site-f")
+    admin = Principal(kind="user", name="root", admin=True)
+    user = Principal(kind="user", name="bob", site_admin_of=frozenset({"site-e"}))
+    rules.authorize_holder(op, holder, admin_allowed=True)
+    rules.authorize_holder(op, holder, admin_allowed=False)
+    rules.authorize_holder(op, admin, admin_allowed=True)
+    for principal, admin_allowed in [(other, True), (user, True), (admin, False), (user, False)]:
+        with pytest.raises(Forbidden):
+            rules.authorize_holder(op, principal, admin_allowed=admin_allowed)
