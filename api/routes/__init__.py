@@ -1,6 +1,17 @@
 """One router per resource, collected here in the order the OpenAPI page lists them."""
 
-from api.routes import data_resources, jobs, service, sites, token, users, workflows
+from api.routes import (
+    claims,
+    data_resources,
+    executions,
+    jobs,
+    operations,
+    service,
+    sites,
+    token,
+    users,
+    workflows,
+)
 
 ROUTERS = [
     token.router,
@@ -9,5 +20,8 @@ ROUTERS = [
     data_resources.router,
     workflows.router,
     jobs.router,
+    claims.router,
+    operations.router,
+    executions.router,
     service.router,
 ]
