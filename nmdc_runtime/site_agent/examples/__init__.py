@@ -1,0 +1,1 @@
+"""Small commands that `nmdc-site run` can execute, shipped for the demo and the tests."""

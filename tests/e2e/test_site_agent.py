@@ -1,0 +1,515 @@
+"""`nmdc-site serve`, `run` and `watch` as real processes against a live API (uvicorn) on real PostgreSQL.
+
+Jobs are made with `POST /jobs` as an admin, so no Dagster is needed. The API runs with a short lease
+(LEASE seconds) so that lease renewal, cancellation and restarts show within seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nmdc_runtime.client import NmdcClient, Operation
+from nmdc_runtime.config import Settings
+from nmdc_runtime.db import Database
+from nmdc_runtime.site_agent.files import FileServer
+from nmdc_runtime.store import accounts
+from tests.integration.conftest import ADMIN_PASSWORD, make_site
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+LEASE = 6
+WORKFLOW = "stats"
+STATS = [sys.executable, "-m", "nmdc_runtime.site_agent.examples.stats", "{inputs}"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def api_url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A live API on this run's database, with a LEASE-second claim lease."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        NMDC_DATABASE_URL=settings.database_url,
+        NMDC_DAGSTER_DATABASE_URL=settings.dagster_database_url,
+        NMDC_JWT_SECRET=settings.jwt_secret.get_secret_value(),
+        NMDC_HOME=str(tmp_path_factory.mktemp("api_home")),
+        NMDC_CLAIM_LEASE_SECONDS=str(LEASE),
+    )
+    log = (tmp_path_factory.mktemp("api_log") / "uvicorn.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def healthy() -> bool:
+            assert proc.poll() is None, "uvicorn exited; see its log"
+            try:
+                return httpx.get(url + "/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 60, "the API")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+class World:
+    """An admin, a data site, an executing site and a workflow, on an emptied-after-use database."""
+
+    def __init__(self, api_url: str, database: Database) -> None:
+        self.api_url = api_url
+        with database.session() as session:
+            accounts.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
+        self.admin = NmdcClient(api_url, username="admin", password=ADMIN_PASSWORD)
+        self.data_creds = make_site(database, "site-d")
+        self.exec_creds = make_site(database, "site-e", ["stats"])
+        self.data_site = self.site_client(self.data_creds)
+        self.exec_site = self.site_client(self.exec_creds)
+        self.admin.create_workflow(
+            WORKFLOW,
+            data_types=["table"],
+            required_capabilities=["stats"],
+            config={"output_data_type": "table.stats"},
+        )
+
+    def site_client(self, creds: dict[str, str]) -> NmdcClient:
+        return NmdcClient(self.api_url, client_id=creds["client_id"], client_secret=creds["client_secret"])
+
+    def env(self, creds: dict[str, str]) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            NMDC_API_URL=self.api_url,
+            NMDC_CLIENT_ID=creds["client_id"],
+            NMDC_CLIENT_SECRET=creds["client_secret"],
+        )
+        return env
+
+    def site(self, creds: dict[str, str], *args: str, **kwargs: Any) -> subprocess.Popen:
+        """Start `nmdc-site ARGS...` as that site."""
+        return subprocess.Popen(
+            [str(BIN / "nmdc-site"), *args],
+            env=self.env(creds),
+            stdout=subprocess.PIPE,
+            stderr=kwargs.pop("stderr", None),
+            text=True,
+            **kwargs,
+        )
+
+    def operations(self, job_id: str) -> list[Operation]:
+        return list(self.admin.list_operations(job_id=job_id))
+
+    def close(self) -> None:
+        for client in (self.admin, self.data_site, self.exec_site):
+            client.close()
+
+
+@pytest.fixture
+def world(api_url: str, clean_database: Database) -> Iterator[World]:
+    w = World(api_url, clean_database)
+    yield w
+    w.close()
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> str:
+    """Stop a process (if still running) and return its standard output."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=30)
+    return out or ""
+
+
+def write_table(path: Path, rows: int = 200) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["depth\tgc"] + [f"{i % 37}\t{(i * 7) % 100 / 100:.2f}" for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder served over HTTP by the test itself, for registering resources by hand."""
+    root = tmp_path / "served"
+    with FileServer(root, "127.0.0.1", 0) as server:
+        yield root, f"http://127.0.0.1:{server.port}"
+
+
+def register(world: World, root: Path, base: str, name: str, *, sha256: str | None = None) -> str:
+    path = root / name
+    data = path.read_bytes()
+    resource = world.data_site.create_data_resource(
+        name=name,
+        url=f"{base}/{name}",
+        data_type="table",
+        size=len(data),
+        checksums=[{"type": "sha256", "checksum": sha256 or hashlib.sha256(data).hexdigest()}],
+    )
+    return resource.id
+
+
+def make_job(world: World, root: Path, base: str, *, sha256: str | None = None) -> str:
+    write_table(root / "sample.tsv")
+    resource_id = register(world, root, base, "sample.tsv", sha256=sha256)
+    return world.admin.create_job(WORKFLOW, [resource_id]).id
+
+
+def run_args(state_dir: Path, *command: str, once: bool = True) -> list[str]:
+    args = [
+        "run",
+        "--workflow",
+        WORKFLOW,
+        "--state-dir",
+        str(state_dir),
+        "--port",
+        "0",
+        "--poll-interval",
+        "0.5",
+    ]
+    return [*args, *(["--once"] if once else []), "--", *command]
+
+
+# ---- serve ------------------------------------------------------------------------------------------------
+
+
+def test_serve_registers_each_file_once_even_when_restarted(world: World, tmp_path: Path):
+    data = tmp_path / "data"
+    write_table(data / "a.tsv")
+    write_table(data / "sub" / "b.tsv", rows=10)
+    (data / ".hidden").write_text("not published")
+    (data / "c.tsv.part").write_text("being written")
+    port = str(free_port())
+
+    def serve() -> subprocess.Popen:
+        return world.site(
+            world.data_creds, "serve", str(data), "--data-type", "table", "--port", port, "--rescan", "0.5"
+        )
+
+    def mine() -> list:
+        return list(world.admin.list_data_resources(site_id="site-d"))
+
+    proc = serve()
+    try:
+        resources = wait_for(lambda: len(mine()) == 2 and mine(), 30, "two registrations")
+        by_name = {r.name: r for r in resources}
+        assert set(by_name) == {"a.tsv", "sub/b.tsv"}
+        # The registered URL serves the file, and its size and checksum are right.
+        body = httpx.get(by_name["sub/b.tsv"].url).content
+        assert len(body) == by_name["sub/b.tsv"].size
+        assert hashlib.sha256(body).hexdigest() == by_name["sub/b.tsv"].checksum("sha256")
+        assert httpx.get(by_name["a.tsv"].url.replace("a.tsv", ".hidden")).status_code == 404
+        # A file added later is picked up by the rescan.
+        write_table(data / "d.tsv", rows=3)
+        wait_for(lambda: len(mine()) == 3, 30, "the new file")
+    finally:
+        stop(proc)
+    proc = serve()
+    try:
+        time.sleep(3)  # several rescans
+    finally:
+        out = stop(proc)
+    assert out.strip() == ""  # nothing registered the second time
+    assert len(mine()) == 3
+
+
+# ---- run --------------------------------------------------------------------------------------------------
+
+
+def test_full_job_from_served_data_to_served_outputs(world: World, tmp_path: Path):
+    write_table(tmp_path / "data" / "sample.tsv")
+    serve = world.site(
+        world.data_creds, "serve", str(tmp_path / "data"), "--data-type", "table", "--port", "0"
+    )
+    agent = None
+    try:
+        resource = wait_for(
+            lambda: list(world.admin.list_data_resources(site_id="site-d")), 30, "registration"
+        )[0]
+        job = world.admin.create_job(WORKFLOW, [resource.id])
+        agent = world.site(world.exec_creds, *run_args(tmp_path / "exec", *STATS, once=False))
+
+        def finished() -> Operation | None:
+            ops = world.operations(job.id)
+            return ops[0] if ops and ops[0].done else None
+
+        op = wait_for(finished, 60, "the operation to finish")
+        assert op.error is None, op.error
+        assert op.metadata.state == "succeeded"
+        execution = world.admin.get_execution(job.id, op.result.id)
+        assert execution.status == "succeeded"
+        assert execution.site_id == "site-e"
+        assert execution.details["exit_code"] == 0
+        [output] = execution.outputs
+        assert output["name"] == "sample.tsv.stats.json"
+        assert output["data_type"] == "table.stats"
+        # The agent serves its outputs: the registered URL answers with the registered bytes.
+        body = httpx.get(output["url"]).content
+        assert hashlib.sha256(body).hexdigest() == output["checksums"][0]["checksum"]
+        stats = json.loads(body)
+        assert stats["rows"] == 200
+        assert stats["columns"]["depth"]["max"] == 36
+        # The output is a data resource of the executing site.
+        assert world.admin.get_data_resource(output["id"]).site_id == "site-e"
+        assert world.admin.get_job(job.id).status == "succeeded"
+    finally:
+        if agent:
+            stop(agent)
+        stop(serve)
+
+
+def test_checksum_mismatch_finishes_with_an_error_never_a_success(world: World, tmp_path: Path, served):
+    root, base = served
+    job_id = make_job(world, root, base, sha256="0" * 64)
+    agent = world.site(world.exec_creds, *run_args(tmp_path / "exec", *STATS))
+    out = agent.communicate(timeout=60)[0]
+    assert agent.returncode == 1, out
+    [op] = world.operations(job_id)
+    assert op.done and op.result is None
+    assert op.error.code == "DATA_LOSS"
+    assert "sha256 mismatch" in op.error.message
+    assert list(world.admin.list_executions(job_id)) == []
+
+
+def test_size_mismatch_is_caught_too(world: World, tmp_path: Path, served):
+    root, base = served
+    write_table(root / "sample.tsv")
+    data = (root / "sample.tsv").read_bytes()
+    resource = world.data_site.create_data_resource(
+        name="sample.tsv",
+        url=f"{base}/sample.tsv",
+        data_type="table",
+        size=len(data) + 1,
+        checksums=[{"type": "sha256", "checksum": hashlib.sha256(data).hexdigest()}],
+    )
+    job = world.admin.create_job(WORKFLOW, [resource.id])
+    agent = world.site(world.exec_creds, *run_args(tmp_path / "exec", *STATS))
+    agent.communicate(timeout=60)
+    [op] = world.operations(job.id)
+    assert op.error.code == "DATA_LOSS" and "size mismatch" in op.error.message
+
+
+def test_a_failing_command_posts_a_failed_execution_and_an_error(world: World, tmp_path: Path, served):
+    root, base = served
+    job_id = make_job(world, root, base)
+    command = [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]
+    agent = world.site(world.exec_creds, *run_args(tmp_path / "exec", *command))
+    agent.communicate(timeout=60)
+    assert agent.returncode == 1
+    [op] = world.operations(job_id)
+    assert op.done and op.error.code == "UNKNOWN"
+    [execution] = world.admin.list_executions(job_id)
+    assert execution.status == "failed"
+    assert execution.details["exit_code"] == 3
+    assert "boom" in execution.details["log_tail"]
+    assert op.error.details["execution_id"] == execution.id
+
+
+def test_cancel_during_a_long_command_stops_it(world: World, tmp_path: Path, served):
+    root, base = served
+    job_id = make_job(world, root, base)
+    marker = tmp_path / "pid"
+    command = [
+        sys.executable,
+        "-c",
+        f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(120)",
+    ]
+    agent = world.site(world.exec_creds, *run_args(tmp_path / "exec", *command))
+    try:
+        wait_for(marker.exists, 30, "the command to start")
+        pid = int(wait_for(marker.read_text, 5, "the pid"))
+        world.admin.cancel_job(job_id)
+        out = agent.communicate(timeout=30)[0]
+    finally:
+        stop(agent)
+    [op] = world.operations(job_id)
+    assert op.done and op.error.code == "CANCELLED", out
+    assert world.admin.get_job(job_id).status == "canceled"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert list(world.admin.list_executions(job_id)) == []
+
+
+def test_the_lease_is_renewed_during_a_command_longer_than_the_lease(world: World, tmp_path: Path, served):
+    root, base = served
+    job_id = make_job(world, root, base)
+    seconds = LEASE * 2 + 2
+    script = (
+        "import os, time, pathlib\n"
+        f"for i in range({seconds}):\n"
+        "    open(os.environ['NMDC_PROGRESS_FILE'], 'a').write(f'{i * 5} step {i}\\n')\n"
+        "    time.sleep(1)\n"
+        "pathlib.Path(os.environ['NMDC_OUTPUT_DIR'], 'out.txt').write_text('done')\n"
+    )
+    agent = world.site(world.exec_creds, *run_args(tmp_path / "exec", sys.executable, "-c", script))
+    try:
+        seen = wait_for(
+            lambda: [op for op in world.operations(job_id) if op.metadata.progress], 30, "progress reports"
+        )
+        assert seen[0].metadata.message.startswith("step")
+        out = agent.communicate(timeout=seconds + 30)[0]
+    finally:
+        stop(agent)
+    assert agent.returncode == 0, out
+    [op] = world.operations(job_id)  # one operation: the lease never lapsed
+    assert op.metadata.state == "succeeded"
+    assert op.metadata.attempt == 1
+    job = world.admin.get_job(job_id)
+    assert job.status == "succeeded" and job.attempts == 1
+
+
+def test_a_restart_in_the_middle_resumes_the_same_claim_without_double_work(
+    world: World, tmp_path: Path, served
+):
+    root, base = served
+    job_id = make_job(world, root, base)
+    runs = tmp_path / "runs"
+    script = (
+        "import os, time, pathlib\n"
+        f"with open({str(runs)!r}, 'a') as f: f.write(str(os.getpid()) + '\\n')\n"
+        "time.sleep(4)\n"
+        "pathlib.Path(os.environ['NMDC_OUTPUT_DIR'], 'out.txt').write_text('done')\n"
+    )
+    state_dir = tmp_path / "exec"
+    first = world.site(world.exec_creds, *run_args(state_dir, sys.executable, "-c", script))
+    try:
+        wait_for(runs.exists, 30, "the command to start")
+        [op_before] = world.operations(job_id)
+        saved = json.loads((state_dir / "current.json").read_text())
+        assert saved["operation_id"] == op_before.id
+    finally:
+        stop(first, signal.SIGKILL)  # a crash: no chance to clean up
+    # The command dies with its agent rather than running on unsupervised.
+    interrupted = int(runs.read_text().split()[0])
+    wait_for(lambda: not _alive(interrupted), 10, "the orphaned command to stop")
+
+    second = world.site(world.exec_creds, *run_args(state_dir, sys.executable, "-c", script))
+    out = second.communicate(timeout=60)[0]
+    assert second.returncode == 0, out
+    [op] = world.operations(job_id)
+    assert op.id == op_before.id  # the restarted agent got its own claim back (200), not a new one
+    assert op.metadata.state == "succeeded"
+    assert len(list(world.admin.list_executions(job_id))) == 1
+    assert world.admin.get_job(job_id).attempts == 1
+    assert not (state_dir / "current.json").exists()
+
+
+def test_a_restart_after_the_command_finished_does_not_run_it_again(world: World, tmp_path: Path, served):
+    """State says the command ran (the agent died before posting the execution): only the reporting remains."""
+    root, base = served
+    job_id = make_job(world, root, base)
+    claim = world.exec_site.claim_job(job_id)
+    state_dir = tmp_path / "exec"
+    (state_dir / "outputs" / job_id).mkdir(parents=True)
+    (state_dir / "outputs" / job_id / "result.txt").write_text("42\n")
+    (state_dir / "current.json").write_text(
+        json.dumps(
+            {
+                "job_id": job_id,
+                "operation_id": claim.operation.id,
+                "workflow_id": WORKFLOW,
+                "phase": "ran",
+                "exit_code": 0,
+                "started_at": "2024-01-01T00:00:00Z",
+                "ended_at": "2024-01-01T00:00:01Z",
+            }
+        )
+    )
+    never = tmp_path / "ran-again"
+    agent = world.site(world.exec_creds, *run_args(state_dir, "touch", str(never)))
+    out = agent.communicate(timeout=60)[0]
+    assert agent.returncode == 0, out
+    assert not never.exists()
+    [op] = world.operations(job_id)
+    assert op.id == claim.operation.id and op.metadata.state == "succeeded"
+    [execution] = world.admin.list_executions(job_id)
+    assert [o["name"] for o in execution.outputs] == ["result.txt"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); read its state.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# ---- watch ------------------------------------------------------------------------------------------------
+
+
+def test_watch_prints_operations_on_own_data_and_their_executions(world: World, tmp_path: Path, served):
+    root, base = served
+    job_id = make_job(world, root, base)
+    watcher = world.site(world.data_creds, "watch", "--json", "--interval", "0.3")
+    try:
+        agent = world.site(world.exec_creds, *run_args(tmp_path / "exec", *STATS))
+        assert agent.communicate(timeout=60)[1] is None and agent.returncode == 0
+        [op] = world.operations(job_id)
+        time.sleep(1.5)  # a few watch rounds after the end
+    finally:
+        out = stop(watcher)
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    ops = [e["operation"] for e in events if e["event"] == "operation"]
+    assert ops and all(o["id"] == op.id for o in ops)
+    assert ops[-1]["done"] is True
+    [execution] = [e["execution"] for e in events if e["event"] == "execution"]
+    assert execution["id"] == op.result.id and execution["status"] == "succeeded"
+    # --once prints the present state and exits.
+    once = subprocess.run(
+        [str(BIN / "nmdc-site"), "watch", "--once"],
+        env=world.env(world.data_creds),
+        capture_output=True,
+        text=True,
+    )
+    assert once.returncode == 0, once.stderr
+    assert f"operation {op.id}" in once.stdout and "state=succeeded" in once.stdout
+    assert f"execution {op.result.id}" in once.stdout
+
+
+def test_missing_credentials_are_a_usage_error(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NMDC_CLIENT")}
+    result = subprocess.run(
+        [str(BIN / "nmdc-site"), "watch", "--once"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "credentials" in result.stderr
