@@ -141,13 +141,15 @@ def sites_create(
 def env() -> None:
     """Print shell exports for the resolved databases (for running `dagster dev` or uvicorn by hand)."""
     from nmdc_runtime.db import resolve_urls
+    from nmdc_runtime.devserver import prepare_dagster_home
 
     settings = get_settings()
     urls = resolve_urls(settings)
     typer.echo(f"export NMDC_HOME='{settings.home}'")
     typer.echo(f"export NMDC_DATABASE_URL='{urls.runtime}'")
     typer.echo(f"export NMDC_DAGSTER_DATABASE_URL='{urls.dagster}'")
-    typer.echo(f"export DAGSTER_HOME='{settings.home / 'dagster'}'")
+    # With its dagster.yaml in place, so a Dagster process started by hand uses the PostgreSQL storage.
+    typer.echo(f"export DAGSTER_HOME='{prepare_dagster_home(settings)}'")
 
 
 @app.command("dev")

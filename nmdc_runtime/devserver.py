@@ -19,6 +19,22 @@ log = logging.getLogger("nmdc_runtime.dev")
 REPO = Path(__file__).resolve().parent.parent
 
 
+def prepare_dagster_home(settings: Settings) -> Path:
+    """Make `NMDC_HOME/dagster` a Dagster home whose dagster.yaml is the repository's (a symlink).
+
+    A link rather than a copy: the repository's file stays the one source of truth, and an edit to it
+    applies at the next start. Returns the folder (the value of DAGSTER_HOME).
+    """
+    home = settings.home / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / "dagster.yaml"
+    target = REPO / "dagster.yaml"
+    if not (link.is_symlink() and link.resolve() == target.resolve()):
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+    return home
+
+
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment of the API and Dagster processes: explicit URLs, so they attach and never start a server."""
     urls = resolve_urls(settings)
@@ -27,15 +43,15 @@ def child_env(settings: Settings) -> dict[str, str]:
         NMDC_HOME=str(settings.home),
         NMDC_DATABASE_URL=urls.runtime,
         NMDC_DAGSTER_DATABASE_URL=urls.dagster,
-        DAGSTER_HOME=str(settings.home / "dagster"),
+        DAGSTER_HOME=str(prepare_dagster_home(settings)),
     )
     return env
 
 
-def _start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+def _start(name: str, argv: list[str], env: dict[str, str], cwd: Path = REPO) -> subprocess.Popen:
     log.info("starting %s: %s", name, " ".join(argv))
     # A session of its own: we stop the whole group (dagster dev has children of its own).
-    return subprocess.Popen(argv, env=env, cwd=REPO, start_new_session=True)
+    return subprocess.Popen(argv, env=env, cwd=cwd, start_new_session=True)
 
 
 def _stop(name: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
@@ -57,7 +73,6 @@ def run(settings: Settings) -> int:
     """Start everything, wait until a child dies or we are told to stop, then stop everything."""
     env = child_env(settings)
     upgrade(env["NMDC_DATABASE_URL"])
-    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     bindir = Path(sys.executable).parent
     children = {
         "api": _start(
@@ -85,6 +100,9 @@ def run(settings: Settings) -> int:
                 str(settings.dagster_port),
             ],
             env,
+            # From DAGSTER_HOME: started from the repository, `dagster dev` warns that the dagster.yaml it
+            # finds there is not the instance's, although DAGSTER_HOME links to that very file.
+            cwd=Path(env["DAGSTER_HOME"]),
         ),
     }
     stopping = False

@@ -1,0 +1,266 @@
+"""The queries the Dagster sensors run: matching data resources to workflows, backfills, executions.
+
+Jobs are made set-based: one `INSERT ... SELECT` per batch of data resources, never one statement per row,
+so a burst of ten thousand registrations costs a handful of statements. Every insert is
+`ON CONFLICT DO NOTHING` against the partial unique index `uq_jobs_workflow_trigger`: whatever replays a
+batch (a retried tick, a cursor moved back, a backfill racing the matcher), each (workflow, data resource)
+pair gets one job.
+
+A job's config is built in SQL with the same shape `nmdc_runtime.domain.jobs.job_config()` gives in Python
+(the workflow's config, plus `data_resources`: the triggering data resource as `data_resource_document()`
+shows it); a test holds the two together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+# `data_resource_document()` in SQL. `isoformat()` drops the fraction when it is zero, so this does too.
+_DOCUMENT = """
+    jsonb_build_object(
+        'id', d.id,
+        'site_id', d.site_id,
+        'name', d.name,
+        'url', d.url,
+        'data_type', d.data_type,
+        'size', d.size,
+        'checksums', d.checksums,
+        'description', d.description,
+        'created_at',
+            to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+            || CASE WHEN date_part('microseconds', d.created_at)::bigint % 1000000 = 0 THEN ''
+                    ELSE to_char(d.created_at AT TIME ZONE 'UTC', '.US') END
+            || 'Z'
+    )
+"""
+
+# Jobs for the rows of CTE `d` (data resources) joined to CTE/table `w` (enabled matching workflows).
+# Ids have the shape `nmdc_runtime.ids.new_id("job")` makes.
+_INSERT_JOBS = f"""
+    INSERT INTO jobs (id, workflow_id, config, max_attempts, trigger_data_resource_id, created_by)
+    SELECT 'job-' || replace(gen_random_uuid()::text, '-', ''),
+           w.id,
+           w.config || jsonb_build_object('data_resources', jsonb_build_array({_DOCUMENT})),
+           :max_attempts,
+           d.id,
+           :created_by
+    FROM d JOIN workflows w ON w.enabled AND d.data_type = ANY(w.data_types) {{workflow_filter}}
+    ORDER BY d.seq, w.seq
+    ON CONFLICT (workflow_id, trigger_data_resource_id) WHERE trigger_data_resource_id IS NOT NULL
+    DO NOTHING
+    RETURNING id, workflow_id, trigger_data_resource_id
+"""
+
+_MATCH_BATCH = sa.text(
+    f"""
+    WITH batch AS (
+        SELECT id FROM data_resources
+        WHERE matched_at IS NULL
+        ORDER BY seq
+        LIMIT :limit
+        -- NO KEY: jobs made elsewhere (POST /jobs) only need KEY SHARE on their data resources.
+        FOR NO KEY UPDATE SKIP LOCKED
+    ),
+    d AS (
+        UPDATE data_resources AS r SET matched_at = now()
+        FROM batch WHERE r.id = batch.id
+        RETURNING r.*
+    ),
+    new_jobs AS ({_INSERT_JOBS.format(workflow_filter="")}),
+    new_inputs AS (
+        INSERT INTO job_inputs (job_id, data_resource_id)
+        SELECT id, trigger_data_resource_id FROM new_jobs
+        ON CONFLICT DO NOTHING
+    )
+    SELECT d.id AS data_resource_id, d.seq, j.id AS job_id, j.workflow_id
+    FROM d LEFT JOIN new_jobs j ON j.trigger_data_resource_id = d.id
+    ORDER BY d.seq, j.workflow_id
+    """
+)
+
+_BACKFILL_BATCH = sa.text(
+    f"""
+    WITH d AS (
+        SELECT r.* FROM data_resources r, workflows wf
+        WHERE wf.id = :workflow_id AND r.data_type = ANY(wf.data_types) AND r.seq > :after_seq
+        ORDER BY r.seq
+        LIMIT :limit
+    ),
+    new_jobs AS ({_INSERT_JOBS.format(workflow_filter="AND w.id = :workflow_id")}),
+    new_inputs AS (
+        INSERT INTO job_inputs (job_id, data_resource_id)
+        SELECT id, trigger_data_resource_id FROM new_jobs
+        ON CONFLICT DO NOTHING
+    )
+    SELECT d.id AS data_resource_id, d.seq, j.id AS job_id, j.workflow_id
+    FROM d LEFT JOIN new_jobs j ON j.trigger_data_resource_id = d.id
+    ORDER BY d.seq
+    """
+)
+
+
+@dataclass(frozen=True)
+class MatchedRow:
+    """One data resource a batch went through, and one job made for it (None when none was made)."""
+
+    data_resource_id: str
+    seq: int
+    job_id: str | None
+    workflow_id: str | None
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """A workflow whose matching data resources need jobs: new, re-enabled or changed since its last backfill."""
+
+    workflow_id: str
+    updated_at: datetime
+
+
+def _rows(result: sa.CursorResult) -> list[MatchedRow]:
+    return [MatchedRow(r.data_resource_id, r.seq, r.job_id, r.workflow_id) for r in result]
+
+
+def match_new_data_resources(
+    session: Session, *, limit: int, max_attempts: int, created_by: str
+) -> list[MatchedRow]:
+    """Make jobs for the next `limit` unmatched data resources (in `seq` order) and mark them matched.
+
+    One statement: lock the batch (skipping rows another matcher holds), set `matched_at`, insert one job per
+    enabled workflow whose `data_types` contain the data type, and the jobs' inputs. Rows are returned one per
+    job made, plus one with `job_id=None` for each data resource that got no new job. The caller commits.
+    """
+    result = session.execute(
+        _MATCH_BATCH, {"limit": limit, "max_attempts": max_attempts, "created_by": created_by}
+    )
+    return _rows(result)
+
+
+def workflows_needing_backfill(session: Session, *, limit: int = 100) -> list[Backfill]:
+    """Enabled workflows never backfilled, or changed (`updated_at`) since their last backfill."""
+    rows = session.execute(
+        sa.text(
+            """
+            SELECT id, updated_at FROM workflows
+            WHERE enabled AND (backfilled_at IS NULL OR updated_at > backfilled_at)
+            ORDER BY seq
+            LIMIT :limit
+            """
+        ),
+        {"limit": limit},
+    )
+    return [Backfill(workflow_id=r.id, updated_at=r.updated_at) for r in rows]
+
+
+def backfill_workflow(
+    session: Session, *, workflow_id: str, after_seq: int, limit: int, max_attempts: int, created_by: str
+) -> list[MatchedRow]:
+    """Make jobs of one workflow for the next `limit` matching data resources with `seq > after_seq`.
+
+    Data resources that already have a job of this workflow are passed over (`job_id=None` rows); the
+    largest `seq` returned is where the next batch starts. Nothing is made while the workflow is disabled.
+    The caller commits.
+    """
+    result = session.execute(
+        _BACKFILL_BATCH,
+        {
+            "workflow_id": workflow_id,
+            "after_seq": after_seq,
+            "limit": limit,
+            "max_attempts": max_attempts,
+            "created_by": created_by,
+        },
+    )
+    return _rows(result)
+
+
+def mark_backfilled(session: Session, *, workflow_id: str, updated_at: datetime) -> bool:
+    """Record that the workflow as of `updated_at` has been backfilled; False if it changed meanwhile.
+
+    `backfilled_at` takes the `updated_at` the backfill started from, not the clock: a PATCH that lands
+    during the backfill leaves `updated_at > backfilled_at`, so the next tick backfills again.
+    """
+    result = session.execute(
+        sa.text(
+            """
+            UPDATE workflows SET backfilled_at = :updated_at
+            WHERE id = :workflow_id AND updated_at = :updated_at
+            """
+        ),
+        {"workflow_id": workflow_id, "updated_at": updated_at},
+    )
+    return result.rowcount == 1
+
+
+def unmatched_count(session: Session) -> int:
+    """How many data resources wait for the matcher (uses the partial index)."""
+    return session.execute(
+        sa.text("SELECT count(*) FROM data_resources WHERE matched_at IS NULL")
+    ).scalar_one()
+
+
+@dataclass(frozen=True)
+class ExecutionRow:
+    """An execution as the Dagster UI shows it."""
+
+    id: str
+    seq: int
+    job_id: str
+    workflow_id: str
+    site_id: str
+    operation_id: str
+    status: str
+    started_at: datetime
+    ended_at: datetime
+    output_ids: list[str]
+    details: dict[str, Any]
+    created_at: datetime
+
+
+def executions_after(
+    session: Session, *, after_seq: int, also_seqs: Sequence[int] = (), limit: int
+) -> list[ExecutionRow]:
+    """Executions with `seq > after_seq`, or whose `seq` is in `also_seqs` (gaps seen earlier), in seq order."""
+    rows = session.execute(
+        sa.text(
+            """
+            SELECT id, seq, job_id, workflow_id, site_id, operation_id, status, started_at, ended_at,
+                   output_ids, details, created_at
+            FROM executions
+            WHERE seq > :after_seq OR seq = ANY(:also_seqs)
+            ORDER BY seq
+            LIMIT :limit
+            """
+        ),
+        {"after_seq": after_seq, "also_seqs": list(also_seqs), "limit": limit},
+    )
+    return [ExecutionRow(**r._mapping) for r in rows]
+
+
+def runtime_status(session: Session, *, now: datetime) -> dict[str, Any]:
+    """Queue health in one round trip: jobs per status, backlogs, open and lapsed operations."""
+    row = session.execute(
+        sa.text(
+            """
+            SELECT
+                (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
+                 FROM (SELECT status, count(*) AS n FROM jobs GROUP BY status) s) AS jobs_by_status,
+                (SELECT count(*) FROM data_resources WHERE matched_at IS NULL) AS unmatched_data_resources,
+                (SELECT count(*) FROM workflows
+                 WHERE enabled AND (backfilled_at IS NULL OR updated_at > backfilled_at)) AS pending_backfills,
+                (SELECT count(*) FROM operations WHERE NOT done) AS open_operations,
+                (SELECT count(*) FROM operations
+                 WHERE NOT done AND NOT paused AND lease_expire_time < :now) AS lapsed_leases,
+                (SELECT min(created_at) FROM jobs WHERE status = 'unclaimed') AS oldest_unclaimed_job,
+                (SELECT count(*) FROM executions) AS executions
+            """
+        ),
+        {"now": now},
+    ).one()
+    return dict(row._mapping)
