@@ -160,6 +160,14 @@ def dev() -> None:
     raise typer.Exit(run(get_settings()))
 
 
+@app.command("demo")
+def demo() -> None:
+    """Run the system end to end in a throwaway NMDC_HOME on free ports: sites, a job, its execution."""
+    from nmdc_runtime.demo import run
+
+    raise typer.Exit(run())
+
+
 def _safe(url: str) -> str:
     """A URL without its password, for messages."""
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)

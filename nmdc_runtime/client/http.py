@@ -468,12 +468,20 @@ class NmdcClient:
         )
 
     def finish_operation(
-        self, operation_id: str, *, execution_id: str | None = None, error: dict[str, Any] | None = None
+        self,
+        operation_id: str,
+        *,
+        execution_id: str | None = None,
+        error: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> Operation:
-        """Finish with a result (an execution of this job by this site) or with an error `{code, message}`."""
+        """Finish with a result (an execution of this job by this site) or with an error `{code, message}`;
+        `metadata` (e.g. the last progress and message) is merged in the same PATCH."""
         if (execution_id is None) == (error is None):
             raise ValueError("finish an operation with exactly one of execution_id and error")
-        return self.update_operation(operation_id, done=True, execution_id=execution_id, error=error)
+        return self.update_operation(
+            operation_id, metadata=metadata, done=True, execution_id=execution_id, error=error
+        )
 
     def cancel_operation(self, operation_id: str) -> Operation:
         return Operation.model_validate(self._send("POST", f"/operations/{operation_id}:cancel"))

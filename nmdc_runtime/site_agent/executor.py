@@ -624,7 +624,11 @@ class Agent:
         self._check(heartbeat)
         if saved["exit_code"] == 0:
             try:
-                operation = self.api.finish_operation(operation_id, execution_id=saved["execution_id"])
+                operation = self.api.finish_operation(
+                    operation_id,
+                    execution_id=saved["execution_id"],
+                    metadata={"progress": 100.0, "message": "succeeded"},
+                )
             except (Conflict, Forbidden, NotFound) as exc:
                 raise OperationLost(f"finishing was refused: {exc.detail}") from exc
             self.state.clear()
@@ -717,11 +721,15 @@ class Agent:
         state = "failed"
         try:
             try:
-                operation = self.api.finish_operation(operation_id, error=error)
+                operation = self.api.finish_operation(
+                    operation_id, error=error, metadata={"message": message}
+                )
             except ValidationError:
                 # A server that only knows a fixed list of codes: say UNKNOWN and keep ours in the details.
                 error = {**error, "code": "UNKNOWN", "details": {**(details or {}), "reason": code}}
-                operation = self.api.finish_operation(operation_id, error=error)
+                operation = self.api.finish_operation(
+                    operation_id, error=error, metadata={"message": message}
+                )
             state = operation.metadata.state
         except (Conflict, NotFound, Forbidden) as exc:
             # Already ended (an admin's cancel, a lapsed lease): nothing of ours to record.

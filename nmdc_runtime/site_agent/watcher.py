@@ -3,7 +3,8 @@
 Each round lists the site's data resources (or the ones named), then the operations on each
 (`GET /operations?data_resource_id=...`), and prints an operation when it is new or its state, progress,
 message, cancel or pause flag changed. When an operation is seen done, its execution is printed
-(`GET /jobs/{job_id}/executions/{exec_id}`), or its error.
+(`GET /jobs/{job_id}/executions/{exec_id}`) — a summary line and its outputs, or in full with `--json` —
+or its error.
 """
 
 from __future__ import annotations
@@ -104,8 +105,15 @@ class Watcher:
             self.emit(json.dumps(event))
             return
         if execution is not None:
-            self.emit(f"execution {execution.id} of job {execution.job_id} by {execution.site_id}:")
-            self.emit(json.dumps(execution.model_dump(mode="json"), indent=2))
+            self.emit(
+                f"execution {execution.id} of job {execution.job_id} by {execution.site_id}: "
+                f"{execution.status}, {execution.started_at} .. {execution.ended_at}"
+            )
+            for output in execution.outputs:
+                if isinstance(output, dict):
+                    self.emit(f"  output {output.get('id')} {output.get('name')} <{output.get('url')}>")
+                else:
+                    self.emit(f"  output {output}")
         elif op.error is not None:
             self.emit(f"operation {op.id} ended with {op.error.code}: {op.error.message}")
 
