@@ -99,7 +99,8 @@ def run(settings: Settings) -> int:
                 "--port",
                 str(settings.dagster_port),
             ],
-            env,
+            # `dagster dev` is what the README documents; its advice to move to `dg dev` is noise here.
+            {**env, "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded"},
             # From DAGSTER_HOME: started from the repository, `dagster dev` warns that the dagster.yaml it
             # finds there is not the instance's, although DAGSTER_HOME links to that very file.
             cwd=Path(env["DAGSTER_HOME"]),
