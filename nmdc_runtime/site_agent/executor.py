@@ -82,7 +82,15 @@ def now_rfc3339() -> str:
 
 
 class InputError(Exception):
-    """An input could not be fetched, or it is not what the job says (size or checksum mismatch)."""
+    """An input is not what the job says (size or checksum mismatch): error code DATA_LOSS."""
+
+    code = "DATA_LOSS"
+
+
+class InputUnavailable(InputError):
+    """An input could not be fetched (connection refused, an HTTP error status): error code UNAVAILABLE."""
+
+    code = "UNAVAILABLE"
 
 
 class OperationLost(Exception):
@@ -254,7 +262,7 @@ def download(resource: DataResource, dest: Path, heartbeat: Heartbeat | None = N
             ) as bar,
         ):
             if response.status_code != 200:
-                raise InputError(f"GET {resource.url} -> {response.status_code}")
+                raise InputUnavailable(f"GET {resource.url} -> {response.status_code}")
             done = 0
             for chunk in response.iter_bytes(CHUNK):
                 handle.write(chunk)
@@ -266,7 +274,7 @@ def download(resource: DataResource, dest: Path, heartbeat: Heartbeat | None = N
     try:
         fetch()
     except httpx.HTTPError as exc:
-        raise InputError(f"could not fetch {resource.url}: {exc}") from exc
+        raise InputUnavailable(f"could not fetch {resource.url}: {exc}") from exc
     os.replace(part, dest)
 
 
@@ -566,7 +574,7 @@ class Agent:
                 inputs = fetch_inputs(job, job_dir, heartbeat)
             except InputError as exc:
                 log.error("job %s: %s", job.id, exc)
-                return self._finish_error(summary, operation_id, job.id, "DATA_LOSS", str(exc))
+                return self._finish_error(summary, operation_id, job.id, exc.code, str(exc))
             self._wait_while_paused(heartbeat)
             self._check(heartbeat)
             if heartbeat.cancel_requested:

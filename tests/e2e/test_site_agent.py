@@ -325,6 +325,23 @@ def test_size_mismatch_is_caught_too(world: World, tmp_path: Path, served):
     assert op.error.code == "DATA_LOSS" and "size mismatch" in op.error.message
 
 
+def test_an_input_that_cannot_be_fetched_ends_the_operation_unavailable(world: World, tmp_path: Path, served):
+    _root, base = served
+    resource = world.data_site.create_data_resource(
+        name="missing.tsv",
+        url=f"{base}/missing.tsv",
+        data_type="table",
+        size=3,
+        checksums=[{"type": "sha256", "checksum": "0" * 64}],
+    )
+    job = world.admin.create_job(WORKFLOW, [resource.id])
+    agent = world.site(world.exec_creds, *run_args(tmp_path / "exec", *STATS))
+    agent.communicate(timeout=60)
+    assert agent.returncode == 1
+    [op] = world.operations(job.id)
+    assert op.error.code == "UNAVAILABLE" and "404" in op.error.message
+
+
 def test_a_failing_command_posts_a_failed_execution_and_an_error(world: World, tmp_path: Path, served):
     root, base = served
     job_id = make_job(world, root, base)
