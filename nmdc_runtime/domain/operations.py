@@ -582,29 +582,34 @@ def active_operation_for_execution(
 ) -> tuple[Operation, Job]:
     """The job's active operation, locked with the job, when `site_id` holds it and `operation_id` names it.
 
-    NotFound for an unknown job; Forbidden when another site holds the claim; Conflict when nobody holds an
-    active claim (a lapsed lease is expired here) or `operation_id` names a finished operation of the job;
-    InvalidInput when `operation_id` is not one of this job's operations.
+    NotFound for an unknown job. When `operation_id` is one of the job's operations: Forbidden if it is
+    another site's, Conflict if it has ended (a late write; a lapsed lease is expired here). Otherwise
+    (unknown, or another job's): InvalidInput if the caller holds the job's active claim, Forbidden if
+    another site does, Conflict if nobody does.
     """
     settings = _settings(settings)
     job = store.lock_job_or_404(session, job_id=job_id)
     active = expire_if_lapsed(
         session, store.open_operation(session, job_id=job.id), job, now=now, settings=settings
     )
-    if active is not None and active.site_id != site_id:
-        raise Forbidden("another site holds this job's claim")
-    if active is not None and active.id == operation_id:
+    named = (
+        active if active is not None and active.id == operation_id else session.get(Operation, operation_id)
+    )
+    if named is not None and named.job_id == job.id:
+        if named.site_id != site_id:
+            raise Forbidden("this operation belongs to another site")
+        if named is not active:
+            raise LeaseLost(
+                f"operation {operation_id} has ended: site {site_id} holds no active claim on {job_id}"
+            )
         return active, job
-    named = session.get(Operation, operation_id)
-    if named is None or named.job_id != job.id:
+    if active is not None and active.site_id == site_id:
         raise InvalidInput(
             f"no operation {operation_id!r} of job {job_id}", field="operation_id", location="body"
         )
-    if named.site_id != site_id:
-        raise Forbidden("this operation belongs to another site")
-    raise LeaseLost(
-        f"site {site_id} holds no active claim on job {job_id} (operation {operation_id} has ended)"
-    )
+    if active is not None:
+        raise Forbidden("another site holds this job's claim")
+    raise LeaseLost(f"site {site_id} holds no active claim on job {job_id}")
 
 
 def expire_lapsed_operations(

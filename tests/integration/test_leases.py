@@ -1,0 +1,194 @@
+"""Leases with short periods: heartbeats keep a claim, a lapsed one never blocks the next claim, late writers
+get 409, attempts run out, and a paused operation does not lapse. Margins are generous: waits are at least
+half a lease longer than the lease, and heartbeats come several times per lease."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from nmdc_runtime.domain.operations import expire_lapsed_operations
+from nmdc_runtime.models import Job
+from tests.integration.claim_world import (
+    World,
+    claim,
+    claimed,
+    execution_body,
+    job_of,
+    make_world,
+    new_job,
+    operation,
+    post_execution,
+)
+
+LEASE = 1
+LAPSE_WAIT = LEASE + 1.0
+
+
+@pytest.fixture
+def short_client(settings, clean_database) -> Iterator[TestClient]:
+    short = settings.model_copy(update={"claim_lease_seconds": LEASE, "max_attempts": 2})
+    with TestClient(create_app(short)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def world(short_client, clean_database, admin_headers, settings) -> World:
+    return make_world(short_client, clean_database, admin_headers, settings)
+
+
+def test_heartbeats_keep_the_claim_alive(settings, clean_database, admin_headers):
+    # A longer lease here: the heartbeat interval must stay well inside it even on a loaded machine.
+    lease = 3
+    app = create_app(settings.model_copy(update={"claim_lease_seconds": lease}))
+    with TestClient(app) as client:
+        world = make_world(client, clean_database, admin_headers, settings)
+        op = claimed(world)
+        job_id = op["metadata"]["job_id"]
+        started = time.monotonic()
+        beats = 0
+        while time.monotonic() - started < lease * 1.7:
+            time.sleep(0.5)
+            beat = client.patch(
+                f"/operations/{op['id']}", json={"metadata": {"beat": beats}}, headers=world.site_e
+            )
+            assert beat.status_code == 200, beat.text
+            beats += 1
+            assert claim(client, world.site_f, job_id).status_code == 409
+        assert time.monotonic() - started > lease
+        assert operation(world, op["id"])["metadata"]["state"] == "running"
+        assert job_of(world, op)["attempts"] == 1
+
+
+def test_a_lapsed_claim_is_taken_over_at_once_and_the_late_writer_gets_409(world):
+    op = claimed(world)
+    job_id = op["metadata"]["job_id"]
+    time.sleep(LAPSE_WAIT)
+    # No reaper has run: the claim itself expires the lapsed operation.
+    taken = claim(world.client, world.site_f, job_id)
+    assert taken.status_code == 201, taken.text
+    assert taken.json()["metadata"]["attempt"] == 2
+    old = operation(world, op["id"])
+    assert old["done"] is True
+    assert old["metadata"]["state"] == "expired"
+    assert old["error"]["code"] == "DEADLINE_EXCEEDED"
+    assert old["result"] is None
+    assert old["expire_time"] is not None
+    assert job_of(world, op)["attempts"] == 2
+
+    # Every late write of the site that lost the lease is refused.
+    assert (
+        world.client.patch(
+            f"/operations/{op['id']}", json={"metadata": {"p": 1}}, headers=world.site_e
+        ).status_code
+        == 409
+    )
+    assert post_execution(world, op).status_code == 409
+    assert world.client.post(f"/operations/{op['id']}:cancel", headers=world.site_e).status_code == 409
+    assert world.client.post(f"/jobs/{job_id}:release", headers=world.site_e).status_code == 404
+    assert claim(world.client, world.site_e, job_id).status_code == 409
+
+
+def test_a_late_heartbeat_expires_the_operation_and_that_is_kept(world):
+    op = claimed(world)
+    time.sleep(LAPSE_WAIT)
+    late = world.client.patch(
+        f"/operations/{op['id']}", json={"metadata": {"progress": 90}}, headers=world.site_e
+    )
+    assert late.status_code == 409
+    # The 409 did not roll the expiry back.
+    stored = operation(world, op["id"])
+    assert stored["metadata"]["state"] == "expired"
+    assert stored["metadata"]["progress"] is None
+    job = job_of(world, op)
+    assert (job["status"], job["attempts"]) == ("unclaimed", 1)
+
+
+def test_a_late_execution_expires_the_operation_and_keeps_nothing_else(world):
+    op = claimed(world)
+    time.sleep(LAPSE_WAIT)
+    body = execution_body(op["id"])
+    headers = {**world.site_e, "Idempotency-Key": "late-1"}
+    url = f"/jobs/{op['metadata']['job_id']}/executions"
+    assert world.client.post(url, json=body, headers=headers).status_code == 409
+    assert operation(world, op["id"])["metadata"]["state"] == "expired"
+    assert world.client.get(url, headers=world.user).json()["resources"] == []
+    # The key was not used up by the refused request.
+    assert world.client.post(url, json=body, headers=headers).status_code == 409
+
+
+def test_attempts_run_out_and_the_job_fails(world):
+    job = new_job(world)
+    assert job["max_attempts"] == 2
+    first = claimed(world, job=job)
+    time.sleep(LAPSE_WAIT)
+    second = claimed(world, world.site_f, job=job)
+    assert second["metadata"]["attempt"] == 2
+    time.sleep(LAPSE_WAIT)
+    refused = claim(world.client, world.site_e, job["id"])
+    assert refused.status_code == 409
+    after = job_of(world, first)
+    assert (after["status"], after["attempts"]) == ("failed", 2)
+    assert operation(world, second["id"])["metadata"]["state"] == "expired"
+
+
+def test_a_paused_operation_does_not_lapse_and_resume_gives_a_fresh_lease(world):
+    op = claimed(world)
+    job_id = op["metadata"]["job_id"]
+    assert world.client.post(f"/operations/{op['id']}:pause", headers=world.admin).status_code == 200
+    time.sleep(LAPSE_WAIT)
+    assert claim(world.client, world.site_f, job_id).status_code == 409
+    with world.database.session() as session:
+        assert expire_lapsed_operations(session, now=datetime.now(UTC)) == []
+    resumed = world.client.post(f"/operations/{op['id']}:resume", headers=world.admin)
+    assert resumed.status_code == 200
+    lease_end = datetime.fromisoformat(resumed.json()["metadata"]["lease_expire_time"])
+    assert lease_end > datetime.now(UTC)
+    assert claim(world.client, world.site_f, job_id).status_code == 409
+    time.sleep(LAPSE_WAIT)
+    assert claim(world.client, world.site_f, job_id).status_code == 201
+
+
+def test_an_admin_cancel_ends_a_lapsed_operation_at_once(world):
+    op = claimed(world)
+    time.sleep(LAPSE_WAIT)
+    response = world.client.post(f"/operations/{op['id']}:cancel", headers=world.admin)
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["done"], body["metadata"]["state"], body["error"]["code"]) == (True, "canceled", "CANCELLED")
+    assert job_of(world, op)["status"] == "unclaimed"
+
+
+def test_the_reaper_expires_lapsed_operations_and_skips_locked_jobs(world):
+    ops = [claimed(world) for _ in range(3)]
+    fresh = claimed(world)
+    now = datetime.now(UTC) + timedelta(seconds=LAPSE_WAIT)
+    # Keep the fresh one's lease alive past `now`.
+    with world.database.session() as session:
+        session.execute(
+            sa.text("UPDATE operations SET lease_expire_time = :t WHERE id = :id"),
+            {"t": now + timedelta(minutes=5), "id": fresh["id"]},
+        )
+    locked_job = ops[2]["metadata"]["job_id"]
+    with world.database.sessionmaker() as holder:
+        holder.execute(sa.select(Job).where(Job.id == locked_job).with_for_update())
+        with world.database.session() as session:
+            first = expire_lapsed_operations(session, now=now, limit=1)
+        with world.database.session() as session:
+            second = expire_lapsed_operations(session, now=now)
+        holder.rollback()
+    assert first == [ops[0]["id"]]
+    assert second == [ops[1]["id"]]
+    with world.database.session() as session:
+        assert expire_lapsed_operations(session, now=now) == [ops[2]["id"]]
+    for op in ops:
+        stored = operation(world, op["id"])
+        assert (stored["metadata"]["state"], stored["error"]["code"]) == ("expired", "DEADLINE_EXCEEDED")
+        assert job_of(world, op)["status"] == "unclaimed"
+    assert operation(world, fresh["id"])["metadata"]["state"] == "running"
