@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -383,6 +384,37 @@ def test_cancel_during_a_long_command_stops_it(world: World, tmp_path: Path, ser
     assert list(world.admin.list_executions(job_id)) == []
 
 
+def test_a_paused_operation_stops_the_command_until_resumed(world: World, tmp_path: Path, served):
+    root, base = served
+    job_id = make_job(world, root, base)
+    ticks = tmp_path / "ticks"
+    script = (
+        "import os, time, pathlib\n"
+        f"tick = pathlib.Path({str(ticks)!r})\n"
+        "for i in range(40):\n"
+        "    tick.write_text(str(i))\n"
+        "    time.sleep(0.1)\n"
+        "pathlib.Path(os.environ['NMDC_OUTPUT_DIR'], 'out.txt').write_text('done')\n"
+    )
+    agent = world.site(world.exec_creds, *run_args(tmp_path / "exec", sys.executable, "-c", script))
+    try:
+        wait_for(ticks.exists, 30, "the command to start")
+        [op] = world.operations(job_id)
+        world.admin.pause_operation(op.id)
+        time.sleep(LEASE / 3 + 1.5)  # a heartbeat brings the news, then the command is stopped
+        frozen = ticks.read_text()
+        time.sleep(LEASE + 1)  # longer than the lease: a paused lease does not lapse
+        assert ticks.read_text() == frozen
+        assert agent.poll() is None
+        world.admin.resume_operation(op.id)
+        out = agent.communicate(timeout=60)[0]
+    finally:
+        stop(agent)
+    assert agent.returncode == 0, out
+    [done] = world.operations(job_id)
+    assert done.id == op.id and done.metadata.state == "succeeded"
+
+
 def test_the_lease_is_renewed_during_a_command_longer_than_the_lease(world: World, tmp_path: Path, served):
     root, base = served
     job_id = make_job(world, root, base)
@@ -530,3 +562,25 @@ def test_missing_credentials_are_a_usage_error(tmp_path: Path):
     )
     assert result.returncode == 2
     assert "credentials" in result.stderr
+
+
+# ---- make demo --------------------------------------------------------------------------------------------
+
+
+def test_the_demo_runs_end_to_end_and_cleans_up():
+    """`nmdc-runtime demo` (what `make demo` runs): the stack, the sensor's job, a real run, in under 3 minutes."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(BIN / "nmdc-runtime"), "demo"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert time.monotonic() - started < 180
+    out = result.stdout
+    assert '"done": true' in out and '"state": "succeeded"' in out
+    assert '"status": "succeeded"' in out and "demo finished" in out
+    home = re.search(r"starting the stack in (\S+)", out).group(1)
+    assert not Path(home).exists()  # removed, and with it the demo's embedded server
