@@ -109,14 +109,18 @@ def _start_api(settings, home: Path) -> tuple[subprocess.Popen, str]:
         "NMDC_HOME": str(home),
     }
     uvicorn = Path(sys.executable).parent / "uvicorn"
+    log = (home / "api.log").open("wb")
     process = subprocess.Popen(
         [str(uvicorn), "api.main:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
         # A file, not a pipe: nobody reads a pipe while the test runs, and a full one would block the server.
-        stderr=(home / "api.log").open("wb"),
+        stderr=log,
     )
+    # The child keeps its own copy of the descriptor.
+    log.close()
+    process.log_path = home / "api.log"
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -124,9 +128,7 @@ def _wait_healthy(process: subprocess.Popen, base: str, timeout: float = 90) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(
-                f"API process exited: {Path(process.stderr.name).read_text(errors='replace')}"
-            )
+            raise AssertionError(f"API process exited: {process.log_path.read_text(errors='replace')}")
         try:
             if httpx.get(f"{base}/health", timeout=2).status_code == 200:
                 return
@@ -144,7 +146,6 @@ def _stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
-    process.stderr.close()
 
 
 @pytest.mark.e2e
