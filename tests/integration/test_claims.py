@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 
+from nmdc_runtime.domain.errors import Conflict
+from nmdc_runtime.domain.operations import start_operation
+from nmdc_runtime.store import operations as store
 from tests.integration.claim_world import (
     claim,
     claimed,
     create_workflow,
+    finish_with_result,
     job_of,
     make_world,
     new_job,
@@ -90,8 +94,6 @@ def test_only_site_clients_claim(world):
 
 
 def test_a_succeeded_job_cannot_be_claimed(world):
-    from tests.integration.claim_world import finish_with_result
-
     op = claimed(world)
     finish_with_result(world, op)
     assert job_of(world, op)["status"] == "succeeded"
@@ -160,8 +162,6 @@ def test_admin_cancel_of_a_claimed_job_requests_cancellation_and_the_job_stays_c
 
 
 def test_cancel_of_a_finished_job_conflicts_and_cancel_needs_an_admin(world):
-    from tests.integration.claim_world import finish_with_result
-
     op = claimed(world)
     finish_with_result(world, op)
     job_id = op["metadata"]["job_id"]
@@ -179,3 +179,15 @@ def test_claimable_listing_drops_a_claimed_job(world):
     claimed(world, job=job)
     listed = world.client.get("/jobs", params={"claimable": "true"}, headers=world.site_f).json()
     assert job["id"] not in [j["id"] for j in listed["resources"]]
+
+
+def test_a_second_open_operation_is_translated_to_a_conflict(world):
+    op = claimed(world)
+    with world.database.session() as session:
+        job = store.lock_job_or_404(session, job_id=op["metadata"]["job_id"])
+        # Bypass the claim's checks: the partial unique index still refuses a second open operation.
+        second = start_operation(job, site_id="site-f", now=datetime.now(UTC), lease_seconds=60)
+        with pytest.raises(Conflict):
+            store.insert_operation(session, second)
+        session.rollback()
+    assert job_of(world, op)["attempts"] == 1
