@@ -25,6 +25,7 @@ from typing import Any
 from dagster import (
     AddDynamicPartitionsRequest,
     AssetMaterialization,
+    DagsterInvariantViolationError,
     DefaultSensorStatus,
     MetadataValue,
     SensorEvaluationContext,
@@ -136,12 +137,16 @@ class _JobsMade:
         return events
 
 
-def _report_then_raise(context: SensorEvaluationContext, events: list[AssetMaterialization]) -> None:
+def _report_committed(context: SensorEvaluationContext, events: list[AssetMaterialization]) -> None:
     # Batches committed before the error are real jobs: record them even though the tick fails.
-    if not events or context.instance_ref is None:
+    if not events:
         return
+    try:
+        instance = context.instance
+    except DagsterInvariantViolationError:
+        return  # evaluated without an instance (a test): nowhere to record them
     for event in events:
-        context.instance.report_runless_asset_event(event)
+        instance.report_runless_asset_event(event)
 
 
 @sensor(
@@ -223,7 +228,7 @@ def data_resources_sensor(context: SensorEvaluationContext, runtime: RuntimeData
             if not in_budget():
                 break
     except Exception:
-        _report_then_raise(context, made.events())
+        _report_committed(context, made.events())
         raise
 
     new_cursor = json.dumps({"seq": last_seq, **({"backfills": backfills} if backfills else {})})

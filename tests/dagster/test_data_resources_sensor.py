@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from dagster import SensorEvaluationContext, SensorResult, SkipReason
+from dagster import SensorEvaluationContext, SensorResult, SkipReason, build_sensor_context, instance_for_test
 
 from nmdc_runtime.dagster.assets import JOBS, workflow_partitions
 from nmdc_runtime.dagster.resources import RuntimeDatabase
@@ -253,3 +253,41 @@ def test_jobs_name_the_daemon_tick_that_made_them():
         instance_ref=None, log_key=["nmdc_runtime", DATA_RESOURCES_SENSOR, "4021"]
     )
     assert tick_label(context, DATA_RESOURCES_SENSOR) == f"dagster:sensor:{DATA_RESOURCES_SENSOR}:tick:4021"
+
+
+def test_an_error_mid_tick_fails_it_but_records_the_committed_batches(
+    clean_database, settings, make_workflow, make_data_resources
+):
+    make_workflow("wf-1", ["metagenome"])
+    drs = make_data_resources("metagenome", n=3)
+    # The third data resource's job insert fails, as an outage after the first batch would.
+    with clean_database.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"""
+                CREATE FUNCTION fail_job() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.trigger_data_resource_id = '{drs[2]}' THEN RAISE EXCEPTION 'injected failure'; END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER fail_job BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION fail_job();
+                """
+            )
+        )
+    try:
+        runtime = RuntimeDatabase(url=settings.database_url, batch_size=2)
+        with (
+            instance_for_test() as instance,
+            build_sensor_context(instance=instance, resources={"runtime": runtime}) as context,
+        ):
+            with pytest.raises(sa.exc.DBAPIError, match="injected failure"):
+                data_resources_sensor(context)
+            event = instance.get_latest_materialization_event(JOBS)
+            assert sorted(event.asset_materialization.metadata["data_resource_ids"].value) == sorted(drs[:2])
+        assert pairs(clean_database) == sorted(("wf-1", dr) for dr in drs[:2])
+    finally:
+        with clean_database.engine.begin() as conn:
+            conn.execute(sa.text("DROP TRIGGER fail_job ON jobs; DROP FUNCTION fail_job()"))
+    # The failed batch rolled back: its data resource is still unmatched, and the next tick makes its job.
+    tick(data_resources_sensor, RuntimeDatabase(url=settings.database_url))
+    assert pairs(clean_database) == sorted(("wf-1", dr) for dr in drs)
