@@ -149,6 +149,10 @@ def _report_committed(context: SensorEvaluationContext, events: list[AssetMateri
         instance.report_runless_asset_event(event)
 
 
+def _matcher_state(seq: int, backfills: dict[str, Any]) -> dict[str, Any]:
+    return {"seq": seq, **({"backfills": backfills} if backfills else {})}
+
+
 @sensor(
     name=DATA_RESOURCES_SENSOR,
     minimum_interval_seconds=1,
@@ -194,6 +198,8 @@ def data_resources_sensor(context: SensorEvaluationContext, runtime: RuntimeData
 
         with runtime.session() as session:
             pending = pipeline.workflows_needing_backfill(session)
+        # Progress of workflows no longer waiting (finished elsewhere, disabled) is dropped.
+        backfills = {k: v for k, v in backfills.items() if k in {b.workflow_id for b in pending}}
         for backfill in pending:
             version = backfill.updated_at.isoformat()
             progress = backfills.get(backfill.workflow_id)
@@ -231,9 +237,13 @@ def data_resources_sensor(context: SensorEvaluationContext, runtime: RuntimeData
         _report_committed(context, made.events())
         raise
 
-    new_cursor = json.dumps({"seq": last_seq, **({"backfills": backfills} if backfills else {})})
+    state = _matcher_state(last_seq, backfills)
     if not made.job_count and not made.data_resources_seen and not pending:
-        return SkipReason(f"no new data resources and no workflow to backfill (last seq matched: {last_seq})")
+        message = f"no new data resources and no workflow to backfill (last seq matched: {last_seq})"
+        if state == _matcher_state(int(cursor.get("seq", 0)), cursor.get("backfills") or {}):
+            return SkipReason(message)
+        return SensorResult(skip_reason=message, cursor=json.dumps(state))
+    new_cursor = json.dumps(state)
     context.log.info(
         f"matched {made.data_resources_seen} new data resource(s), backfilled {len(pending)} workflow(s): "
         f"{made.job_count} job(s) made as {made.created_by}; last seq matched {last_seq}"

@@ -291,3 +291,10 @@ def test_an_error_mid_tick_fails_it_but_records_the_committed_batches(
     # The failed batch rolled back: its data resource is still unmatched, and the next tick makes its job.
     tick(data_resources_sensor, RuntimeDatabase(url=settings.database_url))
     assert pairs(clean_database) == sorted(("wf-1", dr) for dr in drs)
+
+
+def test_stale_backfill_progress_is_dropped_from_the_cursor(runtime, clean_database):
+    result = tick(data_resources_sensor, runtime, '{"seq": 7, "backfills": {"wf-gone": ["2026-01-01", 5]}}')
+    assert isinstance(result, SensorResult) and result.skip_reason is not None
+    assert json.loads(result.cursor) == {"seq": 7}
+    assert isinstance(tick(data_resources_sensor, runtime, result.cursor), SkipReason)
