@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,14 +70,27 @@ def _stop(name: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
         proc.wait()
 
 
+def _redacted(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
 def run(settings: Settings) -> int:
     """Start everything, wait until a child dies or we are told to stop, then stop everything."""
+    stopping = False
+
+    def _on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    # Before anything starts: a signal during start-up must still stop what was started (the children run
+    # in sessions of their own, so nothing else would).
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     env = child_env(settings)
     upgrade(env["NMDC_DATABASE_URL"])
     bindir = Path(sys.executable).parent
-    children = {
-        "api": _start(
-            "api",
+    commands = {
+        "api": (
             [
                 str(bindir / "uvicorn"),
                 "api.main:app",
@@ -86,9 +100,9 @@ def run(settings: Settings) -> int:
                 str(settings.api_port),
             ],
             env,
+            REPO,
         ),
-        "dagster": _start(
-            "dagster",
+        "dagster": (
             [
                 str(bindir / "dagster"),
                 "dev",
@@ -103,25 +117,24 @@ def run(settings: Settings) -> int:
             {**env, "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded"},
             # From DAGSTER_HOME: started from the repository, `dagster dev` warns that the dagster.yaml it
             # finds there is not the instance's, although DAGSTER_HOME links to that very file.
-            cwd=Path(env["DAGSTER_HOME"]),
+            Path(env["DAGSTER_HOME"]),
         ),
     }
-    stopping = False
-
-    def _on_signal(signum, _frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    print(
-        f"\n  API        http://127.0.0.1:{settings.api_port}/docs\n"
-        f"  Dagster UI http://127.0.0.1:{settings.dagster_port}\n"
-        f"  state      {settings.home}\n  Ctrl-C stops everything.\n",
-        flush=True,
-    )
+    children: dict[str, subprocess.Popen] = {}
     code = 0
     try:
+        for name, (argv, child_environment, cwd) in commands.items():
+            if stopping:
+                break
+            children[name] = _start(name, argv, child_environment, cwd)
+        print(
+            f"\n  API        http://127.0.0.1:{settings.api_port}/docs\n"
+            f"  Dagster UI http://127.0.0.1:{settings.dagster_port}\n"
+            f"  database   {_redacted(env['NMDC_DATABASE_URL'])}\n"
+            f"  Dagster DB {_redacted(env['NMDC_DAGSTER_DATABASE_URL'])}\n"
+            f"  state      {settings.home}\n  Ctrl-C stops everything.\n",
+            flush=True,
+        )
         while not stopping:
             for name, proc in children.items():
                 if proc.poll() is not None:
