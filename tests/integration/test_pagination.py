@@ -1,0 +1,154 @@
+"""Every list: keyset pages with `max_page_size` and `page_token`, stable while rows are added."""
+
+from __future__ import annotations
+
+import pytest
+
+from nmdc_runtime.store import accounts, data_resources
+from nmdc_runtime.store.pages import encode_page_token
+from tests.integration.builders import create_job, create_workflow, error_locations, register
+
+
+def _walk(client, path, headers, size, **params):
+    """Every item of a list, page by page, and the number of pages."""
+    items, token, pages = [], None, 0
+    while True:
+        query = {"max_page_size": size, **params, **({"page_token": token} if token else {})}
+        response = client.get(path, params=query, headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == {"resources", "next_page_token"}
+        assert len(body["resources"]) <= size
+        items += body["resources"]
+        pages += 1
+        token = body["next_page_token"]
+        if token is None:
+            return items, pages
+
+
+def _bulk_data_resources(database, count: int, site_id: str = "site-d") -> list[str]:
+    with database.session() as session:
+        if session.get(accounts.Site, site_id) is None:
+            accounts.create_site(session, site_id=site_id, name=site_id, capabilities=[])
+        return [
+            data_resources.create_data_resource(
+                session,
+                site_id=site_id,
+                name=f"r{i}",
+                url=f"https://d.example/r{i}",
+                data_type="fastq",
+                size=i,
+                checksums=[],
+            ).id
+            for i in range(count)
+        ]
+
+
+@pytest.fixture
+def five_of_each(client, admin_headers, site_headers):
+    """Five of everything listed: sites, data resources, workflows and jobs."""
+    site = site_headers("site-0")
+    for i in range(1, 5):
+        client.post("/sites", json={"id": f"site-{i}"}, headers=admin_headers)
+    drs = [register(client, site, name=f"r{i}")["id"] for i in range(5)]
+    for i in range(5):
+        create_workflow(client, admin_headers, workflow_id=f"wf-{i}")
+    for i in range(5):
+        create_job(client, admin_headers, "wf-0", [drs[i]])
+    return site
+
+
+@pytest.mark.parametrize("path", ["/sites", "/data_resources", "/workflows", "/jobs"])
+def test_pages_cover_every_item_once_in_creation_order(client, admin_headers, five_of_each, path):
+    everything = client.get(path, params={"max_page_size": 1000}, headers=admin_headers).json()
+    assert len(everything["resources"]) == 5 and everything["next_page_token"] is None
+    for size in (1, 2, 5, 6):
+        items, pages = _walk(client, path, admin_headers, size)
+        assert items == everything["resources"], size
+        # A full last page ends the list itself: no empty page follows it.
+        assert pages == -(-5 // size), size
+
+
+def test_default_page_size_is_20(client, clean_database, admin_headers):
+    _bulk_data_resources(clean_database, 21)
+    first = client.get("/data_resources", headers=admin_headers).json()
+    assert len(first["resources"]) == 20 and first["next_page_token"]
+    rest = client.get(
+        "/data_resources", params={"page_token": first["next_page_token"]}, headers=admin_headers
+    )
+    assert len(rest.json()["resources"]) == 1 and rest.json()["next_page_token"] is None
+
+
+def test_page_size_over_1000_is_clamped(client, clean_database, admin_headers):
+    _bulk_data_resources(clean_database, 1001)
+    first = client.get("/data_resources", params={"max_page_size": 5000}, headers=admin_headers)
+    assert first.status_code == 200
+    assert len(first.json()["resources"]) == 1000
+    token = first.json()["next_page_token"]
+    assert token is not None
+    last = client.get(
+        "/data_resources", params={"max_page_size": 5000, "page_token": token}, headers=admin_headers
+    )
+    assert [r["name"] for r in last.json()["resources"]] == ["r1000"]
+    assert last.json()["next_page_token"] is None
+
+
+def test_pages_are_stable_while_rows_are_added(client, clean_database, admin_headers):
+    before = _bulk_data_resources(clean_database, 5)
+    first = client.get("/data_resources", params={"max_page_size": 2}, headers=admin_headers).json()
+    added = _bulk_data_resources(clean_database, 3)
+    items, _ = _walk(client, "/data_resources", admin_headers, 2, page_token=first["next_page_token"])
+    seen = [r["id"] for r in first["resources"]] + [r["id"] for r in items]
+    # Nothing skipped, nothing twice; the rows added meanwhile come after the ones that were there.
+    assert seen == before + added
+
+
+def test_page_tokens_are_reusable(client, clean_database, admin_headers):
+    _bulk_data_resources(clean_database, 5)
+    token = client.get("/data_resources", params={"max_page_size": 2}, headers=admin_headers).json()[
+        "next_page_token"
+    ]
+    again = [
+        client.get(
+            "/data_resources", params={"max_page_size": 2, "page_token": token}, headers=admin_headers
+        ).json()
+        for _ in range(2)
+    ]
+    assert again[0] == again[1]
+    assert [r["name"] for r in again[0]["resources"]] == ["r2", "r3"]
+
+
+def test_a_token_keeps_its_filter_meaning(client, clean_database, admin_headers):
+    ids = _bulk_data_resources(clean_database, 3, "site-d") + _bulk_data_resources(
+        clean_database, 3, "site-x"
+    )
+    items, pages = _walk(client, "/data_resources", admin_headers, 2, site_id="site-x")
+    assert [r["id"] for r in items] == ids[3:] and pages == 2
+
+
+@pytest.mark.parametrize("path", ["/sites", "/data_resources", "/workflows", "/jobs"])
+def test_bad_page_tokens_are_422(client, admin_headers, path):
+    for token in (
+        "not-a-token",
+        "e30",
+        encode_page_token(1)[:-2] + "!!",
+        encode_page_token(1)[::-1],
+        "x" * 600,
+    ):
+        response = client.get(path, params={"page_token": token}, headers=admin_headers)
+        assert ("query", "page_token") in error_locations(response), token
+    # An empty token is the same as none: the first page.
+    assert client.get(path, params={"page_token": ""}, headers=admin_headers).status_code == 200
+
+
+def test_bad_page_sizes_are_422(client, admin_headers):
+    for size in ("0", "-1", "ten", "1.5"):
+        response = client.get("/data_resources", params={"max_page_size": size}, headers=admin_headers)
+        assert ("query", "max_page_size") in error_locations(response), size
+
+
+def test_token_past_the_end_gives_an_empty_last_page(client, admin_headers):
+    response = client.get(
+        "/workflows", params={"page_token": encode_page_token(10**12)}, headers=admin_headers
+    )
+    assert response.json() == {"resources": [], "next_page_token": None}
