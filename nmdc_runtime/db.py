@@ -129,7 +129,9 @@ def resolve_urls(settings: Settings, *, create: bool = True) -> DatabaseURLs:
 def create_engine(url: str, **kwargs) -> Engine:
     """An engine with the pool settings the API and the Dagster code share."""
     options = {
-        "pool_pre_ping": True,
+        # No pre-ping: it costs a round trip per request. After a server restart the first statement on a
+        # stale connection fails (503 for that request) and SQLAlchemy then replaces the whole pool.
+        "pool_recycle": 1800,
         "pool_size": 10,
         "max_overflow": 20,
         # Times leave the database in UTC whatever the server's zone, so RFC 3339 output ends in Z.

@@ -98,6 +98,8 @@ def run(settings: Settings) -> int:
                 "127.0.0.1",
                 "--port",
                 str(settings.api_port),
+                "--workers",
+                str(settings.api_workers),
             ],
             env,
             REPO,

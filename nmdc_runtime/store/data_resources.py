@@ -28,22 +28,22 @@ def create_data_resource(
     execution_id: str | None = None,
 ) -> DataResource:
     """Insert a data resource of `site_id` (with `execution_id` when an execution's output registers it)."""
-    row = DataResource(
-        id=new_id("dr"),
-        site_id=site_id,
-        name=name,
-        url=url,
-        data_type=data_type,
-        size=size,
-        checksums=checksums,
-        description=description,
-        execution_id=execution_id,
-    )
-    session.add(row)
-    session.flush()
-    # The database fills seq and created_at: read them back so the caller can answer with them.
-    session.refresh(row)
-    return row
+    # One statement: the database fills seq and created_at and hands the row back.
+    return session.scalars(
+        sa.insert(DataResource)
+        .values(
+            id=new_id("dr"),
+            site_id=site_id,
+            name=name,
+            url=url,
+            data_type=data_type,
+            size=size,
+            checksums=checksums,
+            description=description,
+            execution_id=execution_id,
+        )
+        .returning(DataResource)
+    ).one()
 
 
 def get_data_resource(session: Session, *, data_resource_id: str) -> DataResource:

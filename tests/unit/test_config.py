@@ -24,7 +24,7 @@ def test_defaults_match_the_readme(monkeypatch, tmp_path):
         30 * 24 * 3600,
         3,
     )
-    assert (settings.api_port, settings.dagster_port) == (8000, 3000)
+    assert (settings.api_port, settings.dagster_port, settings.api_workers) == (8000, 3000, 2)
 
 
 def test_environment_overrides_with_the_nmdc_prefix(monkeypatch, tmp_path):
