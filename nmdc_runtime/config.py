@@ -33,10 +33,15 @@ class Settings(BaseSettings):
     operation_retention_seconds: int = Field(
         30 * 24 * 3600, ge=0, description="How long a finished operation is kept before it may be deleted."
     )
+    idempotency_retention_seconds: int = Field(
+        24 * 3600, ge=0, description="How long an Idempotency-Key is remembered; a later repeat runs afresh."
+    )
     max_attempts: int = Field(3, ge=1, description="Claims a job may use up before it is marked failed.")
     token_expire_seconds: int = Field(3600, gt=0, description="Lifetime of an access token.")
     api_port: int = Field(8000, gt=0, lt=65536, description="Port of the REST API under `make dev`.")
-    api_workers: int = Field(2, ge=1, le=64, description="uvicorn worker processes of the API under `make dev`.")
+    api_workers: int = Field(
+        2, ge=1, le=64, description="uvicorn worker processes of the API under `make dev`."
+    )
     dagster_port: int = Field(3000, gt=0, lt=65536, description="Port of the Dagster UI under `make dev`.")
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="Largest request body the API accepts.")
 

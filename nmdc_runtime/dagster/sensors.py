@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dagster import (
@@ -34,10 +34,11 @@ from dagster import (
     sensor,
 )
 
+from nmdc_runtime.config import get_settings
 from nmdc_runtime.dagster.assets import EXECUTIONS, JOBS, workflow_partitions
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.domain.operations import delete_finished_operations, expire_lapsed_operations
-from nmdc_runtime.store import pipeline
+from nmdc_runtime.store import idempotency, pipeline
 
 DATA_RESOURCES_SENSOR = "data_resources_sensor"
 EXECUTIONS_SENSOR = "executions_sensor"
@@ -347,10 +348,17 @@ def operations_reaper(context: SensorEvaluationContext, runtime: RuntimeDatabase
         expired = expire_lapsed_operations(session, now=now, limit=REAPER_LIMIT)
     with runtime.session() as session:
         deleted = delete_finished_operations(session, now=now, limit=REAPER_LIMIT)
-    if not expired and not deleted:
-        return SkipReason("0 lapsed leases expired, 0 finished operations deleted")
+    with runtime.session() as session:
+        forgotten = idempotency.delete_keys_before(
+            session, before=now - timedelta(seconds=get_settings().idempotency_retention_seconds)
+        )
+    if not expired and not deleted and not forgotten:
+        return SkipReason(
+            "0 lapsed leases expired, 0 finished operations deleted, 0 idempotency keys forgotten"
+        )
     context.log.info(
-        f"{len(expired)} lapsed lease(s) expired, {deleted} finished operation(s) past expire_time deleted"
+        f"{len(expired)} lapsed lease(s) expired, {deleted} finished operation(s) past expire_time deleted, "
+        f"{forgotten} idempotency key(s) past retention forgotten"
     )
     if expired:
         shown = ", ".join(expired[:SAMPLE_SIZE])

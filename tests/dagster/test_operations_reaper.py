@@ -11,7 +11,7 @@ from dagster import SkipReason
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.dagster.sensors import operations_reaper
 from nmdc_runtime.ids import new_id
-from nmdc_runtime.models import Execution, Job, Operation
+from nmdc_runtime.models import Execution, IdempotencyKey, Job, Operation
 from tests.dagster.conftest import tick
 
 
@@ -75,9 +75,24 @@ def test_lapsed_leases_expire_and_old_finished_operations_go(runtime, clean_data
             expire_time=now + timedelta(days=29),
         )
 
+        for key, age in (("stale", timedelta(days=2)), ("fresh", timedelta(minutes=1))):
+            session.add(
+                IdempotencyKey(
+                    principal="site_client:sc-1",
+                    key=key,
+                    endpoint="POST /data_resources",
+                    request_hash="h",
+                    status_code=201,
+                    response={},
+                    created_at=now - age,
+                )
+            )
+
     assert tick(operations_reaper, runtime) is None
 
     with clean_database.session() as session:
+        # Keys are remembered for a day (NMDC_IDEMPOTENCY_RETENTION_SECONDS), then forgotten.
+        assert session.scalars(sa.select(IdempotencyKey.key)).all() == ["fresh"]
         reaped = session.get(Operation, lapsed.id)
         assert reaped.state == "expired" and reaped.done
         assert reaped.error["code"] == "DEADLINE_EXCEEDED"
