@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
 
 from nmdc_runtime.domain import errors
@@ -50,15 +54,75 @@ async def _database_refused(request: Request, exc: sa_exc.DBAPIError) -> JSONRes
         log.warning("integrity error during %s %s: %s", request.method, request.url.path, exc.orig)
         return JSONResponse({"detail": "conflicts with the current state"}, status_code=409)
     if isinstance(exc, sa_exc.DataError):
-        return JSONResponse({"detail": "a value is out of range or malformed"}, status_code=422)
+        # PostgreSQL's own first line says which value (an unsupported \u0000 in JSON, a number out of range).
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        return JSONResponse({"detail": f"a value cannot be stored: {reason}"}, status_code=422)
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         return await _database_unavailable(request, exc)
     log.exception("database error during %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
+UNSTORABLE_TEXT = "text may not contain NUL characters (\\u0000) or unpaired surrogates"
+
+
+async def _unstorable_text(request: Request, exc: ValueError) -> JSONResponse:
+    """Strings PostgreSQL cannot store, wherever they came from (path, query, form or body): 422, not 500."""
+    if isinstance(exc, UnicodeEncodeError) or "NUL (0x00)" in str(exc):
+        return JSONResponse({"detail": UNSTORABLE_TEXT}, status_code=422)
+    log.error("unhandled error during %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+SECRET_FIELDS = frozenset({"password", "client_secret"})
+MAX_ECHO = 200
+
+
+def _echo(value: Any) -> Any:
+    """The part of a refused input worth sending back: short values whole, long ones clipped."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_ECHO else value[:MAX_ECHO] + "…"
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    text = repr(value)
+    return value if len(text) <= MAX_ECHO else f"<{type(value).__name__} of {len(text)} characters>"
+
+
+async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 shape, without echoing secrets or megabytes of the caller's own input back."""
+    refused = []
+    for error in exc.errors():
+        error = dict(error)
+        if SECRET_FIELDS.intersection(map(str, error.get("loc", ()))):
+            error.pop("input", None)
+        elif "input" in error:
+            error["input"] = _echo(error["input"])
+        refused.append(error)
+    return JSONResponse({"detail": jsonable_encoder(refused)}, status_code=422)
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: `detail` is a message, or for 422 a list of `{loc, msg, type}` naming the fields."""
+
+    detail: str | list[dict[str, Any]]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing, malformed, forged or expired bearer token"},
+    403: {"model": ErrorBody, "description": "Authenticated, but not allowed"},
+    404: {"model": ErrorBody, "description": "Unknown id"},
+    409: {"model": ErrorBody, "description": "Conflicts with the current state"},
+    413: {"model": ErrorBody, "description": "Request body larger than NMDC_MAX_BODY_BYTES"},
+    422: {"model": ErrorBody, "description": "Invalid input; `detail` names the field"},
+    503: {"model": ErrorBody, "description": "Database unavailable"},
+}
+"""Error answers every route may give, for the OpenAPI page."""
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on an app."""
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(ValueError, _unstorable_text)
     app.add_exception_handler(errors.RuntimeDomainError, _domain_error)
     app.add_exception_handler(sa_exc.DBAPIError, _database_refused)
     app.add_exception_handler(sa_exc.TimeoutError, _database_unavailable)

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from api.routes import ROUTERS
+from api.routes import PUBLIC_ROUTERS, ROUTERS
 from nmdc_runtime.config import Settings, get_settings
 from nmdc_runtime.db import Database, resolve_urls
 from nmdc_runtime.migrations import upgrade
@@ -42,7 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings or get_settings()
     errors.install(app)
     for router in ROUTERS:
-        app.include_router(router)
+        # /token and /health answer without a bearer token; everything else shares the error answers.
+        app.include_router(router, responses={} if router in PUBLIC_ROUTERS else errors.ERROR_RESPONSES)
     app.add_middleware(BodyLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     return app

@@ -17,10 +17,6 @@ LATENCY = Histogram(
 )
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
     """Answer 413 to bodies over `max_bytes`, declared or streamed, before the app reads them whole."""
 
@@ -42,28 +38,33 @@ class BodyLimitMiddleware:
                     await self._reject(send)
                     return
         seen = 0
-        started = False
+        started = rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    # A streamed (chunked) body ran over: answer 413 now, and tell the app the client is
+                    # gone, so whatever it answers to a half-read body (400, say) is never sent.
+                    rejected = True
+                    if not started:
+                        await self._reject(send)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if rejected:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._reject(send)
+        await self.app(scope, limited_receive, tracking_send)
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps({"detail": f"request body is larger than {self.max_bytes} bytes"}).encode()

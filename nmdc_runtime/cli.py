@@ -12,6 +12,7 @@ import typer
 
 from nmdc_runtime.config import get_settings
 from nmdc_runtime.domain.errors import AlreadyExists, InvalidInput, NotFound
+from nmdc_runtime.schemas.common import CHOSEN_ID_PATTERN, TAG_PATTERN
 from nmdc_runtime.store import accounts
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -23,9 +24,8 @@ app.add_typer(users_app, name="users")
 app.add_typer(sites_app, name="sites")
 
 # Same shapes as the API accepts, so the CLI never stores what the API would refuse.
-SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-CAPABILITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+SITE_ID = USERNAME = re.compile(CHOSEN_ID_PATTERN)
+CAPABILITY = re.compile(TAG_PATTERN)
 
 EXIT_CONFLICT = 1
 EXIT_USAGE = 2
@@ -119,7 +119,7 @@ def sites_create(
 ) -> None:
     """Create a site and its first client credentials; print them as one JSON object."""
     if not SITE_ID.match(site_id):
-        _fail("SITE_ID must be 1-64 letters, digits or . _ : - (starting with a letter or digit)")
+        _fail("SITE_ID must be 1-64 letters, digits or . _ @ - (starting with a letter or digit)")
     for cap in capability or []:
         if not CAPABILITY.match(cap):
             _fail(f"capability {cap!r} must be 1-64 letters, digits or . _ : -")
@@ -175,6 +175,8 @@ def _safe(url: str) -> str:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Migrations are applied on every command; their step-by-step log is noise unless one fails.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     app()
 
 

@@ -25,3 +25,6 @@ ROUTERS = [
     executions.router,
     service.router,
 ]
+
+PUBLIC_ROUTERS = [token.router, service.router]
+"""Routers whose routes declare their own answers (they need no token, or only some of them do)."""

@@ -7,11 +7,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from nmdc_runtime.schemas.common import Name, ReadModel, StrictModel, Tag
+from nmdc_runtime.schemas.common import CHOSEN_ID_PATTERN, Name, ReadModel, StrictBool, StrictModel, Tag
 
-SiteId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+SiteId = Annotated[str, StringConstraints(pattern=CHOSEN_ID_PATTERN)]
 """The same rule as `nmdc-runtime sites create`."""
-Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
+Username = Annotated[str, StringConstraints(pattern=CHOSEN_ID_PATTERN)]
 """The same rule as `nmdc-runtime users create`."""
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
 
@@ -48,7 +48,7 @@ class UserCreate(StrictModel):
 
     username: Username
     password: Password
-    admin: bool = False
+    admin: StrictBool = False
     site_admin_of: list[SiteId] = Field(default_factory=list, max_length=MAX_SITE_ADMIN_OF)
 
 

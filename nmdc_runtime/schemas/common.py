@@ -5,19 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 20
 
-# Ids chosen by people (sites, workflows, users): short, printable, no spaces or slashes.
-ChosenId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")]
+# Ids chosen by people (sites, workflows, users): short, printable, no spaces, slashes or colons (a colon
+# starts a custom method in a path: `/sites/{id}:generateCredentials`). The CLI checks the same patterns.
+CHOSEN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+ChosenId = Annotated[str, StringConstraints(pattern=CHOSEN_ID_PATTERN)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
-Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
 """A capability or data type."""
 Text = Annotated[str, StringConstraints(max_length=4096)]
+# Request flags and counts take JSON booleans and integers only: "yes" is not an admin flag, true is not 1.
+StrictBool = Annotated[bool, Strict()]
+StrictInt = Annotated[int, Strict()]
 
 
 class Page(BaseModel, Generic[T]):

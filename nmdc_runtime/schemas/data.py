@@ -9,7 +9,17 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo, field_validator
 
 from nmdc_runtime.domain.states import JobStatus
-from nmdc_runtime.schemas.common import ChosenId, JsonObject, Name, ReadModel, StrictModel, Tag, Text
+from nmdc_runtime.schemas.common import (
+    ChosenId,
+    JsonObject,
+    Name,
+    ReadModel,
+    StrictBool,
+    StrictInt,
+    StrictModel,
+    Tag,
+    Text,
+)
 
 MAX_URL_LENGTH = 2048
 MAX_CHECKSUMS = 8
@@ -68,7 +78,7 @@ class DataResourceCreate(StrictModel):
     name: Name
     url: HttpUrl
     data_type: Tag
-    size: int = Field(ge=0, le=MAX_SIZE, description="Bytes.")
+    size: StrictInt = Field(ge=0, le=MAX_SIZE, description="Bytes.")
     checksums: list[Checksum] = Field(max_length=MAX_CHECKSUMS)
     description: Text | None = None
 
@@ -104,7 +114,7 @@ class WorkflowCreate(StrictModel):
     data_types: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     required_capabilities: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     config: JsonObject = Field(default_factory=dict)
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
 class WorkflowUpdate(StrictModel):
@@ -115,7 +125,7 @@ class WorkflowUpdate(StrictModel):
     data_types: list[Tag] | None = Field(None, max_length=MAX_TAGS)
     required_capabilities: list[Tag] | None = Field(None, max_length=MAX_TAGS)
     config: JsonObject | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
     @field_validator("*")
     @classmethod

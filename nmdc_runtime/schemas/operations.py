@@ -12,7 +12,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from nmdc_runtime.domain.states import OperationState
-from nmdc_runtime.schemas.common import JsonObject, StrictModel, Text
+from nmdc_runtime.schemas.common import JsonObject, StrictBool, StrictModel, Text
 from nmdc_runtime.schemas.data import OpaqueId
 from nmdc_runtime.schemas.executions import ExecutionRead
 
@@ -85,7 +85,7 @@ class OperationUpdate(StrictModel):
     """`PATCH /operations/{op_id}`: merge metadata (a heartbeat renews the lease), or finish the operation."""
 
     metadata: JsonObject | None = None
-    done: bool | None = None
+    done: StrictBool | None = None
     result: ResultRef | None = None
     error: StatusInput | None = None
 

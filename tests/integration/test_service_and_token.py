@@ -78,3 +78,59 @@ def test_bodies_over_one_mebibyte_are_413(client, admin_headers):
 def test_openapi_and_docs_need_no_token(client):
     assert client.get("/openapi.json").status_code == 200
     assert client.get("/docs").status_code == 200
+
+
+def test_streamed_bodies_over_the_limit_are_413_too(client, admin_headers):
+    def chunks():
+        for _ in range(3):
+            yield b"x" * (512 * 1024)
+
+    # No Content-Length: the server only learns the size while reading.
+    response = client.post(
+        "/sites", content=chunks(), headers={**admin_headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert "larger than" in response.json()["detail"]
+
+
+def test_text_postgresql_cannot_store_is_422_everywhere(client, admin_headers):
+    answers = [
+        client.post("/token", data={"grant_type": "password", "username": "a\x00", "password": "x" * 10}),
+        client.get("/sites/a%00", headers=admin_headers),
+        client.get("/data_resources", params={"site_id": "\x00"}, headers=admin_headers),
+        client.post("/sites", json={"id": "site-x", "name": "X\x00"}, headers=admin_headers),
+        client.post(
+            "/sites",
+            content=b'{"id": "site-y", "name": "\\udc00"}',
+            headers={**admin_headers, "Content-Type": "application/json"},
+        ),
+    ]
+    for response in answers:
+        assert response.status_code == 422, response.text
+        assert "NUL" in response.json()["detail"]
+    # Nothing was half-written, and the connection still serves requests.
+    assert client.get("/sites", headers=admin_headers).json()["resources"] == []
+
+
+def test_refused_passwords_are_not_echoed(client, admin_headers):
+    response = client.post("/users", json={"username": "bob", "password": "Zq9#k"}, headers=admin_headers)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "password"]
+    assert "Zq9#k" not in response.text
+    huge = client.post("/sites", json={"id": "s", "name": "n" * 5000}, headers=admin_headers)
+    assert huge.status_code == 422
+    assert len(huge.text) < 2000
+
+
+def test_flags_and_sizes_take_json_types_only(client, admin_headers):
+    response = client.post(
+        "/users", json={"username": "bob", "password": "password123", "admin": "yes"}, headers=admin_headers
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "admin"]
+
+
+def test_openapi_documents_error_answers(client):
+    spec = client.get("/openapi.json").json()
+    answers = spec["paths"]["/jobs/{job_id}:claim"]["post"]["responses"]
+    assert {"401", "403", "404", "409", "422", "503"} <= set(answers)
