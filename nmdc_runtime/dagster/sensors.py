@@ -334,7 +334,7 @@ def executions_sensor(context: SensorEvaluationContext, runtime: RuntimeDatabase
 
 @sensor(
     name=OPERATIONS_REAPER,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=10,
     default_status=DefaultSensorStatus.RUNNING,
     description=(
         "Ends operations whose lease lapsed (expired, DEADLINE_EXCEEDED; the job goes back to unclaimed or "

@@ -7,27 +7,39 @@ Choices the API contract leaves open, made here once:
 
 - **Attempts** are counted when a claim starts (`job.attempts += 1`; the operation's `attempt` is that number),
   so a site that vanishes mid-run has used an attempt even before the lease lapses. A release (or any
-  operation that ends with error code `CANCELLED`) gives the attempt back.
+  operation that ends with error code `CANCELLED`, a cancel-requested one whose lease lapsed included) gives
+  the attempt back.
 - **Job status after an operation ends**: a result makes the job `succeeded`; an error (other than
   `CANCELLED`) or a lapsed lease makes it `failed` once `attempts >= max_attempts`, else `unclaimed`; a
   `CANCELLED` ending returns it to `unclaimed`. A job an admin has canceled stays `canceled` whatever its
   operation ends with (its execution is still recorded).
-- **Lapse**: an open operation whose `lease_expire_time` has passed and that is not paused has lost its lease.
-  Whoever touches it first (a claim, a PATCH, a cancel, the reaper) ends it as `expired` with error code
-  `DEADLINE_EXCEEDED` in its own transaction; a request that then fails with 409 still commits that expiry
-  (see `keep_expiries`).
+- **Lapse** (`lease_lapsed`): an open operation whose `lease_expire_time` has passed has lost its lease unless
+  it is paused; `cancel_requested` overrides the pause (the holder keeps heartbeating while paused, which
+  renews the lease as usual, so only a holder that has gone silent lets it pass). Whoever touches it first (a
+  claim, a PATCH, a cancel, a pause, the reaper) ends it in its own transaction (`end_lapsed_operation`):
+  as `expired` with error code `DEADLINE_EXCEEDED`, or, when cancellation was requested, as `canceled` with
+  error code `CANCELLED` (the cancel request stands even though the holder never acted on it). A request
+  that then fails with 409 still commits that ending (see `keep_expiries`).
+- **What a lapse does to the job**: an expiry counts the attempt (`unclaimed`, or `failed` once attempts are
+  used up). A lapsed cancel request is a `CANCELLED` ending: the attempt is given back, and the job returns
+  to `unclaimed` when only the operation was canceled, or stays `canceled` when an admin canceled the job.
 - **An admin's cancel** ends the operation at once (as `canceled`) when its `lease_expire_time` has passed,
-  paused or not: nobody is heartbeating it. Otherwise it sets `cancel_requested` for the holder to act on.
+  paused or not: nobody is heartbeating it. Otherwise it sets `cancel_requested` for the holder to act on;
+  if the holder then goes silent, the lapse ends it `canceled` (see Lapse).
 - **Finishing with a result** needs a *succeeded* execution of the same job by the holding site; anything
   else is invalid input (422 on the field `result.execution_id`): a failed run is reported as an error.
 - **Metadata**: the keys `job_id`, `site_id`, `workflow_id`, `attempt` are read-only (422 when changed); the
   server-owned keys `state`, `lease_expire_time`, `cancel_requested`, `paused` are ignored when sent back;
   other keys are merged shallowly, and a `null` value removes a key. `progress` must be a number in
-  [0, 100] and `message` a string.
+  [0, 100] and `message` a string. The merged site-supplied keys are capped: at most `MAX_METADATA_KEYS`
+  (100) keys and `MAX_METADATA_BYTES` (64 KiB) as compact UTF-8 JSON, else 422 on the field `metadata`. A
+  PATCH that leaves the metadata no bigger than it was (in keys and bytes) is always accepted, so an
+  operation stored over a cap can still heartbeat and shrink.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -55,13 +67,18 @@ READ_ONLY_METADATA = ("job_id", "site_id", "workflow_id", "attempt")
 """Metadata keys a PATCH may send back unchanged but never change."""
 SERVER_METADATA = ("state", "lease_expire_time", "cancel_requested", "paused")
 """Metadata keys the server owns; values sent in a PATCH are ignored."""
+MAX_METADATA_KEYS = 100
+"""At most this many site-supplied metadata keys once a PATCH is merged."""
+MAX_METADATA_BYTES = 64 * 1024
+"""At most this many bytes of site-supplied metadata, as compact UTF-8 JSON, once a PATCH is merged."""
 
 # --- the moves -----------------------------------------------------------------------------------------
 
 S = OperationState
 OPERATION_MOVES: dict[OperationState, frozenset[OperationState]] = {
     S.RUNNING: frozenset({S.PAUSED, S.SUCCEEDED, S.FAILED, S.CANCELED, S.EXPIRED}),
-    # A paused lease never lapses, so a paused operation cannot expire; the site may still finish it.
+    # A paused lease never lapses, so a paused operation cannot expire (with a cancel request it lapses
+    # into `canceled`); the site may still finish it.
     S.PAUSED: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELED}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),
@@ -119,8 +136,9 @@ class ClaimDecision(StrEnum):
 
 
 def lease_lapsed(op: Operation, *, now: datetime) -> bool:
-    """Whether an open operation has lost its lease: not paused and its lease ended at or before `now`."""
-    return not op.done and not op.paused and op.lease_expire_time <= now
+    """Whether an open operation has lost its lease: its lease ended at or before `now`, and it is not paused
+    (or it is, but cancellation has been requested: a pause does not keep a cancel waiting forever)."""
+    return not op.done and (not op.paused or bool(op.cancel_requested)) and op.lease_expire_time <= now
 
 
 def capabilities_cover(site_capabilities: list[str], required: list[str]) -> bool:
@@ -201,7 +219,27 @@ def merged_metadata(op: Operation, patch: Mapping[str, Any]) -> dict[str, Any]:
     message = merged.get("message")
     if message is not None and not isinstance(message, str):
         raise InvalidInput("metadata.message must be a string", field="metadata.message", location="body")
+    _check_metadata_size(op.extra_metadata or {}, merged)
     return merged
+
+
+def metadata_size(metadata: Mapping[str, Any]) -> int:
+    """The size in bytes of `metadata` as compact UTF-8 JSON (what `MAX_METADATA_BYTES` limits)."""
+    return len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _check_metadata_size(before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+    """InvalidInput when `after` exceeds a cap and is bigger than `before` (see the module docstring)."""
+    size_after = metadata_size(after)
+    if len(after) <= MAX_METADATA_KEYS and size_after <= MAX_METADATA_BYTES:
+        return
+    if len(after) <= len(before) and size_after <= metadata_size(before):
+        return
+    if len(after) > MAX_METADATA_KEYS:
+        reason = f"{len(after)} keys; at most {MAX_METADATA_KEYS} are allowed"
+    else:
+        reason = f"{size_after} bytes as compact JSON; at most {MAX_METADATA_BYTES} are allowed"
+    raise InvalidInput(f"metadata would hold {reason}", field="metadata", location="body")
 
 
 def start_operation(job: Job, *, site_id: str, now: datetime, lease_seconds: int) -> Operation:
@@ -271,6 +309,31 @@ def expire_operation(op: Operation, job: Job, *, now: datetime, retention_second
     )
 
 
+def cancel_lapsed_operation(op: Operation, job: Job, *, now: datetime, retention_seconds: int) -> None:
+    """End a cancel-requested operation whose lease lapsed: `canceled`, error CANCELLED; attempt given back."""
+    finish_operation(
+        op,
+        job,
+        state=OperationState.CANCELED,
+        now=now,
+        retention_seconds=retention_seconds,
+        error=cancelled_error(
+            "cancellation was requested and the holder's lease lapsed after the cancel request",
+            lease_expire_time=_rfc3339(op.lease_expire_time),
+        ),
+    )
+
+
+def end_lapsed_operation(op: Operation, job: Job, *, now: datetime, retention_seconds: int) -> OperationState:
+    """End an operation whose lease lapsed (the one rule, wherever the lapse is noticed): `canceled` when
+    cancellation was requested, else `expired`. Returns the state it ended in."""
+    if op.cancel_requested:
+        cancel_lapsed_operation(op, job, now=now, retention_seconds=retention_seconds)
+        return OperationState.CANCELED
+    expire_operation(op, job, now=now, retention_seconds=retention_seconds)
+    return OperationState.EXPIRED
+
+
 def cancelled_error(message: str, **details: Any) -> dict[str, Any]:
     """The error of an operation that ends canceled."""
     return {"code": ErrorCode.CANCELLED.value, "message": message, "details": details}
@@ -331,15 +394,16 @@ def _settings(settings: Settings | None) -> Settings:
 def expire_if_lapsed(
     session: Session, op: Operation | None, job: Job, *, now: datetime, settings: Settings
 ) -> Operation | None:
-    """`op` when it is open and holds its lease; None when there is none, or (having expired it) it lapsed.
+    """`op` when it is open and holds its lease; None when there is none, or (having ended it with
+    `end_lapsed_operation`) it lapsed.
 
-    `op` and `job` must be locked. Expiries are noted for `keep_expiries`.
+    `op` and `job` must be locked. Endings are noted for `keep_expiries`.
     """
     if op is None or op.done:
         return None
     if not lease_lapsed(op, now=now):
         return op
-    expire_operation(op, job, now=now, retention_seconds=settings.operation_retention_seconds)
+    end_lapsed_operation(op, job, now=now, retention_seconds=settings.operation_retention_seconds)
     session.flush()
     noted = session.info.setdefault(_KEEP, (now, settings, set()))
     noted[2].add(job.id)
@@ -361,7 +425,9 @@ def _open_operation_for(
     if op.done:
         raise Conflict(f"operation {op.id} is finished ({op.state})")
     if expire_if_lapsed(session, op, job, now=now, settings=settings) is None:
-        raise LeaseLost(f"operation {op.id} lost its lease: it expired at {_rfc3339(op.lease_expire_time)}")
+        raise LeaseLost(
+            f"operation {op.id} lost its lease: it lapsed at {_rfc3339(op.lease_expire_time)} ({op.state})"
+        )
     return op
 
 
@@ -489,7 +555,7 @@ def _release(op: Operation, job: Job, *, now: datetime, settings: Settings) -> N
 def _request_cancel(op: Operation, job: Job, *, now: datetime, settings: Settings, reason: str) -> None:
     op.cancel_requested = True
     op.update_time = now
-    if op.lease_expire_time <= now:
+    if lease_lapsed(op, now=now):  # with cancel_requested set: paused or not
         # Nobody is heartbeating it, so nobody would act on the request.
         finish_operation(
             op,
@@ -615,11 +681,13 @@ def active_operation_for_execution(
 def expire_lapsed_operations(
     session: Session, *, now: datetime, limit: int = 1000, settings: Settings | None = None
 ) -> list[str]:
-    """End up to `limit` open, unpaused operations whose lease lapsed before `now`; return their ids.
+    """End up to `limit` open operations whose lease lapsed before `now` (see `lease_lapsed`); return their ids.
 
-    Each becomes `expired` (error DEADLINE_EXCEEDED, `expire_time` = now + the retention period) and its job
-    goes back to `unclaimed`, or to `failed` when its attempts are used up: the rule a claim applies when it
-    meets a lapsed lease. Jobs another transaction has locked are skipped (that transaction applies the same
+    Each ends by `end_lapsed_operation`, the rule a claim applies when it meets a lapsed lease: `expired`
+    (error DEADLINE_EXCEEDED; its job goes back to `unclaimed`, or to `failed` when its attempts are used up),
+    or, when cancellation was requested (paused or not), `canceled` (error CANCELLED; the attempt is given
+    back and the job goes back to `unclaimed` unless it was canceled). `expire_time` = now + the retention
+    period. Jobs another transaction has locked are skipped (that transaction applies the same
     rule itself, or renews the lease). `settings` gives the retention period (default: `get_settings()`).
     The caller commits.
     """
@@ -632,7 +700,7 @@ def expire_lapsed_operations(
         op = store.open_operation(session, job_id=job.id)
         if op is None or op.id != op_id or not lease_lapsed(op, now=now):
             continue
-        expire_operation(op, job, now=now, retention_seconds=settings.operation_retention_seconds)
+        end_lapsed_operation(op, job, now=now, retention_seconds=settings.operation_retention_seconds)
         expired.append(op_id)
     session.flush()
     return expired

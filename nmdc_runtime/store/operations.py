@@ -41,7 +41,7 @@ def open_operation(session: Session, *, job_id: str) -> Operation | None:
     """The job's unfinished operation (at most one exists), locked FOR UPDATE."""
     stmt = (
         sa.select(Operation)
-        .where(Operation.job_id == job_id, Operation.done.is_(False))
+        .where(Operation.job_id == job_id, sa.not_(Operation.done))  # the partial unique index's predicate
         .with_for_update()
         .execution_options(populate_existing=True)
     )
@@ -127,10 +127,19 @@ def list_operations(
 
 
 def lapsed_operation_jobs(session: Session, *, now: datetime, limit: int) -> list[tuple[str, str]]:
-    """(operation id, job id) of open, unpaused operations whose lease ended before `now`, oldest first."""
+    """(operation id, job id) of open operations whose lease ended at or before `now`, oldest first: unpaused
+    ones, and paused ones with a cancel request (`nmdc_runtime.domain.operations.lease_lapsed`).
+
+    One range scan of the partial index on open operations by lease end (`ix_operations_open_lease`).
+    """
     rows = session.execute(
         sa.select(Operation.id, Operation.job_id)
-        .where(Operation.done.is_(False), Operation.paused.is_(False), Operation.lease_expire_time <= now)
+        .where(
+            # `NOT done`, as the partial index says (`done IS FALSE` would not match it: a sequential scan).
+            sa.not_(Operation.done),
+            Operation.lease_expire_time <= now,
+            sa.or_(Operation.paused.is_(False), Operation.cancel_requested.is_(True)),
+        )
         .order_by(Operation.lease_expire_time)
         .limit(limit)
     )

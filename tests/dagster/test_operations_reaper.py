@@ -107,6 +107,41 @@ def test_lapsed_leases_expire_and_old_finished_operations_go(runtime, clean_data
     assert isinstance(quiet, SkipReason) and "0 lapsed leases expired" in quiet.skip_message
 
 
+def test_a_lapsed_cancel_request_ends_canceled_paused_or_not(runtime, clean_database, make_workflow, site):
+    make_workflow("wf-1", ["metagenome"])
+    now = datetime.now(UTC)
+    with clean_database.session() as session:
+        ops = {
+            name: _claimed_job(session, lease_expire_time=now - timedelta(minutes=1))
+            for name in ("requested", "paused_requested", "paused", "requested_alive")
+        }
+        ops["requested_alive"].lease_expire_time = now + timedelta(minutes=5)
+        for name, op in ops.items():
+            op.cancel_requested = "requested" in name
+            if name.startswith("paused"):
+                op.state, op.paused = "paused", True
+        session.get(Job, ops["paused_requested"].job_id).status = "canceled"
+
+    assert tick(operations_reaper, runtime) is None
+
+    with clean_database.session() as session:
+        for name in ("requested", "paused_requested"):
+            reaped = session.get(Operation, ops[name].id)
+            assert (reaped.state, reaped.done, reaped.paused) == ("canceled", True, False)
+            assert reaped.error["code"] == "CANCELLED"
+            assert "lease lapsed after the cancel request" in reaped.error["message"]
+        # The canceled attempt is given back; a canceled job stays canceled.
+        requested = session.get(Job, ops["requested"].job_id)
+        assert (requested.status, requested.attempts) == ("unclaimed", 0)
+        assert session.get(Job, ops["paused_requested"].job_id).status == "canceled"
+        assert session.get(Operation, ops["paused"].id).state == "paused"
+        assert session.get(Operation, ops["requested_alive"].id).state == "running"
+
+
+def test_the_reaper_ticks_every_10_seconds():
+    assert operations_reaper.minimum_interval_seconds == 10
+
+
 def test_database_outage_fails_the_tick():
     with pytest.raises(sa.exc.OperationalError):
         tick(operations_reaper, RuntimeDatabase(url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"))

@@ -192,3 +192,125 @@ def test_the_reaper_expires_lapsed_operations_and_skips_locked_jobs(world):
         assert (stored["metadata"]["state"], stored["error"]["code"]) == ("expired", "DEADLINE_EXCEEDED")
         assert job_of(world, op)["status"] == "unclaimed"
     assert operation(world, fresh["id"])["metadata"]["state"] == "running"
+
+
+# --- a cancel request whose holder goes silent -----------------------------------------------------------
+
+
+def _assert_canceled_by_lapse(stored: dict) -> None:
+    assert (stored["done"], stored["metadata"]["state"], stored["result"]) == (True, "canceled", None)
+    assert stored["error"]["code"] == "CANCELLED"
+    assert "lease lapsed after the cancel request" in stored["error"]["message"]
+    assert stored["metadata"]["paused"] is False
+    assert stored["expire_time"] is not None
+
+
+def _request_cancel(world: World, op: dict) -> None:
+    response = world.client.post(f"/operations/{op['id']}:cancel", headers=world.admin)
+    assert response.status_code == 200, response.text
+    assert (response.json()["done"], response.json()["metadata"]["cancel_requested"]) == (False, True)
+
+
+def test_a_cancel_request_that_lapses_ends_canceled_when_the_next_claim_meets_it(world):
+    op = claimed(world)
+    job_id = op["metadata"]["job_id"]
+    _request_cancel(world, op)
+    time.sleep(LAPSE_WAIT)
+    taken = claim(world.client, world.site_f, job_id)
+    assert taken.status_code == 201, taken.text
+    # The canceled attempt was given back: the new claim is attempt 1 again.
+    assert taken.json()["metadata"]["attempt"] == 1
+    _assert_canceled_by_lapse(operation(world, op["id"]))
+    job = job_of(world, op)
+    assert (job["status"], job["attempts"]) == ("claimed", 1)
+
+
+def test_a_cancel_request_that_lapses_ends_canceled_on_the_late_heartbeat(world):
+    op = claimed(world)
+    _request_cancel(world, op)
+    time.sleep(LAPSE_WAIT)
+    late = world.client.patch(
+        f"/operations/{op['id']}", json={"metadata": {"progress": 90}}, headers=world.site_e
+    )
+    assert late.status_code == 409
+    # The 409 kept the ending.
+    _assert_canceled_by_lapse(operation(world, op["id"]))
+    job = job_of(world, op)
+    assert (job["status"], job["attempts"]) == ("unclaimed", 0)
+
+
+def test_the_reaper_ends_a_lapsed_cancel_request_canceled_and_the_attempt_does_not_count(world):
+    job = new_job(world)
+    assert job["max_attempts"] == 2
+    first = claimed(world, job=job)
+    time.sleep(LAPSE_WAIT)
+    second = claimed(world, world.site_f, job=job)
+    assert second["metadata"]["attempt"] == 2
+    _request_cancel(world, second)
+    time.sleep(LAPSE_WAIT)
+    with world.database.session() as session:
+        assert expire_lapsed_operations(session, now=datetime.now(UTC)) == [second["id"]]
+    assert operation(world, first["id"])["metadata"]["state"] == "expired"
+    _assert_canceled_by_lapse(operation(world, second["id"]))
+    # The last attempt ended canceled, not expired: the job is offered again instead of failing.
+    after = job_of(world, first)
+    assert (after["status"], after["attempts"]) == ("unclaimed", 1)
+    assert claim(world.client, world.site_e, job["id"]).status_code == 201
+
+
+def test_a_canceled_job_whose_holder_goes_silent_ends_canceled_and_stays_canceled(world):
+    op = claimed(world)
+    job_id = op["metadata"]["job_id"]
+    canceled = world.client.post(f"/jobs/{job_id}:cancel", headers=world.admin)
+    assert canceled.status_code == 200
+    assert operation(world, op["id"])["metadata"]["cancel_requested"] is True
+    time.sleep(LAPSE_WAIT)
+    with world.database.session() as session:
+        assert expire_lapsed_operations(session, now=datetime.now(UTC)) == [op["id"]]
+    _assert_canceled_by_lapse(operation(world, op["id"]))
+    job = job_of(world, op)
+    assert (job["status"], job["attempts"]) == ("canceled", 0)
+    assert claim(world.client, world.site_f, job_id).status_code == 409
+
+
+def test_a_paused_operation_with_a_cancel_request_lapses_unless_the_holder_heartbeats(world):
+    op = claimed(world)
+    job_id = op["metadata"]["job_id"]
+    assert world.client.post(f"/operations/{op['id']}:pause", headers=world.admin).status_code == 200
+    _request_cancel(world, op)
+    claimed_lease = datetime.fromisoformat(op["metadata"]["lease_expire_time"])
+
+    # The holder keeps heartbeating while paused, which renews its lease as usual.
+    time.sleep(0.1)
+    beat = world.client.patch(f"/operations/{op['id']}", json={"metadata": {"p": 1}}, headers=world.site_e)
+    assert beat.status_code == 200, beat.text
+    meta = beat.json()["metadata"]
+    assert (meta["state"], meta["paused"], meta["cancel_requested"]) == ("paused", True, True)
+    renewed = datetime.fromisoformat(meta["lease_expire_time"])
+    assert renewed > claimed_lease
+    # Past the claim's lease but within the renewed one: nothing lapses (`now` is given, not waited for).
+    with world.database.session() as session:
+        between = claimed_lease + (renewed - claimed_lease) / 2
+        assert expire_lapsed_operations(session, now=between) == []
+    assert operation(world, op["id"])["metadata"]["state"] == "paused"
+
+    # Then it goes silent: the pause does not keep the cancel request waiting.
+    time.sleep(LAPSE_WAIT)
+    assert claim(world.client, world.site_f, job_id).status_code == 201
+    _assert_canceled_by_lapse(operation(world, op["id"]))
+    assert job_of(world, op)["attempts"] == 1
+
+
+def test_a_paused_operation_with_a_cancel_request_is_found_by_the_reaper(world):
+    paused_only = claimed(world)
+    both = claimed(world)
+    for op in (paused_only, both):
+        assert world.client.post(f"/operations/{op['id']}:pause", headers=world.admin).status_code == 200
+    _request_cancel(world, both)
+    time.sleep(LAPSE_WAIT)
+    with world.database.session() as session:
+        assert expire_lapsed_operations(session, now=datetime.now(UTC)) == [both["id"]]
+    _assert_canceled_by_lapse(operation(world, both["id"]))
+    assert job_of(world, both)["status"] == "unclaimed"
+    assert operation(world, paused_only["id"])["metadata"]["state"] == "paused"
+    assert claim(world.client, world.site_f, paused_only["metadata"]["job_id"]).status_code == 409

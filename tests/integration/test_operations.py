@@ -7,7 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from nmdc_runtime.domain.operations import delete_finished_operations
+from nmdc_runtime.domain.operations import (
+    MAX_METADATA_BYTES,
+    MAX_METADATA_KEYS,
+    delete_finished_operations,
+)
 from nmdc_runtime.models import Execution, Operation
 from tests.integration.claim_world import (
     claim,
@@ -150,6 +154,27 @@ def test_invalid_patches_are_422_and_change_nothing(world, body):
     response = patch(world, op, body)
     assert response.status_code == 422, response.text
     assert operation(world, op["id"])["done"] is False
+
+
+def test_metadata_is_capped_in_keys_and_bytes_and_a_refused_patch_changes_nothing(world):
+    op = claimed(world)
+    half = MAX_METADATA_BYTES // 2
+    assert patch(world, op, {"metadata": {"log": "x" * half}}).status_code == 200
+    for body in (
+        # Each PATCH is small enough; the merge is not.
+        {"metadata": {"more": "y" * half}},
+        {"metadata": {f"k{i}": i for i in range(MAX_METADATA_KEYS)}},
+    ):
+        response = patch(world, op, body)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["body", "metadata"]
+        stored = operation(world, op["id"])
+        assert "more" not in stored["metadata"] and "k0" not in stored["metadata"]
+        assert stored["metadata"]["log"] == "x" * half
+    # Dropping a key makes room; the holder's heartbeat still renews the lease meanwhile.
+    room = patch(world, op, {"metadata": {"log": None, "more": "y" * half}})
+    assert room.status_code == 200, room.text
+    assert "log" not in room.json()["metadata"]
 
 
 # --- finishing ------------------------------------------------------------------------------------------

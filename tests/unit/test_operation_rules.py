@@ -197,6 +197,54 @@ def test_lease_lapses_at_its_end_unless_paused_or_done():
     assert not rules.lease_lapsed(op, now=NOW + timedelta(days=1))
 
 
+def test_a_cancel_request_makes_even_a_paused_lease_lapse():
+    op, _ = _claimed(lease_seconds=10)
+    op.cancel_requested = True
+    assert not rules.lease_lapsed(op, now=NOW + timedelta(seconds=9))
+    assert rules.lease_lapsed(op, now=NOW + timedelta(seconds=10))
+    op.paused = True
+    assert not rules.lease_lapsed(op, now=NOW + timedelta(seconds=9))
+    assert rules.lease_lapsed(op, now=NOW + timedelta(seconds=10))
+    op.done = True
+    assert not rules.lease_lapsed(op, now=NOW + timedelta(days=1))
+
+
+def test_a_lapse_without_a_cancel_request_expires():
+    op, job = _claimed()
+    ended = rules.end_lapsed_operation(op, job, now=NOW + timedelta(minutes=5), retention_seconds=0)
+    assert ended is S.EXPIRED
+    assert (op.state, op.error["code"]) == (S.EXPIRED, "DEADLINE_EXCEEDED")
+    assert (job.status, job.attempts) == (J.UNCLAIMED, 1)
+
+
+@pytest.mark.parametrize("paused", [False, True])
+def test_a_lapsed_cancel_request_ends_canceled_and_gives_the_attempt_back(paused):
+    op, job = _claimed(_job(attempts=2))
+    op.cancel_requested = True
+    if paused:
+        op.state, op.paused = S.PAUSED.value, True
+    later = NOW + timedelta(minutes=5)
+    ended = rules.end_lapsed_operation(op, job, now=later, retention_seconds=100)
+    assert ended is S.CANCELED
+    assert (op.state, op.done, op.paused, op.result_execution_id) == (S.CANCELED, True, False, None)
+    assert op.error["code"] == "CANCELLED"
+    assert "lease lapsed after the cancel request" in op.error["message"]
+    assert op.error["details"] == {"lease_expire_time": "2030-01-01T12:01:00Z"}
+    assert op.expire_time == later + timedelta(seconds=100)
+    # Not a failed attempt, even on the last one: the job is offered again.
+    assert (job.status, job.attempts) == (J.UNCLAIMED, 2)
+
+
+def test_a_lapsed_cancel_request_leaves_a_canceled_job_canceled():
+    op, job = _claimed()
+    op.cancel_requested = True
+    job.status = J.CANCELED.value
+    assert (
+        rules.end_lapsed_operation(op, job, now=NOW + timedelta(minutes=5), retention_seconds=0) is S.CANCELED
+    )
+    assert (job.status, job.attempts) == (J.CANCELED, 0)
+
+
 def test_expiry_sets_deadline_exceeded_and_retention_and_frees_the_job():
     op, job = _claimed()
     later = NOW + timedelta(minutes=5)
@@ -287,6 +335,44 @@ def test_message_must_be_a_string():
         "message": "ok",
         "progress": 99.5,
     }
+
+
+def test_metadata_is_capped_in_keys():
+    op, _ = _claimed()
+    op.extra_metadata = {f"k{i}": i for i in range(rules.MAX_METADATA_KEYS - 1)}
+    assert len(rules.merged_metadata(op, {"last": 1})) == rules.MAX_METADATA_KEYS
+    with pytest.raises(InvalidInput) as caught:
+        rules.merged_metadata(op, {"one": 1, "two": 2})
+    assert caught.value.details["field"] == "metadata"
+    assert str(rules.MAX_METADATA_KEYS) in str(caught.value)
+
+
+def test_metadata_is_capped_in_bytes_as_compact_json():
+    op, _ = _claimed()
+    # {"a":"..."} is 8 bytes around the value; a non-ASCII character counts as its UTF-8 bytes.
+    fits = "x" * (rules.MAX_METADATA_BYTES - 8 - 2) + "é"
+    assert rules.metadata_size({"a": fits}) == rules.MAX_METADATA_BYTES
+    assert rules.merged_metadata(op, {"a": fits}) == {"a": fits}
+    with pytest.raises(InvalidInput) as caught:
+        rules.merged_metadata(op, {"a": fits + "x"})
+    assert caught.value.details["field"] == "metadata"
+    # The cap is on the merge, not on one PATCH: many small additions cannot pass it either.
+    op.extra_metadata = {"a": "x" * (rules.MAX_METADATA_BYTES // 2)}
+    with pytest.raises(InvalidInput):
+        rules.merged_metadata(op, {"b": "y" * (rules.MAX_METADATA_BYTES // 2)})
+
+
+def test_metadata_stored_over_a_cap_may_stay_or_shrink_but_not_grow():
+    op, _ = _claimed()
+    big = {f"k{i}": "v" * 1000 for i in range(rules.MAX_METADATA_KEYS + 10)}
+    op.extra_metadata = dict(big)
+    assert rules.merged_metadata(op, {}) == big
+    assert rules.merged_metadata(op, dict(big)) == big
+    assert len(rules.merged_metadata(op, {"k0": None, "k1": "short"})) == len(big) - 1
+    with pytest.raises(InvalidInput):
+        rules.merged_metadata(op, {"new": 1})
+    with pytest.raises(InvalidInput):
+        rules.merged_metadata(op, {"k0": "v" * 1001})
 
 
 # --- who may act ----------------------------------------------------------------------------------------
