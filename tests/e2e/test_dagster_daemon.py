@@ -9,17 +9,11 @@ Each runs in a session of its own and is stopped as a process group, whatever th
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -30,42 +24,11 @@ from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
 from nmdc_runtime.models import Job, Workflow
 from nmdc_runtime.store import accounts
+from tests.processes import BIN, REPO, live_api, runtime_env, stop_group, wait_for
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 JOB_TIMEOUT = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def stop_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left of it after `timeout`."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout)
-    # Children (the code server) may outlive the leader: kill the group in any case.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def site_credentials(database: Database, site_id: str, capabilities: list[str]) -> dict[str, str]:
@@ -81,44 +44,19 @@ def test_registered_data_resource_becomes_a_claimable_job(
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
-    env = dict(os.environ)
-    env.update(
-        NMDC_HOME=str(tmp_path / "nmdc_home"),
-        NMDC_DATABASE_URL=settings.database_url,
-        NMDC_DAGSTER_DATABASE_URL=settings.dagster_database_url,
-        NMDC_JWT_SECRET=settings.jwt_secret.get_secret_value(),
-        DAGSTER_HOME=str(dagster_home),
-    )
-    port = free_port()
-    api = f"http://127.0.0.1:{port}"
-    logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("api", "daemon")}
-    procs: dict[str, subprocess.Popen] = {}
-    try:
-        procs["daemon"] = subprocess.Popen(
+    env = runtime_env(settings, tmp_path / "nmdc_home", DAGSTER_HOME=str(dagster_home))
+    with (tmp_path / "daemon.log").open("w") as log:
+        daemon = subprocess.Popen(
             [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
             cwd=dagster_home,
             env=env,
-            stdout=logs["daemon"],
+            stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        procs["api"] = subprocess.Popen(
-            [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=logs["api"],
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-        def api_up() -> bool:
-            assert procs["api"].poll() is None, (tmp_path / "api.log").read_text()
-            try:
-                return httpx.get(api + "/health", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(api_up, 60, "the API")
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(stop_group, daemon)
+        api = cleanup.enter_context(live_api(settings, tmp_path / "api_home"))
         data_site = site_credentials(clean_database, "site-d", [])
         exec_site = site_credentials(clean_database, "site-e", ["assembly"])
         with clean_database.session() as session:
@@ -156,7 +94,7 @@ def test_registered_data_resource_becomes_a_claimable_job(
             data_resource = response.json()
 
             def claimable() -> dict | None:
-                assert procs["daemon"].poll() is None, (tmp_path / "daemon.log").read_text()
+                assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()
                 page = http.get("/jobs", params={"claimable": "true"}, headers=as_e)
                 assert page.status_code == 200, page.text
                 for job in page.json()["resources"]:
@@ -205,10 +143,5 @@ def test_registered_data_resource_becomes_a_claimable_job(
                 metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
                 assert metadata["api_path"] == f"/jobs/{job['id']}/executions/{execution.json()['id']}"
                 assert metadata["site_id"] == "site-e"
-    finally:
-        for proc in procs.values():
-            stop_group(proc)
-        for log in logs.values():
-            log.close()
     daemon_log = (tmp_path / "daemon.log").read_text()
     assert "dagster.yaml" not in daemon_log and "telemetry" not in daemon_log.lower(), daemon_log

@@ -11,11 +11,10 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from nmdc_runtime.db import Database
 from nmdc_runtime.site_agent.files import FileServer
 from nmdc_runtime.store import accounts
 from tests.integration.conftest import ADMIN_PASSWORD, make_site
+from tests.processes import free_port, live_api, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -37,60 +37,11 @@ WORKFLOW = "stats"
 STATS = [sys.executable, "-m", "nmdc_runtime.site_agent.examples.stats", "{inputs}"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def api_url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A live API on this run's database, with a LEASE-second claim lease."""
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        NMDC_DATABASE_URL=settings.database_url,
-        NMDC_DAGSTER_DATABASE_URL=settings.dagster_database_url,
-        NMDC_JWT_SECRET=settings.jwt_secret.get_secret_value(),
-        NMDC_HOME=str(tmp_path_factory.mktemp("api_home")),
-        NMDC_CLAIM_LEASE_SECONDS=str(LEASE),
-    )
-    log = (tmp_path_factory.mktemp("api_log") / "uvicorn.log").open("w")
-    proc = subprocess.Popen(
-        [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def healthy() -> bool:
-            assert proc.poll() is None, "uvicorn exited; see its log"
-            try:
-                return httpx.get(url + "/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, 60, "the API")
+    with live_api(settings, tmp_path_factory.mktemp("api_home"), NMDC_CLAIM_LEASE_SECONDS=str(LEASE)) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 class World:

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import random
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,11 +14,11 @@ import sqlalchemy as sa
 from nmdc_runtime.models import Job, Operation
 from nmdc_runtime.store import accounts
 from tests.integration.claim_world import headers_for, make_world, new_job, site_principal
+from tests.processes import live_api
 
 THREADS = 16
 SITES = 8
 JOBS = 5
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -92,79 +86,19 @@ def test_threads_racing_to_claim_through_the_api(world, settings):
     _check(world, results, job_ids)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_api(settings, home: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    home.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "NMDC_DATABASE_URL": settings.database_url,
-        "NMDC_DAGSTER_DATABASE_URL": settings.dagster_database_url,
-        "NMDC_JWT_SECRET": settings.jwt_secret.get_secret_value(),
-        "NMDC_HOME": str(home),
-    }
-    uvicorn = Path(sys.executable).parent / "uvicorn"
-    log = (home / "api.log").open("wb")
-    process = subprocess.Popen(
-        [str(uvicorn), "api.main:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        # A file, not a pipe: nobody reads a pipe while the test runs, and a full one would block the server.
-        stderr=log,
-    )
-    # The child keeps its own copy of the descriptor.
-    log.close()
-    process.log_path = home / "api.log"
-    return process, f"http://127.0.0.1:{port}"
-
-
-def _wait_healthy(process: subprocess.Popen, base: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"API process exited: {process.log_path.read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"API at {base} not healthy after {timeout}s")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-
-
 @pytest.mark.e2e
 def test_two_api_processes_racing_on_one_database(world, settings, tmp_path):
     racers = _racers(world, settings)
     job_ids = [new_job(world)["id"] for _ in range(JOBS)]
-    processes = []
-    clients: list[httpx.Client] = []
-    try:
-        for n in range(2):
-            processes.append(_start_api(settings, tmp_path / f"home-{n}"))
-        for process, base in processes:
-            _wait_healthy(process, base)
+    with (
+        live_api(settings, tmp_path / "home-0") as first,
+        live_api(settings, tmp_path / "home-1") as second,
+    ):
         # Thread n talks to process n % 2, so every job is raced from both processes.
-        clients = [httpx.Client(base_url=processes[n % 2][1], timeout=60) for n in range(THREADS)]
-        results = _race(lambda n, path, headers: clients[n].post(path, headers=headers), racers, job_ids)
-    finally:
-        for http in clients:
-            http.close()
-        for process, _ in processes:
-            _stop(process)
+        clients = [httpx.Client(base_url=(first, second)[n % 2], timeout=60) for n in range(THREADS)]
+        try:
+            results = _race(lambda n, path, headers: clients[n].post(path, headers=headers), racers, job_ids)
+        finally:
+            for http in clients:
+                http.close()
     _check(world, results, job_ids)
