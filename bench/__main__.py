@@ -3,6 +3,7 @@
     python -m bench                      # everything: latency (20 samples), bursts of 10,000 (database, API)
     python -m bench --only latency --samples 10
     python -m bench --only burst-db --burst 10000
+    python -m bench --only burst-api --client wrk --api-workers 2
 
 Figures go to standard output and to bench/results/<UTC time>.json.
 """
@@ -21,9 +22,18 @@ from pathlib import Path
 
 from bench import scenarios
 from bench.devstack import dev_stack, leftover_processes
+from nmdc_runtime.config import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"latency_median_s": 8.0, "burst_all_claimable_s": 60.0}
+
+
+def _api_workers(chosen: int | None) -> int:
+    """The uvicorn worker count the dev stack runs with, for the results: chosen, inherited, or the default."""
+    if chosen is not None:
+        return chosen
+    inherited = os.environ.get("NMDC_API_WORKERS")
+    return int(inherited) if inherited else Settings.model_fields["api_workers"].default
 
 
 def main() -> int:
@@ -32,6 +42,17 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=20, help="latency samples")
     parser.add_argument("--burst", type=int, default=10_000, help="data resources per burst")
     parser.add_argument("--concurrency", type=int, default=16, help="API clients in the API burst")
+    parser.add_argument(
+        "--client",
+        choices=scenarios.CLIENTS,
+        default=scenarios.default_client(),
+        help="load generator of the API burst (default: wrk if installed, else httpx)",
+    )
+    parser.add_argument(
+        "--api-workers",
+        type=int,
+        help="NMDC_API_WORKERS (uvicorn processes) for the dev stack; default: the setting's own default",
+    )
     args = parser.parse_args()
     chosen = args.only or ["latency", "burst-db", "burst-api"]
 
@@ -44,11 +65,16 @@ def main() -> int:
             "system": platform.platform(),
         },
         "targets": TARGETS,
+        "api_workers": _api_workers(args.api_workers),
     }
     try:
-        with dev_stack(home / "nmdc", home / "make-dev.log") as stack:
+        with dev_stack(home / "nmdc", home / "make-dev.log", api_workers=args.api_workers) as stack:
             report["make_dev_ready_s"] = round(stack.started_in, 1)
-            print(f"make dev ready in {stack.started_in:.1f} s (state in {stack.home})", flush=True)
+            print(
+                f"make dev ready in {stack.started_in:.1f} s with {report['api_workers']} API worker(s)"
+                f" (state in {stack.home})",
+                flush=True,
+            )
             if "latency" in chosen:
                 print(f"latency: {args.samples} registrations, one at a time", flush=True)
                 report["latency"] = scenarios.latency(stack, samples=args.samples).summary()
@@ -59,10 +85,15 @@ def main() -> int:
                 print(f"  -> {json.dumps(report['burst_db'])}", flush=True)
             if "burst-api" in chosen:
                 print(
-                    f"burst-api: {args.burst} POST /data_resources, {args.concurrency} at a time", flush=True
+                    f"burst-api: {args.burst} POST /data_resources, {args.concurrency} at a time,"
+                    f" client {args.client}",
+                    flush=True,
                 )
-                report["burst_api"] = scenarios.burst_api(stack, n=args.burst, concurrency=args.concurrency)
-                print(f"  -> {json.dumps(report['burst_api'])}", flush=True)
+                report["burst_api"] = scenarios.burst_api(
+                    stack, n=args.burst, concurrency=args.concurrency, client=args.client
+                )
+                shown = {k: v for k, v in report["burst_api"].items() if k != "wrk_output"}
+                print(f"  -> {json.dumps(shown)}", flush=True)
         time.sleep(1)
         report["left_running_after_sigterm"] = leftover_processes(home)
     finally:

@@ -51,8 +51,14 @@ def leftover_processes(home: Path) -> list[str]:
 
 
 @contextmanager
-def dev_stack(home: Path, log: Path, timeout: float = 180.0) -> Iterator[DevStack]:
-    """Start `make dev` with NMDC_HOME=`home` on free ports; SIGTERM it on exit and wait for everything to stop."""
+def dev_stack(
+    home: Path, log: Path, timeout: float = 180.0, api_workers: int | None = None
+) -> Iterator[DevStack]:
+    """Start `make dev` with NMDC_HOME=`home` on free ports; SIGTERM it on exit and wait for everything to stop.
+
+    `api_workers` sets NMDC_API_WORKERS (uvicorn worker processes); None leaves whatever the environment or
+    the setting's default says.
+    """
     home.mkdir(parents=True, exist_ok=True)
     api_port, dagster_port = free_port(), free_port()
     env = dict(
@@ -60,6 +66,8 @@ def dev_stack(home: Path, log: Path, timeout: float = 180.0) -> Iterator[DevStac
     )
     for name in ("NMDC_DATABASE_URL", "NMDC_DAGSTER_DATABASE_URL", "DAGSTER_HOME"):
         env.pop(name, None)
+    if api_workers is not None:
+        env["NMDC_API_WORKERS"] = str(api_workers)
     started = time.monotonic()
     with log.open("w") as output:
         proc = subprocess.Popen(
