@@ -337,8 +337,9 @@ def executions_sensor(context: SensorEvaluationContext, runtime: RuntimeDatabase
     minimum_interval_seconds=10,
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Ends operations whose lease lapsed (expired, DEADLINE_EXCEEDED; the job goes back to unclaimed or "
-        "fails) and deletes finished operations past their expire_time. Executions are kept."
+        "Ends operations whose lease lapsed: expired (DEADLINE_EXCEEDED; the job goes back to unclaimed, or "
+        "fails once its attempts are used up), or canceled (CANCELLED) when a cancel was requested. Deletes "
+        "finished operations past their expire_time (executions are kept) and forgets old Idempotency-Keys."
     ),
 )
 def operations_reaper(context: SensorEvaluationContext, runtime: RuntimeDatabase):
@@ -354,15 +355,15 @@ def operations_reaper(context: SensorEvaluationContext, runtime: RuntimeDatabase
         )
     if not expired and not deleted and not forgotten:
         return SkipReason(
-            "0 lapsed leases expired, 0 finished operations deleted, 0 idempotency keys forgotten"
+            "0 lapsed leases ended, 0 finished operations deleted, 0 idempotency keys forgotten"
         )
     context.log.info(
-        f"{len(expired)} lapsed lease(s) expired, {deleted} finished operation(s) past expire_time deleted, "
+        f"{len(expired)} lapsed lease(s) ended, {deleted} finished operation(s) past expire_time deleted, "
         f"{forgotten} idempotency key(s) past retention forgotten"
     )
     if expired:
         shown = ", ".join(expired[:SAMPLE_SIZE])
-        context.log.info(f"expired: {shown}" + (" ..." if len(expired) > SAMPLE_SIZE else ""))
+        context.log.info(f"ended: {shown}" + (" ..." if len(expired) > SAMPLE_SIZE else ""))
     return None
 
 

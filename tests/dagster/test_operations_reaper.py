@@ -104,7 +104,7 @@ def test_lapsed_leases_expire_and_old_finished_operations_go(runtime, clean_data
         assert session.scalar(sa.select(sa.func.count()).select_from(Execution)) == 2
 
     quiet = tick(operations_reaper, runtime)
-    assert isinstance(quiet, SkipReason) and "0 lapsed leases expired" in quiet.skip_message
+    assert isinstance(quiet, SkipReason) and "0 lapsed leases ended" in quiet.skip_message
 
 
 def test_a_lapsed_cancel_request_ends_canceled_paused_or_not(runtime, clean_database, make_workflow, site):
