@@ -14,7 +14,7 @@ from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.schemas.common import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageParams
-from nmdc_runtime.store.pages import decode_page_token
+from nmdc_runtime.store.pages import ScopedPage, decode_page_token, page_scope
 
 _bearer = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
 
@@ -73,14 +73,17 @@ SitePrincipal = Annotated[Principal, Depends(_site)]
 
 
 async def _page(
+    request: Request,
     max_page_size: Annotated[
         int, Query(ge=1, description=f"Page length; larger than {MAX_PAGE_SIZE} is clamped.")
     ] = DEFAULT_PAGE_SIZE,
     page_token: Annotated[str | None, Query(max_length=512, description="From the previous page.")] = None,
 ) -> PageParams:
-    return PageParams(
-        size=min(max_page_size, MAX_PAGE_SIZE), after=decode_page_token(page_token) if page_token else None
-    )
+    """The page asked for, bound to this list: its path and filters are fingerprinted here, once, so a token
+    from another list (or the same list with other filters) is a 422 and no route has to know about it."""
+    scope = page_scope(request.url.path, request.query_params.multi_items())
+    after = decode_page_token(page_token, scope) if page_token else None
+    return ScopedPage(size=min(max_page_size, MAX_PAGE_SIZE), after=after, scope=scope)
 
 
 PageDep = Annotated[PageParams, Depends(_page)]

@@ -1,11 +1,20 @@
-"""Keyset pagination over a table's `seq` column, with opaque page tokens."""
+"""Keyset pagination over a table's `seq` column, with opaque page tokens bound to the list they came from.
+
+A token says where the next page starts (`after` a keyset position) and, as a short fingerprint (`scope`),
+which list it belongs to: the request path plus the filters. Without the fingerprint a token from
+/data_resources would be taken by /jobs, and a token reused with other filters would silently start a
+wrong page. The page size is not part of it: a client may change `max_page_size` between pages.
+"""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -13,24 +22,57 @@ from sqlalchemy.orm import Session
 from nmdc_runtime.domain.errors import InvalidInput
 from nmdc_runtime.schemas.common import PageParams
 
+TOKEN_VERSION = 2
+# Query parameters that do not change which list is walked: the position itself, and the page length.
+UNSCOPED_PARAMS = frozenset({"page_token", "max_page_size"})
 
-def encode_page_token(after: int) -> str:
-    """An opaque token for the page that starts after keyset position `after`."""
-    raw = json.dumps({"v": 1, "after": after}, separators=(",", ":")).encode()
+
+@dataclass(frozen=True)
+class ScopedPage(PageParams):
+    """PageParams plus the fingerprint of the list being walked, which the next page's token carries."""
+
+    scope: str = ""
+
+
+def page_scope(path: str, params: Iterable[tuple[str, str]]) -> str:
+    """A short fingerprint of a list: its path and its query parameters (sorted), but not the position or size.
+
+    Truncated: it only has to tell lists apart when a client mixes tokens up, not resist forgery (a forged
+    token can only ask for a page the caller may read anyway).
+    """
+    query = urlencode(sorted((k, v) for k, v in params if k not in UNSCOPED_PARAMS))
+    digest = hashlib.blake2b(f"{path}?{query}".encode(), digest_size=6).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def encode_page_token(after: int, scope: str = "") -> str:
+    """An opaque token for the page of list `scope` that starts after keyset position `after`."""
+    raw = json.dumps({"v": TOKEN_VERSION, "after": after, "s": scope}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_page_token(token: str) -> int:
-    """The keyset position a token stands for; InvalidInput for anything we did not make."""
+def decode_page_token(token: str, scope: str = "") -> int:
+    """The keyset position a token stands for; InvalidInput for anything we did not make for list `scope`."""
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
         after = data["after"]
-        if data.get("v") != 1 or not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        if (
+            data.get("v") != TOKEN_VERSION
+            or not isinstance(after, int)
+            or isinstance(after, bool)
+            or after < 0
+        ):
             raise ValueError
-        return after
+        token_scope = data["s"]
     except (ValueError, KeyError, TypeError, UnicodeError) as exc:
         raise InvalidInput("page_token is not valid", field="page_token") from exc
+    if token_scope != scope:
+        raise InvalidInput(
+            "page_token belongs to another list or to other filters: repeat the query it came from",
+            field="page_token",
+        )
+    return after
 
 
 def fetch_page(
@@ -44,7 +86,8 @@ def fetch_page(
     if len(rows) <= page.size:
         return rows, None
     rows = rows[: page.size]
-    return rows, encode_page_token(_seq_of(rows[-1], seq_column))
+    # A plain PageParams (a caller outside the API) makes tokens of the empty scope.
+    return rows, encode_page_token(_seq_of(rows[-1], seq_column), getattr(page, "scope", ""))
 
 
 def _seq_of(row: Any, seq_column: Any) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nmdc_runtime.store import accounts, data_resources
-from nmdc_runtime.store.pages import encode_page_token
+from nmdc_runtime.store.pages import encode_page_token, page_scope
 from tests.integration.builders import create_job, create_workflow, error_locations, register
 
 
@@ -149,6 +149,66 @@ def test_bad_page_sizes_are_422(client, admin_headers):
 
 def test_token_past_the_end_gives_an_empty_last_page(client, admin_headers):
     response = client.get(
-        "/workflows", params={"page_token": encode_page_token(10**12)}, headers=admin_headers
+        "/workflows",
+        params={"page_token": encode_page_token(10**12, page_scope("/workflows", []))},
+        headers=admin_headers,
     )
     assert response.json() == {"resources": [], "next_page_token": None}
+
+
+def _first_token(client, headers, path="/data_resources", **params) -> str:
+    body = client.get(path, params={"max_page_size": 2, **params}, headers=headers).json()
+    assert body["next_page_token"], body
+    return body["next_page_token"]
+
+
+@pytest.mark.parametrize("path", ["/sites", "/workflows", "/jobs", "/operations", "/jobs/job-x/executions"])
+def test_a_token_from_another_list_is_422(client, clean_database, admin_headers, path):
+    _bulk_data_resources(clean_database, 3)
+    # Taken as it is, this token would start /sites etc. after the second data resource's position.
+    token = _first_token(client, admin_headers)
+    response = client.get(path, params={"page_token": token}, headers=admin_headers)
+    assert response.status_code == 422
+    assert ("query", "page_token") in error_locations(response)
+
+
+def test_a_token_with_other_filters_is_422(client, clean_database, admin_headers):
+    _bulk_data_resources(clean_database, 3, "site-d")
+    _bulk_data_resources(clean_database, 3, "site-x")
+    token = _first_token(client, admin_headers, site_id="site-d")
+    for params in ({}, {"site_id": "site-x"}, {"site_id": "site-d", "data_type": "fastq"}):
+        response = client.get(
+            "/data_resources",
+            params={"max_page_size": 2, "page_token": token, **params},
+            headers=admin_headers,
+        )
+        assert ("query", "page_token") in error_locations(response), params
+    # The same filters, in another order and with another page size: the same list, so the token holds.
+    _bulk_data_resources(clean_database, 1, "site-d")
+    for _ in range(2):
+        response = client.get(
+            "/data_resources",
+            params={"page_token": token, "max_page_size": 3, "site_id": "site-d"},
+            headers=admin_headers,
+        )
+        assert response.status_code == 200, response.text
+        assert [r["name"] for r in response.json()["resources"]] == ["r2", "r0"]
+
+
+def test_page_size_may_change_between_pages(client, clean_database, admin_headers):
+    ids = _bulk_data_resources(clean_database, 7)
+    seen, token = [], None
+    for size in (2, 1, 3, 1000):
+        query = {"max_page_size": size, **({"page_token": token} if token else {})}
+        body = client.get("/data_resources", params=query, headers=admin_headers).json()
+        seen += [r["id"] for r in body["resources"]]
+        token = body["next_page_token"]
+    assert seen == ids and token is None
+
+
+def test_tokens_of_the_old_unscoped_format_are_422(client, admin_headers):
+    import base64
+
+    old = base64.urlsafe_b64encode(b'{"v":1,"after":1}').decode().rstrip("=")
+    response = client.get("/data_resources", params={"page_token": old}, headers=admin_headers)
+    assert ("query", "page_token") in error_locations(response)
