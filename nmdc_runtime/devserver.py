@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,21 @@ def prepare_dagster_home(settings: Settings) -> Path:
         link.unlink(missing_ok=True)
         link.symlink_to(target)
     return home
+
+
+def prepare_metrics_dir(settings: Settings) -> Path:
+    """An empty `NMDC_HOME/metrics`, for PROMETHEUS_MULTIPROC_DIR of the API's workers.
+
+    prometheus_client's multiprocess mode: each worker writes its counters and histograms to files there,
+    and `GET /metrics` sums them, so a scrape shows the whole API whichever worker answers. A dead worker's
+    files stay and keep counting in the sums (counters must not go down); gauges, which would need
+    `mark_process_dead` (a gunicorn `child_exit` hook; uvicorn has none), are not used. Emptied at each
+    start, since the files of a previous run would otherwise be added to this one's.
+    """
+    path = settings.home / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -101,7 +117,7 @@ def run(settings: Settings) -> int:
                 "--workers",
                 str(settings.api_workers),
             ],
-            env,
+            {**env, "PROMETHEUS_MULTIPROC_DIR": str(prepare_metrics_dir(settings))},
             REPO,
         ),
         "dagster": (
