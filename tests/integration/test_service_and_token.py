@@ -11,6 +11,7 @@ def test_health_needs_no_token_and_reports_the_database(client):
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok"}
+    assert client.head("/health").status_code == 200
 
 
 def test_password_grant_gives_a_bearer_token_with_both_expiry_fields(client, admin_headers):
