@@ -6,15 +6,32 @@ import secrets
 import time
 
 import jwt
-from argon2 import PasswordHasher
+from argon2 import Parameters, PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from nmdc_runtime.domain.principals import Principal
 
+# argon2-cffi's default parameters: the RFC 9106 low-memory profile (about 0.2 s a hash on 2 cores).
 _hasher = PasswordHasher()
+_dummy_hash: str | None = None
 
-# A hash of a random secret: verifying against it for unknown names costs the same as for known ones.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+def use_hash_parameters(parameters: Parameters) -> None:
+    """Hash new secrets with other argon2 parameters (the tests use argon2's cheapest profile).
+
+    Verifying always uses the parameters stored in each hash, so existing hashes keep working.
+    """
+    global _hasher, _dummy_hash
+    _hasher = PasswordHasher.from_parameters(parameters)
+    _dummy_hash = None
+
+
+def _dummy() -> str:
+    # A hash of a random secret: verifying against it for unknown names costs the same as for known ones.
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+    return _dummy_hash
 
 
 def hash_secret(secret: str) -> str:
@@ -25,7 +42,7 @@ def hash_secret(secret: str) -> str:
 def verify_secret(secret_hash: str | None, secret: str) -> bool:
     """Whether `secret` matches `secret_hash`; None (unknown account) costs as much and never matches."""
     try:
-        return _hasher.verify(secret_hash or _DUMMY_HASH, secret) and secret_hash is not None
+        return _hasher.verify(secret_hash or _dummy(), secret) and secret_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from argon2 import profiles
 
+from nmdc_runtime import auth
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import (
     Database,
@@ -24,6 +26,15 @@ from nmdc_runtime.db import (
 )
 from nmdc_runtime.migrations import upgrade
 from nmdc_runtime.models import Base
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_hashes() -> None:
+    """Argon2's cheapest parameters for the secrets tests make: the same code, without 0.2 s a hash.
+
+    tests/unit/test_auth.py checks the production parameters themselves.
+    """
+    auth.use_hash_parameters(profiles.CHEAPEST)
 
 
 @pytest.fixture(scope="session")

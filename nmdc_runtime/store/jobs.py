@@ -18,6 +18,7 @@ from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import Job, JobInput, Operation, Site, Workflow
 from nmdc_runtime.schemas.common import PageParams
 from nmdc_runtime.store.data_resources import get_data_resources
+from nmdc_runtime.store.operations import lapsed_lease
 from nmdc_runtime.store.pages import fetch_page
 from nmdc_runtime.store.workflows import get_workflow
 
@@ -72,7 +73,7 @@ def list_jobs(
     """One page of jobs matching every given filter, in creation order.
 
     `claimable_by` (a site id) keeps the jobs that site could claim now: unclaimed, or claimed under a lease
-    that has lapsed (and is not paused) with attempts left, of a workflow whose required capabilities the
+    that has lapsed and will leave the job open when it ends, of a workflow whose required capabilities the
     site has. Only the claim itself is authoritative: another site may claim a listed job first.
     """
     stmt = sa.select(Job)
@@ -92,9 +93,9 @@ def list_jobs(
 def _claimable_by(site_id: str) -> sa.ColumnElement[bool]:
     lapsed_claim = sa.exists().where(
         Operation.job_id == Job.id,
-        Operation.done.is_(False),
-        Operation.paused.is_(False),
-        Operation.lease_expire_time <= sa.func.now(),
+        lapsed_lease(sa.func.now()),
+        # An expiry on the last attempt fails the job; a lapsed cancel request gives the attempt back.
+        sa.or_(Job.attempts < Job.max_attempts, Operation.cancel_requested),
     )
     site_capabilities = sa.select(Site.capabilities).where(Site.id == site_id).scalar_subquery()
     capable_workflows = sa.select(Workflow.id).where(
@@ -103,12 +104,7 @@ def _claimable_by(site_id: str) -> sa.ColumnElement[bool]:
     return sa.and_(
         sa.or_(
             Job.status == JobStatus.UNCLAIMED.value,
-            sa.and_(
-                Job.status == JobStatus.CLAIMED.value,
-                # The lapsed claim used the last attempt: the reaper or the next claim fails the job.
-                Job.attempts < Job.max_attempts,
-                lapsed_claim,
-            ),
+            sa.and_(Job.status == JobStatus.CLAIMED.value, lapsed_claim),
         ),
         Job.workflow_id.in_(capable_workflows),
     )

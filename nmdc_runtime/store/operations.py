@@ -126,6 +126,17 @@ def list_operations(
     return fetch_page(session, stmt, Operation.seq, page)
 
 
+def lapsed_lease(now: datetime | sa.ColumnElement) -> sa.ColumnElement[bool]:
+    """SQL for `nmdc_runtime.domain.operations.lease_lapsed`: open, lease ended by `now`, and not paused
+    (unless a cancel was requested)."""
+    return sa.and_(
+        # `NOT done`, as the partial indexes say (`done IS FALSE` would not match them: a sequential scan).
+        sa.not_(Operation.done),
+        Operation.lease_expire_time <= now,
+        sa.or_(sa.not_(Operation.paused), Operation.cancel_requested),
+    )
+
+
 def lapsed_operation_jobs(session: Session, *, now: datetime, limit: int) -> list[tuple[str, str]]:
     """(operation id, job id) of open operations whose lease ended at or before `now`, oldest first: unpaused
     ones, and paused ones with a cancel request (`nmdc_runtime.domain.operations.lease_lapsed`).
@@ -134,12 +145,7 @@ def lapsed_operation_jobs(session: Session, *, now: datetime, limit: int) -> lis
     """
     rows = session.execute(
         sa.select(Operation.id, Operation.job_id)
-        .where(
-            # `NOT done`, as the partial index says (`done IS FALSE` would not match it: a sequential scan).
-            sa.not_(Operation.done),
-            Operation.lease_expire_time <= now,
-            sa.or_(Operation.paused.is_(False), Operation.cancel_requested.is_(True)),
-        )
+        .where(lapsed_lease(now))
         .order_by(Operation.lease_expire_time)
         .limit(limit)
     )
@@ -150,7 +156,8 @@ def delete_finished(session: Session, *, now: datetime, limit: int) -> int:
     """Delete up to `limit` finished operations whose `expire_time` is before `now`; return how many."""
     doomed = (
         sa.select(Operation.id)
-        .where(Operation.done.is_(True), Operation.expire_time < now)
+        # `done`, as the partial index on expire_time says.
+        .where(Operation.done, Operation.expire_time < now)
         .order_by(Operation.expire_time)
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -1,0 +1,63 @@
+"""Hashes of secrets and the access tokens."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from argon2 import profiles
+
+from nmdc_runtime import auth
+from nmdc_runtime.domain.principals import Principal
+
+KEY = "unit-test-signing-key-of-some-length"
+
+
+def test_production_hashes_use_the_rfc_9106_low_memory_profile():
+    # A fresh process: the test session itself hashes with the cheapest profile.
+    encoded = subprocess.run(
+        [sys.executable, "-c", "from nmdc_runtime import auth; print(auth.hash_secret('s3cret-value'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    low = profiles.RFC_9106_LOW_MEMORY
+    assert encoded.startswith(f"$argon2id$v=19$m={low.memory_cost},t={low.time_cost},p={low.parallelism}$")
+    # Hashes made with other parameters still verify.
+    assert auth.verify_secret(encoded, "s3cret-value")
+    assert not auth.verify_secret(encoded, "s3cret-valuf")
+
+
+def test_hashes_are_salted_and_never_contain_the_secret():
+    first, second = auth.hash_secret("same secret"), auth.hash_secret("same secret")
+    assert first != second
+    assert "same secret" not in first
+    assert auth.verify_secret(first, "same secret") and auth.verify_secret(second, "same secret")
+
+
+@pytest.mark.parametrize("stored", [None, "", "not-a-hash"])
+def test_unknown_accounts_and_broken_hashes_never_match(stored):
+    assert auth.verify_secret(stored, "anything") is False
+
+
+def test_tokens_carry_the_principal_and_its_roles():
+    site = Principal(kind="site_client", name="sc-1", site_id="site-e")
+    assert auth.read_token(auth.issue_token(site, key=KEY, expires_in=60), key=KEY) == site
+    user = Principal(kind="user", name="alice", admin=True, site_admin_of=frozenset({"site-d"}))
+    assert auth.read_token(auth.issue_token(user, key=KEY, expires_in=60), key=KEY) == user
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (auth.issue_token(Principal(kind="user", name="a"), key=KEY, expires_in=-1), "expired"),
+        (auth.issue_token(Principal(kind="user", name="a"), key=KEY + "-other", expires_in=3600), "not valid"),
+        ("not.a.jwt", "not valid"),
+        # A site client token must name its site.
+        (auth.issue_token(Principal(kind="site_client", name="sc-1"), key=KEY, expires_in=3600), "no valid"),
+    ],
+)
+def test_bad_tokens_are_refused(token, message):
+    with pytest.raises(auth.InvalidToken, match=message):
+        auth.read_token(token, key=KEY)
