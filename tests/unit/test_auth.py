@@ -52,7 +52,10 @@ def test_tokens_carry_the_principal_and_its_roles():
     ("token", "message"),
     [
         (auth.issue_token(Principal(kind="user", name="a"), key=KEY, expires_in=-1), "expired"),
-        (auth.issue_token(Principal(kind="user", name="a"), key=KEY + "-other", expires_in=3600), "not valid"),
+        (
+            auth.issue_token(Principal(kind="user", name="a"), key=KEY + "-other", expires_in=3600),
+            "not valid",
+        ),
         ("not.a.jwt", "not valid"),
         # A site client token must name its site.
         (auth.issue_token(Principal(kind="site_client", name="sc-1"), key=KEY, expires_in=3600), "no valid"),
