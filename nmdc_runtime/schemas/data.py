@@ -105,6 +105,18 @@ class DataResourceRead(ReadModel):
     created_at: datetime
 
 
+def _without_data_resources(value: dict[str, Any]) -> dict[str, Any]:
+    if "data_resources" in value:
+        raise ValueError(
+            "`data_resources` is filled in from each job's data resources; leave it out of config"
+        )
+    return value
+
+
+JobConfig = Annotated[JsonObject, AfterValidator(_without_data_resources)]
+"""A workflow's or a job's config: any JSON object but for the `data_resources` key, which jobs own."""
+
+
 class WorkflowCreate(StrictModel):
     """`POST /workflows`."""
 
@@ -113,7 +125,7 @@ class WorkflowCreate(StrictModel):
     version: Version
     data_types: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     required_capabilities: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
-    config: JsonObject = Field(default_factory=dict)
+    config: JobConfig = Field(default_factory=dict)
     enabled: StrictBool = True
 
 
@@ -124,7 +136,7 @@ class WorkflowUpdate(StrictModel):
     version: Version | None = None
     data_types: list[Tag] | None = Field(None, max_length=MAX_TAGS)
     required_capabilities: list[Tag] | None = Field(None, max_length=MAX_TAGS)
-    config: JsonObject | None = None
+    config: JobConfig | None = None
     enabled: StrictBool | None = None
 
     @field_validator("*")
@@ -159,14 +171,7 @@ class JobCreate(StrictModel):
 
     workflow_id: ChosenId
     data_resource_ids: list[OpaqueId] = Field(max_length=MAX_JOB_INPUTS)
-    config: JsonObject | None = None
-
-    @field_validator("config")
-    @classmethod
-    def _no_data_resources_key(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value and "data_resources" in value:
-            raise ValueError("`data_resources` is set from `data_resource_ids`; leave it out of config")
-        return value
+    config: JobConfig | None = None
 
 
 class JobRead(ReadModel):

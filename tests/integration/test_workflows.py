@@ -46,6 +46,9 @@ def test_existing_workflow_id_is_409(client, admin_headers):
         ({"required_capabilities": ["x"] * 65}, ("body", "required_capabilities")),
         ({"config": [1, 2]}, ("body", "config")),
         ({"enabled": "sometimes"}, ("body", "enabled")),
+        ({"enabled": "false"}, ("body", "enabled")),
+        # Jobs fill in `data_resources` themselves.
+        ({"config": {"data_resources": []}}, ("body", "config")),
         ({"owner": "me"}, ("body", "owner")),
     ],
 )
@@ -130,6 +133,7 @@ def test_empty_patch_changes_nothing_but_is_accepted(client, admin_headers):
         ({"id": "renamed"}, ("body", "id")),
         ({"created_at": "2020-01-01T00:00:00Z"}, ("body", "created_at")),
         ({"data_types": ["no spaces please"]}, ("body", "data_types", 0)),
+        ({"config": {"data_resources": [{"id": "x"}]}}, ("body", "config")),
     ],
 )
 def test_invalid_patches_are_422_naming_the_field(client, admin_headers, body, location):
