@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from nmdc_runtime.config import Settings
-from nmdc_runtime.db import resolve_urls
+from nmdc_runtime.db import embedded_server, resolve_urls
 from nmdc_runtime.migrations import upgrade
 
 log = logging.getLogger("nmdc_runtime.dev")
@@ -153,11 +153,16 @@ def run(settings: Settings) -> int:
             f"  state      {settings.home}\n  Ctrl-C stops everything.\n",
             flush=True,
         )
+        server = None if settings.database_url else embedded_server(settings)
         while not stopping:
             for name, proc in children.items():
                 if proc.poll() is not None:
                     log.error("%s exited with code %s; stopping the rest", name, proc.returncode)
                     stopping, code = True, 1
+            if server is not None and not server.get_postmaster_info().is_running():
+                # Without its database the system only answers 503: say so and stop, rather than limp on.
+                log.error("the embedded PostgreSQL server stopped (see %s); stopping the rest", server.log)
+                stopping, code = True, 1
             time.sleep(0.5)
     finally:
         for name, proc in reversed(children.items()):
