@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
-from fastapi.security import OAuth2PasswordBearer
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlowPassword, OAuthFlows
+from fastapi.security import OAuth2
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session
 
 from nmdc_runtime.auth import InvalidToken, read_token
@@ -16,7 +18,26 @@ from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.schemas.common import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageParams
 from nmdc_runtime.store.pages import ScopedPage, decode_page_token, page_scope
 
-_bearer = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
+
+class _BearerToken(OAuth2):
+    """The bearer token of a request, from either grant of `POST /token` (both shown on the /docs page)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            flows=OAuthFlows(
+                password=OAuthFlowPassword(tokenUrl="token"),
+                clientCredentials=OAuthFlowClientCredentials(tokenUrl="token"),
+            ),
+            scheme_name="OAuth2",
+            auto_error=False,
+        )
+
+    async def __call__(self, request: Request) -> str | None:
+        scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
+        return token if scheme.lower() == "bearer" and token else None
+
+
+_bearer = _BearerToken()
 
 
 def _settings(request: Request) -> Settings:

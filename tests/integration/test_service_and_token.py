@@ -135,3 +135,6 @@ def test_openapi_documents_error_answers(client):
     spec = client.get("/openapi.json").json()
     answers = spec["paths"]["/jobs/{job_id}:claim"]["post"]["responses"]
     assert {"401", "403", "404", "409", "422", "503"} <= set(answers)
+    # Sites (client credentials) and people (password) both get their token at /token.
+    flows = spec["components"]["securitySchemes"]["OAuth2"]["flows"]
+    assert flows["clientCredentials"]["tokenUrl"] == flows["password"]["tokenUrl"] == "token"
