@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,14 +13,9 @@ from pathlib import Path
 import httpx
 
 from nmdc_runtime.db import APP_DATABASE, Database
+from nmdc_runtime.processes import free_port, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -95,10 +88,4 @@ def dev_stack(
         finally:
             if database is not None:
                 database.dispose()
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_group(proc, 60, name="make dev")

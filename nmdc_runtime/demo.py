@@ -10,27 +10,23 @@ started.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import random
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from nmdc_runtime.client import NmdcClient, Operation
+from nmdc_runtime.processes import free_port, stop_group, wait_for
 
 BIN = Path(sys.executable).parent
 ADMIN = "demo-admin"
@@ -54,22 +50,6 @@ def say(message: str) -> None:
 
 def step(message: str, started: float) -> None:
     say(f"\n==> [{time.monotonic() - started:5.1f} s] {message}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"no {what} after {timeout:.0f} s")
 
 
 def _prefix_lines(stream, label: str) -> None:
@@ -111,16 +91,7 @@ class Processes:
         return proc
 
     def stop(self, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-        if proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, timeout)
 
     def stop_all(self) -> None:
         for _label, proc in reversed(self.started):

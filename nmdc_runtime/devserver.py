@@ -15,6 +15,7 @@ from pathlib import Path
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import embedded_server, resolve_urls
 from nmdc_runtime.migrations import upgrade
+from nmdc_runtime.processes import stop_group
 
 log = logging.getLogger("nmdc_runtime.dev")
 
@@ -69,21 +70,6 @@ def _start(name: str, argv: list[str], env: dict[str, str], cwd: Path = REPO) ->
     log.info("starting %s: %s", name, " ".join(argv))
     # A session of its own: we stop the whole group (dagster dev has children of its own).
     return subprocess.Popen(argv, env=env, cwd=cwd, start_new_session=True)
-
-
-def _stop(name: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    if proc.poll() is not None:
-        return
-    log.info("stopping %s", name)
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        log.warning("%s did not stop in %.0f s; killing it", name, timeout)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _redacted(url: str) -> str:
@@ -166,7 +152,7 @@ def run(settings: Settings) -> int:
             time.sleep(0.5)
     finally:
         for name, proc in reversed(children.items()):
-            _stop(name, proc)
+            stop_group(proc, name=name)
     # The embedded server stops when this process exits (it holds the last handle).
     log.info("stopped")
     return code
