@@ -135,43 +135,30 @@ def test_a_whole_job_through_the_client(admin: NmdcClient, site):
     with pytest.raises(Forbidden):
         other.heartbeat(claim.operation.id)
 
-    execution = e.create_execution(
-        job.id,
-        operation_id=op.id,
-        status="succeeded",
-        started_at="2024-05-01T10:00:00Z",
-        ended_at="2024-05-01T10:01:00Z",
-        outputs=[
-            {
-                "name": "a.stats.json",
-                "url": "http://127.0.0.1:9/a.stats.json",
-                "data_type": "table.stats",
-                "size": 3,
-                "checksums": [{"type": "sha256", "checksum": "0" * 64}],
-            }
-        ],
-        details={"exit_code": 0},
-        idempotency_key="exec-1",
-    )
+    def record() -> object:
+        return e.create_execution(
+            job.id,
+            operation_id=op.id,
+            status="succeeded",
+            started_at="2024-05-01T10:00:00Z",
+            ended_at="2024-05-01T10:01:00Z",
+            outputs=[
+                {
+                    "name": "a.stats.json",
+                    "url": "http://127.0.0.1:9/a.stats.json",
+                    "data_type": "table.stats",
+                    "size": 3,
+                    "checksums": [{"type": "sha256", "checksum": "0" * 64}],
+                }
+            ],
+            details={"exit_code": 0},
+            idempotency_key="exec-1",
+        )
+
+    execution = record()
     assert execution.site_id == "site-e"
-    repeat = e.create_execution(
-        job.id,
-        operation_id=op.id,
-        status="succeeded",
-        started_at="2024-05-01T10:00:00Z",
-        ended_at="2024-05-01T10:01:00Z",
-        outputs=[
-            {
-                "name": "a.stats.json",
-                "url": "http://127.0.0.1:9/a.stats.json",
-                "data_type": "table.stats",
-                "size": 3,
-                "checksums": [{"type": "sha256", "checksum": "0" * 64}],
-            }
-        ],
-        details={"exit_code": 0},
-        idempotency_key="exec-1",
-    )
+    # The same key again: the first answer, nothing new.
+    repeat = record()
     assert repeat.id == execution.id
 
     done = e.finish_operation(op.id, execution_id=execution.id)
