@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from nmdc_runtime.config import get_settings
 from nmdc_runtime.dagster.assets import external_assets, runtime_status
+from nmdc_runtime.dagster.checks import runtime_health_checks
 from nmdc_runtime.dagster.resources import RuntimeDatabase
-from nmdc_runtime.dagster.schedules import jobs, schedules
-from nmdc_runtime.dagster.sensors import sensors
+from nmdc_runtime.dagster.sensors import runtime_health_sensor, sensors
+
+_settings = get_settings()
 
 defs = Definitions(
     assets=[*external_assets, runtime_status],
-    jobs=jobs,
-    schedules=schedules,
-    sensors=sensors,
-    resources={"runtime": RuntimeDatabase()},
+    asset_checks=[runtime_health_checks],
+    sensors=[*sensors, runtime_health_sensor(_settings.health_interval_seconds)],
+    resources={
+        "runtime": RuntimeDatabase(
+            check_lapsed_lease_seconds=_settings.check_lapsed_lease_seconds,
+            check_unclaimed_job_seconds=_settings.check_unclaimed_job_seconds,
+            check_unmatched_data_resource_seconds=_settings.check_unmatched_data_resource_seconds,
+            check_failed_operations_share=_settings.check_failed_operations_share,
+        )
+    },
 )

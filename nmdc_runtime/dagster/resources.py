@@ -14,10 +14,17 @@ from dagster import ConfigurableResource
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from nmdc_runtime.config import get_settings
+from nmdc_runtime.config import Settings, get_settings
 from nmdc_runtime.db import Database, normalize_url, resolve_urls
 
 _databases: dict[str, Database] = {}
+
+
+def _default(setting: str):
+    # The thresholds' defaults are the settings' own, written once in Settings.
+    return Settings.model_fields[setting].default
+
+
 _lock = threading.Lock()
 
 
@@ -59,6 +66,34 @@ class RuntimeDatabase(ConfigurableResource):
         default=20.0,
         gt=0,
         description="A tick stops starting new batches after this long; the next tick carries on.",
+    )
+
+    check_lapsed_lease_seconds: int = Field(
+        default=_default("check_lapsed_lease_seconds"),
+        gt=0,
+        description="lapsed_leases_reaped fails on a lease lapsed longer ago than this (NMDC_CHECK_LAPSED_LEASE_SECONDS).",
+    )
+    check_unclaimed_job_seconds: int = Field(
+        default=_default("check_unclaimed_job_seconds"),
+        gt=0,
+        description="unclaimed_jobs_claimed fails on an unclaimed job older than this (NMDC_CHECK_UNCLAIMED_JOB_SECONDS).",
+    )
+    check_unmatched_data_resource_seconds: int = Field(
+        default=_default("check_unmatched_data_resource_seconds"),
+        gt=0,
+        description=(
+            "data_resources_matched fails on a data resource waiting longer for the sensor "
+            "(NMDC_CHECK_UNMATCHED_DATA_RESOURCE_SECONDS)."
+        ),
+    )
+    check_failed_operations_share: float = Field(
+        default=_default("check_failed_operations_share"),
+        ge=0,
+        le=1,
+        description=(
+            "failed_operations_share fails above this share of failed operations in the last hour "
+            "(NMDC_CHECK_FAILED_OPERATIONS_SHARE)."
+        ),
     )
 
     def resolved_url(self) -> str:

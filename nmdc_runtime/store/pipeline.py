@@ -1,4 +1,5 @@
-"""The queries the Dagster sensors run: matching data resources to workflows, backfills, executions.
+"""The queries the Dagster sensors run: matching data resources to workflows, backfills, executions, the
+operations that ended, and the queue's health.
 
 Jobs are made set-based: one `INSERT ... SELECT` per batch of data resources, never one statement per row,
 so a burst of ten thousand registrations costs a handful of statements. Every insert is
@@ -15,11 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+
+from nmdc_runtime.domain.states import JobStatus
+from nmdc_runtime.models import DataResource, Execution, Job, Operation, Workflow
+from nmdc_runtime.store.operations import lapsed_lease
 
 # `data_resource_document()` in SQL. `isoformat()` drops the fraction when it is zero, so this does too.
 _DOCUMENT = """
@@ -243,24 +248,102 @@ def executions_after(
     return [ExecutionRow(**r._mapping) for r in rows]
 
 
-def runtime_status(session: Session, *, now: datetime) -> dict[str, Any]:
-    """Queue health in one round trip: jobs per status, backlogs, open and lapsed operations."""
-    row = session.execute(
+@dataclass(frozen=True)
+class OperationEnding:
+    """An operation that ended, with its job as it stands now, as the Dagster UI shows it."""
+
+    id: str
+    end_seq: int
+    job_id: str
+    workflow_id: str
+    site_id: str
+    attempt: int
+    state: str
+    error: dict[str, Any] | None
+    result_execution_id: str | None
+    ended_at: datetime
+    job_status: str
+    max_attempts: int
+    job_failed_for_good: bool
+    """The job ended `failed` with this operation: its last attempt."""
+
+
+def operations_ended_after(
+    session: Session, *, after_seq: int, also_seqs: Sequence[int] = (), limit: int
+) -> list[OperationEnding]:
+    """Operations with `end_seq > after_seq`, or whose `end_seq` is in `also_seqs`, in the order they ended."""
+    rows = session.execute(
         sa.text(
             """
-            SELECT
-                (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
-                 FROM (SELECT status, count(*) AS n FROM jobs GROUP BY status) s) AS jobs_by_status,
-                (SELECT count(*) FROM data_resources WHERE matched_at IS NULL) AS unmatched_data_resources,
-                (SELECT count(*) FROM workflows
-                 WHERE enabled AND (backfilled_at IS NULL OR updated_at > backfilled_at)) AS pending_backfills,
-                (SELECT count(*) FROM operations WHERE NOT done) AS open_operations,
-                (SELECT count(*) FROM operations
-                 WHERE NOT done AND NOT paused AND lease_expire_time < :now) AS lapsed_leases,
-                (SELECT min(created_at) FROM jobs WHERE status = 'unclaimed') AS oldest_unclaimed_job,
-                (SELECT count(*) FROM executions) AS executions
+            SELECT o.id, o.end_seq, o.job_id, o.workflow_id, o.site_id, o.attempt, o.state, o.error,
+                   o.result_execution_id, o.update_time AS ended_at, j.status AS job_status, j.max_attempts,
+                   (j.status = 'failed' AND o.attempt = j.attempts) AS job_failed_for_good
+            FROM operations o JOIN jobs j ON j.id = o.job_id
+            WHERE o.end_seq > :after_seq OR o.end_seq = ANY(:also_seqs)
+            ORDER BY o.end_seq
+            LIMIT :limit
             """
         ),
-        {"now": now},
+        {"after_seq": after_seq, "also_seqs": list(also_seqs), "limit": limit},
+    )
+    return [OperationEnding(**r._mapping) for r in rows]
+
+
+def runtime_status(
+    session: Session, *, now: datetime, lease_grace: timedelta, window: timedelta
+) -> dict[str, Any]:
+    """Queue health: jobs per status, backlogs and their oldest rows, open and lapsed operations, and the
+    operations that ended within `window` before `now` by state.
+
+    `lapsed_leases` counts leases lapsed by `now`; `lapsed_leases_overdue` those lapsed for longer than
+    `lease_grace`, which the reaper (every 10 s) should have ended. Three statements, one transaction.
+    """
+    count = sa.func.count
+
+    def scalar(stmt: sa.Select, label: str) -> sa.Label:
+        return stmt.scalar_subquery().label(label)
+
+    unmatched = DataResource.matched_at.is_(None)
+    row = session.execute(
+        sa.select(
+            scalar(sa.select(count()).where(unmatched), "unmatched_data_resources"),
+            # The first by seq: the partial index of the sensor's queue finds it at once.
+            scalar(
+                sa.select(DataResource.created_at).where(unmatched).order_by(DataResource.seq).limit(1),
+                "oldest_unmatched_data_resource",
+            ),
+            scalar(
+                sa.select(count()).where(
+                    Workflow.enabled,
+                    sa.or_(Workflow.backfilled_at.is_(None), Workflow.updated_at > Workflow.backfilled_at),
+                ),
+                "pending_backfills",
+            ),
+            scalar(sa.select(count()).where(sa.not_(Operation.done)), "open_operations"),
+            scalar(sa.select(count()).where(lapsed_lease(now)), "lapsed_leases"),
+            scalar(sa.select(count()).where(lapsed_lease(now - lease_grace)), "lapsed_leases_overdue"),
+            scalar(
+                sa.select(sa.func.min(Job.created_at)).where(Job.status == JobStatus.UNCLAIMED),
+                "oldest_unclaimed_job",
+            ),
+            scalar(sa.select(count()).select_from(Execution), "executions"),
+        )
     ).one()
-    return dict(row._mapping)
+    status = dict(row._mapping)
+    status["jobs_by_status"] = dict(
+        session.execute(sa.select(Job.status, count()).group_by(Job.status)).tuples().all()
+    )
+    ended = session.execute(
+        sa.select(
+            Operation.state,
+            count(),
+            count().filter(sa.and_(Job.status == JobStatus.FAILED, Operation.attempt == Job.attempts)),
+        )
+        .join(Job, Job.id == Operation.job_id)
+        # `done`, as the partial index on update_time says.
+        .where(Operation.done, Operation.update_time > now - window)
+        .group_by(Operation.state)
+    ).all()
+    status["operations_ended_by_state"] = {state: n for state, n, _ in ended}
+    status["jobs_failed_for_good"] = sum(final for _, _, final in ended)
+    return status
