@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint format demo bench clean
+.PHONY: install dev test lint format demo bench screenshots clean
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ demo: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The README's pictures: the browser test's steps (Debian's chromium needed), saved under docs/img.
+screenshots: install
+	SCREENSHOTS_DIR=$(CURDIR)/docs/img $(BIN)/python -m pytest tests/e2e/test_staff_view.py -q -rs \
+		-k test_staff_see_it_in_a_browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,9 +1,11 @@
-"""Real processes for the tests that need them: a live API on this run's database, and how to stop it."""
+"""Real processes for the tests that need them: a live API and a live Dagster (`dagster dev`) on this run's
+databases, and how to stop them."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ import httpx
 from nmdc_runtime.config import Settings
 from nmdc_runtime.processes import free_port, stop_group, wait_for
 
-__all__ = ["BIN", "REPO", "free_port", "live_api", "runtime_env", "stop_group", "wait_for"]
+__all__ = ["BIN", "REPO", "free_port", "live_api", "live_dagster", "runtime_env", "stop_group", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -63,6 +65,45 @@ def live_api(settings: Settings, home: Path, workers: int = 1, **env: str) -> It
 
     try:
         wait_for(healthy, 90, f"the API at {url}")
+        yield url
+    finally:
+        stop_group(proc)
+
+
+@contextlib.contextmanager
+def live_dagster(settings: Settings, home: Path, **env: str) -> Iterator[str]:
+    """`dagster dev` (webserver, daemon and one code server) on a free port, with DAGSTER_HOME under `home`
+    holding the repository's dagster.yaml (log in `home/dagster.log`); yields the UI's base URL, then stops
+    the whole process group."""
+    dagster_home = home / "dagster_home"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    port = free_port()
+    argv = [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml")]
+    environment = runtime_env(settings, home, DAGSTER_HOME=str(dagster_home), **env)
+    environment["PYTHONWARNINGS"] = "ignore:Function `dev_command` is superseded"
+    log_path = home / "dagster.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*argv, "--host", "127.0.0.1", "--port", str(port)],
+            # From DAGSTER_HOME, as `make dev` does: elsewhere dagster dev warns about the repository's yaml.
+            cwd=dagster_home,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def serving() -> bool:
+        assert proc.poll() is None, f"dagster dev exited: {log_path.read_text(errors='replace')}"
+        try:
+            return httpx.get(url + "/server_info", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(serving, 120, f"the Dagster webserver at {url}")
         yield url
     finally:
         stop_group(proc)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from dagster import AssetCheckSeverity, AssetSelection, SensorResult, materialize
+from dagster import AssetCheckKey, AssetCheckSeverity, AssetSelection, SensorResult, materialize
 
 from nmdc_runtime.dagster.assets import JOBS, OPERATIONS, RUNTIME_STATUS, external_assets, runtime_status
 from nmdc_runtime.dagster.checks import SPECS, runtime_health_checks
@@ -156,6 +156,16 @@ def test_staff_can_run_the_same_checks_and_status_from_the_ui(runtime, clean_dat
     assert event.materialization.metadata["lapsed_leases_overdue"].value == 1
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert evaluations == {spec.name: spec.name != "lapsed_leases_reaped" for spec in SPECS}
+
+    # One check on its own, as its "Execute" button runs it.
+    one = materialize(
+        [*external_assets, runtime_health_checks],
+        selection=AssetSelection.checks(AssetCheckKey(OPERATIONS, "lapsed_leases_reaped")),
+        resources={"runtime": runtime},
+    )
+    assert [(e.check_name, e.passed) for e in one.get_asset_check_evaluations()] == [
+        ("lapsed_leases_reaped", False)
+    ]
 
 
 def test_the_interval_is_the_setting():
