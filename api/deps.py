@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from nmdc_runtime.auth import InvalidToken, read_token
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
+from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.schemas.common import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageParams
 from nmdc_runtime.store.pages import ScopedPage, decode_page_token, page_scope
@@ -48,13 +49,20 @@ def _database(request: Request) -> Database:
     return request.app.state.database
 
 
+def _policy(request: Request) -> Policy:
+    return request.app.state.policy
+
+
 def _session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the handler returns, before the answer is sent."""
-    with _database(request).session() as session:
+    """A session for the request, closed when the handler returns: the services it is passed to commit their
+    own changes; what is left (reads) ends with it."""
+    with _database(request).sessionmaker() as session:
         yield session
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
+PolicyDep = Annotated[Policy, Depends(_policy)]
+"""The numbers the rules run on, for the services."""
 DatabaseDep = Annotated[Database, Depends(_database)]
 SessionDep = Annotated[Session, Depends(_session, scope="function")]
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from nmdc_runtime.domain.states import ExecutionStatus, JobStatus, OperationState
@@ -29,6 +30,10 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+JOB_ID_DEFAULT = "'job-' || replace(gen_random_uuid()::text, '-', '')"
+"""SQL for a new job id: the shape `nmdc_runtime.ids.new_id("job")` gives other kinds of ids."""
 
 
 def _in(column: str, values) -> str:
@@ -155,7 +160,8 @@ class Job(Base):
         Index(None, "status", "seq"),
     )
 
-    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    # Made by the database, whoever inserts the job (POST /jobs or the sensor's batches): one definition.
+    id: Mapped[str] = mapped_column(Text, primary_key=True, server_default=sa.text(JOB_ID_DEFAULT))
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
     workflow_id: Mapped[str] = mapped_column(ForeignKey("workflows.id"))
     config: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
@@ -219,12 +225,16 @@ class Operation(Base):
     # Site-supplied metadata (progress, message, anything else); the fixed keys are columns.
     extra_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", server_default="{}")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=sa.false())
-    paused: Mapped[bool] = mapped_column(Boolean, server_default=sa.false())
     lease_expire_time: Mapped[datetime] = mapped_column()
     create_time: Mapped[datetime] = _now()
     update_time: Mapped[datetime] = _now()
     # Set when done: end time plus the retention period; past it the operation may be deleted.
     expire_time: Mapped[datetime | None] = mapped_column()
+
+    @hybrid_property
+    def paused(self) -> bool:
+        """Derived from `state`, in Python and in SQL alike, so the two can never disagree."""
+        return self.state == OperationState.PAUSED.value
 
 
 class Execution(Base):

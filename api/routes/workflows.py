@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, SessionDep
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.data import WorkflowCreate, WorkflowRead, WorkflowUpdate
+from nmdc_runtime.services import catalog
 from nmdc_runtime.store import workflows
 
 router = APIRouter(tags=["workflows"])
@@ -17,7 +18,7 @@ router = APIRouter(tags=["workflows"])
 )
 def create_workflow(body: WorkflowCreate, session: SessionDep, _: AdminPrincipal) -> WorkflowRead:
     """Define a workflow (admin); the sensor makes one of its jobs per new data resource of its data types."""
-    row = workflows.create_workflow(
+    row = catalog.create_workflow(
         session,
         workflow_id=body.id,
         name=body.name,
@@ -54,5 +55,5 @@ def update_workflow(
     Jobs already made keep the config they were made with.
     """
     return WorkflowRead.model_validate(
-        workflows.update_workflow(session, workflow_id=workflow_id, changes=body.changes())
+        catalog.update_workflow(session, workflow_id=workflow_id, changes=body.changes())
     )

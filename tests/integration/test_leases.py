@@ -13,8 +13,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from nmdc_runtime.domain.operations import expire_lapsed_operations
+from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.models import Job
+from nmdc_runtime.services.maintenance import reap_lapsed_leases
 from tests.integration.claim_world import (
     World,
     claim,
@@ -29,6 +30,17 @@ from tests.integration.claim_world import (
 
 LEASE = 1
 LAPSE_WAIT = LEASE + 1.0
+
+
+def reap(session, *, now, limit: int = 1000) -> list[str]:
+    """The lease reaper's work, as its sensor does it."""
+    policy = Policy(
+        claim_lease_seconds=LEASE,
+        operation_retention_seconds=30 * 24 * 3600,
+        idempotency_retention_seconds=24 * 3600,
+        max_attempts=2,
+    )
+    return reap_lapsed_leases(session, now=now, policy=policy, limit=limit)
 
 
 @pytest.fixture
@@ -145,7 +157,7 @@ def test_a_paused_operation_does_not_lapse_and_resume_gives_a_fresh_lease(world)
     time.sleep(LAPSE_WAIT)
     assert claim(world.client, world.site_f, job_id).status_code == 409
     with world.database.session() as session:
-        assert expire_lapsed_operations(session, now=datetime.now(UTC)) == []
+        assert reap(session, now=datetime.now(UTC)) == []
     resumed = world.client.post(f"/operations/{op['id']}:resume", headers=world.admin)
     assert resumed.status_code == 200
     lease_end = datetime.fromisoformat(resumed.json()["metadata"]["lease_expire_time"])
@@ -179,14 +191,14 @@ def test_the_reaper_expires_lapsed_operations_and_skips_locked_jobs(world):
     with world.database.sessionmaker() as holder:
         holder.execute(sa.select(Job).where(Job.id == locked_job).with_for_update())
         with world.database.session() as session:
-            first = expire_lapsed_operations(session, now=now, limit=1)
+            first = reap(session, now=now, limit=1)
         with world.database.session() as session:
-            second = expire_lapsed_operations(session, now=now)
+            second = reap(session, now=now)
         holder.rollback()
     assert first == [ops[0]["id"]]
     assert second == [ops[1]["id"]]
     with world.database.session() as session:
-        assert expire_lapsed_operations(session, now=now) == [ops[2]["id"]]
+        assert reap(session, now=now) == [ops[2]["id"]]
     for op in ops:
         stored = operation(world, op["id"])
         assert (stored["metadata"]["state"], stored["error"]["code"]) == ("expired", "DEADLINE_EXCEEDED")
@@ -249,7 +261,7 @@ def test_the_reaper_ends_a_lapsed_cancel_request_canceled_and_the_attempt_does_n
     _request_cancel(world, second)
     time.sleep(LAPSE_WAIT)
     with world.database.session() as session:
-        assert expire_lapsed_operations(session, now=datetime.now(UTC)) == [second["id"]]
+        assert reap(session, now=datetime.now(UTC)) == [second["id"]]
     assert operation(world, first["id"])["metadata"]["state"] == "expired"
     _assert_canceled_by_lapse(operation(world, second["id"]))
     # The last attempt ended canceled, not expired: the job is offered again instead of failing.
@@ -266,7 +278,7 @@ def test_a_canceled_job_whose_holder_goes_silent_ends_canceled_and_stays_cancele
     assert operation(world, op["id"])["metadata"]["cancel_requested"] is True
     time.sleep(LAPSE_WAIT)
     with world.database.session() as session:
-        assert expire_lapsed_operations(session, now=datetime.now(UTC)) == [op["id"]]
+        assert reap(session, now=datetime.now(UTC)) == [op["id"]]
     _assert_canceled_by_lapse(operation(world, op["id"]))
     job = job_of(world, op)
     assert (job["status"], job["attempts"]) == ("canceled", 0)
@@ -291,7 +303,7 @@ def test_a_paused_operation_with_a_cancel_request_lapses_unless_the_holder_heart
     # Past the claim's lease but within the renewed one: nothing lapses (`now` is given, not waited for).
     with world.database.session() as session:
         between = claimed_lease + (renewed - claimed_lease) / 2
-        assert expire_lapsed_operations(session, now=between) == []
+        assert reap(session, now=between) == []
     assert operation(world, op["id"])["metadata"]["state"] == "paused"
 
     # Then it goes silent: the pause does not keep the cancel request waiting.
@@ -309,7 +321,7 @@ def test_a_paused_operation_with_a_cancel_request_is_found_by_the_reaper(world):
     _request_cancel(world, both)
     time.sleep(LAPSE_WAIT)
     with world.database.session() as session:
-        assert expire_lapsed_operations(session, now=datetime.now(UTC)) == [both["id"]]
+        assert reap(session, now=datetime.now(UTC)) == [both["id"]]
     _assert_canceled_by_lapse(operation(world, both["id"]))
     assert job_of(world, both)["status"] == "unclaimed"
     assert operation(world, paused_only["id"])["metadata"]["state"] == "paused"
