@@ -62,6 +62,7 @@ def present_operations(session: Session, operations: Sequence[Operation]) -> lis
                     "attempt": op.attempt,
                     "state": op.state,
                     "lease_expire_time": op.lease_expire_time,
+                    "lease_seconds": op.lease_seconds,
                     "cancel_requested": op.cancel_requested,
                     "paused": op.paused,
                 }

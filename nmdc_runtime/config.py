@@ -31,7 +31,12 @@ class Settings(BaseSettings):
         None,
         description="Key that signs access tokens. Unset: generated once and kept in NMDC_HOME (mode 0600).",
     )
-    claim_lease_seconds: int = Field(300, gt=0, description="How long a claim lasts without a heartbeat.")
+    claim_lease_seconds: int = Field(
+        300, gt=0, description="How long a claim lasts without a heartbeat, for workflows that set none."
+    )
+    max_lease_seconds: int = Field(
+        86400, gt=0, description="The longest lease a workflow may give its claims (`lease_seconds`)."
+    )
     operation_retention_seconds: int = Field(
         30 * 24 * 3600, ge=0, description="How long a finished operation is kept before it may be deleted."
     )
@@ -57,6 +62,7 @@ class Settings(BaseSettings):
         """The numbers the rules run on."""
         return Policy(
             claim_lease_seconds=self.claim_lease_seconds,
+            max_lease_seconds=self.max_lease_seconds,
             operation_retention_seconds=self.operation_retention_seconds,
             idempotency_retention_seconds=self.idempotency_retention_seconds,
             max_attempts=self.max_attempts,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from api.deps import AdminPrincipal, PolicyDep, SessionDep, SitePrincipal
 from api.presenters import present_operation
-from nmdc_runtime.schemas.data import JobRead
+from nmdc_runtime.schemas.data import ClaimRequest, JobRead
 from nmdc_runtime.schemas.operations import OperationRead
 from nmdc_runtime.services import claims
 
@@ -23,6 +23,7 @@ router = APIRouter(tags=["jobs"])
             "description": "The caller already holds the active claim: the same operation",
         },
         403: {"description": "The site lacks a capability the workflow requires"},
+        422: {"description": "lease_seconds longer than the workflow allows, or an invalid body"},
         404: {"description": "Unknown job"},
         409: {
             "description": "Another site holds an active claim, or the job is succeeded, failed or canceled"
@@ -30,15 +31,30 @@ router = APIRouter(tags=["jobs"])
     },
 )
 def claim_job(
-    job_id: str, response: Response, session: SessionDep, policy: PolicyDep, principal: SitePrincipal
+    job_id: str,
+    response: Response,
+    session: SessionDep,
+    policy: PolicyDep,
+    principal: SitePrincipal,
+    body: ClaimRequest | None = None,
 ) -> OperationRead:
     """Claim a job for the calling site (site clients only): 201 and a new operation, whose lease the site
     renews by PATCH; or 200 and the same operation when the site already holds the claim (a retry is safe).
 
     At most one active claim per job, whatever the concurrency. A claim whose lease lapsed (and that is not
     paused) is ended as `expired` here and never blocks a new claim. Each claim counts one attempt.
+
+    The lease lasts the workflow's `lease_seconds` (or the server's default); an optional body
+    `{"lease_seconds": N}` asks for a shorter one (longer than the workflow allows: 422). Every heartbeat
+    renews it by the operation's own `lease_seconds`.
     """
-    claim = claims.claim_job(session, job_id=job_id, site_id=principal.site_id, policy=policy)
+    claim = claims.claim_job(
+        session,
+        job_id=job_id,
+        site_id=principal.site_id,
+        policy=policy,
+        lease_seconds=body.lease_seconds if body else None,
+    )
     if not claim.created:
         response.status_code = 200
     return present_operation(session, claim.operation)

@@ -50,6 +50,7 @@ class RuntimeDatabase(ConfigurableResource):
     )
     home: str = Field(description="NMDC_HOME: where the embedded server lives when `url` is None.")
     claim_lease_seconds: int = Field(gt=0, description="NMDC_CLAIM_LEASE_SECONDS.")
+    max_lease_seconds: int = Field(gt=0, description="NMDC_MAX_LEASE_SECONDS.")
     operation_retention_seconds: int = Field(ge=0, description="NMDC_OPERATION_RETENTION_SECONDS.")
     idempotency_retention_seconds: int = Field(ge=0, description="NMDC_IDEMPOTENCY_RETENTION_SECONDS.")
     max_attempts: int = Field(
@@ -72,6 +73,7 @@ class RuntimeDatabase(ConfigurableResource):
             "url": settings.database_url,
             "home": str(settings.home),
             "claim_lease_seconds": policy.claim_lease_seconds,
+            "max_lease_seconds": policy.max_lease_seconds,
             "operation_retention_seconds": policy.operation_retention_seconds,
             "idempotency_retention_seconds": policy.idempotency_retention_seconds,
             "max_attempts": policy.max_attempts,
@@ -82,6 +84,7 @@ class RuntimeDatabase(ConfigurableResource):
         """The numbers the rules run on."""
         return Policy(
             claim_lease_seconds=self.claim_lease_seconds,
+            max_lease_seconds=self.max_lease_seconds,
             operation_retention_seconds=self.operation_retention_seconds,
             idempotency_retention_seconds=self.idempotency_retention_seconds,
             max_attempts=self.max_attempts,

@@ -33,8 +33,13 @@ Choices the API contract leaves open, made here once:
   if the holder then goes silent, the lapse ends it `canceled` (see Lapse).
 - **Finishing with a result** needs a *succeeded* execution of the same job by the holding site; anything
   else is invalid input (422 on the field `result.execution_id`): a failed run is reported as an error.
+- **Lease length**: a claim's lease lasts its workflow's `lease_seconds` (at most `max_lease_seconds`), or
+  `claim_lease_seconds` when the workflow sets none; a claim may ask for a shorter one, never a longer one
+  (422). The operation keeps its length (`lease_seconds`): every heartbeat by the holder, and a resume, renew
+  the lease by that much.
 - **Metadata**: the keys `job_id`, `site_id`, `workflow_id`, `attempt` are read-only (422 when changed); the
-  server-owned keys `state`, `lease_expire_time`, `cancel_requested`, `paused` are ignored when sent back;
+  server-owned keys `state`, `lease_expire_time`, `lease_seconds`, `cancel_requested`, `paused` are ignored
+  when sent back;
   other keys are merged shallowly, and a `null` value removes a key. `progress` must be a number in
   [0, 100] and `message` a string. The merged site-supplied keys are capped: at most `MAX_METADATA_KEYS`
   (100) keys and `MAX_METADATA_BYTES` (64 KiB) as compact UTF-8 JSON, else 422 on the field `metadata`. A
@@ -78,6 +83,7 @@ class Operation(Protocol):
     done: bool
     cancel_requested: bool
     lease_expire_time: datetime
+    lease_seconds: int
     result_execution_id: str | None
     error: dict[str, Any] | None
     extra_metadata: dict[str, Any]
@@ -96,7 +102,7 @@ class Execution(Protocol):
 
 READ_ONLY_METADATA = ("job_id", "site_id", "workflow_id", "attempt")
 """Metadata keys a PATCH may send back unchanged but never change."""
-SERVER_METADATA = ("state", "lease_expire_time", "cancel_requested", "paused")
+SERVER_METADATA = ("state", "lease_expire_time", "lease_seconds", "cancel_requested", "paused")
 """Metadata keys the server owns; values sent in a PATCH are ignored."""
 MAX_METADATA_KEYS = 100
 """At most this many site-supplied metadata keys once a PATCH is merged."""
@@ -302,6 +308,35 @@ def _check_metadata_size(before: Mapping[str, Any], after: Mapping[str, Any]) ->
     raise InvalidInput(f"metadata would hold {reason}", field="metadata", location="body")
 
 
+def lease_for_claim(
+    *, requested: int | None, workflow_lease_seconds: int | None, default_seconds: int
+) -> int:
+    """The lease length of a new claim: the workflow's (or the default), or a shorter one the claim asks for.
+
+    InvalidInput when the claim asks for more than the workflow allows.
+    """
+    allowed = workflow_lease_seconds or default_seconds
+    if requested is None:
+        return allowed
+    if requested > allowed:
+        raise InvalidInput(
+            f"lease_seconds may be at most {allowed}, the lease this workflow's claims get",
+            field="lease_seconds",
+            location="body",
+        )
+    return requested
+
+
+def check_workflow_lease(lease_seconds: int | None, *, max_seconds: int) -> None:
+    """InvalidInput when a workflow asks for a lease longer than the server allows."""
+    if lease_seconds is not None and lease_seconds > max_seconds:
+        raise InvalidInput(
+            f"lease_seconds may be at most {max_seconds} (NMDC_MAX_LEASE_SECONDS)",
+            field="lease_seconds",
+            location="body",
+        )
+
+
 def start_operation(job: Job, *, site_id: str, now: datetime, lease_seconds: int) -> dict[str, Any]:
     """The fields of a new open operation for `site_id` on `job`; counts the attempt and marks the job claimed."""
     move_job(job, JobStatus.CLAIMED)
@@ -317,6 +352,7 @@ def start_operation(job: Job, *, site_id: str, now: datetime, lease_seconds: int
         "extra_metadata": {},
         "cancel_requested": False,
         "lease_expire_time": now + timedelta(seconds=lease_seconds),
+        "lease_seconds": lease_seconds,
         "create_time": now,
         "update_time": now,
     }
@@ -449,11 +485,11 @@ def check_result(op: Operation, execution_id: str, execution: Execution | None) 
         )
 
 
-def heartbeat(op: Operation, *, now: datetime, lease_seconds: int | None) -> None:
-    """Record a PATCH: `update_time`, and a renewed lease when the holding site sent it (`lease_seconds`)."""
+def heartbeat(op: Operation, *, now: datetime, by_holder: bool) -> None:
+    """Record a PATCH: `update_time`, and, when the holding site sent it, a lease renewed by its own length."""
     op.update_time = now
-    if lease_seconds is not None:
-        op.lease_expire_time = now + timedelta(seconds=lease_seconds)
+    if by_holder:
+        op.lease_expire_time = now + timedelta(seconds=op.lease_seconds)
 
 
 def release(op: Operation, job: Job, *, now: datetime, retention_seconds: int) -> None:
@@ -506,11 +542,12 @@ def pause(op: Operation, *, now: datetime) -> None:
         op.update_time = now
 
 
-def resume(op: Operation, *, now: datetime, lease_seconds: int) -> None:
-    """An admin resumes a paused operation, with a fresh lease period. Resuming a running one changes nothing."""
+def resume(op: Operation, *, now: datetime) -> None:
+    """An admin resumes a paused operation, with a fresh lease of its length. Resuming a running one changes
+    nothing."""
     if op.state == OperationState.PAUSED:
         move_operation(op, OperationState.RUNNING)
-        op.lease_expire_time = now + timedelta(seconds=lease_seconds)
+        op.lease_expire_time = now + timedelta(seconds=op.lease_seconds)
         op.update_time = now
 
 

@@ -10,7 +10,9 @@ class Policy:
     """Lease, retention and attempt limits; `Settings.policy()` makes one from the `NMDC_*` settings."""
 
     claim_lease_seconds: int
-    """How long a claim lasts without a heartbeat."""
+    """How long a claim lasts without a heartbeat, unless its workflow or the claim says otherwise."""
+    max_lease_seconds: int
+    """The longest lease a workflow may give its claims."""
     operation_retention_seconds: int
     """How long a finished operation is kept before it may be deleted."""
     idempotency_retention_seconds: int

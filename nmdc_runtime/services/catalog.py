@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from nmdc_runtime.domain.operations import check_workflow_lease
+from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.models import DataResource, Job, Workflow
 from nmdc_runtime.services.transactions import transaction
 from nmdc_runtime.store import data_resources, idempotency, jobs, workflows
@@ -32,14 +34,19 @@ def register_data_resource(
         )
 
 
-def create_workflow(session: Session, **fields: Any) -> Workflow:
-    """Define a workflow (AlreadyExists for a taken id)."""
+def create_workflow(session: Session, *, policy: Policy, **fields: Any) -> Workflow:
+    """Define a workflow (AlreadyExists for a taken id; InvalidInput for a lease over the maximum)."""
+    check_workflow_lease(fields.get("lease_seconds"), max_seconds=policy.max_lease_seconds)
     with transaction(session):
         return workflows.create_workflow(session, **fields)
 
 
-def update_workflow(session: Session, *, workflow_id: str, changes: dict[str, Any]) -> Workflow:
-    """Change some of a workflow's fields (NotFound for an unknown id)."""
+def update_workflow(
+    session: Session, *, workflow_id: str, changes: dict[str, Any], policy: Policy
+) -> Workflow:
+    """Change some of a workflow's fields (NotFound for an unknown id; InvalidInput for a lease over the
+    maximum)."""
+    check_workflow_lease(changes.get("lease_seconds"), max_seconds=policy.max_lease_seconds)
     with transaction(session):
         return workflows.update_workflow(session, workflow_id=workflow_id, changes=changes)
 

@@ -24,25 +24,38 @@ class Claim(NamedTuple):
 
 
 def claim_job(
-    session: Session, *, job_id: str, site_id: str, policy: Policy, now: datetime | None = None
+    session: Session,
+    *,
+    job_id: str,
+    site_id: str,
+    policy: Policy,
+    lease_seconds: int | None = None,
+    now: datetime | None = None,
 ) -> Claim:
-    """Claim a job for a site. Atomic under concurrency: the job row stays locked until the commit, so claims
-    of one job queue behind each other, and a lapsed operation is ended first, so it never blocks a claim."""
+    """Claim a job for a site, for `lease_seconds` if given (at most what the workflow allows).
+
+    Atomic under concurrency: the job row stays locked until the commit, so claims of one job queue behind
+    each other, and a lapsed operation is ended first, so it never blocks a claim.
+    """
     now = now or datetime.now(UTC)
     with transaction(session):
         job, current = locked_job(session, job_id=job_id, now=now, policy=policy)
+        terms = store.claim_terms(session, site_id=site_id, workflow_id=job.workflow_id)
         decision = rules.decide_claim(
             job_status=JobStatus(job.status),
             holder_site_id=current.site_id if current else None,
             site_id=site_id,
-            site_capabilities=store.site_capabilities(session, site_id=site_id),
-            required_capabilities=store.workflow_required_capabilities(session, workflow_id=job.workflow_id),
+            site_capabilities=terms.site_capabilities,
+            required_capabilities=terms.required_capabilities,
         )
         if decision is rules.ClaimDecision.EXISTING:
             return Claim(current, created=False)
-        fields = rules.start_operation(
-            job, site_id=site_id, now=now, lease_seconds=policy.claim_lease_seconds
+        lease = rules.lease_for_claim(
+            requested=lease_seconds,
+            workflow_lease_seconds=terms.lease_seconds,
+            default_seconds=policy.claim_lease_seconds,
         )
+        fields = rules.start_operation(job, site_id=site_id, now=now, lease_seconds=lease)
         return Claim(store.insert_operation(session, **fields), created=True)
 
 

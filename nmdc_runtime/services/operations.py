@@ -42,7 +42,7 @@ def patch_operation(
             found = executions_store.executions_by_id(session, execution_ids=[execution_id])
             rules.check_result(op, execution_id, found.get(execution_id))
         op.extra_metadata = extra
-        rules.heartbeat(op, now=now, lease_seconds=policy.claim_lease_seconds if principal.is_site else None)
+        rules.heartbeat(op, now=now, by_holder=principal.is_site)
         if state is not None:
             rules.finish_operation(
                 op,
@@ -102,5 +102,5 @@ def resume_operation(
     with transaction(session):
         op, job = locked_operation(session, op_id=op_id)
         require_active(session, op, job, now=now, policy=policy)
-        rules.resume(op, now=now, lease_seconds=policy.claim_lease_seconds)
+        rules.resume(op, now=now)
         return op

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -92,18 +92,27 @@ def insert_operation(session: Session, **fields: Any) -> Operation:
     return operation
 
 
-def site_capabilities(session: Session, *, site_id: str) -> list[str]:
-    """A site's capabilities, or NotFound."""
-    caps = session.scalar(sa.select(Site.capabilities).where(Site.id == site_id))
-    if caps is None:
+class ClaimTerms(NamedTuple):
+    """What a claim by a site on a job of a workflow is decided on."""
+
+    site_capabilities: list[str]
+    required_capabilities: list[str]
+    lease_seconds: int | None
+    """The workflow's lease length; None: the default."""
+
+
+def claim_terms(session: Session, *, site_id: str, workflow_id: str) -> ClaimTerms:
+    """The site's capabilities and the workflow's requirements and lease, in one round trip; NotFound for an
+    unknown site."""
+    site = sa.select(Site.capabilities).where(Site.id == site_id).scalar_subquery()
+    row = session.execute(
+        sa.select(site, Workflow.required_capabilities, Workflow.lease_seconds).where(
+            Workflow.id == workflow_id
+        )
+    ).one()
+    if row[0] is None:
         raise NotFound(f"no site {site_id!r}")
-    return list(caps)
-
-
-def workflow_required_capabilities(session: Session, *, workflow_id: str) -> list[str]:
-    """The capabilities a workflow's executing site must have."""
-    caps = session.scalar(sa.select(Workflow.required_capabilities).where(Workflow.id == workflow_id))
-    return list(caps or [])
+    return ClaimTerms(list(row[0]), list(row[1] or []), row[2])
 
 
 def list_operations(

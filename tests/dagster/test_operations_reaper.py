@@ -35,6 +35,7 @@ def _claimed_job(session, *, lease_expire_time: datetime, done: bool = False, ex
         state="succeeded" if done else "running",
         done=done,
         lease_expire_time=lease_expire_time,
+        lease_seconds=60,
         expire_time=expire_time,
     )
     if done:

@@ -172,6 +172,7 @@ def _claim(database, job_id: str, *, lease_seconds: float, paused: bool = False,
                 attempt=attempts,
                 state="paused" if paused else "running",
                 lease_expire_time=now + timedelta(seconds=lease_seconds),
+                lease_seconds=300,
             )
         )
 

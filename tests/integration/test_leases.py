@@ -20,6 +20,7 @@ from tests.integration.claim_world import (
     World,
     claim,
     claimed,
+    create_workflow,
     execution_body,
     job_of,
     make_world,
@@ -36,6 +37,7 @@ def reap(session, *, now, limit: int = 1000) -> list[str]:
     """The lease reaper's work, as its sensor does it."""
     policy = Policy(
         claim_lease_seconds=LEASE,
+        max_lease_seconds=86400,
         operation_retention_seconds=30 * 24 * 3600,
         idempotency_retention_seconds=24 * 3600,
         max_attempts=2,
@@ -326,3 +328,86 @@ def test_a_paused_operation_with_a_cancel_request_is_found_by_the_reaper(world):
     assert job_of(world, both)["status"] == "unclaimed"
     assert operation(world, paused_only["id"])["metadata"]["state"] == "paused"
     assert claim(world.client, world.site_f, paused_only["metadata"]["job_id"]).status_code == 409
+
+
+# --- lease lengths: the workflow's, the claim's, renewed by the operation's own --------------------------
+
+
+def _lease_of(op: dict) -> float:
+    meta = op["metadata"]
+    return (
+        datetime.fromisoformat(meta["lease_expire_time"]) - datetime.fromisoformat(op["update_time"])
+    ).total_seconds()
+
+
+@pytest.fixture
+def default_world(client, clean_database, admin_headers, settings) -> World:
+    """Claims with the server's default lease (NMDC_CLAIM_LEASE_SECONDS: 300 in the tests' settings)."""
+    return make_world(client, clean_database, admin_headers, settings)
+
+
+def test_a_workflows_lease_seconds_gives_its_claims_that_lease(default_world):
+    world = default_world
+    create_workflow(world, "assembly", lease_seconds=3600)
+    op = claimed(world, job=new_job(world, "assembly"))
+    assert op["metadata"]["lease_seconds"] == 3600
+    assert _lease_of(op) == pytest.approx(3600, abs=1)
+    # Without one, the server's default, as before.
+    default = claimed(world)
+    assert default["metadata"]["lease_seconds"] == 300
+    assert _lease_of(default) == pytest.approx(300, abs=1)
+
+
+def test_a_claim_may_ask_for_a_shorter_lease_and_heartbeats_renew_by_it(default_world):
+    world = default_world
+    create_workflow(world, "assembly", lease_seconds=3600)
+    response = claim(world.client, world.site_e, new_job(world, "assembly")["id"], lease_seconds=120)
+    assert response.status_code == 201, response.text
+    op = response.json()
+    assert (op["metadata"]["lease_seconds"], round(_lease_of(op))) == (120, 120)
+    beat = world.client.patch(
+        f"/operations/{op['id']}", json={"metadata": {"progress": 5}}, headers=world.site_e
+    )
+    assert beat.status_code == 200
+    assert round(_lease_of(beat.json())) == 120
+    # A site sending the server's keys back changes nothing.
+    echoed = world.client.patch(
+        f"/operations/{op['id']}",
+        json={"metadata": {**beat.json()["metadata"], "lease_seconds": 99999}},
+        headers=world.site_e,
+    )
+    assert echoed.status_code == 200
+    assert echoed.json()["metadata"]["lease_seconds"] == 120
+
+
+def test_a_claim_asking_for_more_than_the_workflow_allows_is_422_and_claims_nothing(default_world):
+    world = default_world
+    create_workflow(world, "assembly", lease_seconds=3600)
+    job = new_job(world, "assembly")
+    too_long = claim(world.client, world.site_e, job["id"], lease_seconds=3601)
+    assert too_long.status_code == 422
+    assert too_long.json()["detail"][0]["loc"] == ["body", "lease_seconds"]
+    # The default applies to workflows without a lease of their own.
+    over_default = claim(world.client, world.site_e, new_job(world)["id"], lease_seconds=301)
+    assert over_default.status_code == 422
+    for bad in (0, -5, "60", 1.5):
+        assert claim(world.client, world.site_e, job["id"], lease_seconds=bad).status_code == 422
+    assert job_of(world, {"metadata": {"job_id": job["id"]}})["status"] == "unclaimed"
+    assert claim(world.client, world.site_e, job["id"]).status_code == 201
+
+
+def test_workflow_lease_seconds_is_bounded_by_the_server_and_may_be_reset(default_world, settings):
+    world = default_world
+    too_long = {"id": "long", "name": "l", "version": "1", "lease_seconds": settings.max_lease_seconds + 1}
+    response = world.client.post("/workflows", json=too_long, headers=world.admin)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "lease_seconds"]
+    create_workflow(world, "assembly", lease_seconds=3600)
+    patched = world.client.patch(
+        "/workflows/assembly", json={"lease_seconds": settings.max_lease_seconds + 1}, headers=world.admin
+    )
+    assert patched.status_code == 422
+    reset = world.client.patch("/workflows/assembly", json={"lease_seconds": None}, headers=world.admin)
+    assert reset.status_code == 200
+    assert reset.json()["lease_seconds"] is None
+    assert claimed(world, job=new_job(world, "assembly"))["metadata"]["lease_seconds"] == 300

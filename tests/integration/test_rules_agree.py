@@ -32,6 +32,7 @@ MAX_ATTEMPTS = 2
 LEASE_ENDS = {"before": NOW - timedelta(seconds=1), "exactly": NOW, "after": NOW + timedelta(seconds=1)}
 POLICY = Policy(
     claim_lease_seconds=60,
+    max_lease_seconds=86400,
     operation_retention_seconds=3600,
     idempotency_retention_seconds=3600,
     max_attempts=2,
@@ -86,6 +87,7 @@ def _operation(session, job: Job, case: OpCase) -> Operation:
         done=done,
         cancel_requested=case.cancel_requested,
         lease_expire_time=LEASE_ENDS[case.lease_ends],
+        lease_seconds=60,
     )
     if done:
         op.error = {"code": "DEADLINE_EXCEEDED", "message": "lapsed"}
