@@ -1,4 +1,8 @@
-"""The Dagster code location (loaded by workspace.yaml): wiring only; the parts live in nmdc_runtime.dagster."""
+"""The Dagster code location (loaded by workspace.yaml): wiring only; the parts live in nmdc_runtime.dagster.
+
+The one place the Dagster code reads the runtime settings (`NMDC_*`): they fill the resource's fields and the
+health sensor's interval, and everything below takes them from there.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +20,5 @@ defs = Definitions(
     assets=[*external_assets, runtime_status],
     asset_checks=[runtime_health_checks],
     sensors=[*sensors, runtime_health_sensor(_settings.health_interval_seconds)],
-    resources={
-        "runtime": RuntimeDatabase(
-            check_lapsed_lease_seconds=_settings.check_lapsed_lease_seconds,
-            check_unclaimed_job_seconds=_settings.check_unclaimed_job_seconds,
-            check_unmatched_data_resource_seconds=_settings.check_unmatched_data_resource_seconds,
-            check_failed_operations_share=_settings.check_failed_operations_share,
-        )
-    },
+    resources={"runtime": RuntimeDatabase.from_settings(_settings)},
 )

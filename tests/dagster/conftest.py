@@ -23,7 +23,7 @@ SHA = "a" * 64
 @pytest.fixture
 def runtime(settings: Settings, clean_database: Database) -> RuntimeDatabase:
     """The resource the sensors take, on this run's (emptied-after-use) database."""
-    return RuntimeDatabase(url=settings.database_url, max_attempts=settings.max_attempts)
+    return RuntimeDatabase.from_settings(settings)
 
 
 @pytest.fixture
@@ -134,6 +134,7 @@ def claimed_job(
         state="succeeded" if done else "running",
         done=done,
         lease_expire_time=lease_expire_time,
+        lease_seconds=60,
         expire_time=expire_time,
     )
     if done:

@@ -12,9 +12,10 @@ from dagster import SensorResult, SkipReason, TextMetadataValue
 from nmdc_runtime.dagster.assets import OPERATIONS, workflow_partitions
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.dagster.sensors import ERROR_TEXT_CHARS, operations_sensor
-from nmdc_runtime.domain.operations import expire_lapsed_operations, finish_operation
+from nmdc_runtime.domain.operations import finish_operation
 from nmdc_runtime.domain.states import OperationState
 from nmdc_runtime.models import Job, Operation
+from nmdc_runtime.services.maintenance import reap_lapsed_leases
 from tests.dagster.conftest import claimed_job, tick
 
 RETENTION = 3600
@@ -63,7 +64,8 @@ def test_each_ended_operation_is_one_observation_in_the_order_they_ended(runtime
             OperationState.FAILED,
             error=_error("UNKNOWN", "x"),
         )
-        expire_lapsed_operations(session, now=datetime.now(UTC))
+    with clean_database.sessionmaker() as session:
+        reap_lapsed_leases(session, now=datetime.now(UTC), policy=runtime.policy())
     with clean_database.session() as session:
         _end(
             session,
@@ -177,6 +179,9 @@ def test_the_database_numbers_endings_whoever_ends_them(clean_database, world):
         assert session.scalar(sa.select(Operation.end_seq).where(Operation.id == open_op.id)) is None
 
 
-def test_database_outage_fails_the_tick():
+def test_database_outage_fails_the_tick(settings):
     with pytest.raises(sa.exc.OperationalError):
-        tick(operations_sensor, RuntimeDatabase(url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"))
+        tick(
+            operations_sensor,
+            RuntimeDatabase.from_settings(settings, url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"),
+        )

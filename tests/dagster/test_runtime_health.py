@@ -88,8 +88,8 @@ def test_old_unclaimed_jobs_and_waiting_data_resources_are_red(
     clean_database, settings, world, make_data_resources
 ):
     # Thresholds are the resource's fields (the settings, under the daemon).
-    runtime = RuntimeDatabase(
-        url=settings.database_url, check_unclaimed_job_seconds=3600, check_unmatched_data_resource_seconds=120
+    runtime = RuntimeDatabase.from_settings(
+        settings, check_unclaimed_job_seconds=3600, check_unmatched_data_resource_seconds=120
     )
     long_ago = datetime.now(UTC) - timedelta(hours=2)
     (dr,) = make_data_resources("metagenome")
@@ -172,6 +172,9 @@ def test_the_interval_is_the_setting():
     assert runtime_health_sensor(7).minimum_interval_seconds == 7
 
 
-def test_database_outage_fails_the_tick():
+def test_database_outage_fails_the_tick(settings):
     with pytest.raises(sa.exc.OperationalError):
-        tick(runtime_health, RuntimeDatabase(url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"))
+        tick(
+            runtime_health,
+            RuntimeDatabase.from_settings(settings, url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"),
+        )

@@ -23,7 +23,7 @@ from nmdc_runtime.client import (
     ValidationError,
 )
 from nmdc_runtime.db import Database
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import accounts as account_services
 from tests.integration.conftest import ADMIN_PASSWORD, make_site
 
 FAST = RetryPolicy(attempts=4, initial=0.01, maximum=0.02)
@@ -32,7 +32,7 @@ FAST = RetryPolicy(attempts=4, initial=0.01, maximum=0.02)
 @pytest.fixture
 def admin(client: TestClient, clean_database: Database) -> NmdcClient:
     with clean_database.session() as session:
-        accounts.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
+        account_services.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
     return NmdcClient(http=client, username="admin", password=ADMIN_PASSWORD)
 
 
