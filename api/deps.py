@@ -13,6 +13,7 @@ from fastapi.security import OAuth2
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session
 
+from api.revocations import Revocations
 from nmdc_runtime.auth import InvalidToken, read_token
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
@@ -62,7 +63,13 @@ def _session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def _revocations(request: Request) -> Revocations:
+    return request.app.state.revocations
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
+RevocationsDep = Annotated[Revocations, Depends(_revocations)]
+"""The refused tokens of this process: a change of credentials applies it at once."""
 PolicyDep = Annotated[Policy, Depends(_policy)]
 """The numbers the rules run on, for the services."""
 DatabaseDep = Annotated[Database, Depends(_database)]
@@ -78,9 +85,14 @@ async def _principal(request: Request, token: Annotated[str | None, Depends(_bea
     if not token:
         raise _unauthorized("not authenticated: send Authorization: Bearer <token> (from POST /token)")
     try:
-        return read_token(token, key=request.app.state.jwt_key)
+        principal = read_token(
+            token, key=request.app.state.jwt_key, issuer=request.app.state.settings.token_issuer
+        )
     except InvalidToken as exc:
         raise _unauthorized(str(exc)) from exc
+    if request.app.state.revocations.refuses(principal):
+        raise _unauthorized("the credentials of this token were revoked, or its site or user is disabled")
+    return principal
 
 
 async def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from api import errors
+from api.login_guard import LoginGuard
 from api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from api.revocations import Revocations
 from api.routes import PUBLIC_ROUTERS, ROUTERS
 from nmdc_runtime.config import Settings, get_settings
 from nmdc_runtime.db import Database, resolve_urls
@@ -27,10 +30,26 @@ def create_app(settings: Settings) -> FastAPI:
         upgrade(url)
         app.state.database = Database(url)
         app.state.jwt_key = active.jwt_key()
+        app.state.revocations = Revocations(
+            app.state.database,
+            refresh_seconds=active.revocation_refresh_seconds,
+            token_lifetime_seconds=active.token_expire_seconds,
+        )
+        app.state.revocations.reload()
+        app.state.login_guard = LoginGuard(
+            max_failures=active.login_max_failures,
+            max_failures_per_address=active.login_max_failures_per_address,
+            window_seconds=active.login_failure_window_seconds,
+            hash_concurrency=active.hash_concurrency,
+            queue_limit=active.login_queue_limit,
+        )
+        refresher = asyncio.create_task(app.state.revocations.keep_fresh())
         log.info("NMDC Runtime API ready")
         try:
             yield
         finally:
+            refresher.cancel()
+            app.state.login_guard.close()
             app.state.database.dispose()
 
     app = FastAPI(

@@ -131,6 +131,7 @@ def sites_create(
                 site_id=site_id,
                 name=name or site_id,
                 capabilities=capability or [],
+                actor=_actor(),
                 with_credentials=True,
             )
     except AlreadyExists as exc:
@@ -138,6 +139,108 @@ def sites_create(
     except InvalidInput as exc:
         _fail(exc.message)
     typer.echo(json.dumps({"site_id": site_id, "client_id": client.client_id, "client_secret": secret}))
+
+
+@sites_app.command("clients")
+def sites_clients(
+    site_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on standard output.")] = False,
+) -> None:
+    """List a site's client credentials (ids and times, never secrets), revoked ones included."""
+    from nmdc_runtime.schemas.common import PageParams
+    from nmdc_runtime.store import accounts as store
+
+    rows = []
+    with _database().sessionmaker() as session:
+        try:
+            store.get_site(session, site_id=site_id)
+        except NotFound as exc:
+            _fail(exc.message, EXIT_CONFLICT)
+        page = PageParams(size=1000)
+        while True:
+            found, token = store.list_site_clients(session, site_id=site_id, page=page)
+            rows.extend(found)
+            if token is None:
+                break
+            page = PageParams(size=1000, after=found[-1].seq)
+    clients = [
+        {
+            "client_id": row.client_id,
+            "site_id": row.site_id,
+            "created_at": row.created_at.isoformat(),
+            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+        }
+        for row in rows
+    ]
+    if as_json:
+        typer.echo(json.dumps(clients))
+        return
+    for client in clients:
+        state = f"revoked {client['revoked_at']}" if client["revoked_at"] else "active"
+        typer.echo(f"{client['client_id']}  created {client['created_at']}  {state}")
+
+
+@sites_app.command("revoke")
+def sites_revoke(site_id: str, client_id: str) -> None:
+    """Revoke a site's client for good: its secret gets no token, its tokens stop working."""
+    with _database().sessionmaker() as session:
+        try:
+            accounts.revoke_site_client(session, site_id=site_id, client_id=client_id, actor=_actor())
+        except NotFound as exc:
+            _fail(exc.message, EXIT_CONFLICT)
+    typer.echo(json.dumps({"site_id": site_id, "client_id": client_id, "revoked": True}))
+
+
+def _set_site(site_id: str, enabled: bool) -> None:
+    with _database().sessionmaker() as session:
+        try:
+            site = accounts.set_site_enabled(session, site_id=site_id, enabled=enabled, actor=_actor())
+        except NotFound as exc:
+            _fail(exc.message, EXIT_CONFLICT)
+    typer.echo(json.dumps({"site_id": site.id, "disabled": site.disabled_at is not None}))
+
+
+@sites_app.command("disable")
+def sites_disable(site_id: str) -> None:
+    """Disable a site: its clients get no token and their tokens stop working, until `enable`."""
+    _set_site(site_id, enabled=False)
+
+
+@sites_app.command("enable")
+def sites_enable(site_id: str) -> None:
+    """Enable a disabled site again."""
+    _set_site(site_id, enabled=True)
+
+
+def _set_user(username: str, enabled: bool) -> None:
+    with _database().sessionmaker() as session:
+        try:
+            user = accounts.set_user_enabled(session, username=username, enabled=enabled, actor=_actor())
+        except NotFound as exc:
+            _fail(exc.message, EXIT_CONFLICT)
+    typer.echo(json.dumps({"username": user.username, "disabled": user.disabled_at is not None}))
+
+
+@users_app.command("disable")
+def users_disable(username: str) -> None:
+    """Disable a user: no token, and existing tokens stop working, until `enable`."""
+    _set_user(username, enabled=False)
+
+
+@users_app.command("enable")
+def users_enable(username: str) -> None:
+    """Enable a disabled user again."""
+    _set_user(username, enabled=True)
+
+
+def _actor() -> str:
+    """Who made a change from the command line, for the audit log: `cli:<operating-system user>`."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
 
 
 @app.command("env")

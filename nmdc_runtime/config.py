@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from nmdc_runtime.domain.policy import Policy
 
@@ -45,6 +47,38 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(3, ge=1, description="Claims a job may use up before it is marked failed.")
     token_expire_seconds: int = Field(3600, gt=0, description="Lifetime of an access token.")
+    token_issuer: str = Field(
+        "nmdc-runtime", min_length=1, description="`iss` of the access tokens; the same on every replica."
+    )
+    revocation_refresh_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=60,
+        description="How often each API process reloads revoked clients and disabled accounts: the longest "
+        "an existing token keeps working after a revocation made through another process.",
+    )
+    login_max_failures: int = Field(
+        10, ge=1, description="Failed POST /token attempts per (client id or username, address) per window."
+    )
+    login_max_failures_per_address: int = Field(
+        100, ge=1, description="Failed POST /token attempts per source address per window."
+    )
+    login_failure_window_seconds: int = Field(
+        300, ge=1, description="The window over which failed POST /token attempts are counted."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (comma-separated) of proxies whose X-Forwarded-For is believed.",
+    )
+    hash_concurrency: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Password and secret checks (64 MiB of argon2 each) run at once per process.",
+    )
+    login_queue_limit: int = Field(
+        32, ge=0, description="POST /token requests that may wait for a check; more get 429 at once."
+    )
     api_port: int = Field(8000, gt=0, lt=65536, description="Port of the REST API under `make dev`.")
     api_workers: int = Field(
         2, ge=1, le=64, description="uvicorn worker processes of the API under `make dev`."
@@ -78,6 +112,20 @@ class Settings(BaseSettings):
         le=1,
         description="Check failed_operations_share fails when a larger share of the last hour's operations failed.",
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # ValueError names a malformed entry
+        return value
 
     @field_validator("home")
     @classmethod

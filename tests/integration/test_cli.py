@@ -143,3 +143,44 @@ def test_a_second_process_attaches_to_the_running_embedded_server(tmp_path: Path
         holder.communicate("\n", timeout=60)
     assert holder.returncode == 0
     assert not (home / "pg" / "postmaster.pid").exists()
+
+
+def test_credentials_lifecycle_on_the_command_line(url_env, clean_database):
+    created = json.loads(run_cli(["sites", "create", "site-e"], url_env).stdout)
+    listed = run_cli(["sites", "clients", "site-e", "--json"], url_env)
+    assert listed.returncode == 0, listed.stderr
+    (client,) = json.loads(listed.stdout)
+    assert (client["client_id"], client["revoked_at"]) == (created["client_id"], None)
+    assert created["client_secret"] not in listed.stdout
+
+    revoked = run_cli(["sites", "revoke", "site-e", created["client_id"]], url_env)
+    assert revoked.returncode == 0, revoked.stderr
+    with clean_database.session() as session:
+        assert session.get(SiteClient, created["client_id"]).revoked_at is not None
+    (client,) = json.loads(run_cli(["sites", "clients", "site-e", "--json"], url_env).stdout)
+    assert client["revoked_at"] is not None
+
+    assert json.loads(run_cli(["sites", "disable", "site-e"], url_env).stdout)["disabled"] is True
+    with clean_database.session() as session:
+        assert session.get(Site, "site-e").disabled_at is not None
+    assert json.loads(run_cli(["sites", "enable", "site-e"], url_env).stdout)["disabled"] is False
+
+    assert (
+        run_cli(["users", "create", "bob", "--password-stdin"], url_env, stdin="long-password\n").returncode
+        == 0
+    )
+    assert json.loads(run_cli(["users", "disable", "bob"], url_env).stdout)["disabled"] is True
+    with clean_database.session() as session:
+        assert session.get(User, "bob").disabled_at is not None
+    assert json.loads(run_cli(["users", "enable", "bob"], url_env).stdout)["disabled"] is False
+
+    for args in (
+        ["sites", "revoke", "site-e", "sc-nosuch"],
+        ["sites", "disable", "nosuch"],
+        ["users", "enable", "nosuch"],
+    ):
+        failed = run_cli(args, url_env)
+        assert failed.returncode == 1, args
+        assert failed.stdout == ""
+        assert failed.stderr.strip().splitlines()[-1].startswith("error: "), failed.stderr
+        assert "Traceback" not in failed.stderr
