@@ -1,4 +1,4 @@
-"""Migration 0005 on a database with history: operations that ended before it are numbered in the order they
+"""Migration 0006 on a database with history: operations that ended before it are numbered in the order they
 ended, later endings follow them, and the downgrade takes it all away again."""
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def test_history_is_numbered_in_the_order_it_ended(url: str):
             )
         assert _end_seqs(engine)["open"] == 4
 
-        command.downgrade(alembic_config(url), "0004")
+        command.downgrade(alembic_config(url), "0005")
         with engine.connect() as conn:
             columns = conn.execute(
                 sa.text("SELECT column_name FROM information_schema.columns WHERE table_name = 'operations'")

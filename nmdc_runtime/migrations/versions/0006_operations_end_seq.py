@@ -6,8 +6,8 @@ Dagster operations sensor reads the endings in that order, with the same cursor 
 executions it reports. `ix_operations_ended` serves the health check on the last hour's outcomes (a done
 operation's `update_time` is when it ended: finished operations never change again).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-29 12:00:00.000000
 """
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
