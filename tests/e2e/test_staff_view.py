@@ -29,7 +29,7 @@ import pytest
 from nmdc_runtime.client import NmdcClient
 from nmdc_runtime.db import Database, database_name, drop_database, ensure_database, with_database
 from nmdc_runtime.models import Workflow
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import accounts as account_services
 from tests.conftest import empty_tables
 from tests.processes import live_api, live_dagster, wait_for
 
@@ -142,9 +142,16 @@ def latest_check(dagster: str, asset: str, check: str) -> dict[str, Any] | None:
 
 
 def _site(database: Database, site_id: str, capabilities: list[str]) -> tuple[str, str]:
-    with database.session() as session:
-        accounts.create_site(session, site_id=site_id, name=site_id, capabilities=capabilities)
-        client, secret = accounts.create_site_client(session, site_id=site_id)
+    with database.sessionmaker() as session:
+        _, credentials = account_services.create_site(
+            session,
+            site_id=site_id,
+            name=site_id,
+            capabilities=capabilities,
+            actor="tests",
+            with_credentials=True,
+        )
+    client, secret = credentials
     return client.client_id, secret
 
 
