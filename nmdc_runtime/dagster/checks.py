@@ -98,27 +98,23 @@ class Finding:
     metadata: dict[str, Any]
     severity: AssetCheckSeverity = AssetCheckSeverity.ERROR
 
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "asset_key": self.spec.asset_key,
+            "check_name": self.spec.name,
+            "passed": self.passed,
+            "metadata": self.metadata,
+            "severity": self.severity,
+            "description": self.description,
+        }
+
     def evaluation(self) -> AssetCheckEvaluation:
         """The result as recorded without a run."""
-        return AssetCheckEvaluation(
-            asset_key=self.spec.asset_key,
-            check_name=self.spec.name,
-            passed=self.passed,
-            metadata=self.metadata,
-            severity=self.severity,
-            description=self.description,
-        )
+        return AssetCheckEvaluation(**self._fields())
 
     def result(self) -> AssetCheckResult:
         """The result as an executed check yields it."""
-        return AssetCheckResult(
-            asset_key=self.spec.asset_key,
-            check_name=self.spec.name,
-            passed=self.passed,
-            metadata=self.metadata,
-            severity=self.severity,
-            description=self.description,
-        )
+        return AssetCheckResult(**self._fields())
 
 
 def _at_most(spec: AssetCheckSpec, value: float, threshold: float, found: str, **extra: Any) -> Finding:

@@ -25,7 +25,7 @@ lease"; ticks with nothing to do say "idle: ..." and why. The UI shows that text
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -105,6 +105,10 @@ def _read_cursor(raw: str | None) -> dict[str, Any]:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _first(ids: list[str]) -> str:
+    return ", ".join(ids[:SUMMARY_PARTS]) + (" ..." if len(ids) > SUMMARY_PARTS else "")
 
 
 def _ids(values: list[str]) -> MetadataValue:
@@ -359,9 +363,34 @@ def _feed_cursor(high: int, gaps: list[int]) -> str:
     return json.dumps({"seq": high, **({"gaps": gaps} if gaps else {})})
 
 
-def _idle_feed(what: str, high: int, gaps: list[int]) -> SkipReason:
-    awaiting = f"; awaiting {len(gaps)} uncommitted seq(s)" if gaps else ""
-    return SkipReason(f"idle: {what} (last seq reported: {high}{awaiting})")
+def _report_feed(
+    context: SensorEvaluationContext,
+    runtime: RuntimeDatabase,
+    *,
+    fetch: Callable[..., list[Any]],
+    seq: Callable[[Any], int],
+    event: Callable[[Any], AssetMaterialization | AssetObservation],
+    idle: str,
+    summarize: Callable[[list[Any]], str],
+) -> SkipReason | SensorResult:
+    """One tick of a feed read by a number the database hands out (`seq`, `end_seq`): the rows above the
+    cursor and the gaps it awaits become one asset event each, of their workflow's partition."""
+    high, gaps = _read_feed(context.cursor)
+    with runtime.session() as session:
+        rows = fetch(session, after_seq=high, also_seqs=gaps, limit=EXECUTIONS_PER_TICK)
+    new_high, new_gaps = next_seq_cursor(high, gaps, (seq(row) for row in rows))
+    if not rows:
+        awaiting = f"; awaiting {len(new_gaps)} uncommitted seq(s)" if new_gaps else ""
+        return SkipReason(f"idle: {idle} (last seq reported: {high}{awaiting})")
+    summary = summarize(rows)
+    context.log.info(f"{summary}; last seq {new_high}")
+    workflows = sorted({row.workflow_id for row in rows})
+    return SensorResult(
+        asset_events=[event(row) for row in rows],
+        dynamic_partitions_requests=[AddDynamicPartitionsRequest(workflow_partitions.name, workflows)],
+        cursor=_feed_cursor(new_high, new_gaps),
+        skip_reason=summary,
+    )
 
 
 def _tally(values: Iterable[str]) -> str:
@@ -379,23 +408,17 @@ def _tally(values: Iterable[str]) -> str:
 )
 def executions_sensor(context: SensorEvaluationContext, runtime: RuntimeDatabase):
     """Report executions not reported yet: `seq` above the cursor, or a gap the cursor still awaits."""
-    high, gaps = _read_feed(context.cursor)
-    with runtime.session() as session:
-        rows = pipeline.executions_after(session, after_seq=high, also_seqs=gaps, limit=EXECUTIONS_PER_TICK)
-    new_high, new_gaps = next_seq_cursor(high, gaps, (row.seq for row in rows))
-    if not rows:
-        return _idle_feed("no new executions", high, new_gaps)
-    workflows = sorted({row.workflow_id for row in rows})
-    summary = (
-        f"reported {_count(len(rows), 'execution')} ({_tally(row.status for row in rows)}) "
-        f"of {_count(len(workflows), 'workflow')}"
-    )
-    context.log.info(f"{summary}; last seq {new_high}")
-    return SensorResult(
-        asset_events=[_execution_event(row) for row in rows],
-        dynamic_partitions_requests=[AddDynamicPartitionsRequest(workflow_partitions.name, workflows)],
-        cursor=_feed_cursor(new_high, new_gaps),
-        skip_reason=summary,
+    return _report_feed(
+        context,
+        runtime,
+        fetch=pipeline.executions_after,
+        seq=lambda row: row.seq,
+        event=_execution_event,
+        idle="no new executions",
+        summarize=lambda rows: (
+            f"reported {_count(len(rows), 'execution')} ({_tally(row.status for row in rows)}) "
+            f"of {_count(len({row.workflow_id for row in rows}), 'workflow')}"
+        ),
     )
 
 
@@ -448,26 +471,22 @@ def _operation_event(row: pipeline.OperationEnding) -> AssetObservation:
 )
 def operations_sensor(context: SensorEvaluationContext, runtime: RuntimeDatabase):
     """Record operations that ended and were not recorded yet, in the order they ended (`end_seq`)."""
-    high, gaps = _read_feed(context.cursor)
-    with runtime.session() as session:
-        rows = pipeline.operations_ended_after(
-            session, after_seq=high, also_seqs=gaps, limit=EXECUTIONS_PER_TICK
-        )
-    new_high, new_gaps = next_seq_cursor(high, gaps, (row.end_seq for row in rows))
-    if not rows:
-        return _idle_feed("no operation ended", high, new_gaps)
-    workflows = sorted({row.workflow_id for row in rows})
-    summary = f"recorded {_count(len(rows), 'ended operation')} ({_tally(row.state for row in rows)})"
-    final = [row.job_id for row in rows if row.job_failed_for_good]
-    if final:
-        shown = ", ".join(final[:SUMMARY_PARTS]) + (" ..." if len(final) > SUMMARY_PARTS else "")
-        summary += f"; JOB FAILED, no attempt left: {shown}"
-    context.log.info(f"{summary}; last end_seq {new_high}")
-    return SensorResult(
-        asset_events=[_operation_event(row) for row in rows],
-        dynamic_partitions_requests=[AddDynamicPartitionsRequest(workflow_partitions.name, workflows)],
-        cursor=_feed_cursor(new_high, new_gaps),
-        skip_reason=summary,
+
+    def summarize(rows: list[pipeline.OperationEnding]) -> str:
+        summary = f"recorded {_count(len(rows), 'ended operation')} ({_tally(row.state for row in rows)})"
+        final = [row.job_id for row in rows if row.job_failed_for_good]
+        if final:
+            summary += f"; JOB FAILED, no attempt left: {_first(final)}"
+        return summary
+
+    return _report_feed(
+        context,
+        runtime,
+        fetch=pipeline.operations_ended_after,
+        seq=lambda row: row.end_seq,
+        event=_operation_event,
+        idle="no operation ended",
+        summarize=summarize,
     )
 
 
@@ -500,9 +519,7 @@ def operations_reaper(context: SensorEvaluationContext, runtime: RuntimeDatabase
         f"expire_time, forgot {_count(forgotten, 'idempotency key')} past retention"
     )
     if expired:
-        summary += (
-            ": " + ", ".join(expired[:SUMMARY_PARTS]) + (" ..." if len(expired) > SUMMARY_PARTS else "")
-        )
+        summary += f": {_first(expired)}"
     context.log.info(summary)
     return SkipReason(summary)
 

@@ -21,8 +21,9 @@ from tests.dagster.conftest import claimed_job, tick
 RETENTION = 3600
 
 
-def _end(session, op: Operation, state: OperationState, **outcome) -> None:
-    """End `op` the way the API does (the domain rule), in the caller's transaction."""
+def _end(session, op_id: str, state: OperationState, **outcome) -> None:
+    """End the operation the way the API does (the domain rule), in the caller's transaction."""
+    op = session.get(Operation, op_id)
     job = session.get(Job, op.job_id)
     finish_operation(op, job, state=state, now=datetime.now(UTC), retention_seconds=RETENTION, **outcome)
     session.flush()
@@ -51,25 +52,15 @@ def test_each_ended_operation_is_one_observation_in_the_order_they_ended(runtime
         ops["lapsed"].lease_expire_time = datetime.now(UTC) - timedelta(minutes=1)
     # Ended in another order than they were made: the feed follows the endings.
     with clean_database.session() as session:
-        _end(
-            session,
-            session.get(Operation, ops["last"].id),
-            OperationState.FAILED,
-            error=_error("INTERNAL", "oom"),
-        )
+        _end(session, ops["last"].id, OperationState.FAILED, error=_error("INTERNAL", "oom"))
     with clean_database.session() as session:
-        _end(
-            session,
-            session.get(Operation, ops["retried"].id),
-            OperationState.FAILED,
-            error=_error("UNKNOWN", "x"),
-        )
+        _end(session, ops["retried"].id, OperationState.FAILED, error=_error("UNKNOWN", "x"))
     with clean_database.sessionmaker() as session:
         reap_lapsed_leases(session, now=datetime.now(UTC), policy=runtime.policy())
     with clean_database.session() as session:
         _end(
             session,
-            session.get(Operation, ops["released"].id),
+            ops["released"].id,
             OperationState.CANCELED,
             error=_error("CANCELLED", "released by the holding site"),
         )
@@ -133,11 +124,11 @@ def test_an_ending_that_commits_late_is_recorded_once_visible(runtime, clean_dat
     late = clean_database.sessionmaker()
     try:
         # Ends first (takes its end_seq now), commits last.
-        _end(late, late.get(Operation, slow_op.id), OperationState.FAILED, error=_error("INTERNAL", "slow"))
+        _end(late, slow_op.id, OperationState.FAILED, error=_error("INTERNAL", "slow"))
         with clean_database.session() as session:
             _end(
                 session,
-                session.get(Operation, fast_op.id),
+                fast_op.id,
                 OperationState.FAILED,
                 error=_error("INTERNAL", "f"),
             )
@@ -157,7 +148,7 @@ def test_an_ending_that_commits_late_is_recorded_once_visible(runtime, clean_dat
 def test_a_site_written_error_is_bounded(runtime, clean_database, world):
     with clean_database.session() as session:
         op = claimed_job(session, lease_expire_time=datetime.now(UTC) + timedelta(minutes=5))
-        _end(session, op, OperationState.FAILED, error=_error("INTERNAL", "x" * 100_000))
+        _end(session, op.id, OperationState.FAILED, error=_error("INTERNAL", "x" * 100_000))
     (event,) = tick(operations_sensor, runtime).asset_events
     assert event.metadata["error_message"].value == "x" * ERROR_TEXT_CHARS
 
