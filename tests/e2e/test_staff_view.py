@@ -330,6 +330,13 @@ def capture(page, story: Story, out: Path) -> list[str]:
         page.screenshot(path=str(out / name))
         shots.append(name)
 
+    def visit(path: str) -> None:
+        # Within the UI, as its own links do: loading the whole application again for each page takes
+        # seconds on a busy machine.
+        page.evaluate(
+            "path => { history.pushState({}, '', path); dispatchEvent(new PopStateEvent('popstate')); }", path
+        )
+
     # The sensor: every tick is "0 runs requested" (SKIPPED); the one that made jobs also created the
     # workflow's partition, and its details say what it made.
     page.goto(f"{story.dagster}/locations/{REPOSITORY}@{LOCATION}/sensors/data_resources_sensor")
@@ -345,25 +352,25 @@ def capture(page, story: Story, out: Path) -> list[str]:
     shot("dagster-sensor-tick.png")
 
     # The jobs asset, the workflow's partition: what the tick made.
-    page.goto(f"{story.dagster}/assets/jobs?view=partitions&partition={WORKFLOW}")
+    visit(f"/assets/jobs?view=partitions&partition={WORKFLOW}")
     page.get_by_text("jobs_created").wait_for()
     page.get_by_text(story.failed_job).first.wait_for()
     shot("dagster-jobs-partition.png")
 
     # The operations asset: the last outcome (the failed one) is shown first.
-    page.goto(f"{story.dagster}/assets/operations?view=events")
+    visit("/assets/operations?view=events")
     page.get_by_text(f"JOB FAILED: job {story.failed_job} has no attempt left").wait_for()
     page.get_by_text("the stats command exited with status 1").first.wait_for()
     shot("dagster-operation-outcome.png")
 
     # The checks of operations: the failed share is red.
-    page.goto(f"{story.dagster}/assets/operations?view=checks")
+    visit("/assets/operations?view=checks")
     page.get_by_text("FAILED: 50% of the operations").wait_for()
     page.get_by_text("lapsed_leases_reaped").first.wait_for()
     shot("dagster-checks.png")
 
     # runtime_status: fresh figures, plotted.
-    page.goto(f"{story.dagster}/assets/runtime_status")
+    visit("/assets/runtime_status")
     plots = page.get_by_role("button", name="Plots")
     plots.click()
     page.get_by_text("failed_operations_share_last_hour").first.wait_for()
