@@ -8,7 +8,7 @@ import secrets
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     )
     dagster_port: int = Field(3000, gt=0, lt=65536, description="Port of the Dagster UI under `make dev`.")
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="Largest request body the API accepts.")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as plain text or JSON objects.")
+    log_requests: bool = Field(True, description="One log line per API request (`make dev` turns it off).")
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="A bearer token that may read GET /metrics only, for Prometheus (admins' tokens may too).",
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
