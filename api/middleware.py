@@ -8,18 +8,10 @@ import re
 import time
 import uuid
 
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.metrics import LATENCY, REQUESTS
 from nmdc_runtime import logs
-
-REQUESTS = Counter("nmdc_http_requests_total", "HTTP requests answered.", ["method", "route", "status"])
-LATENCY = Histogram(
-    "nmdc_http_request_duration_seconds",
-    "Time to answer an HTTP request.",
-    ["method", "route"],
-    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
 
 
 class BodyLimitMiddleware:

@@ -85,7 +85,9 @@ class Settings(BaseSettings):
     )
     dagster_port: int = Field(3000, gt=0, lt=65536, description="Port of the Dagster UI under `make dev`.")
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="Largest request body the API accepts.")
-    log_format: Literal["text", "json"] = Field("text", description="Log lines as plain text or JSON objects.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as plain text or JSON objects."
+    )
     log_requests: bool = Field(True, description="One log line per API request (`make dev` turns it off).")
     metrics_token: SecretStr | None = Field(
         None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import AdminPrincipal, PolicyDep, SessionDep, SitePrincipal
+from api.metrics import CLAIM_LATENCY
 from api.presenters import present_operation
 from nmdc_runtime.schemas.data import ClaimRequest, JobRead
 from nmdc_runtime.schemas.operations import OperationRead
@@ -55,7 +56,9 @@ def claim_job(
         policy=policy,
         lease_seconds=body.lease_seconds if body else None,
     )
-    if not claim.created:
+    if claim.created:
+        CLAIM_LATENCY.observe((claim.operation.create_time - claim.job.created_at).total_seconds())
+    else:
         response.status_code = 200
     return present_operation(session, claim.operation)
 

@@ -17,10 +17,11 @@ from nmdc_runtime.store import operations as store
 
 
 class Claim(NamedTuple):
-    """What a claim gets: the operation, and whether it is new (else the caller already held it)."""
+    """What a claim gets: the operation, whether it is new (else the caller already held it), and the job."""
 
     operation: Operation
     created: bool
+    job: Job
 
 
 def claim_job(
@@ -49,14 +50,14 @@ def claim_job(
             required_capabilities=terms.required_capabilities,
         )
         if decision is rules.ClaimDecision.EXISTING:
-            return Claim(current, created=False)
+            return Claim(current, created=False, job=job)
         lease = rules.lease_for_claim(
             requested=lease_seconds,
             workflow_lease_seconds=terms.lease_seconds,
             default_seconds=policy.claim_lease_seconds,
         )
         fields = rules.start_operation(job, site_id=site_id, now=now, lease_seconds=lease)
-        return Claim(store.insert_operation(session, **fields), created=True)
+        return Claim(store.insert_operation(session, **fields), created=True, job=job)
 
 
 def release_job(
