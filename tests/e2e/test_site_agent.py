@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from nmdc_runtime.client import NmdcClient, Operation
+from nmdc_site.client import NmdcClient, Operation
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
-from nmdc_runtime.site_agent.files import FileServer
+from nmdc_site.files import FileServer
 from nmdc_runtime.store import accounts
 from tests.integration.conftest import ADMIN_PASSWORD, make_site
 from tests.processes import free_port, live_api, wait_for
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 LEASE = 6
 WORKFLOW = "stats"
-STATS = [sys.executable, "-m", "nmdc_runtime.site_agent.examples.stats", "{inputs}"]
+STATS = [sys.executable, "-m", "nmdc_site.examples.stats", "{inputs}"]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""`nmdc_runtime.client` against the real API (in-process, through TestClient's transport) on real PostgreSQL,
+"""`nmdc_site.client` against the real API (in-process, through TestClient's transport) on real PostgreSQL,
 plus its retry and token behaviour against scripted transports."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from nmdc_runtime.client import (
+from nmdc_site.client import (
     Conflict,
     Forbidden,
     NmdcClient,

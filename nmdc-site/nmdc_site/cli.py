@@ -15,11 +15,11 @@ from typing import Annotated
 
 import typer
 
-from nmdc_runtime.client import ApiError, ClientError, NmdcClient
-from nmdc_runtime.site_agent.data_site import DataSite
-from nmdc_runtime.site_agent.executor import Agent, RunConfig
-from nmdc_runtime.site_agent.files import FileServer, default_public_url
-from nmdc_runtime.site_agent.watcher import Watcher
+from nmdc_site.client import ApiError, ClientError, NmdcClient
+from nmdc_site.data_site import DataSite
+from nmdc_site.run.job import Agent, RunConfig
+from nmdc_site.files import FileServer, default_public_url
+from nmdc_site.watcher import Watcher
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 log = logging.getLogger("nmdc_site")

@@ -28,8 +28,8 @@ import httpx
 import tenacity
 from pydantic import BaseModel
 
-from nmdc_runtime.client.errors import ApiError, ServerError, TransportError, Unauthorized, error_for
-from nmdc_runtime.client.models import (
+from nmdc_site.client.errors import ApiError, ServerError, TransportError, Unauthorized, error_for
+from nmdc_site.client.models import (
     Credentials,
     DataResource,
     Execution,

@@ -55,7 +55,7 @@ import httpx
 import tenacity
 from tqdm import tqdm
 
-from nmdc_runtime.client import (
+from nmdc_site.client import (
     ApiError,
     Conflict,
     DataResource,
@@ -68,7 +68,7 @@ from nmdc_runtime.client import (
     TransportError,
     ValidationError,
 )
-from nmdc_runtime.site_agent.files import CHUNK, digests, file_url, published_files
+from nmdc_site.files import CHUNK, digests, file_url, published_files
 
 log = logging.getLogger("nmdc_site.run")
 
