@@ -25,8 +25,8 @@ from pathlib import Path
 
 import httpx
 
-from nmdc_site.client import NmdcClient, Operation
 from nmdc_runtime.processes import free_port, stop_group, wait_for
+from nmdc_site.client import NmdcClient, Operation
 
 BIN = Path(sys.executable).parent
 ADMIN = "demo-admin"

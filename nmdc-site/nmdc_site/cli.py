@@ -17,8 +17,8 @@ import typer
 
 from nmdc_site.client import ApiError, ClientError, NmdcClient
 from nmdc_site.data_site import DataSite
-from nmdc_site.run.job import Agent, RunConfig
 from nmdc_site.files import FileServer, default_public_url
+from nmdc_site.run.job import Agent, RunConfig
 from nmdc_site.watcher import Watcher
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)

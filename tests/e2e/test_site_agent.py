@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
-from nmdc_site.client import NmdcClient, Operation
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
-from nmdc_site.files import FileServer
 from nmdc_runtime.store import accounts
+from nmdc_site.client import NmdcClient, Operation
+from nmdc_site.files import FileServer
 from tests.integration.conftest import ADMIN_PASSWORD, make_site
 from tests.processes import free_port, live_api, wait_for
 

@@ -11,6 +11,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from nmdc_runtime.db import Database
+from nmdc_runtime.store import accounts
 from nmdc_site.client import (
     Conflict,
     Forbidden,
@@ -22,8 +24,6 @@ from nmdc_site.client import (
     Unauthorized,
     ValidationError,
 )
-from nmdc_runtime.db import Database
-from nmdc_runtime.store import accounts
 from tests.integration.conftest import ADMIN_PASSWORD, make_site
 
 FAST = RetryPolicy(attempts=4, initial=0.01, maximum=0.02)
