@@ -1,4 +1,4 @@
-"""A typed Python client for the NMDC Runtime API (`design/API.md`), independent of the server's modules.
+"""A typed Python client for the NMDC Runtime API, independent of the server's modules.
 
 from nmdc_site.client import NmdcClient, Conflict
 
@@ -20,9 +20,10 @@ from nmdc_site.client.errors import (
     ServerError,
     TransportError,
     Unauthorized,
+    UnexpectedAnswer,
     ValidationError,
 )
-from nmdc_site.client.http import Claim, NmdcClient, RetryPolicy
+from nmdc_site.client.http import USER_AGENT, Claim, NmdcClient, RetryNotice, RetryPolicy
 from nmdc_site.client.models import (
     Checksum,
     Credentials,
@@ -40,6 +41,7 @@ from nmdc_site.client.models import (
 )
 
 __all__ = [
+    "USER_AGENT",
     "ApiError",
     "Checksum",
     "Claim",
@@ -57,12 +59,14 @@ __all__ = [
     "OperationMetadata",
     "PayloadTooLarge",
     "Principal",
+    "RetryNotice",
     "RetryPolicy",
     "ServerError",
     "Site",
     "Token",
     "TransportError",
     "Unauthorized",
+    "UnexpectedAnswer",
     "User",
     "ValidationError",
     "Workflow",
