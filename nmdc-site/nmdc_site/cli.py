@@ -21,7 +21,7 @@ import pydantic
 import typer
 
 from nmdc_site import __version__
-from nmdc_site.client import ClientError, NmdcClient, RetryNotice, RetryPolicy
+from nmdc_site.client import ClientError, NmdcClient, RetryNotice, RetryPolicy, Unauthorized
 from nmdc_site.data_site import DataSite
 from nmdc_site.files import FileServer, default_public_url
 from nmdc_site.run.config import RunConfig
@@ -319,6 +319,8 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         app()
+    except Unauthorized as exc:
+        message = f"credentials refused: {_one_line(exc)}"
     except ClientError as exc:
         message = _one_line(exc)
     except pydantic.ValidationError as exc:

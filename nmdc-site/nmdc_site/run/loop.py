@@ -179,7 +179,8 @@ class Agent:
                 log.info("stopping; job %s stays claimed and resumes on the next start", job.id)
                 return 130
             except LeaseRanOut as exc:
-                log.warning("job %s: %s; the claim stays recorded and is taken up again", job.id, exc)
+                log.warning("job %s: %s", job.id, exc)
+                log.warning("job %s: the claim stays recorded and is taken up again", job.id)
                 continue
             code = (outcome.get("error") or {}).get("code")
             if code and code != "CANCELLED":
