@@ -579,23 +579,35 @@ def _long_command(marker: Path, seconds: float) -> list[str]:
     return [sys.executable, "-c", script]
 
 
-def test_heartbeats_ride_out_an_outage_shorter_than_the_lease(
-    world: World, tmp_path: Path, served, gate: Gate
-):
-    root, base = served
-    job_id = make_job(world, root, base)
-    marker = tmp_path / "started"
-    env = {**world.env(world.exec_creds), "NMDC_API_URL": gate.url}
+def agent_behind(
+    gate: Gate, world: World, tmp_path: Path, *, seconds: float, beats: int, options: tuple[str, ...] = ()
+) -> subprocess.Popen:
+    """`nmdc-site run --once` talking to the API through `gate`, its command (writing its pid to
+    `tmp_path/started`, then sleeping `seconds`) started and `beats` heartbeats through."""
+    command = _long_command(tmp_path / "started", seconds)
     agent = subprocess.Popen(
-        [str(BIN / "nmdc-site"), *run_args(tmp_path / "exec", *_long_command(marker, 7))],
-        env=env,
+        [str(BIN / "nmdc-site"), *run_args(tmp_path / "exec", *command, options=options)],
+        env={**world.env(world.exec_creds), "NMDC_API_URL": gate.url},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        wait_for(marker.exists, 30, "the command to start")
-        wait_for(lambda: len(gate.patches) >= 3, 10, "three heartbeats")
+        wait_for((tmp_path / "started").exists, 30, "the command to start")
+        wait_for(lambda: len(gate.patches) >= beats, 10, f"{beats} heartbeats")
+    except BaseException:
+        stop(agent)
+        raise
+    return agent
+
+
+def test_heartbeats_ride_out_an_outage_shorter_than_the_lease(
+    world: World, tmp_path: Path, served, gate: Gate
+):
+    root, base = served
+    job_id = make_job(world, root, base)
+    agent = agent_behind(gate, world, tmp_path, seconds=7, beats=3)
+    try:
         time.sleep(0.3)  # the third one's answer is back: the lease runs LEASE seconds from it
         gate.shut()
         time.sleep(LEASE / 3 + 0.5)  # at least one heartbeat falls in the outage
@@ -622,20 +634,8 @@ def test_an_outage_longer_than_the_lease_stops_the_command_and_keeps_the_claim_f
     job_id = make_job(world, root, base)
     marker = tmp_path / "started"
     state_dir = tmp_path / "exec"
-    env = {**world.env(world.exec_creds), "NMDC_API_URL": gate.url}
-    agent = subprocess.Popen(
-        [
-            str(BIN / "nmdc-site"),
-            *run_args(state_dir, *_long_command(marker, 60), options=("--retries", "1")),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    agent = agent_behind(gate, world, tmp_path, seconds=60, beats=2, options=("--retries", "1"))
     try:
-        wait_for(marker.exists, 30, "the command to start")
-        wait_for(lambda: len(gate.patches) >= 2, 10, "two heartbeats")
         gate.shut()
         _, err = agent.communicate(timeout=LEASE + 20)
     finally:
