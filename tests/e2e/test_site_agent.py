@@ -624,7 +624,8 @@ def test_heartbeats_ride_out_an_outage_shorter_than_the_lease(
     # Before the outage, one heartbeat every third of the operation's lease (LEASE = 6 s).
     beats = gate.patches[:3]
     gaps = [b - a for a, b in itertools.pairwise(beats)]
-    assert all(LEASE / 3 - 0.5 < gap < LEASE / 3 + 0.8 for gap in gaps), gaps
+    # (Bounds wide enough for a loaded machine, narrow enough to tell 2 s from 1 s or 30 s.)
+    assert all(LEASE / 3 - 0.5 < gap < LEASE / 3 + 2 for gap in gaps), gaps
 
 
 def test_an_outage_longer_than_the_lease_stops_the_command_and_keeps_the_claim_for_later(
