@@ -17,8 +17,8 @@ from nmdc_runtime.migrations import upgrade
 log = logging.getLogger("nmdc_runtime.api")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API for `settings` (default: from the environment). The database is opened at start-up."""
+def create_app(settings: Settings) -> FastAPI:
+    """The API for `settings`. The database is opened at start-up."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -39,7 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Sites register data, claim jobs, report operations and executions.",
         lifespan=lifespan,
     )
-    app.state.settings = settings or get_settings()
+    app.state.settings = settings
+    app.state.policy = settings.policy()
     errors.install(app)
     for router in ROUTERS:
         # /token and /health answer without a bearer token; everything else shares the error answers.
@@ -49,4 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-app = create_app()
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn api.main:app` (deployments, `make dev`) gets the app for the environment's settings, made on
+    # first access rather than at import, so importing this module reads nothing and starts nothing.
+    if name == "app":
+        global app
+        app = create_app(get_settings())
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

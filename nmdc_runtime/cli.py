@@ -13,7 +13,7 @@ import typer
 from nmdc_runtime.config import get_settings
 from nmdc_runtime.domain.errors import AlreadyExists, InvalidInput, NotFound
 from nmdc_runtime.schemas.common import CHOSEN_ID_PATTERN, TAG_PATTERN
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import accounts
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="The runtime database.")
@@ -96,7 +96,7 @@ def users_create(
         _fail("the password must be at least 8 characters")
     database = _database()
     try:
-        with database.session() as session:
+        with database.sessionmaker() as session:
             user = accounts.create_user(
                 session, username=username, password=password, admin=admin, site_admin_of=site_admin_of or []
             )
@@ -125,11 +125,14 @@ def sites_create(
             _fail(f"capability {cap!r} must be 1-64 letters, digits or . _ : -")
     database = _database()
     try:
-        with database.session() as session:
-            accounts.create_site(
-                session, site_id=site_id, name=name or site_id, capabilities=capability or []
+        with database.sessionmaker() as session:
+            _, (client, secret) = accounts.create_site(
+                session,
+                site_id=site_id,
+                name=name or site_id,
+                capabilities=capability or [],
+                with_credentials=True,
             )
-            client, secret = accounts.create_site_client(session, site_id=site_id)
     except AlreadyExists as exc:
         _fail(exc.message, EXIT_CONFLICT)
     except InvalidInput as exc:

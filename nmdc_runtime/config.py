@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nmdc_runtime.domain.policy import Policy
+
 
 class Settings(BaseSettings):
     """Runtime settings. Every field is `NMDC_<FIELD>` in the environment."""
@@ -29,7 +31,12 @@ class Settings(BaseSettings):
         None,
         description="Key that signs access tokens. Unset: generated once and kept in NMDC_HOME (mode 0600).",
     )
-    claim_lease_seconds: int = Field(300, gt=0, description="How long a claim lasts without a heartbeat.")
+    claim_lease_seconds: int = Field(
+        300, gt=0, description="How long a claim lasts without a heartbeat, for workflows that set none."
+    )
+    max_lease_seconds: int = Field(
+        86400, gt=0, description="The longest lease a workflow may give its claims (`lease_seconds`)."
+    )
     operation_retention_seconds: int = Field(
         30 * 24 * 3600, ge=0, description="How long a finished operation is kept before it may be deleted."
     )
@@ -50,6 +57,16 @@ class Settings(BaseSettings):
     def _absolute_home(cls, value: Path) -> Path:
         # Dagster subprocesses and uvicorn workers may run elsewhere; fix the folder once.
         return value.expanduser().resolve()
+
+    def policy(self) -> Policy:
+        """The numbers the rules run on."""
+        return Policy(
+            claim_lease_seconds=self.claim_lease_seconds,
+            max_lease_seconds=self.max_lease_seconds,
+            operation_retention_seconds=self.operation_retention_seconds,
+            idempotency_retention_seconds=self.idempotency_retention_seconds,
+            max_attempts=self.max_attempts,
+        )
 
     def jwt_key(self) -> str:
         """The token signing key: the configured one, else one kept in NMDC_HOME."""
@@ -80,5 +97,6 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
+    """The process-wide settings, read once from the environment: for entry points only (the CLI, `api.main:app`,
+    the Dagster definitions), which pass them down explicitly."""
     return Settings()

@@ -139,7 +139,7 @@ def run(settings: Settings) -> int:
             f"  state      {settings.home}\n  Ctrl-C stops everything.\n",
             flush=True,
         )
-        server = None if settings.database_url else embedded_server(settings)
+        server = None if settings.database_url else embedded_server(settings.home)
         while not stopping:
             for name, proc in children.items():
                 if proc.poll() is not None:

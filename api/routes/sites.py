@@ -8,6 +8,7 @@ from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, SessionDep
 from nmdc_runtime.domain.errors import Forbidden
 from nmdc_runtime.schemas.accounts import SiteCreate, SiteCredentials, SiteRead
 from nmdc_runtime.schemas.common import Page
+from nmdc_runtime.services import accounts as services
 from nmdc_runtime.store import accounts
 
 router = APIRouter(tags=["sites"])
@@ -16,7 +17,7 @@ router = APIRouter(tags=["sites"])
 @router.post("/sites", status_code=201, response_model=SiteRead, responses={409: {"description": "Id taken"}})
 def create_site(body: SiteCreate, session: SessionDep, _: AdminPrincipal) -> SiteRead:
     """Register a site (admin). Its credentials come from `:generateCredentials`."""
-    row = accounts.create_site(
+    row, _ = services.create_site(
         session, site_id=body.id, name=body.name or body.id, capabilities=body.capabilities
     )
     return SiteRead.model_validate(row)
@@ -44,5 +45,5 @@ def generate_credentials(session: SessionDep, principal: CurrentPrincipal, site_
     # Checked before the site's existence, so that non-admins cannot probe which site ids exist.
     if principal.is_site or not principal.may_administer_site(site_id):
         raise Forbidden("only an admin or an admin of this site may generate its credentials")
-    client, secret = accounts.create_site_client(session, site_id=site_id)
+    client, secret = services.generate_credentials(session, site_id=site_id)
     return SiteCredentials(client_id=client.client_id, client_secret=secret)

@@ -12,7 +12,7 @@ from api.deps import DatabaseDep, SettingsDep
 from nmdc_runtime.auth import issue_token
 from nmdc_runtime.db import Database
 from nmdc_runtime.domain.principals import Principal
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import accounts
 
 router = APIRouter(tags=["auth"])
 
@@ -30,7 +30,7 @@ class Token(BaseModel):
 
 
 def _authenticate(database: Database, grant_type: str, name: str, secret: str) -> Principal | None:
-    with database.session() as session:
+    with database.sessionmaker() as session:
         if grant_type == "client_credentials":
             return accounts.authenticate_site_client(session, client_id=name, client_secret=secret)
         return accounts.authenticate_user(session, username=name, password=secret)

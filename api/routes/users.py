@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from api.deps import AdminPrincipal, CurrentPrincipal, SessionDep
 from nmdc_runtime.schemas.accounts import PrincipalRead, UserCreate, UserRead
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import accounts
 
 router = APIRouter(tags=["users"])
 

@@ -50,6 +50,7 @@ class OperationMetadata(BaseModel):
     attempt: int
     state: OperationState
     lease_expire_time: datetime
+    lease_seconds: int = Field(description="Each heartbeat by the holder renews the lease by this much.")
     progress: float | None = Field(None, ge=0, le=100, description="Percent done, as the site reports it.")
     message: str | None = None
     cancel_requested: bool

@@ -8,9 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from nmdc_runtime import auth
 from nmdc_runtime.domain.errors import AlreadyExists, NotFound
-from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.models import Site, SiteClient, User, UserSiteAdmin
 from nmdc_runtime.schemas.common import PageParams
 from nmdc_runtime.store.pages import fetch_page
@@ -42,25 +40,28 @@ def list_sites(session: Session, *, page: PageParams) -> tuple[Sequence[Site], s
     return fetch_page(session, sa.select(Site), Site.seq, page)
 
 
-def create_site_client(session: Session, *, site_id: str) -> tuple[SiteClient, str]:
-    """New credentials for a site: the stored client and the secret, which is returned only here."""
-    get_site(session, site_id=site_id)
-    secret = auth.new_client_secret()
-    client = SiteClient(client_id=auth.new_client_id(), site_id=site_id, secret_hash=auth.hash_secret(secret))
+def insert_site_client(session: Session, *, site_id: str, client_id: str, secret_hash: str) -> SiteClient:
+    """Insert credentials of a site (only the secret's hash is stored)."""
+    client = SiteClient(client_id=client_id, site_id=site_id, secret_hash=secret_hash)
     session.add(client)
     session.flush()
-    return client, secret
+    return client
+
+
+def get_site_client(session: Session, *, client_id: str) -> SiteClient | None:
+    """A site client by id, or None."""
+    return session.get(SiteClient, client_id)
 
 
 def create_user(
-    session: Session, *, username: str, password: str, admin: bool = False, site_admin_of: list[str] = ()
+    session: Session, *, username: str, password_hash: str, admin: bool, site_admin_of: Sequence[str]
 ) -> User:
-    """Insert a user (password hashed); an existing username raises AlreadyExists, an unknown site NotFound."""
+    """Insert a user; an existing username raises AlreadyExists, an unknown site NotFound."""
     for site_id in site_admin_of:
         get_site(session, site_id=site_id)
     row = session.execute(
         insert(User)
-        .values(username=username, password_hash=auth.hash_secret(password), admin=admin)
+        .values(username=username, password_hash=password_hash, admin=admin)
         .on_conflict_do_nothing(index_elements=[User.username])
         .returning(User)
     ).scalar_one_or_none()
@@ -72,6 +73,11 @@ def create_user(
     return row
 
 
+def get_user(session: Session, *, username: str) -> User | None:
+    """A user by name, or None."""
+    return session.get(User, username)
+
+
 def user_site_admin_of(session: Session, *, username: str) -> list[str]:
     """The sites a user administers."""
     return list(
@@ -81,24 +87,3 @@ def user_site_admin_of(session: Session, *, username: str) -> list[str]:
             .order_by(UserSiteAdmin.site_id)
         )
     )
-
-
-def authenticate_user(session: Session, *, username: str, password: str) -> Principal | None:
-    """The principal for a username and password, or None when they do not match."""
-    user = session.get(User, username)
-    if not auth.verify_secret(user.password_hash if user else None, password):
-        return None
-    return Principal(
-        kind="user",
-        name=user.username,
-        admin=user.admin,
-        site_admin_of=frozenset(user_site_admin_of(session, username=username)),
-    )
-
-
-def authenticate_site_client(session: Session, *, client_id: str, client_secret: str) -> Principal | None:
-    """The principal for a site client's credentials, or None when they do not match."""
-    client = session.get(SiteClient, client_id)
-    if not auth.verify_secret(client.secret_hash if client else None, client_secret):
-        return None
-    return Principal(kind="site_client", name=client.client_id, site_id=client.site_id)

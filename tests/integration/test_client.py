@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import accounts as account_services
 from nmdc_site import __version__
 from nmdc_site.client import (
     Conflict,
@@ -30,6 +30,7 @@ from nmdc_site.client import (
     UnexpectedAnswer,
     ValidationError,
 )
+from nmdc_site.run.heartbeat import heartbeat_interval, lease_seconds
 from tests.integration.conftest import ADMIN_PASSWORD, make_site
 
 FAST = RetryPolicy(attempts=4, initial=0.01, maximum=0.02)
@@ -38,7 +39,7 @@ FAST = RetryPolicy(attempts=4, initial=0.01, maximum=0.02)
 @pytest.fixture
 def admin(client: TestClient, clean_database: Database) -> NmdcClient:
     with clean_database.session() as session:
-        accounts.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
+        account_services.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
     return NmdcClient(http=client, username="admin", password=ADMIN_PASSWORD)
 
 
@@ -214,7 +215,7 @@ def test_the_server_receives_the_user_agent_and_a_claim_body_only_when_a_lease_i
         return await call_next(request)
 
     with clean_database.session() as session:
-        accounts.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
+        account_services.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
     creds = make_site(clean_database, "site-e")
     with TestClient(app) as http:
         admin = NmdcClient(http=http, username="admin", password=ADMIN_PASSWORD)
@@ -235,6 +236,24 @@ def test_the_server_receives_the_user_agent_and_a_claim_body_only_when_a_lease_i
     assert json.loads(claims[1]) == {"lease_seconds": 2}
     workflow_body = next(body for method, path, _, body in seen if (method, path) == ("POST", "/workflows"))
     assert "lease_seconds" not in json.loads(workflow_body)
+
+
+def test_a_workflow_s_lease_reaches_the_claim_and_sets_the_heartbeat_cadence(admin: NmdcClient, site):
+    d, e = site("site-d"), site("site-e")
+    workflow = admin.create_workflow("assembly", data_types=["reads"], lease_seconds=3600)
+    assert workflow.lease_seconds == 3600
+    first = admin.create_job("assembly", [register(d, "a.fq", data_type="reads").id])
+    op = e.claim_job(first.id).operation
+    assert lease_seconds(op) == 3600 and heartbeat_interval(lease_seconds(op)) == 30
+    second = admin.create_job("assembly", [register(d, "b.fq", data_type="reads").id])
+    with pytest.raises(ValidationError) as too_long:
+        e.claim_job(second.id, lease_seconds=7200)
+    assert too_long.value.status_code == 422
+    short = e.claim_job(second.id, lease_seconds=6).operation
+    assert lease_seconds(short) == 6 and heartbeat_interval(lease_seconds(short)) == 2
+    # A heartbeat renews by the operation's own length.
+    renewed = e.heartbeat(short.id)
+    assert (renewed.metadata.lease_expire_time - renewed.update_time).total_seconds() == pytest.approx(6)
 
 
 # ---- retries, idempotency keys and tokens, against scripted transports ------------------------------------

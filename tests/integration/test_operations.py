@@ -7,12 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from nmdc_runtime.domain.operations import (
-    MAX_METADATA_BYTES,
-    MAX_METADATA_KEYS,
-    delete_finished_operations,
-)
+from nmdc_runtime.domain.operations import MAX_METADATA_BYTES, MAX_METADATA_KEYS
 from nmdc_runtime.models import Execution, Operation
+from nmdc_runtime.services.maintenance import delete_finished_operations
 from tests.integration.claim_world import (
     claim,
     claimed,

@@ -49,6 +49,14 @@ def test_heartbeats_come_every_third_of_the_operation_s_own_lease_at_most_every_
     assert Heartbeat(None, op).interval == pytest.approx(interval)
 
 
+def test_the_lease_length_the_server_states_comes_first():
+    # An admin's pause or cancel moves update_time without renewing: the stated length still holds.
+    op = operation(3600, renewed_ago=3000)
+    op.update_time = datetime.now(UTC)
+    op.metadata.lease_seconds = 3600
+    assert lease_seconds(op) == 3600 and Heartbeat(None, op).interval == 30.0
+
+
 def test_the_lease_deadline_follows_the_claim_and_a_pause_never_lapses():
     fresh = Heartbeat(None, operation(60))
     assert 59 < fresh.remaining() <= 60

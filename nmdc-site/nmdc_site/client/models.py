@@ -134,6 +134,8 @@ class OperationMetadata(ApiModel):
     attempt: int = 1
     state: str
     lease_expire_time: datetime | None = None
+    lease_seconds: int | None = None
+    """The lease's length, by which each heartbeat renews it (servers that state it)."""
     progress: float | None = None
     message: str | None = None
     cancel_requested: bool = False

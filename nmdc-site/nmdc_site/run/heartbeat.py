@@ -1,9 +1,10 @@
 """Heartbeats: the claim's lease, renewed on a thread of its own whatever the command does.
 
 The agent PATCHes the operation every ``min(lease / 3, 30 s)``, where ``lease`` is the operation's own lease
-length as the server states it (``metadata.lease_expire_time`` minus the time of the last renewal), so a
-cancel or pause request is seen within 30 s and two heartbeats may fail before a lease ends. Each PATCH
-reports the latest progress and message; its answer brings ``cancel_requested`` and ``paused``.
+length as the server states it (``metadata.lease_seconds``, or ``metadata.lease_expire_time`` minus the time
+of the last renewal), so a cancel or pause request is seen within 30 s and two heartbeats may fail before a
+lease ends. Each PATCH reports the latest progress and message; its answer brings ``cancel_requested`` and
+``paused``.
 
 While the claim is held, a request that fails on the way (API unreachable, 5xx) is retried for as long as the
 lease lasts, counted from the last renewal the server confirmed; a paused operation does not lapse, so while
@@ -39,7 +40,10 @@ MIN_INTERVAL = 0.1
 
 
 def lease_seconds(operation: Operation) -> float | None:
-    """The operation's own lease length: its ``lease_expire_time`` minus its last renewal (or creation)."""
+    """The operation's own lease length: ``metadata.lease_seconds`` where the server states it, else its
+    ``lease_expire_time`` minus its last renewal (or creation)."""
+    if operation.metadata.lease_seconds:
+        return float(operation.metadata.lease_seconds)
     expire = operation.metadata.lease_expire_time
     since = operation.update_time or operation.create_time
     if expire is None or since is None:
