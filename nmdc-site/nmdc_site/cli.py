@@ -201,8 +201,8 @@ def run(
         typer.Option(
             "--lease-seconds",
             min=1,
-            help="Ask for claims with a lease this long, up to the workflow's lease_seconds (servers that "
-            "accept it; default: the workflow's or the server's lease).",
+            help="Ask for claims with a lease this long, up to the workflow's lease_seconds "
+            "(default: the workflow's lease, else the server's).",
         ),
     ] = None,
     output_data_type: Annotated[
