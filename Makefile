@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml nmdc-site/pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ./nmdc-site
 	@touch $(STAMP)
 
+# `make dev VERBOSE=1` also shows each API request and Dagster's info lines.
 dev: install
-	$(BIN)/nmdc-runtime dev
+	$(BIN)/nmdc-runtime dev $(if $(VERBOSE),--verbose)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
