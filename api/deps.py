@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -107,12 +108,26 @@ async def _site(principal: Annotated[Principal, Depends(_principal)]) -> Princip
     return principal
 
 
+async def _metrics_reader(request: Request, token: Annotated[str | None, Depends(_bearer)]) -> None:
+    # Prometheus holds a static scrape token, not a site's or a person's credentials.
+    scrape = request.app.state.settings.metrics_token
+    if token and scrape is not None and hmac.compare_digest(token, scrape.get_secret_value()):
+        return
+    principal = await _principal(request, token)
+    if not principal.admin:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, detail="metrics need a runtime admin or the scrape token"
+        )
+
+
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 """Any authenticated caller."""
 AdminPrincipal = Annotated[Principal, Depends(_admin)]
 """A runtime admin (staff user)."""
 SitePrincipal = Annotated[Principal, Depends(_site)]
 """A site client; `principal.site_id` is the site it acts for."""
+MetricsReader = Annotated[None, Depends(_metrics_reader)]
+"""A runtime admin, or Prometheus with the scrape token `NMDC_METRICS_TOKEN`."""
 
 
 def _known_query_params(route: APIRoute) -> frozenset[str]:

@@ -8,7 +8,8 @@
 - **Hash checks are bounded**: argon2 takes 64 MiB and about 0.2 s of a core per check. At most
   `NMDC_HASH_CONCURRENCY` run at once per process, in threads of their own (not the pool every sync route
   shares) at the lowest CPU priority, so other requests preempt them; at most `NMDC_LOGIN_QUEUE_LIMIT` more
-  wait, and the rest get 429 at once. Memory stays at a few checks' worth whatever the flood.
+  wait, for `MAX_WAIT_SECONDS` at most, and the rest get 429 at once. Memory stays at a few checks' worth
+  whatever the flood, and no login waits long for an answer.
 - **The source address** is the peer's, or, when the peer is a proxy named in `NMDC_TRUSTED_PROXIES`, the
   nearest address in `X-Forwarded-For` that is not one of those proxies.
 
@@ -34,6 +35,9 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 T = TypeVar("T")
+
+MAX_WAIT_SECONDS = 5.0
+"""How long a login may wait for a hash check slot before it gets 429."""
 
 
 class TooManyAttempts(Exception):
@@ -116,8 +120,14 @@ class LoginGuard:
                 raise TooManyAttempts(1, "too many logins in progress")
             self._admitted += 1
         try:
-            async with self._slots:
+            try:
+                await asyncio.wait_for(self._slots.acquire(), MAX_WAIT_SECONDS)
+            except TimeoutError:
+                raise TooManyAttempts(1, "too many logins in progress") from None
+            try:
                 return await asyncio.get_running_loop().run_in_executor(self._checks, check)
+            finally:
+                self._slots.release()
         finally:
             with self._lock:
                 self._admitted -= 1

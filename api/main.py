@@ -10,9 +10,10 @@ from fastapi import FastAPI
 
 from api import errors
 from api.login_guard import LoginGuard
-from api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from api.middleware import BodyLimitMiddleware, RequestTelemetry
 from api.revocations import Revocations
 from api.routes import PUBLIC_ROUTERS, ROUTERS
+from nmdc_runtime import logs
 from nmdc_runtime.config import Settings, get_settings
 from nmdc_runtime.db import Database, resolve_urls
 from nmdc_runtime.migrations import upgrade
@@ -65,7 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
         # /token and /health answer without a bearer token; everything else shares the error answers.
         app.include_router(router, responses={} if router in PUBLIC_ROUTERS else errors.ERROR_RESPONSES)
     app.add_middleware(BodyLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestTelemetry, log_requests=settings.log_requests)
     return app
 
 
@@ -74,6 +75,8 @@ def __getattr__(name: str) -> FastAPI:
     # first access rather than at import, so importing this module reads nothing and starts nothing.
     if name == "app":
         global app
-        app = create_app(get_settings())
+        settings = get_settings()
+        logs.configure(settings.log_format)
+        app = create_app(settings)
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -259,11 +259,15 @@ def env() -> None:
 
 
 @app.command("dev")
-def dev() -> None:
+def dev(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show each API request and Dagster's info lines.")
+    ] = False,
+) -> None:
     """Run the whole system: embedded PostgreSQL, migrations, the API and Dagster (UI and daemon)."""
     from nmdc_runtime.devserver import run
 
-    raise typer.Exit(run(get_settings()))
+    raise typer.Exit(run(get_settings(), verbose=verbose))
 
 
 @app.command("demo")
@@ -280,7 +284,9 @@ def _safe(url: str) -> str:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from nmdc_runtime import logs
+
+    logging.basicConfig(level=logging.INFO, format=logs.TEXT_FORMAT)
     # Migrations are applied on every command; their step-by-step log is noise unless one fails.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     app()

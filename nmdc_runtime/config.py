@@ -8,7 +8,7 @@ import secrets
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -111,6 +111,14 @@ class Settings(BaseSettings):
         ge=0,
         le=1,
         description="Check failed_operations_share fails when a larger share of the last hour's operations failed.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as plain text or JSON objects."
+    )
+    log_requests: bool = Field(True, description="One log line per API request (`make dev` turns it off).")
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="A bearer token that may read GET /metrics only, for Prometheus (admins' tokens may too).",
     )
 
     @field_validator("trusted_proxies", mode="before")

@@ -16,7 +16,17 @@ import httpx
 from nmdc_runtime.config import Settings
 from nmdc_runtime.processes import free_port, stop_group, wait_for
 
-__all__ = ["BIN", "REPO", "free_port", "live_api", "live_dagster", "runtime_env", "stop_group", "wait_for"]
+__all__ = [
+    "BIN",
+    "REPO",
+    "ApiURL",
+    "free_port",
+    "live_api",
+    "live_dagster",
+    "runtime_env",
+    "stop_group",
+    "wait_for",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -36,6 +46,12 @@ def runtime_env(settings: Settings, home: Path, **overrides: str) -> dict[str, s
     return env
 
 
+class ApiURL(str):
+    """A live API's base URL, which also knows the pid of the process serving it."""
+
+    pid: int
+
+
 @contextlib.contextmanager
 def _serving(
     name: str,
@@ -46,9 +62,9 @@ def _serving(
     log_path: Path,
     probe: str,
     stop_timeout: float,
-) -> Iterator[None]:
-    """Run `argv` in a session of its own (output in `log_path`) until GET `probe` answers 200; stop its whole
-    process group on leaving."""
+) -> Iterator[subprocess.Popen]:
+    """Run `argv` in a session of its own (output in `log_path`) until GET `probe` answers 200; yields the
+    process, and stops its whole process group on leaving."""
     # A file, not a pipe: nobody reads a pipe while the test runs, and a full one would block the server.
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -64,17 +80,17 @@ def _serving(
 
     try:
         wait_for(answering, 120, f"{name} at {probe}")
-        yield
+        yield proc
     finally:
         stop_group(proc, timeout=stop_timeout)
 
 
 @contextlib.contextmanager
-def live_api(settings: Settings, home: Path, workers: int = 1, **env: str) -> Iterator[str]:
+def live_api(settings: Settings, home: Path, workers: int = 1, **env: str) -> Iterator[ApiURL]:
     """`uvicorn api.main:app` (with `--workers` when more than one) on a free port (log in `home/api.log`);
-    yields its base URL, then stops it."""
+    yields its base URL (with `.pid`), then stops it."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = ApiURL(f"http://127.0.0.1:{port}")
     argv = [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
     with _serving(
         "the API",
@@ -84,7 +100,8 @@ def live_api(settings: Settings, home: Path, workers: int = 1, **env: str) -> It
         log_path=home / "api.log",
         probe=url + "/health",
         stop_timeout=20,
-    ):
+    ) as proc:
+        url.pid = proc.pid
         yield url
 
 

@@ -342,3 +342,9 @@ def runtime_status(
     status["operations_ended_by_state"] = {state: n for state, n, _ in ended}
     status["jobs_failed_for_good"] = sum(final for _, _, final in ended)
     return status
+
+
+def operations_by_state(session: Session) -> dict[str, int]:
+    """How many operations are stored in each state."""
+    rows = session.execute(sa.select(Operation.state, sa.func.count()).group_by(Operation.state))
+    return {state: count for state, count in rows}

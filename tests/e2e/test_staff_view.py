@@ -26,10 +26,10 @@ from typing import Any
 import httpx
 import pytest
 
-from nmdc_runtime.client import NmdcClient
 from nmdc_runtime.db import Database, database_name, drop_database, ensure_database, with_database
 from nmdc_runtime.models import Workflow
 from nmdc_runtime.services import accounts as account_services
+from nmdc_site.client import NmdcClient
 from tests.conftest import empty_tables
 from tests.processes import live_api, live_dagster, wait_for
 

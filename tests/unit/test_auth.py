@@ -82,3 +82,13 @@ def test_tokens_name_their_issuer_and_this_api_as_audience():
     without = jwt.encode({k: v for k, v in claims.items() if k != "aud"}, KEY, algorithm="HS256")
     with pytest.raises(auth.InvalidToken):
         auth.read_token(without, key=KEY, issuer="runtime-a")
+
+
+def test_unsigned_tokens_are_refused():
+    import jwt
+
+    signed = auth.issue_token(Principal(kind="user", name="a", admin=True), key=KEY, expires_in=60)
+    claims = jwt.decode(signed, KEY, algorithms=["HS256"], audience=auth.AUDIENCE)
+    unsigned = jwt.encode(claims, None, algorithm="none")
+    with pytest.raises(auth.InvalidToken):
+        auth.read_token(unsigned, key=KEY)
