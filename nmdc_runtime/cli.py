@@ -127,7 +127,12 @@ def users_create(
     try:
         with database.sessionmaker() as session:
             user = accounts.create_user(
-                session, username=username, password=password, admin=admin, site_admin_of=site_admin_of or []
+                session,
+                username=username,
+                password=password,
+                admin=admin,
+                site_admin_of=site_admin_of or [],
+                actor=_actor(),
             )
     except AlreadyExists as exc:
         _fail(exc.message, EXIT_CONFLICT)

@@ -30,7 +30,9 @@ def _samples(text: str) -> dict[tuple[str, tuple], float]:
 @pytest.fixture
 def scraped(settings, clean_database, admin_headers):
     """An app with a scrape token, and a world with 3 jobs, one of them claimed."""
-    with TestClient(create_app(settings.model_copy(update={"metrics_token": SecretStr(SCRAPE_TOKEN)}))) as client:
+    with TestClient(
+        create_app(settings.model_copy(update={"metrics_token": SecretStr(SCRAPE_TOKEN)}))
+    ) as client:
         world = make_world(client, clean_database, admin_headers, settings)
         jobs = [new_job(world) for _ in range(3)]
         assert claim(client, world.site_e, jobs[0]["id"]).status_code == 201
