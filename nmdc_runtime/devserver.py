@@ -149,6 +149,8 @@ def run(settings: Settings, *, verbose: bool = False) -> int:
             f"  database   {_redacted(env['NMDC_DATABASE_URL'])}\n"
             f"  Dagster DB {_redacted(env['NMDC_DAGSTER_DATABASE_URL'])}\n"
             f"  state      {settings.home}\n  Ctrl-C stops everything.\n",
+            # Standard error, like every command's naming of its database: standard output is for results.
+            file=sys.stderr,
             flush=True,
         )
         server = None if settings.database_url else embedded_server(settings.home)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from nmdc_runtime.config import Settings
+from nmdc_runtime.config import CHECKOUT, Settings, default_home
 from nmdc_runtime.db import DatabaseURLs, database_name, normalize_url, resolve_urls, with_database
 
 
@@ -17,8 +17,10 @@ def test_defaults_match_the_readme(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     settings = Settings()
-    assert settings.home == tmp_path / ".nmdc"
+    # A checkout's own .nmdc, whatever the working directory.
+    assert settings.home == CHECKOUT / ".nmdc" and (CHECKOUT / "pyproject.toml").exists()
     assert settings.database_url is None and settings.dagster_database_url is None
+    assert settings.database_timeout_seconds == 1.5
     assert (settings.claim_lease_seconds, settings.operation_retention_seconds, settings.max_attempts) == (
         300,
         30 * 24 * 3600,
@@ -33,6 +35,44 @@ def test_environment_overrides_with_the_nmdc_prefix(monkeypatch, tmp_path):
     monkeypatch.setenv("NMDC_HOME", str(tmp_path / "state"))
     settings = Settings()
     assert (settings.claim_lease_seconds, settings.max_attempts, settings.home) == (7, 5, tmp_path / "state")
+
+
+def test_outside_a_checkout_the_default_home_is_the_users_data_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_home(tmp_path) == tmp_path / "data" / "nmdc-runtime"
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "someone-else"\n')
+    assert default_home(tmp_path) == tmp_path / "data" / "nmdc-runtime"
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "nmdc-runtime"\n')
+    assert default_home(tmp_path) == tmp_path / ".nmdc"
+
+
+def test_a_relative_home_is_resolved_once_against_the_working_directory(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NMDC_HOME", "state")
+    settings = Settings()
+    monkeypatch.chdir("/")
+    assert settings.home == tmp_path / "state"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u:p@h/db",
+        "sqlite:///x.db",
+        "postgresql+psycopg://u@h/db",
+        "nonsense",
+        "postgresql://u@h:port/db",
+    ],
+)
+def test_database_urls_other_than_postgresql_with_psycopg2_are_refused_without_echoing_them(url):
+    with pytest.raises(ValidationError) as refused:
+        Settings(database_url="postgresql://u@h/db", dagster_database_url=url)
+    assert [error["loc"] for error in refused.value.errors()] == [("dagster_database_url",)]
+    assert all(url not in error["msg"] for error in refused.value.errors())
+
+
+def test_an_empty_database_url_means_unset():
+    assert Settings(database_url="", dagster_database_url="").database_url is None
 
 
 def test_nonsense_values_are_refused(monkeypatch):

