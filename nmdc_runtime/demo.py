@@ -133,6 +133,8 @@ def run() -> int:
         stack = processes.start(
             "stack", [str(BIN / "nmdc-runtime"), "dev"], env, log=home / "stack.log", stream_stdout=False
         )
+        # Like every command, on standard error (the story is standard output).
+        print(f"database: the embedded server in {home / 'pg'}", file=sys.stderr, flush=True)
 
         def healthy() -> bool:
             if stack.poll() is not None:
