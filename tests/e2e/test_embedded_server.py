@@ -42,6 +42,7 @@ def home() -> Iterator[Path]:
     # to reach its data; every pytest session that starts (other runs on the machine included) makes
     # /tmp/pytest-of-root private again, and a server starting at that moment fails.
     folder = Path(tempfile.mkdtemp(prefix="nmdc-embedded-"))
+    (folder / "home").mkdir()
     yield folder / "home"
     shutil.rmtree(folder, ignore_errors=True)
 
