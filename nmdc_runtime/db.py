@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 APP_DATABASE = "nmdc"
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_DUPLICATE_DATABASE, _UNIQUE_VIOLATION = "42P04", "23505"
 
 
 @dataclass(frozen=True)
@@ -164,9 +165,11 @@ def ensure_database(server_url: str, name: str) -> None:
                 try:
                     conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
                     log.info("created database %s", name)
-                except sa.exc.ProgrammingError as exc:
-                    # Another process created it between our check and our CREATE.
-                    if "already exists" not in str(exc):
+                except (sa.exc.ProgrammingError, sa.exc.IntegrityError) as exc:
+                    # Another process created it between our check and our CREATE: PostgreSQL says so with
+                    # duplicate_database, or, when both CREATEs ran at once, with a unique_violation on its
+                    # catalog (uvicorn workers starting together on a fresh embedded server).
+                    if getattr(exc.orig, "pgcode", None) not in (_DUPLICATE_DATABASE, _UNIQUE_VIOLATION):
                         raise
     finally:
         engine.dispose()

@@ -78,13 +78,14 @@ def _assert_server_stopped(home: Path, postmaster: psutil.Process) -> None:
 
 
 @contextlib.contextmanager
-def _api(home: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+def _api(home: Path, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen]]:
     """`uvicorn api.main:app` on the embedded server under `home` (started by it if need be)."""
     port = free_port()
     log_path = home / f"api-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
+            [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
+            + (["--workers", str(workers)] if workers > 1 else []),
             cwd=REPO,
             env=_env(home),
             stdout=log,
@@ -105,6 +106,28 @@ def _api(home: Path) -> Iterator[tuple[str, subprocess.Popen]]:
         yield url, proc
     finally:
         stop_group(proc)
+
+
+@pytest.mark.parametrize(
+    ("signum", "workers"), [(signal.SIGTERM, 2), (signal.SIGINT, 1)], ids=["SIGTERM-2-workers", "SIGINT"]
+)
+def test_uvicorn_lets_go_of_the_embedded_server(home, signum, workers):
+    """A hand-run `uvicorn api.main:app` that started the server stops it when it is stopped itself.
+
+    First in this module, on a server not made yet: two workers start together, make the server's databases
+    at the same moment, and each attaches.
+    """
+    with _api(home, workers) as (_, proc):
+        postmaster = _postmaster(home)
+        wait_for(lambda: len(_handles(home)) == workers, 60, f"{workers} processes to attach")
+        # The workers, each one attached (under --workers the supervisor has a helper process too).
+        serving = (
+            {process.pid for process in psutil.Process(proc.pid).children()} if workers > 1 else {proc.pid}
+        )
+        assert set(_handles(home)) <= serving
+        proc.send_signal(signum)  # the process alone, as `kill` or Ctrl-C in its terminal would
+        proc.wait(30)
+    _assert_server_stopped(home, postmaster)
 
 
 def _timed(client: httpx.Client, method: str, path: str, **kwargs) -> tuple[int, float]:
@@ -161,17 +184,6 @@ def test_a_stopped_database_gives_503_in_time_no_database_routes_answer_and_the_
         for _ in range(40):
             assert client.get("/jobs").status_code == 200
         assert client.post("/token", data=login).status_code == 200
-
-
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_uvicorn_lets_go_of_the_embedded_server(home, signum):
-    """A hand-run `uvicorn api.main:app` that started the server stops it when it is stopped itself."""
-    with _api(home) as (_, proc):
-        postmaster = _postmaster(home)
-        assert _handles(home) == [proc.pid]
-        proc.send_signal(signum)  # the process alone, as `kill` or Ctrl-C in its terminal would
-        proc.wait(30)
-    _assert_server_stopped(home, postmaster)
 
 
 def test_a_killed_process_does_not_keep_the_server_running_and_the_cli_lets_go_on_sigterm(home):
