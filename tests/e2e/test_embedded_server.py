@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -24,9 +23,10 @@ import httpx
 import psutil
 import pytest
 
+from nmdc_runtime.config import Settings
 from nmdc_runtime.db import APP_DATABASE, Database
 from nmdc_runtime.services import accounts
-from tests.processes import BIN, REPO, free_port, stop_group, wait_for
+from tests.processes import BIN, live_api, runtime_env, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -34,6 +34,8 @@ ADMIN_PASSWORD = "admin-password-123"
 ANSWER_WITHIN = 5.0
 """Seconds within which every request must be answered while the server is stopped (issue 10)."""
 LIMITS = httpx.Limits(max_connections=50, max_keepalive_connections=50)
+EMBEDDED = {"NMDC_DATABASE_URL": "", "NMDC_DAGSTER_DATABASE_URL": ""}
+"""Empty database URLs: the embedded server under NMDC_HOME."""
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +47,6 @@ def home() -> Iterator[Path]:
     (folder / "home").mkdir()
     yield folder / "home"
     shutil.rmtree(folder, ignore_errors=True)
-
-
-def _env(home: Path) -> dict[str, str]:
-    """A runtime process on the embedded server under `home`: no database URL."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NMDC_")}
-    env.update(NMDC_HOME=str(home), NMDC_JWT_SECRET="embedded-server-tests-" + "k" * 32)
-    return env
 
 
 def _handles(home: Path) -> list[int]:
@@ -77,56 +72,23 @@ def _assert_server_stopped(home: Path, postmaster: psutil.Process) -> None:
     assert _handles(home) == []
 
 
-@contextlib.contextmanager
-def _api(home: Path, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`uvicorn api.main:app` on the embedded server under `home` (started by it if need be)."""
-    port = free_port()
-    log_path = home / f"api-{port}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
-            + (["--workers", str(workers)] if workers > 1 else []),
-            cwd=REPO,
-            env=_env(home),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert proc.poll() is None, f"the API exited: {log_path.read_text(errors='replace')}"
-        try:
-            return httpx.get(url + "/health", timeout=5).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(healthy, 120, f"the API at {url}")
-        yield url, proc
-    finally:
-        stop_group(proc)
-
-
 @pytest.mark.parametrize(
     ("signum", "workers"), [(signal.SIGTERM, 2), (signal.SIGINT, 1)], ids=["SIGTERM-2-workers", "SIGINT"]
 )
-def test_uvicorn_lets_go_of_the_embedded_server(home, signum, workers):
+def test_uvicorn_lets_go_of_the_embedded_server(settings: Settings, home: Path, signum, workers):
     """A hand-run `uvicorn api.main:app` that started the server stops it when it is stopped itself.
 
     First in this module, on a server not made yet: two workers start together, make the server's databases
     at the same moment, and each attaches.
     """
-    with _api(home, workers) as (_, proc):
-        postmaster = _postmaster(home)
+    with live_api(settings, home, workers, **EMBEDDED) as url:
+        postmaster, uvicorn = _postmaster(home), psutil.Process(url.pid)
         wait_for(lambda: len(_handles(home)) == workers, 60, f"{workers} processes to attach")
         # The workers, each one attached (under --workers the supervisor has a helper process too).
-        serving = (
-            {process.pid for process in psutil.Process(proc.pid).children()} if workers > 1 else {proc.pid}
-        )
+        serving = {process.pid for process in uvicorn.children()} if workers > 1 else {url.pid}
         assert set(_handles(home)) <= serving
-        proc.send_signal(signum)  # the process alone, as `kill` or Ctrl-C in its terminal would
-        proc.wait(30)
+        uvicorn.send_signal(signum)  # the process alone, as `kill` or Ctrl-C in its terminal would
+        uvicorn.wait(30)
     _assert_server_stopped(home, postmaster)
 
 
@@ -136,8 +98,13 @@ def _timed(client: httpx.Client, method: str, path: str, **kwargs) -> tuple[int,
     return response.status_code, time.monotonic() - started
 
 
-def test_a_stopped_database_gives_503_in_time_no_database_routes_answer_and_the_api_recovers(home):
-    with _api(home) as (url, _), httpx.Client(base_url=url, timeout=30, limits=LIMITS) as client:
+def test_a_stopped_database_gives_503_in_time_no_database_routes_answer_and_the_api_recovers(
+    settings: Settings, home: Path
+):
+    with (
+        live_api(settings, home, **EMBEDDED) as url,
+        httpx.Client(base_url=url, timeout=30, limits=LIMITS) as client,
+    ):
         database = Database(f"postgresql+psycopg2://postgres:@/{APP_DATABASE}?host={home / 'pg'}")
         with database.sessionmaker() as session:
             accounts.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
@@ -186,7 +153,9 @@ def test_a_stopped_database_gives_503_in_time_no_database_routes_answer_and_the_
         assert client.post("/token", data=login).status_code == 200
 
 
-def test_a_killed_process_does_not_keep_the_server_running_and_the_cli_lets_go_on_sigterm(home):
+def test_a_killed_process_does_not_keep_the_server_running_and_the_cli_lets_go_on_sigterm(
+    settings: Settings, home: Path
+):
     """A process killed outright (SIGKILL) cannot let go; the last live one stops the server all the same."""
     holder = subprocess.Popen(
         [
@@ -195,7 +164,7 @@ def test_a_killed_process_does_not_keep_the_server_running_and_the_cli_lets_go_o
             "import time; from nmdc_runtime.config import Settings; from nmdc_runtime.db import resolve_urls;"
             "resolve_urls(Settings()); print('up', flush=True); time.sleep(120)",
         ],
-        env=_env(home),
+        env=runtime_env(settings, home, **EMBEDDED),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -208,7 +177,7 @@ def test_a_killed_process_does_not_keep_the_server_running_and_the_cli_lets_go_o
     # `db shell` stays attached while psql runs (here reading an open, empty standard input).
     shell = subprocess.Popen(
         [str(BIN / "nmdc-runtime"), "db", "shell"],
-        env=_env(home),
+        env=runtime_env(settings, home, **EMBEDDED),
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
