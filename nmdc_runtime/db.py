@@ -99,9 +99,11 @@ def embedded_server(home: Path):
     pgdata = (home / "pg").resolve()
     try:
         server = get_server(pgdata, cleanup_mode="stop")
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+    except (subprocess.SubprocessError, OSError) as exc:
+        # pg_ctl failed or timed out (the package has logged its output), or a folder could not be used.
         raise EmbeddedServerError(
-            f"the embedded PostgreSQL server in {pgdata} did not start (its log: {pgdata / 'log'})"
+            f"the embedded PostgreSQL server in {pgdata} did not start ({type(exc).__name__}; "
+            f"its log, if any: {pgdata / 'log'})"
         ) from exc
     if pgdata not in _attached:
         _attached[pgdata] = server

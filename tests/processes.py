@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ __all__ = [
     "BIN",
     "REPO",
     "ApiURL",
+    "embedded_home",
     "free_port",
     "live_api",
     "live_dagster",
@@ -44,6 +46,22 @@ def runtime_env(settings: Settings, home: Path, **overrides: str) -> dict[str, s
     )
     env.update(overrides)
     return env
+
+
+@contextlib.contextmanager
+def embedded_home() -> Iterator[Path]:
+    """A fresh NMDC_HOME for an embedded server of a test's own, removed afterwards.
+
+    Not under pytest's temporary folder: as root, the package runs the server as another user, which must reach
+    its data, and every pytest session that starts (other runs on the machine included) makes
+    /tmp/pytest-of-root private again; a server starting at that moment fails ("Permission denied").
+    """
+    folder = Path(tempfile.mkdtemp(prefix="nmdc-embedded-"))
+    try:
+        (folder / "home").mkdir()
+        yield folder / "home"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class ApiURL(str):

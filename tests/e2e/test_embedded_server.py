@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +24,7 @@ import pytest
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import APP_DATABASE, Database
 from nmdc_runtime.services import accounts
-from tests.processes import BIN, live_api, runtime_env, wait_for
+from tests.processes import BIN, embedded_home, live_api, runtime_env, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -40,13 +38,8 @@ EMBEDDED = {"NMDC_DATABASE_URL": "", "NMDC_DAGSTER_DATABASE_URL": ""}
 
 @pytest.fixture(scope="module")
 def home() -> Iterator[Path]:
-    # Not under pytest's temporary folder: as root, the package runs the server as another user, which needs
-    # to reach its data; every pytest session that starts (other runs on the machine included) makes
-    # /tmp/pytest-of-root private again, and a server starting at that moment fails.
-    folder = Path(tempfile.mkdtemp(prefix="nmdc-embedded-"))
-    (folder / "home").mkdir()
-    yield folder / "home"
-    shutil.rmtree(folder, ignore_errors=True)
+    with embedded_home() as folder:
+        yield folder
 
 
 def _handles(home: Path) -> list[int]:

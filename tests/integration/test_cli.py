@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from nmdc_runtime.auth import verify_secret
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
 from nmdc_runtime.models import DataResource, Site, SiteClient, User, UserSiteAdmin
+from tests.processes import embedded_home
 
 CLI = [sys.executable, "-m", "nmdc_runtime.cli"]
 
@@ -103,9 +105,15 @@ def test_existing_site_exits_1_and_changes_nothing(url_env, clean_database):
         assert clients == [first["client_id"]]
 
 
-def test_embedded_default_starts_a_server_under_nmdc_home_and_stops_it(tmp_path: Path):
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """NMDC_HOME for an embedded server of the test's own."""
+    with embedded_home() as folder:
+        yield folder
+
+
+def test_embedded_default_starts_a_server_under_nmdc_home_and_stops_it(home: Path):
     """With no NMDC_DATABASE_URL the CLI starts an embedded server in NMDC_HOME, and it is gone afterwards."""
-    home = tmp_path / "h"
     env = {"NMDC_HOME": str(home)}
     created = run_cli(["sites", "create", "site-d"], env)
     assert created.returncode == 0, created.stderr
@@ -117,8 +125,7 @@ def test_embedded_default_starts_a_server_under_nmdc_home_and_stops_it(tmp_path:
     assert again.returncode == 1 and "already exists" in again.stderr
 
 
-def test_a_second_process_attaches_to_the_running_embedded_server(tmp_path: Path):
-    home = tmp_path / "h"
+def test_a_second_process_attaches_to_the_running_embedded_server(home: Path):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NMDC_")}, "NMDC_HOME": str(home)}
     holder = subprocess.Popen(
         [
