@@ -100,7 +100,9 @@ def test_a_stopped_database_gives_503_in_time_no_database_routes_answer_and_the_
     ):
         database = Database(f"postgresql+psycopg2://postgres:@/{APP_DATABASE}?host={home / 'pg'}")
         with database.sessionmaker() as session:
-            accounts.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
+            accounts.create_user(
+                session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
+            )
         database.dispose()
         login = {"grant_type": "password", "username": "admin", "password": ADMIN_PASSWORD}
         token = client.post("/token", data=login).json()["access_token"]
