@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from api.middleware import BodyLimitMiddleware, JsonBodyMiddleware, MetricsMiddleware
 from api.routes import PUBLIC_ROUTERS, ROUTERS
 from nmdc_runtime.config import Settings, get_settings
 from nmdc_runtime.db import Database, resolve_urls
@@ -45,6 +45,8 @@ def create_app(settings: Settings) -> FastAPI:
     for router in ROUTERS:
         # /token and /health answer without a bearer token; everything else shares the error answers.
         app.include_router(router, responses={} if router in PUBLIC_ROUTERS else errors.ERROR_RESPONSES)
+    # The last added runs first: the size limit, then (on a body of bounded size) the JSON checks.
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     return app

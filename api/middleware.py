@@ -1,12 +1,16 @@
-"""ASGI middleware: the request body limit and Prometheus metrics."""
+"""ASGI middleware: the request body limits (size; for JSON, encoding and depth) and Prometheus metrics."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import invalid_input
+from nmdc_runtime.schemas.common import MAX_JSON_DEPTH
 
 REQUESTS = Counter("nmdc_http_requests_total", "HTTP requests answered.", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -79,6 +83,95 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+# A JSON string (escapes included) or one structural character: what a depth scan needs to see.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}:,]')
+
+
+def too_deep(text: str, max_depth: int) -> list[str | int] | None:
+    """Where the JSON `text` first nests deeper than `max_depth` (the keys and indexes down to the container
+    that crosses it), or None. A scan without recursion, so no depth is too deep to measure."""
+    if text.count("{") + text.count("[") <= max_depth:
+        return None
+    # One entry per open container: the key (object) or index (array) of the value being read in it.
+    path: list[str | int | None] = []
+    key = ""
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token[0] == '"':
+            key = token
+        elif token in "{[":
+            path.append(0 if token == "[" else None)
+            if len(path) > max_depth:
+                return [step for step in path[:-1] if step is not None]
+        elif not path:
+            continue  # Not JSON; the route's parser says so.
+        elif token == ":":
+            path[-1] = json.loads(key)
+        elif token == ",":
+            if isinstance(path[-1], int):
+                path[-1] += 1
+        else:
+            path.pop()
+    return None
+
+
+def _is_json(scope: Scope) -> bool:
+    """Whether the app will parse the body as JSON: FastAPI does so for JSON media types and for none at all."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            media_type = value.split(b";")[0].strip().lower()
+            return media_type == b"application/json" or (
+                media_type.startswith(b"application/") and media_type.endswith(b"+json")
+            )
+    return True
+
+
+class JsonBodyMiddleware:
+    """Answer 422, naming the field, to a JSON body that is not UTF-8 or nests deeper than `max_depth`, before
+    any route parses it: parsing and serializing such a body fail deep inside the framework (400 and 500)."""
+
+    def __init__(self, app: ASGIApp, max_depth: int = MAX_JSON_DEPTH) -> None:
+        self.app = app
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        # Read whole: the body limit outside this middleware bounds it, and the route reads it whole anyway.
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # The client left, or the body limit has already answered 413.
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            text = body.decode()
+        except UnicodeDecodeError as exc:
+            refusal = invalid_input(["body"], f"the body is not UTF-8 (byte {exc.start})", "json_invalid")
+            await refusal(scope, receive, send)
+            return
+        path = too_deep(text, self.max_depth)
+        if path is not None:
+            # Name the request's field (the first key), not a path as long as the nesting.
+            message = f"JSON nested deeper than {self.max_depth} levels"
+            await invalid_input(["body", *path[:1]], message, "json_too_deep")(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 class MetricsMiddleware:
