@@ -9,8 +9,9 @@ import sys
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
-from nmdc_runtime.config import get_settings
+from nmdc_runtime.config import get_settings, settings_problem
 from nmdc_runtime.domain.errors import AlreadyExists, InvalidInput, NotFound
 from nmdc_runtime.schemas.common import CHOSEN_ID_PATTERN, TAG_PATTERN
 from nmdc_runtime.services import accounts
@@ -180,6 +181,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Migrations are applied on every command; their step-by-step log is noise unless one fails.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Settings the environment gets wrong (a short NMDC_JWT_SECRET, say) stop every command before it
+    # starts anything, the embedded database included, with one line rather than a traceback.
+    try:
+        get_settings()
+    except ValidationError as exc:
+        typer.echo(f"error: {settings_problem(exc)}", err=True)
+        raise SystemExit(EXIT_USAGE) from None
     app()
 
 
