@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from api.deps import DatabaseDep, SettingsDep
 from nmdc_runtime.auth import issue_token
 from nmdc_runtime.db import Database
+from nmdc_runtime.domain.errors import InvalidInput
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.services import accounts
 
@@ -51,9 +52,13 @@ async def token(
     name, secret = (client_id, client_secret) if grant_type == "client_credentials" else (username, password)
     if not name or not secret:
         needed = (
-            "client_id and client_secret" if grant_type == "client_credentials" else "username and password"
+            ("client_id", "client_secret") if grant_type == "client_credentials" else ("username", "password")
         )
-        raise HTTPException(422, detail=f"grant_type={grant_type} needs {needed}")
+        # The documented 422 shape (a list naming the field), like every other 422.
+        missing = needed[1] if name else needed[0]
+        raise InvalidInput(
+            f"grant_type={grant_type} needs {' and '.join(needed)}", field=missing, location="body"
+        )
     # Hash checks are deliberately slow: keep them off the event loop.
     principal = await run_in_threadpool(_authenticate, database, grant_type, name, secret)
     if principal is None:
