@@ -8,16 +8,20 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Reinstall only when the project's dependencies change.
-$(STAMP): pyproject.toml
+# Reinstall only when the project's dependencies change. The site distribution (nmdc-site/) is installed
+# beside the server, editable, and after it: the demo and the tests use its client and agent, and a server
+# install that once carried the nmdc-site script would otherwise remove it again.
+$(STAMP): pyproject.toml nmdc-site/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ./nmdc-site
 	@touch $(STAMP)
 
+# `make dev VERBOSE=1` also shows each API request and Dagster's info lines.
 dev: install
-	$(BIN)/nmdc-runtime dev
+	$(BIN)/nmdc-runtime dev $(if $(VERBOSE),--verbose)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

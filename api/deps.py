@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from fastapi.security import OAuth2
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session
 
+from api.revocations import Revocations
 from nmdc_runtime.auth import InvalidToken, read_token
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
@@ -62,7 +64,13 @@ def _session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def _revocations(request: Request) -> Revocations:
+    return request.app.state.revocations
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
+RevocationsDep = Annotated[Revocations, Depends(_revocations)]
+"""The refused tokens of this process: a change of credentials applies it at once."""
 PolicyDep = Annotated[Policy, Depends(_policy)]
 """The numbers the rules run on, for the services."""
 DatabaseDep = Annotated[Database, Depends(_database)]
@@ -78,9 +86,14 @@ async def _principal(request: Request, token: Annotated[str | None, Depends(_bea
     if not token:
         raise _unauthorized("not authenticated: send Authorization: Bearer <token> (from POST /token)")
     try:
-        return read_token(token, key=request.app.state.jwt_key)
+        principal = read_token(
+            token, key=request.app.state.jwt_key, issuer=request.app.state.settings.token_issuer
+        )
     except InvalidToken as exc:
         raise _unauthorized(str(exc)) from exc
+    if request.app.state.revocations.refuses(principal):
+        raise _unauthorized("the credentials of this token were revoked, or its site or user is disabled")
+    return principal
 
 
 async def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
@@ -95,12 +108,26 @@ async def _site(principal: Annotated[Principal, Depends(_principal)]) -> Princip
     return principal
 
 
+async def _metrics_reader(request: Request, token: Annotated[str | None, Depends(_bearer)]) -> None:
+    # Prometheus holds a static scrape token, not a site's or a person's credentials.
+    scrape = request.app.state.settings.metrics_token
+    if token and scrape is not None and hmac.compare_digest(token, scrape.get_secret_value()):
+        return
+    principal = await _principal(request, token)
+    if not principal.admin:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, detail="metrics need a runtime admin or the scrape token"
+        )
+
+
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 """Any authenticated caller."""
 AdminPrincipal = Annotated[Principal, Depends(_admin)]
 """A runtime admin (staff user)."""
 SitePrincipal = Annotated[Principal, Depends(_site)]
 """A site client; `principal.site_id` is the site it acts for."""
+MetricsReader = Annotated[None, Depends(_metrics_reader)]
+"""A runtime admin, or Prometheus with the scrape token `NMDC_METRICS_TOKEN`."""
 
 
 def _known_query_params(route: APIRoute) -> frozenset[str]:

@@ -47,7 +47,7 @@ def make_world(stack: DevStack, tag: str) -> World:
         for role, caps in (("d", []), ("e", ["bench"])):
             site_id = f"bench-{tag}-{role}"
             accounts.create_site(session, site_id=site_id, name=site_id, capabilities=caps)
-            sites[role] = account_services.generate_credentials(session, site_id=site_id)
+            sites[role] = account_services.generate_credentials(session, site_id=site_id, actor="bench")
         session.add(
             Workflow(
                 id=f"wf-{data_type}",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from nmdc_runtime.domain.policy import Policy
 
@@ -52,12 +54,66 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(3, ge=1, description="Claims a job may use up before it is marked failed.")
     token_expire_seconds: int = Field(3600, gt=0, description="Lifetime of an access token.")
+    token_issuer: str = Field(
+        "nmdc-runtime", min_length=1, description="`iss` of the access tokens; the same on every replica."
+    )
+    revocation_refresh_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=60,
+        description="How often each API process reloads revoked clients and disabled accounts: the longest "
+        "an existing token keeps working after a revocation made through another process.",
+    )
+    login_max_failures: int = Field(
+        10, ge=1, description="Failed POST /token attempts per (client id or username, address) per window."
+    )
+    login_max_failures_per_address: int = Field(
+        100, ge=1, description="Failed POST /token attempts per source address per window."
+    )
+    login_failure_window_seconds: int = Field(
+        300, ge=1, description="The window over which failed POST /token attempts are counted."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (comma-separated) of proxies whose X-Forwarded-For is believed.",
+    )
+    hash_concurrency: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Password and secret checks (64 MiB of argon2 each) run at once per process.",
+    )
+    login_queue_limit: int = Field(
+        32, ge=0, description="POST /token requests that may wait for a check; more get 429 at once."
+    )
     api_port: int = Field(8000, gt=0, lt=65536, description="Port of the REST API under `make dev`.")
     api_workers: int = Field(
         2, ge=1, le=64, description="uvicorn worker processes of the API under `make dev`."
     )
     dagster_port: int = Field(3000, gt=0, lt=65536, description="Port of the Dagster UI under `make dev`.")
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="Largest request body the API accepts.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as plain text or JSON objects."
+    )
+    log_requests: bool = Field(True, description="One log line per API request (`make dev` turns it off).")
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="A bearer token that may read GET /metrics only, for Prometheus (admins' tokens may too).",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # ValueError names a malformed entry
+        return value
 
     @field_validator("home")
     @classmethod
@@ -119,7 +175,7 @@ def settings_problem(error: ValidationError) -> str:
     """One line naming each environment variable whose value the settings refuse, and why."""
     problems = []
     for item in error.errors():
-        name = "NMDC_" + "_".join(str(part) for part in item["loc"]).upper()
+        name = f"NMDC_{item['loc'][0]}".upper() if item["loc"] else "the settings"
         problems.append(f"{name}: {item['msg'].removeprefix('Value error, ')}")
     return "; ".join(problems)
 

@@ -58,6 +58,8 @@ class Site(Base):
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
     name: Mapped[str] = mapped_column(Text)
     capabilities: Mapped[list[str]] = mapped_column(server_default="{}")
+    # Set while an admin has disabled the site: its clients get no token, and their tokens stop working.
+    disabled_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = _now()
 
 
@@ -67,8 +69,11 @@ class SiteClient(Base):
     __tablename__ = "site_clients"
 
     client_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
     secret_hash: Mapped[str] = mapped_column(Text)
+    # Set when revoked, for good: the secret gets no token, and tokens issued with it stop working.
+    revoked_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = _now()
 
 
@@ -80,6 +85,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(Text, primary_key=True)
     password_hash: Mapped[str] = mapped_column(Text)
     admin: Mapped[bool] = mapped_column(Boolean, server_default=sa.false())
+    # Set while an admin has disabled the user: no token, and existing tokens stop working.
+    disabled_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = _now()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import AdminPrincipal, PolicyDep, SessionDep, SitePrincipal
+from api.metrics import CLAIM_LATENCY
 from api.presenters import present_operation
 from nmdc_runtime.schemas.data import ClaimRequest, JobRead
 from nmdc_runtime.schemas.operations import OperationRead
@@ -41,8 +42,9 @@ def claim_job(
     """Claim a job for the calling site (site clients only): 201 and a new operation, whose lease the site
     renews by PATCH; or 200 and the same operation when the site already holds the claim (a retry is safe).
 
-    At most one active claim per job, whatever the concurrency. A claim whose lease lapsed (and that is not
-    paused) is ended as `expired` here and never blocks a new claim. Each claim counts one attempt.
+    At most one active claim per job, whatever the concurrency. An operation whose lease lapsed is ended here
+    (`expired`, or `canceled` when a cancel was requested, paused or not) and never blocks a new claim. Each
+    claim counts one attempt.
 
     The lease lasts the workflow's `lease_seconds` (or the server's default); an optional body
     `{"lease_seconds": N}` asks for a shorter one (longer than the workflow allows: 422). Every heartbeat
@@ -55,7 +57,9 @@ def claim_job(
         policy=policy,
         lease_seconds=body.lease_seconds if body else None,
     )
-    if not claim.created:
+    if claim.created:
+        CLAIM_LATENCY.observe((claim.operation.create_time - claim.job.created_at).total_seconds())
+    else:
         response.status_code = 200
     return present_operation(session, claim.operation)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import AdminPrincipal, CurrentPrincipal, SessionDep
+from api.deps import AdminPrincipal, CurrentPrincipal, RevocationsDep, SessionDep
 from nmdc_runtime.schemas.accounts import PrincipalRead, UserCreate, UserRead
 from nmdc_runtime.services import accounts
+from nmdc_runtime.store import accounts as store
 
 router = APIRouter(tags=["users"])
 
@@ -50,3 +51,37 @@ def me(principal: CurrentPrincipal) -> PrincipalRead:
         admin=principal.admin,
         site_admin_of=sorted(principal.site_admin_of),
     )
+
+
+def _user_read(session, user) -> UserRead:
+    return UserRead(
+        username=user.username,
+        admin=user.admin,
+        site_admin_of=store.user_site_admin_of(session, username=user.username),
+        disabled_at=user.disabled_at,
+        created_at=user.created_at,
+    )
+
+
+@router.post(
+    "/users/{username}:disable", response_model=UserRead, responses={404: {"description": "Unknown user"}}
+)
+def disable_user(
+    session: SessionDep, principal: AdminPrincipal, revocations: RevocationsDep, username: str
+) -> UserRead:
+    """Disable a user (admin): 401 at `/token`, and existing tokens stop working, until `:enable`."""
+    user = accounts.set_user_enabled(session, username=username, enabled=False, actor=principal.key)
+    revocations.user_standing(username, enabled=False)
+    return _user_read(session, user)
+
+
+@router.post(
+    "/users/{username}:enable", response_model=UserRead, responses={404: {"description": "Unknown user"}}
+)
+def enable_user(
+    session: SessionDep, principal: AdminPrincipal, revocations: RevocationsDep, username: str
+) -> UserRead:
+    """Enable a disabled user again (admin); enabling an enabled user changes nothing."""
+    user = accounts.set_user_enabled(session, username=username, enabled=True, actor=principal.key)
+    revocations.user_standing(username, enabled=True)
+    return _user_read(session, user)

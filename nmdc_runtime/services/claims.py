@@ -17,10 +17,11 @@ from nmdc_runtime.store import operations as store
 
 
 class Claim(NamedTuple):
-    """What a claim gets: the operation, and whether it is new (else the caller already held it)."""
+    """What a claim gets: the operation, whether it is new (else the caller already held it), and the job."""
 
     operation: Operation
     created: bool
+    job: Job
 
 
 def claim_job(
@@ -49,14 +50,14 @@ def claim_job(
             required_capabilities=terms.required_capabilities,
         )
         if decision is rules.ClaimDecision.EXISTING:
-            return Claim(current, created=False)
+            return Claim(current, created=False, job=job)
         lease = rules.lease_for_claim(
             requested=lease_seconds,
             workflow_lease_seconds=terms.lease_seconds,
             default_seconds=policy.claim_lease_seconds,
         )
         fields = rules.start_operation(job, site_id=site_id, now=now, lease_seconds=lease)
-        return Claim(store.insert_operation(session, **fields), created=True)
+        return Claim(store.insert_operation(session, **fields), created=True, job=job)
 
 
 def release_job(
@@ -76,9 +77,14 @@ def release_job(
 
 
 def cancel_job(session: Session, *, job_id: str, policy: Policy, now: datetime | None = None) -> Job:
-    """An admin cancels a job for good (see `rules.cancel_job`)."""
+    """An admin cancels a job for good (see `rules.cancel_job`).
+
+    As with an admin's cancel of the operation itself, the request comes before the lapse rule: an open
+    operation whose lease lapsed ends `canceled` (the attempt given back), not `expired`.
+    """
     now = now or datetime.now(UTC)
     with transaction(session):
-        job, op = locked_job(session, job_id=job_id, now=now, policy=policy)
+        job = store.lock_job_or_404(session, job_id=job_id)
+        op = store.open_operation(session, job_id=job.id)
         rules.cancel_job(job, op, now=now, retention_seconds=policy.operation_retention_seconds)
         return job

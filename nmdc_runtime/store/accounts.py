@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -48,9 +49,14 @@ def insert_site_client(session: Session, *, site_id: str, client_id: str, secret
     return client
 
 
-def get_site_client(session: Session, *, client_id: str) -> SiteClient | None:
-    """A site client by id, or None."""
-    return session.get(SiteClient, client_id)
+def get_site_client(session: Session, *, client_id: str) -> tuple[SiteClient, Site] | None:
+    """A site client by id and its site, in one round trip; None for an unknown id."""
+    row = session.execute(
+        sa.select(SiteClient, Site)
+        .join(Site, Site.id == SiteClient.site_id)
+        .where(SiteClient.client_id == client_id)
+    ).one_or_none()
+    return (row[0], row[1]) if row else None
 
 
 def create_user(
@@ -87,3 +93,78 @@ def user_site_admin_of(session: Session, *, username: str) -> list[str]:
             .order_by(UserSiteAdmin.site_id)
         )
     )
+
+
+def list_site_clients(
+    session: Session, *, site_id: str, page: PageParams
+) -> tuple[Sequence[SiteClient], str | None]:
+    """One page of a site's clients (revoked ones included), oldest first."""
+    return fetch_page(
+        session, sa.select(SiteClient).where(SiteClient.site_id == site_id), SiteClient.seq, page
+    )
+
+
+def revoke_site_client(session: Session, *, site_id: str, client_id: str, now: datetime) -> SiteClient:
+    """Mark a client of the site revoked (it stays revoked: a repeat changes nothing); NotFound for a client
+    that is not the site's."""
+    client = session.scalars(
+        sa.select(SiteClient)
+        .where(SiteClient.client_id == client_id, SiteClient.site_id == site_id)
+        .with_for_update()
+    ).one_or_none()
+    if client is None:
+        raise NotFound(f"site {site_id!r} has no client {client_id!r}")
+    if client.revoked_at is None:
+        client.revoked_at = now
+        session.flush()
+    return client
+
+
+def set_site_disabled(session: Session, *, site_id: str, disabled_at: datetime | None) -> Site:
+    """Disable (a time) or enable (None) a site; disabling a disabled site keeps its first time. NotFound."""
+    site = session.scalars(sa.select(Site).where(Site.id == site_id).with_for_update()).one_or_none()
+    if site is None:
+        raise NotFound(f"no site {site_id!r}")
+    if disabled_at is None or site.disabled_at is None:
+        site.disabled_at = disabled_at
+        session.flush()
+    return site
+
+
+def set_user_disabled(session: Session, *, username: str, disabled_at: datetime | None) -> User:
+    """Disable (a time) or enable (None) a user; disabling a disabled user keeps its first time. NotFound."""
+    user = session.scalars(sa.select(User).where(User.username == username).with_for_update()).one_or_none()
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    if disabled_at is None or user.disabled_at is None:
+        user.disabled_at = disabled_at
+        session.flush()
+    return user
+
+
+def get_user_or_404(session: Session, *, username: str) -> User:
+    """A user by name, or NotFound."""
+    user = session.get(User, username)
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    return user
+
+
+def refused_principals(session: Session, *, revoked_since: datetime) -> tuple[set[str], set[str], set[str]]:
+    """(client ids revoked since `revoked_since`, disabled site ids, disabled usernames), in one round trip.
+
+    Revocations older than a token's lifetime are left out: every token issued before them has expired.
+    """
+    rows = session.execute(
+        sa.union_all(
+            sa.select(sa.literal("client"), SiteClient.client_id).where(
+                SiteClient.revoked_at >= revoked_since
+            ),
+            sa.select(sa.literal("site"), Site.id).where(Site.disabled_at.is_not(None)),
+            sa.select(sa.literal("user"), User.username).where(User.disabled_at.is_not(None)),
+        )
+    ).all()
+    found: dict[str, set[str]] = {"client": set(), "site": set(), "user": set()}
+    for kind, name in rows:
+        found[kind].add(name)
+    return found["client"], found["site"], found["user"]

@@ -267,3 +267,9 @@ def runtime_status(session: Session, *, now: datetime) -> dict[str, Any]:
         )
     ).one()
     return dict(row._mapping)
+
+
+def operations_by_state(session: Session) -> dict[str, int]:
+    """How many operations are stored in each state."""
+    rows = session.execute(sa.select(Operation.state, sa.func.count()).group_by(Operation.state))
+    return {state: count for state, count in rows}

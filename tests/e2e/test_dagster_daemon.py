@@ -35,7 +35,7 @@ JOB_TIMEOUT = 90.0
 def site_credentials(database: Database, site_id: str, capabilities: list[str]) -> dict[str, str]:
     with database.session() as session:
         accounts.create_site(session, site_id=site_id, name=site_id, capabilities=capabilities)
-        client, secret = account_services.generate_credentials(session, site_id=site_id)
+        client, secret = account_services.generate_credentials(session, site_id=site_id, actor="tests")
     return {"grant_type": "client_credentials", "client_id": client.client_id, "client_secret": secret}
 
 

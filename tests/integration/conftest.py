@@ -41,7 +41,7 @@ def make_site(database: Database, site_id: str, capabilities: list[str] = ()) ->
     """Create a site with credentials; return the token form fields for it."""
     with database.session() as session:
         accounts.create_site(session, site_id=site_id, name=site_id, capabilities=list(capabilities))
-        site_client, secret = account_services.generate_credentials(session, site_id=site_id)
+        site_client, secret = account_services.generate_credentials(session, site_id=site_id, actor="tests")
     return {"grant_type": "client_credentials", "client_id": site_client.client_id, "client_secret": secret}
 
 
