@@ -81,36 +81,80 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-# A JSON string (escapes included) or one structural character: what a depth scan needs to see.
-_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}:,]')
-
-
-def too_deep(text: str, max_depth: int) -> list[str | int] | None:
-    """Where the JSON `text` first nests deeper than `max_depth` (the keys and indexes down to the container
-    that crosses it), or None. A scan without recursion, so no depth is too deep to measure."""
-    if text.count("{") + text.count("[") <= max_depth:
+def json_body_problem(body: bytes, max_depth: int) -> tuple[list[str | int], str, str] | None:
+    """Why a JSON request body may not reach a route, as the (loc, message, type) of a 422; None when it may,
+    or when it is not JSON at all (the route's own parser answers that with a 422)."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError as exc:
+        return ["body"], f"the body is not UTF-8 (byte {exc.start})", "json_invalid"
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        # Deeper than the parser's own stack allows: find where without it.
+        field = _field_in_text(text, max_depth)
+    except json.JSONDecodeError:
         return None
-    # One entry per open container: the key (object) or index (array) of the value being read in it.
-    path: list[str | int | None] = []
-    key = ""
-    for match in _JSON_TOKEN.finditer(text):
+    except ValueError as exc:
+        # Valid JSON the parser still refuses (an integer of more than 4,300 digits): the framework says 400.
+        return ["body"], f"the body cannot be read: {exc}", "json_invalid"
+    else:
+        field = _field_in_value(value, max_depth)
+        if field is None:
+            return None
+    return ["body", *field], f"JSON nested deeper than {max_depth} levels", "json_too_deep"
+
+
+def _field_in_value(value: object, max_depth: int) -> list[str | int] | None:
+    """Where a parsed JSON value (level 1) holds a container deeper than `max_depth`: [its top-level key or
+    index]; None when it holds none."""
+    if not _deeper_than(value, max_depth):
+        return None
+    members = value.items() if isinstance(value, dict) else enumerate(value)
+    return next([field] for field, child in members if _deeper_than(child, max_depth - 1))
+
+
+def _deeper_than(value: object, max_depth: int) -> bool:
+    """Whether a parsed JSON value (level 1) nests deeper than `max_depth` levels: level by level, no path."""
+    level = [value] if isinstance(value, dict | list) else []
+    for _ in range(max_depth):
+        if not level:
+            return False
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+    return bool(level)
+
+
+_STRINGS_AND_PUNCTUATION = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}:,]')
+
+
+def _field_in_text(text: str, max_depth: int) -> list[str | int]:
+    """Where JSON text too deep to parse first nests deeper than `max_depth`: [its top-level key or index],
+    or [] when that is not known. A scan of its strings and punctuation, without recursion."""
+    depth, field, key, in_array = 0, None, "", False
+    for match in _STRINGS_AND_PUNCTUATION.finditer(text):
         token = match.group()
         if token[0] == '"':
             key = token
         elif token in "{[":
-            path.append(0 if token == "[" else None)
-            if len(path) > max_depth:
-                return [step for step in path[:-1] if step is not None]
-        elif not path:
-            continue  # Not JSON; the route's parser says so.
+            depth += 1
+            if depth > max_depth:
+                break
+            if depth == 1:
+                field, in_array = (0, True) if token == "[" else (None, False)
+        elif depth != 1:
+            depth -= token in "]}"
         elif token == ":":
-            path[-1] = json.loads(key)
-        elif token == ",":
-            if isinstance(path[-1], int):
-                path[-1] += 1
+            field = json.loads(key)
+        elif token == "," and in_array:
+            field += 1
         else:
-            path.pop()
-    return None
+            depth -= token in "]}"
+    return [field] if depth > max_depth and field is not None else []
 
 
 def _is_json(scope: Scope) -> bool:
@@ -125,8 +169,9 @@ def _is_json(scope: Scope) -> bool:
 
 
 class JsonBodyMiddleware:
-    """Answer 422, naming the field, to a JSON body that is not UTF-8 or nests deeper than `max_depth`, before
-    any route parses it: parsing and serializing such a body fail deep inside the framework (400 and 500)."""
+    """Answer 422, naming the field, to a JSON body that is not UTF-8, that the parser refuses though it is JSON,
+    or that nests deeper than `max_depth`, before any route reads it: the framework's own parsing and
+    serializing fail on such bodies deep inside (undocumented 400s, and 500s)."""
 
     def __init__(self, app: ASGIApp, max_depth: int = MAX_JSON_DEPTH) -> None:
         self.app = app
@@ -146,17 +191,9 @@ class JsonBodyMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        try:
-            text = body.decode()
-        except UnicodeDecodeError as exc:
-            refusal = invalid_input(["body"], f"the body is not UTF-8 (byte {exc.start})", "json_invalid")
-            await refusal(scope, receive, send)
-            return
-        path = too_deep(text, self.max_depth)
-        if path is not None:
-            # Name the request's field (the first key), not a path as long as the nesting.
-            message = f"JSON nested deeper than {self.max_depth} levels"
-            await invalid_input(["body", *path[:1]], message, "json_too_deep")(scope, receive, send)
+        problem = json_body_problem(body, self.max_depth)
+        if problem is not None:
+            await invalid_input(*problem)(scope, receive, send)
             return
         replayed = False
 
