@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
 
 from nmdc_runtime.domain import errors
+from nmdc_runtime.schemas.common import MAX_JSON_DEPTH
 
 log = logging.getLogger("nmdc_runtime.api")
 
@@ -32,15 +33,16 @@ def status_of(exc: errors.RuntimeDomainError) -> int:
     return 400
 
 
+def invalid_input(loc: list[str | int], message: str, kind: str = "value_error") -> JSONResponse:
+    """A 422 in the same shape as FastAPI's own (`detail` lists `{loc, msg, type}`), so clients read one
+    format, whether a route, a rule or a middleware refused the input."""
+    return JSONResponse({"detail": [{"loc": loc, "msg": message, "type": kind}]}, status_code=422)
+
+
 async def _domain_error(_request: Request, exc: errors.RuntimeDomainError) -> JSONResponse:
-    status = status_of(exc)
     if isinstance(exc, errors.InvalidInput) and "field" in exc.details:
-        # The same shape as FastAPI's own 422s, so clients read one format.
-        loc = [exc.details.get("location", "query"), exc.details["field"]]
-        detail = [{"loc": loc, "msg": exc.message, "type": "value_error"}]
-    else:
-        detail = exc.message
-    return JSONResponse({"detail": detail}, status_code=status)
+        return invalid_input([exc.details.get("location", "query"), exc.details["field"]], exc.message)
+    return JSONResponse({"detail": exc.message}, status_code=status_of(exc))
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -113,7 +115,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "Unknown id"},
     409: {"model": ErrorBody, "description": "Conflicts with the current state"},
     413: {"model": ErrorBody, "description": "Request body larger than NMDC_MAX_BODY_BYTES"},
-    422: {"model": ErrorBody, "description": "Invalid input; `detail` names the field"},
+    422: {
+        "model": ErrorBody,
+        "description": "Invalid input; `detail` names the field. A JSON body must be UTF-8 and may nest at most "
+        f"{MAX_JSON_DEPTH} levels deep.",
+    },
     503: {"model": ErrorBody, "description": "Database unavailable"},
 }
 """Error answers every route may give, for the OpenAPI page."""

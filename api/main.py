@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.login_guard import LoginGuard
-from api.middleware import BodyLimitMiddleware, RequestTelemetry
+from api.middleware import BodyLimitMiddleware, JsonBodyMiddleware, RequestTelemetry
 from api.revocations import Revocations
 from api.routes import PUBLIC_ROUTERS, ROUTERS
 from nmdc_runtime import logs
@@ -69,6 +69,8 @@ def create_app(settings: Settings) -> FastAPI:
     for router in ROUTERS:
         # /token and /health answer without a bearer token; everything else shares the error answers.
         app.include_router(router, responses={} if router in PUBLIC_ROUTERS else errors.ERROR_RESPONSES)
+    # The last added runs first: the size limit, then (on a body of bounded size) the JSON checks.
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
     app.add_middleware(RequestTelemetry, log_requests=settings.log_requests)
     return app

@@ -1,4 +1,5 @@
-"""ASGI middleware (pure ASGI: no task per request): the request body limit, and per-request telemetry."""
+"""ASGI middleware (pure ASGI: no task per request): the request body limits (size; for JSON, encoding and
+depth), and per-request telemetry."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import invalid_input
 from api.metrics import LATENCY, REQUESTS
 from nmdc_runtime import logs
+from nmdc_runtime.schemas.common import MAX_JSON_DEPTH
 
 
 class BodyLimitMiddleware:
@@ -76,6 +79,132 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def json_body_problem(body: bytes, max_depth: int) -> tuple[list[str | int], str, str] | None:
+    """Why a JSON request body may not reach a route, as the (loc, message, type) of a 422; None when it may,
+    or when it is not JSON at all (the route's own parser answers that with a 422)."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError as exc:
+        return ["body"], f"the body is not UTF-8 (byte {exc.start})", "json_invalid"
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        # Deeper than the parser's own stack allows: find where without it.
+        field = _field_in_text(text, max_depth)
+    except json.JSONDecodeError:
+        return None
+    except ValueError as exc:
+        # Valid JSON the parser still refuses (an integer of more than 4,300 digits): the framework says 400.
+        return ["body"], f"the body cannot be read: {exc}", "json_invalid"
+    else:
+        field = _field_in_value(value, max_depth)
+        if field is None:
+            return None
+    return ["body", *field], f"JSON nested deeper than {max_depth} levels", "json_too_deep"
+
+
+def _field_in_value(value: object, max_depth: int) -> list[str | int] | None:
+    """Where a parsed JSON value (level 1) holds a container deeper than `max_depth`: [its top-level key or
+    index]; None when it holds none."""
+    if not _deeper_than(value, max_depth):
+        return None
+    members = value.items() if isinstance(value, dict) else enumerate(value)
+    return next([field] for field, child in members if _deeper_than(child, max_depth - 1))
+
+
+def _deeper_than(value: object, max_depth: int) -> bool:
+    """Whether a parsed JSON value (level 1) nests deeper than `max_depth` levels: level by level, no path."""
+    level = [value] if isinstance(value, dict | list) else []
+    for _ in range(max_depth):
+        if not level:
+            return False
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+    return bool(level)
+
+
+_STRINGS_AND_PUNCTUATION = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}:,]')
+
+
+def _field_in_text(text: str, max_depth: int) -> list[str | int]:
+    """Where JSON text too deep to parse first nests deeper than `max_depth`: [its top-level key or index],
+    or [] when that is not known. A scan of its strings and punctuation, without recursion."""
+    depth, field, key, in_array = 0, None, "", False
+    for match in _STRINGS_AND_PUNCTUATION.finditer(text):
+        token = match.group()
+        if token[0] == '"':
+            key = token
+        elif token in "{[":
+            depth += 1
+            if depth > max_depth:
+                break
+            if depth == 1:
+                field, in_array = (0, True) if token == "[" else (None, False)
+        elif depth != 1:
+            depth -= token in "]}"
+        elif token == ":":
+            field = json.loads(key)
+        elif token == "," and in_array:
+            field += 1
+        else:
+            depth -= token in "]}"
+    return [field] if depth > max_depth and field is not None else []
+
+
+def _is_json(scope: Scope) -> bool:
+    """Whether the app will parse the body as JSON: FastAPI does so for JSON media types and for none at all."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            media_type = value.split(b";")[0].strip().lower()
+            return media_type == b"application/json" or (
+                media_type.startswith(b"application/") and media_type.endswith(b"+json")
+            )
+    return True
+
+
+class JsonBodyMiddleware:
+    """Answer 422, naming the field, to a JSON body that is not UTF-8, that the parser refuses though it is JSON,
+    or that nests deeper than `max_depth`, before any route reads it: the framework's own parsing and
+    serializing fail on such bodies deep inside (undocumented 400s, and 500s)."""
+
+    def __init__(self, app: ASGIApp, max_depth: int = MAX_JSON_DEPTH) -> None:
+        self.app = app
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        # Read whole: the body limit outside this middleware bounds it, and the route reads it whole anyway.
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # The client left, or the body limit has already answered 413.
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = json_body_problem(body, self.max_depth)
+        if problem is not None:
+            await invalid_input(*problem)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -14,8 +14,9 @@ import sys
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
-from nmdc_runtime.config import get_settings
+from nmdc_runtime.config import get_settings, settings_problem
 from nmdc_runtime.domain.errors import AlreadyExists, InvalidInput, NotFound
 from nmdc_runtime.schemas.common import CHOSEN_ID_PATTERN, TAG_PATTERN
 from nmdc_runtime.services import accounts
@@ -536,10 +537,7 @@ def _expected_failure(exc: BaseException) -> str | None:
     from nmdc_runtime.db import EmbeddedServerError
 
     if isinstance(exc, ValidationError):
-        return "invalid settings: " + "; ".join(
-            f"NMDC_{'_'.join(map(str, error['loc'])).upper()}: {error['msg'].removeprefix('Value error, ')}"
-            for error in exc.errors()
-        )
+        return f"invalid settings: {settings_problem(exc)}"
     if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
         return f"cannot reach the database: {_first_line(exc.orig)}"
     if isinstance(exc, sa.exc.DBAPIError) and isinstance(exc.orig, psycopg2.errors.InsufficientPrivilege):
@@ -555,6 +553,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format=logs.TEXT_FORMAT)
     # Migrations are applied on every command; their step-by-step log is noise unless one fails.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Settings the environment gets wrong (a short NMDC_JWT_SECRET, a URL that is not PostgreSQL's) stop every
+    # command before it starts anything, the embedded database included: one line, exit 2 (bad usage).
+    try:
+        get_settings()
+    except ValidationError as exc:
+        typer.echo(f"error: invalid settings: {settings_problem(exc)}", err=True)
+        raise SystemExit(EXIT_USAGE) from None
     try:
         app()
     except Exception as exc:

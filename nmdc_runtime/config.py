@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -36,10 +36,17 @@ def default_home(root: Path = CHECKOUT) -> Path:
     return root / ".nmdc" if name == PROJECT else platformdirs.user_data_path(PROJECT)
 
 
+MIN_JWT_SECRET_BYTES = 32
+"""The shortest signing key accepted: HS256 wants a key at least as long as its 256-bit hash."""
+
+
 class Settings(BaseSettings):
     """Runtime settings. Every field is `NMDC_<FIELD>` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="NMDC_", extra="ignore", frozen=True)
+    # Refused values stay out of error messages and logs: a rejected key or URL may still be someone's secret.
+    model_config = SettingsConfigDict(
+        env_prefix="NMDC_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     home: Path = Field(
         default_factory=default_home,
@@ -54,7 +61,8 @@ class Settings(BaseSettings):
     )
     jwt_secret: SecretStr | None = Field(
         None,
-        description="Key that signs access tokens. Unset: generated once and kept in NMDC_HOME (mode 0600).",
+        description="Key that signs access tokens, at least 32 bytes. Unset: generated once and kept in "
+        "NMDC_HOME (mode 0600).",
     )
     claim_lease_seconds: int = Field(
         300, gt=0, description="How long a claim lasts without a heartbeat, for workflows that set none."
@@ -185,6 +193,17 @@ class Settings(BaseSettings):
             raise ValueError(f"is not a valid URL ({type(exc).__name__})") from None
         return value
 
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # A short key can be found by brute force offline from any one token, and then forges them all.
+        if value is not None and len(value.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_JWT_SECRET_BYTES} bytes; make one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
+        return value
+
     def policy(self) -> Policy:
         """The numbers the rules run on."""
         return Policy(
@@ -217,9 +236,20 @@ class Settings(BaseSettings):
             if key:
                 break
             time.sleep(0.02)
-        if not key:
-            raise RuntimeError(f"{path} is empty: delete it or set NMDC_JWT_SECRET")
+        if len(key.encode()) < MIN_JWT_SECRET_BYTES:
+            raise RuntimeError(
+                f"{path} holds a key shorter than {MIN_JWT_SECRET_BYTES} bytes: delete it or set NMDC_JWT_SECRET"
+            )
         return key
+
+
+def settings_problem(error: ValidationError) -> str:
+    """One line naming each environment variable whose value the settings refuse, and why."""
+    problems = []
+    for item in error.errors():
+        name = f"NMDC_{item['loc'][0]}".upper() if item["loc"] else "the settings"
+        problems.append(f"{name}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
 
 
 @lru_cache

@@ -12,6 +12,7 @@ from api.errors import ErrorBody
 from api.login_guard import LoginGuard, TooManyAttempts, client_address
 from nmdc_runtime.auth import issue_token
 from nmdc_runtime.db import Database
+from nmdc_runtime.domain.errors import InvalidInput
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.services import accounts
 
@@ -63,9 +64,13 @@ async def token(
     name, secret = (client_id, client_secret) if grant_type == "client_credentials" else (username, password)
     if not name or not secret:
         needed = (
-            "client_id and client_secret" if grant_type == "client_credentials" else "username and password"
+            ("client_id", "client_secret") if grant_type == "client_credentials" else ("username", "password")
         )
-        raise HTTPException(422, detail=f"grant_type={grant_type} needs {needed}")
+        # The documented 422 shape (a list naming the field), like every other 422.
+        missing = needed[1] if name else needed[0]
+        raise InvalidInput(
+            f"grant_type={grant_type} needs {' and '.join(needed)}", field=missing, location="body"
+        )
     guard: LoginGuard = request.app.state.login_guard
     address = client_address(
         request.client.host if request.client else None,

@@ -3,6 +3,10 @@
 An execution may change only while the operation it was reported under is still open and holds its lease:
 once that operation has ended (finished, released, lapsed) the execution is final, and a late write gets
 Conflict, like any other late write from a site that lost its lease.
+
+An execution's `details` are capped like an operation's metadata (`nmdc_runtime.domain.caps`): at most
+`MAX_DETAILS_KEYS` keys and `MAX_DETAILS_BYTES` bytes as compact UTF-8 JSON, when recorded and once a
+correction is merged, else 422 on the field `details`.
 """
 
 from __future__ import annotations
@@ -11,8 +15,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from nmdc_runtime.domain.caps import check_cap
 from nmdc_runtime.domain.errors import Forbidden, InvalidInput, LeaseLost
 from nmdc_runtime.domain.operations import Operation
+
+MAX_DETAILS_KEYS = 100
+"""At most this many keys in an execution's details."""
+MAX_DETAILS_BYTES = 64 * 1024
+"""At most this many bytes of an execution's details, as compact UTF-8 JSON."""
 
 
 def operation_for_execution(
@@ -67,12 +77,19 @@ def check_correction(
         raise InvalidInput("ended_at is before started_at", field="ended_at", location="body")
 
 
+def check_details(details: Mapping[str, Any]) -> None:
+    """InvalidInput on `details` when a new execution's details exceed a cap."""
+    check_cap("details", {}, details, max_keys=MAX_DETAILS_KEYS, max_bytes=MAX_DETAILS_BYTES)
+
+
 def merged_details(details: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """`details` with `patch` merged in shallowly; a null value removes a key."""
+    """`details` with `patch` merged in shallowly (a null value removes a key); InvalidInput when the merge
+    exceeds a cap and is bigger than `details` were."""
     merged = dict(details)
     for key, value in patch.items():
         if value is None:
             merged.pop(key, None)
         else:
             merged[key] = value
+    check_cap("details", details, merged, max_keys=MAX_DETAILS_KEYS, max_bytes=MAX_DETAILS_BYTES)
     return merged

@@ -42,20 +42,20 @@ Choices the API contract leaves open, made here once:
   server-owned keys `state`, `lease_expire_time`, `lease_seconds`, `cancel_requested`, `paused` are ignored
   when sent back;
   other keys are merged shallowly, and a `null` value removes a key. `progress` must be a number in
-  [0, 100] and `message` a string. The merged site-supplied keys are capped: at most `MAX_METADATA_KEYS`
-  (100) keys and `MAX_METADATA_BYTES` (64 KiB) as compact UTF-8 JSON, else 422 on the field `metadata`. A
-  PATCH that leaves the metadata no bigger than it was (in keys and bytes) is always accepted, so an
-  operation stored over a cap can still heartbeat and shrink.
+  [0, 100] and `message` a string. The merged site-supplied keys are capped (`nmdc_runtime.domain.caps`):
+  at most `MAX_METADATA_KEYS` (100) keys and `MAX_METADATA_BYTES` (64 KiB) as compact UTF-8 JSON, else 422
+  on the field `metadata`. A PATCH that leaves the metadata no bigger than it was (in keys and bytes) is
+  always accepted, so an operation stored over a cap can still heartbeat and shrink.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from nmdc_runtime.domain.caps import check_cap
 from nmdc_runtime.domain.errors import Conflict, Forbidden, InvalidInput
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.domain.states import ErrorCode, ExecutionStatus, JobStatus, OperationState
@@ -287,27 +287,10 @@ def merged_metadata(op: Operation, patch: Mapping[str, Any]) -> dict[str, Any]:
     message = merged.get("message")
     if message is not None and not isinstance(message, str):
         raise InvalidInput("metadata.message must be a string", field="metadata.message", location="body")
-    _check_metadata_size(op.extra_metadata or {}, merged)
+    check_cap(
+        "metadata", op.extra_metadata or {}, merged, max_keys=MAX_METADATA_KEYS, max_bytes=MAX_METADATA_BYTES
+    )
     return merged
-
-
-def metadata_size(metadata: Mapping[str, Any]) -> int:
-    """The size in bytes of `metadata` as compact UTF-8 JSON (what `MAX_METADATA_BYTES` limits)."""
-    return len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
-
-
-def _check_metadata_size(before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
-    """InvalidInput when `after` exceeds a cap and is bigger than `before` (see the module docstring)."""
-    size_after = metadata_size(after)
-    if len(after) <= MAX_METADATA_KEYS and size_after <= MAX_METADATA_BYTES:
-        return
-    if len(after) <= len(before) and size_after <= metadata_size(before):
-        return
-    if len(after) > MAX_METADATA_KEYS:
-        reason = f"{len(after)} keys; at most {MAX_METADATA_KEYS} are allowed"
-    else:
-        reason = f"{size_after} bytes as compact JSON; at most {MAX_METADATA_BYTES} are allowed"
-    raise InvalidInput(f"metadata would hold {reason}", field="metadata", location="body")
 
 
 def lease_for_claim(

@@ -10,6 +10,9 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
+MAX_JSON_DEPTH = 32
+"""How deep a JSON request body may nest (the body itself is level 1): far more than any real client needs,
+far less than what exhausts a parser's or a serializer's recursion."""
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 20
 

@@ -39,9 +39,11 @@ def record_execution(
 
     At most once per `request` key (see `store.idempotency`); `present` shapes the answer that is stored and
     replayed. NotFound (unknown job), Forbidden (another site's claim), Conflict (no active claim),
-    InvalidInput (an operation that is not this job's): see `rules.operation_for_execution`.
+    InvalidInput (an operation that is not this job's, see `rules.operation_for_execution`; details over a
+    cap, see `rules.check_details`).
     """
     now = now or datetime.now(UTC)
+    rules.check_details(details)
 
     def create() -> Any:
         job, active = locked_job(session, job_id=job_id, now=now, policy=policy)
@@ -86,7 +88,7 @@ def update_execution(
 ) -> Execution:
     """Correct an execution: only its site, only while its operation is open (`rules.check_correction`).
 
-    `details` is merged shallowly; a null value removes a key.
+    `details` is merged shallowly; a null value removes a key; the merge is capped (`rules.merged_details`).
     """
     now = now or datetime.now(UTC)
     with transaction(session):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from nmdc_runtime.domain.executions import MAX_DETAILS_BYTES, MAX_DETAILS_KEYS
 from nmdc_runtime.models import DataResource, Execution
 from tests.integration.claim_world import (
     claimed,
@@ -143,6 +144,29 @@ def test_list_and_get_executions(world):
         world.client.get(f"/jobs/{other_job['id']}/executions/{ids[0]}", headers=world.user).status_code
         == 404
     )
+
+
+def test_details_are_capped_when_posted_and_when_merged_and_a_refusal_changes_nothing(world):
+    op = claimed(world)
+    over = {"log": "x" * MAX_DETAILS_BYTES}
+    response = post_execution(world, op, details=over)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "details"]
+    with world.database.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Execution)) == 0
+    half = "x" * (MAX_DETAILS_BYTES // 2)
+    execution = post_execution(world, op, details={"log": half}).json()
+    url = f"{executions_url(op)}/{execution['id']}"
+    # Each PATCH is small enough; the merge is not (twelve of them once made one GET return 10.8 MB).
+    for details in ({"more": half}, {f"k{i}": i for i in range(MAX_DETAILS_KEYS)}):
+        response = world.client.patch(url, json={"details": details}, headers=world.site_e)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["body", "details"]
+    stored = world.client.get(url, headers=world.site_e).json()
+    assert stored["details"] == {"log": half}
+    room = world.client.patch(url, json={"details": {"log": None, "more": half}}, headers=world.site_e)
+    assert room.status_code == 200, room.text
+    assert room.json()["details"] == {"more": half}
 
 
 def test_patch_by_the_executing_site_while_its_operation_is_open(world):

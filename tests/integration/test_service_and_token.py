@@ -42,9 +42,16 @@ def test_unknown_user_is_401(client, clean_database):
     assert response.status_code == 401
 
 
-def test_missing_grant_fields_are_422(client, clean_database):
-    assert client.post("/token", data={"grant_type": "password", "username": "a"}).status_code == 422
-    assert client.post("/token", data={"grant_type": "implicit"}).status_code == 422
+def test_missing_grant_fields_are_422_naming_the_field(client, clean_database):
+    for form, field in (
+        ({"grant_type": "password", "username": "a"}, "password"),
+        ({"grant_type": "client_credentials", "client_secret": "s"}, "client_id"),
+        ({"grant_type": "implicit"}, "grant_type"),
+    ):
+        response = client.post("/token", data=form)
+        assert response.status_code == 422
+        # The documented shape (HTTPValidationError), like every other 422.
+        assert [error["loc"] for error in response.json()["detail"]] == [["body", field]]
 
 
 def test_metrics_need_a_token(client, admin_headers):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from nmdc_runtime.config import CHECKOUT, Settings, default_home
+from nmdc_runtime.config import CHECKOUT, MIN_JWT_SECRET_BYTES, Settings, default_home, settings_problem
 from nmdc_runtime.db import DatabaseURLs, database_name, normalize_url, resolve_urls, with_database
 
 
@@ -91,8 +91,28 @@ def test_jwt_secret_is_generated_once_and_kept_private(tmp_path: Path):
 
 
 def test_configured_jwt_secret_wins(tmp_path: Path):
-    assert Settings(home=tmp_path, jwt_secret="from-the-environment").jwt_key() == "from-the-environment"
+    key = "from-the-environment-" + "k" * 11
+    assert Settings(home=tmp_path, jwt_secret=key).jwt_key() == key
     assert not (tmp_path / "jwt_secret").exists()
+
+
+def test_a_signing_key_shorter_than_32_bytes_is_refused_by_name_without_echoing_it(monkeypatch):
+    # Bytes, not characters: sixteen two-byte characters are long enough, 31 ASCII ones are not.
+    assert Settings(jwt_secret="é" * 16).jwt_key() == "é" * 16
+    for weak in ("tiny-key", "x" * (MIN_JWT_SECRET_BYTES - 1), "é" * 15):
+        monkeypatch.setenv("NMDC_JWT_SECRET", weak)
+        with pytest.raises(ValidationError) as caught:
+            Settings()
+        line = settings_problem(caught.value)
+        assert line.startswith("NMDC_JWT_SECRET: must be at least 32 bytes")
+        assert "\n" not in line
+        assert weak not in str(caught.value)
+
+
+def test_a_short_key_kept_in_nmdc_home_is_refused(tmp_path: Path):
+    (tmp_path / "jwt_secret").write_text("short\n")
+    with pytest.raises(RuntimeError, match="shorter than 32 bytes"):
+        Settings(home=tmp_path).jwt_key()
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from nmdc_runtime.domain import operations as rules
+from nmdc_runtime.domain.caps import json_size
 from nmdc_runtime.domain.errors import Conflict, Forbidden, InvalidInput
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.domain.states import JobStatus, OperationState
@@ -354,7 +355,7 @@ def test_metadata_is_capped_in_bytes_as_compact_json():
     op, _ = _claimed()
     # {"a":"..."} is 8 bytes around the value; a non-ASCII character counts as its UTF-8 bytes.
     fits = "x" * (rules.MAX_METADATA_BYTES - 8 - 2) + "é"
-    assert rules.metadata_size({"a": fits}) == rules.MAX_METADATA_BYTES
+    assert json_size({"a": fits}) == rules.MAX_METADATA_BYTES
     assert rules.merged_metadata(op, {"a": fits}) == {"a": fits}
     with pytest.raises(InvalidInput) as caught:
         rules.merged_metadata(op, {"a": fits + "x"})
