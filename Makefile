@@ -4,16 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint format demo bench clean
+.PHONY: install dev test lint format demo bench clean constraints docker-engine docker-test docker-clean
 
 install: $(STAMP)
 
-# Reinstall only when the project's dependencies change.
-$(STAMP): pyproject.toml
+# Reinstall only when the project's dependencies or their pinned versions change.
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 dev: install
@@ -35,6 +35,30 @@ demo: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Pin every dependency anew, at the newest versions pyproject.toml allows, from a fresh environment.
+CONSTRAINTS_VENV := build/constraints-venv
+constraints:
+	rm -rf $(CONSTRAINTS_VENV)
+	$(PYTHON) -m venv $(CONSTRAINTS_VENV)
+	$(CONSTRAINTS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(CONSTRAINTS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; \
+	  $(CONSTRAINTS_VENV)/bin/python -m pip freeze --exclude-editable --exclude nmdc-runtime; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(CONSTRAINTS_VENV)
+
+# The Docker engine for `make docker-test` on a Debian machine, as root: installs it and starts dockerd if needed.
+docker-engine:
+	docker/local/engine.sh
+
+# Builds the images and runs the compose stack through the seed's sequence (docs/deploy.md); not part of `make test`.
+docker-test: install
+	$(BIN)/python docker/stack_test.py
+
+# Removes the base images that `make docker-test` keeps between runs.
+docker-clean:
+	docker images --quiet --filter label=org.nmdc.local-base | sort -u | xargs --no-run-if-empty docker image rm --force
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
