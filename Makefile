@@ -56,9 +56,11 @@ docker-engine:
 docker-test: install
 	$(BIN)/python docker/stack_test.py
 
-# Removes the base images that `make docker-test` keeps between runs.
+# Removes the base images that `make docker-test` keeps between runs, and any image built on them (newest first,
+# so that children go before their parents).
 docker-clean:
-	docker images --quiet --filter label=org.nmdc.local-base | sort -u | xargs --no-run-if-empty docker image rm --force
+	docker images --quiet --filter label=org.nmdc.local-base | awk '!seen[$$0]++' \
+		| xargs --no-run-if-empty docker image rm --force
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

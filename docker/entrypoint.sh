@@ -45,8 +45,12 @@ health)
     case "${2:-api}" in
     api) url="http://127.0.0.1:$api_port/health" ;;
     dagster-webserver) url="http://127.0.0.1:${NMDC_DAGSTER_PORT:-3000}/server_info" ;;
-    # Its heartbeats in Dagster's storage are recent.
-    dagster-daemon) exec dagster-daemon liveness-check ;;
+    # Every daemon's heartbeat in Dagster's storage is recent: within 2 minutes (they beat every 30 s), not
+    # Dagster's default of 30 minutes, after which a dead daemon's sensors would long have stopped making jobs.
+    dagster-daemon)
+        export DAGSTER_DAEMON_HEARTBEAT_TOLERANCE="${DAGSTER_DAEMON_HEARTBEAT_TOLERANCE:-120}"
+        exec dagster-daemon liveness-check
+        ;;
     *) echo "health: no check for role '$2'" >&2 && exit 2 ;;
     esac
     # Any answer but 2xx (a 503 from /health when the database is unreachable) or no answer is unhealthy.

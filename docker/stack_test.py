@@ -258,6 +258,7 @@ class Stack:
         self.ui = f"http://127.0.0.1:{self.ports['ui']}"
 
         self.files = [REPO / "docker/compose.yaml", REPO / "docker/compose.host.yaml"]
+        self.healthy_at: dict[str, float] = {}
 
     def compose(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         argv = ["docker-compose", "--project-name", self.project, "--ansi", "never"]
@@ -294,7 +295,9 @@ class Stack:
         states = {service: self.state(service) for service in LONG_RUNNING}
         for service, state in states.items():
             check(state.get("Status") != "exited", f"{service} exited with {state.get('ExitCode')}")
-            check(state.get("Health", {}).get("Status") != "unhealthy", f"{service} is unhealthy")
+            if state.get("Health", {}).get("Status") == "healthy":
+                self.healthy_at.setdefault(service, time.monotonic())
+        # An unhealthy check is not final: on a busy host a slow probe fails, and the next one may pass.
         return migrate.get("Status") == "exited" and all(
             state.get("Health", {}).get("Status") == "healthy" for state in states.values()
         )
@@ -544,6 +547,14 @@ def check_loopback_only(stack: Stack) -> None:
     say("    PostgreSQL, both API replicas and the Dagster UI listen on 127.0.0.1 only")
 
 
+def memory(stack: Stack, figures: Figures) -> None:
+    """Each long-running service's memory use after the sequence, for sizing."""
+    for service in LONG_RUNNING:
+        container = stack.compose("ps", "--quiet", service).stdout.strip()
+        used = run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", container]).stdout
+        figures.note(f"memory of {service}", used.split("/")[0].strip())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -568,17 +579,22 @@ def main() -> int:
         check_image(tag, figures)
         say(f"==> the stack (project {stack.project}, ports {stack.ports})")
         stack.resolve(work)
+        up = time.monotonic()
         with figures.timed("stack up -> every service healthy, migration done"):
             stack.compose("up", "--detach", "--no-build")
             wait_for(stack.healthy, HEALTHY_TIMEOUT, "a healthy stack", interval=1)
+        for service, at in sorted(stack.healthy_at.items(), key=lambda item: item[1]):
+            figures.note(f"  {service} healthy after", f"{at - up:.1f} s")
         check_loopback_only(stack)
         say("==> the seed's sequence across both API replicas")
         sequence(stack, figures)
+        memory(stack, figures)
         ok = True
     except (CheckFailed, TimeoutError) as exc:
         say(f"\nFAILED: {exc}")
         with contextlib.suppress(CheckFailed):
             say(stack.compose("logs", "--no-color", "--tail", "60").stdout)
+            say(stack.compose("ps").stdout)
     finally:
         say("==> removing what the test made")
         with figures.timed("stack down, containers, network, volumes and image removed"):
