@@ -259,12 +259,16 @@ class Stack:
 
         self.files = [REPO / "docker/compose.yaml", REPO / "docker/compose.host.yaml"]
         self.healthy_at: dict[str, float] = {}
+        self.starting: subprocess.Popen | None = None
 
-    def compose(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    def command(self, *args: str) -> list[str]:
         argv = ["docker-compose", "--project-name", self.project, "--ansi", "never"]
         for path in self.files:
             argv += ["--file", str(path)]
-        return run([*argv, *args], env=self.env, **kwargs)
+        return [*argv, *args]
+
+    def compose(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return run(self.command(*args), env=self.env, **kwargs)
 
     def resolve(self, work: Path) -> None:
         """Use the two files merged, less the published ports of host-networked services.
@@ -282,17 +286,21 @@ class Stack:
         path.chmod(0o600)
         self.files = [path]
 
-    def state(self, service: str) -> dict:
-        container = self.compose("ps", "--quiet", service).stdout.strip()
-        if not container:
+    def states(self) -> dict[str, dict]:
+        """Each service's container state, by service name, in one `docker inspect` (polled every second)."""
+        label = f"label=com.docker.compose.project={self.project}"
+        containers = run(["docker", "ps", "--all", "--quiet", "--filter", label]).stdout.split()
+        if not containers:
             return {}
-        return json.loads(run(["docker", "inspect", container]).stdout)[0]["State"]
+        found = json.loads(run(["docker", "inspect", *containers]).stdout)
+        return {c["Config"]["Labels"]["com.docker.compose.service"]: c["State"] for c in found}
 
     def healthy(self) -> bool:
-        migrate = self.state("migrate")
+        states = self.states()
+        migrate = states.get("migrate", {})
         if migrate.get("Status") == "exited":
             check(migrate.get("ExitCode") == 0, f"the migration exited {migrate.get('ExitCode')}")
-        states = {service: self.state(service) for service in LONG_RUNNING}
+        states = {service: states.get(service, {}) for service in LONG_RUNNING}
         for service, state in states.items():
             check(state.get("Status") != "exited", f"{service} exited with {state.get('ExitCode')}")
             if state.get("Health", {}).get("Status") == "healthy":
@@ -581,8 +589,19 @@ def main() -> int:
         stack.resolve(work)
         up = time.monotonic()
         with figures.timed("stack up -> every service healthy, migration done"):
-            stack.compose("up", "--detach", "--no-build")
-            wait_for(stack.healthy, HEALTHY_TIMEOUT, "a healthy stack", interval=1)
+            # In the background: `up` itself waits for PostgreSQL's health and the migration's end, and the
+            # times at which services turn healthy are taken meanwhile.
+            with (work / "up.log").open("w") as log:
+                stack.starting = starting = subprocess.Popen(
+                    stack.command("up", "--detach", "--no-build"), env=stack.env, stdout=log, stderr=log
+                )
+
+            def ready() -> bool:
+                if starting.poll() not in (None, 0):
+                    raise CheckFailed(f"docker-compose up failed:\n{(work / 'up.log').read_text()}")
+                return stack.healthy() and starting.poll() == 0
+
+            wait_for(ready, HEALTHY_TIMEOUT, "a healthy stack")
         for service, at in sorted(stack.healthy_at.items(), key=lambda item: item[1]):
             figures.note(f"  {service} healthy after", f"{at - up:.1f} s")
         check_loopback_only(stack)
@@ -598,6 +617,9 @@ def main() -> int:
     finally:
         say("==> removing what the test made")
         with figures.timed("stack down, containers, network, volumes and image removed"):
+            if stack.starting is not None and stack.starting.poll() is None:
+                # `down` while `up` still creates containers would leave some behind.
+                stack.starting.wait(120)
             with contextlib.suppress(CheckFailed):
                 stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "20")
             # Removing one image of a build's chain can take others with it: the rest may be gone already.
