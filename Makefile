@@ -8,16 +8,20 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Reinstall only when the project's dependencies or their pinned versions change.
-$(STAMP): pyproject.toml constraints.txt
+# Reinstall only when the dependencies or their pinned versions change. The site distribution (nmdc-site/) is
+# installed beside the server, editable, and after it: the demo and the tests use its client and agent, and a
+# server install that once carried the nmdc-site script would otherwise remove it again.
+$(STAMP): pyproject.toml nmdc-site/pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt -e ./nmdc-site
 	@touch $(STAMP)
 
+# `make dev VERBOSE=1` also shows each API request and Dagster's info lines.
 dev: install
-	$(BIN)/nmdc-runtime dev
+	$(BIN)/nmdc-runtime dev $(if $(VERBOSE),--verbose)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -42,9 +46,9 @@ constraints:
 	rm -rf $(CONSTRAINTS_VENV)
 	$(PYTHON) -m venv $(CONSTRAINTS_VENV)
 	$(CONSTRAINTS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(CONSTRAINTS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '.[dev]'
+	$(CONSTRAINTS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '.[dev]' ./nmdc-site
 	{ sed -n '/^#/p' constraints.txt; \
-	  $(CONSTRAINTS_VENV)/bin/python -m pip freeze --exclude-editable --exclude nmdc-runtime; } > constraints.txt.new
+	  $(CONSTRAINTS_VENV)/bin/python -m pip freeze --exclude nmdc-runtime --exclude nmdc-site; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 	rm -rf $(CONSTRAINTS_VENV)
 

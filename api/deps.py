@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlowPassword, OAuthFlows
+from fastapi.routing import APIRoute
 from fastapi.security import OAuth2
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session
 
+from api.revocations import Revocations
 from nmdc_runtime.auth import InvalidToken, read_token
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
+from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.schemas.common import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageParams
 from nmdc_runtime.store.pages import ScopedPage, decode_page_token, page_scope
@@ -48,13 +53,26 @@ def _database(request: Request) -> Database:
     return request.app.state.database
 
 
+def _policy(request: Request) -> Policy:
+    return request.app.state.policy
+
+
 def _session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the handler returns, before the answer is sent."""
-    with _database(request).session() as session:
+    """A session for the request, closed when the handler returns: the services it is passed to commit their
+    own changes; what is left (reads) ends with it."""
+    with _database(request).sessionmaker() as session:
         yield session
 
 
+def _revocations(request: Request) -> Revocations:
+    return request.app.state.revocations
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
+RevocationsDep = Annotated[Revocations, Depends(_revocations)]
+"""The refused tokens of this process: a change of credentials applies it at once."""
+PolicyDep = Annotated[Policy, Depends(_policy)]
+"""The numbers the rules run on, for the services."""
 DatabaseDep = Annotated[Database, Depends(_database)]
 SessionDep = Annotated[Session, Depends(_session, scope="function")]
 
@@ -68,9 +86,14 @@ async def _principal(request: Request, token: Annotated[str | None, Depends(_bea
     if not token:
         raise _unauthorized("not authenticated: send Authorization: Bearer <token> (from POST /token)")
     try:
-        return read_token(token, key=request.app.state.jwt_key)
+        principal = read_token(
+            token, key=request.app.state.jwt_key, issuer=request.app.state.settings.token_issuer
+        )
     except InvalidToken as exc:
         raise _unauthorized(str(exc)) from exc
+    if request.app.state.revocations.refuses(principal):
+        raise _unauthorized("the credentials of this token were revoked, or its site or user is disabled")
+    return principal
 
 
 async def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
@@ -85,12 +108,40 @@ async def _site(principal: Annotated[Principal, Depends(_principal)]) -> Princip
     return principal
 
 
+async def _metrics_reader(request: Request, token: Annotated[str | None, Depends(_bearer)]) -> None:
+    # Prometheus holds a static scrape token, not a site's or a person's credentials.
+    scrape = request.app.state.settings.metrics_token
+    if token and scrape is not None and hmac.compare_digest(token, scrape.get_secret_value()):
+        return
+    principal = await _principal(request, token)
+    if not principal.admin:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, detail="metrics need a runtime admin or the scrape token"
+        )
+
+
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 """Any authenticated caller."""
 AdminPrincipal = Annotated[Principal, Depends(_admin)]
 """A runtime admin (staff user)."""
 SitePrincipal = Annotated[Principal, Depends(_site)]
 """A site client; `principal.site_id` is the site it acts for."""
+MetricsReader = Annotated[None, Depends(_metrics_reader)]
+"""A runtime admin, or Prometheus with the scrape token `NMDC_METRICS_TOKEN`."""
+
+
+def _known_query_params(route: APIRoute) -> frozenset[str]:
+    """The query parameters a route declares, its dependencies' included (worked out once per route)."""
+    known = getattr(route, "_nmdc_query_params", None)
+    if known is None:
+        names: set[str] = set()
+        dependants = [route.dependant]
+        while dependants:
+            dependant = dependants.pop()
+            names.update(param.alias for param in dependant.query_params)
+            dependants.extend(dependant.dependencies)
+        known = route._nmdc_query_params = frozenset(names)
+    return known
 
 
 async def _page(
@@ -101,7 +152,24 @@ async def _page(
     page_token: Annotated[str | None, Query(max_length=512, description="From the previous page.")] = None,
 ) -> PageParams:
     """The page asked for, bound to this list: its path and filters are fingerprinted here, once, so a token
-    from another list (or the same list with other filters) is a 422 and no route has to know about it."""
+    from another list (or the same list with other filters) is a 422 and no route has to know about it.
+
+    A query parameter the list does not know is a 422 naming it: ignored, a mistyped filter would silently
+    answer with the whole list.
+    """
+    unknown = sorted(set(request.query_params) - _known_query_params(request.scope["route"]))
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", name),
+                    "msg": "unknown query parameter for this list",
+                    "type": "extra_forbidden",
+                    "input": request.query_params[name],
+                }
+                for name in unknown
+            ]
+        )
     scope = page_scope(request.url.path, request.query_params.multi_items())
     after = decode_page_token(page_token, scope) if page_token else None
     return ScopedPage(size=min(max_page_size, MAX_PAGE_SIZE), after=after, scope=scope)

@@ -1,14 +1,6 @@
 """The `Idempotency-Key` header and the answer of an idempotent POST (the SQL is in store/idempotency.py).
 
-A route uses both::
-
-    @router.post("/things", status_code=201, response_model=ThingRead)
-    def create_thing(body: ThingCreate, session: SessionDep, principal: SitePrincipal,
-                     idempotency_key: IdempotencyKeyHeader) -> JSONResponse:
-        outcome = idempotency.run_once(session, principal=principal.key, key=idempotency_key,
-                                       endpoint="POST /things", payload=body.model_dump(mode="json"),
-                                       status_code=201, create=lambda: ...model_dump(mode="json"))
-        return respond(outcome)
+A route reads the header, hands the service an `idempotent_request(...)`, and answers with `respond(outcome)`.
 """
 
 from __future__ import annotations
@@ -17,8 +9,10 @@ from typing import Annotated
 
 from fastapi import Header
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
-from nmdc_runtime.store.idempotency import MAX_KEY_LENGTH, Outcome
+from nmdc_runtime.domain.principals import Principal
+from nmdc_runtime.store.idempotency import MAX_KEY_LENGTH, IdempotentRequest, Outcome
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -33,6 +27,15 @@ IdempotencyKeyHeader = Annotated[
 """The optional `Idempotency-Key` request header: 1-255 printable ASCII characters."""
 
 REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+def idempotent_request(
+    principal: Principal, key: str | None, endpoint: str, body: BaseModel
+) -> IdempotentRequest:
+    """The request as `store.idempotency.run_once` fingerprints it: caller, key, endpoint and body."""
+    return IdempotentRequest(
+        principal=principal.key, key=key, endpoint=endpoint, payload=body.model_dump(mode="json")
+    )
 
 
 def respond(outcome: Outcome) -> JSONResponse:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from api import errors
-from api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from api.login_guard import LoginGuard
+from api.middleware import BodyLimitMiddleware, RequestTelemetry
+from api.revocations import Revocations
 from api.routes import PUBLIC_ROUTERS, ROUTERS
+from nmdc_runtime import logs
 from nmdc_runtime.config import Settings, get_settings
 from nmdc_runtime.db import Database, resolve_urls
 from nmdc_runtime.migrations import upgrade
@@ -17,8 +21,8 @@ from nmdc_runtime.migrations import upgrade
 log = logging.getLogger("nmdc_runtime.api")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API for `settings` (default: from the environment). The database is opened at start-up."""
+def create_app(settings: Settings) -> FastAPI:
+    """The API for `settings`. The database is opened at start-up."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -27,10 +31,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upgrade(url)
         app.state.database = Database(url)
         app.state.jwt_key = active.jwt_key()
+        app.state.revocations = Revocations(
+            app.state.database,
+            refresh_seconds=active.revocation_refresh_seconds,
+            token_lifetime_seconds=active.token_expire_seconds,
+        )
+        app.state.revocations.reload()
+        app.state.login_guard = LoginGuard(
+            max_failures=active.login_max_failures,
+            max_failures_per_address=active.login_max_failures_per_address,
+            window_seconds=active.login_failure_window_seconds,
+            hash_concurrency=active.hash_concurrency,
+            queue_limit=active.login_queue_limit,
+        )
+        refresher = asyncio.create_task(app.state.revocations.keep_fresh())
         log.info("NMDC Runtime API ready")
         try:
             yield
         finally:
+            refresher.cancel()
+            app.state.login_guard.close()
             app.state.database.dispose()
 
     app = FastAPI(
@@ -39,14 +59,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Sites register data, claim jobs, report operations and executions.",
         lifespan=lifespan,
     )
-    app.state.settings = settings or get_settings()
+    app.state.settings = settings
+    app.state.policy = settings.policy()
     errors.install(app)
     for router in ROUTERS:
         # /token and /health answer without a bearer token; everything else shares the error answers.
         app.include_router(router, responses={} if router in PUBLIC_ROUTERS else errors.ERROR_RESPONSES)
     app.add_middleware(BodyLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestTelemetry, log_requests=settings.log_requests)
     return app
 
 
-app = create_app()
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn api.main:app` (deployments, `make dev`) gets the app for the environment's settings, made on
+    # first access rather than at import, so importing this module reads nothing and starts nothing.
+    if name == "app":
+        global app
+        settings = get_settings()
+        logs.configure(settings.log_format)
+        app = create_app(settings)
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,20 +1,17 @@
-"""ASGI middleware: the request body limit and Prometheus metrics."""
+"""ASGI middleware (pure ASGI: no task per request): the request body limit, and per-request telemetry."""
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
+import uuid
 
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUESTS = Counter("nmdc_http_requests_total", "HTTP requests answered.", ["method", "route", "status"])
-LATENCY = Histogram(
-    "nmdc_http_request_duration_seconds",
-    "Time to answer an HTTP request.",
-    ["method", "route"],
-    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
+from api.metrics import LATENCY, REQUESTS
+from nmdc_runtime import logs
 
 
 class BodyLimitMiddleware:
@@ -81,11 +78,21 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-class MetricsMiddleware:
-    """Count and time requests by route template (not raw path, which would explode the label set)."""
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+access = logging.getLogger("nmdc_runtime.requests")
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class RequestTelemetry:
+    """Per request, in one pass: a request id (the caller's `X-Request-ID` when it is sane, else a new one,
+    sent back in `X-Request-ID` and put on every log line written for the request), the Prometheus counters
+    by route template (never the raw path, which would explode the label set), and one log line.
+
+    `log_requests=False` keeps the metrics and the header but writes no line (`make dev` without `--verbose`).
+    """
+
+    def __init__(self, app: ASGIApp, *, log_requests: bool = True) -> None:
         self.app = app
+        self.log_requests = log_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,18 +100,56 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        rid = _incoming_request_id(scope) or uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        header = (b"x-request-id", rid.encode())
 
-        async def recording_send(message: Message) -> None:
+        async def sending(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
-            await self.app(scope, receive, recording_send)
+            await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - start
+            route = _route_label(scope)
             method = scope["method"]
-            REQUESTS.labels(method, template, str(status)).inc()
-            LATENCY.labels(method, template).observe(time.perf_counter() - start)
+            REQUESTS.labels(method, route, str(status)).inc()
+            LATENCY.labels(method, route).observe(elapsed)
+            if self.log_requests:
+                client = scope.get("client")
+                access.info(
+                    "%s %s %s %.1f ms",
+                    method,
+                    scope["path"],
+                    status,
+                    elapsed * 1000,
+                    extra={
+                        "method": method,
+                        "path": scope["path"],
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 1),
+                        "client": client[0] if client else None,
+                    },
+                )
+            logs.request_id.reset(token)
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _REQUEST_ID.match(text) else None
+    return None
+
+
+def _route_label(scope: Scope) -> str:
+    route = scope.get("route")
+    if route is not None:
+        return route.path
+    # Plain routes (the OpenAPI pages) leave no `route` but an endpoint; they have no path parameters.
+    return scope["path"] if "endpoint" in scope else "unmatched"

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from bench.devstack import DevStack
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import DataResource, Job, Workflow
+from nmdc_runtime.services import accounts as account_services
 from nmdc_runtime.store import accounts
 
 SHA = "c" * 64
@@ -46,7 +47,7 @@ def make_world(stack: DevStack, tag: str) -> World:
         for role, caps in (("d", []), ("e", ["bench"])):
             site_id = f"bench-{tag}-{role}"
             accounts.create_site(session, site_id=site_id, name=site_id, capabilities=caps)
-            sites[role] = accounts.create_site_client(session, site_id=site_id)
+            sites[role] = account_services.generate_credentials(session, site_id=site_id, actor="bench")
         session.add(
             Workflow(
                 id=f"wf-{data_type}",

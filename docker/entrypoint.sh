@@ -23,10 +23,17 @@ api)
     rm -rf "$PROMETHEUS_MULTIPROC_DIR"
     mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
     export PROMETHEUS_MULTIPROC_DIR
-    # Forwarded headers (client address, scheme) are believed only from FORWARDED_ALLOW_IPS: the proxy.
-    exec uvicorn api.main:app --host "$bind_host" --port "$api_port" \
-        --workers "${NMDC_API_WORKERS:-2}" --proxy-headers \
-        --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}" --no-server-header
+    set -- uvicorn api.main:app --host "$bind_host" --port "$api_port" --workers "${NMDC_API_WORKERS:-2}" \
+        --no-server-header
+    # One setting names the proxies in front: NMDC_TRUSTED_PROXIES, which the API's login limits read too.
+    # uvicorn takes the client's address and scheme from their X-Forwarded-For and X-Forwarded-Proto only;
+    # with none named, from nobody's.
+    if [ -n "${NMDC_TRUSTED_PROXIES:-}" ]; then
+        set -- "$@" --proxy-headers --forwarded-allow-ips "$NMDC_TRUSTED_PROXIES"
+    else
+        set -- "$@" --no-proxy-headers
+    fi
+    exec "$@"
     ;;
 dagster-webserver)
     exec dagster-webserver --host "$bind_host" --port "${NMDC_DAGSTER_PORT:-3000}" --workspace "$workspace" \

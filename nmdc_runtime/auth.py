@@ -60,20 +60,26 @@ def new_client_secret() -> str:
 # --- access tokens -------------------------------------------------------------------------------------
 
 TOKEN_ALGORITHM = "HS256"
+DEFAULT_ISSUER = "nmdc-runtime"
+AUDIENCE = "nmdc-runtime-api"
+"""Every access token names this API as its audience, so a token minted for another service is refused."""
 
 
 class InvalidToken(Exception):
     """The bearer token is missing, malformed, forged or expired."""
 
 
-def issue_token(principal: Principal, *, key: str, expires_in: int) -> str:
+def issue_token(principal: Principal, *, key: str, expires_in: int, issuer: str = DEFAULT_ISSUER) -> str:
     """A signed JWT naming the principal and its roles, valid for `expires_in` seconds.
 
     Roles travel in the token so that checking a request costs no database round trip; a change of
-    roles therefore takes effect when the caller next fetches a token.
+    roles therefore takes effect when the caller next fetches a token. Revocation and disabling do not wait
+    for that: the API refuses those tokens from a cached list (`api/revocations.py`).
     """
     now = int(time.time())
     claims = {
+        "iss": issuer,
+        "aud": AUDIENCE,
         "sub": principal.key,
         "kind": principal.kind,
         "name": principal.name,
@@ -86,14 +92,17 @@ def issue_token(principal: Principal, *, key: str, expires_in: int) -> str:
     return jwt.encode(claims, key, algorithm=TOKEN_ALGORITHM)
 
 
-def read_token(token: str, *, key: str) -> Principal:
-    """The principal a token was issued to; InvalidToken when it is not one of ours or has expired."""
+def read_token(token: str, *, key: str, issuer: str = DEFAULT_ISSUER) -> Principal:
+    """The principal a token was issued to; InvalidToken when it is not one of ours (signature, issuer,
+    audience) or has expired."""
     try:
         claims = jwt.decode(
             token,
             key,
             algorithms=[TOKEN_ALGORITHM],
-            options={"require": ["exp", "iat", "sub", "kind", "name"]},
+            issuer=issuer,
+            audience=AUDIENCE,
+            options={"require": ["exp", "iat", "sub", "kind", "name", "iss", "aud"]},
         )
         kind = claims["kind"]
         if kind not in ("user", "site_client") or (kind == "site_client" and not claims.get("site_id")):

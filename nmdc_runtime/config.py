@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from nmdc_runtime.domain.policy import Policy
 
 
 class Settings(BaseSettings):
@@ -29,7 +33,12 @@ class Settings(BaseSettings):
         None,
         description="Key that signs access tokens. Unset: generated once and kept in NMDC_HOME (mode 0600).",
     )
-    claim_lease_seconds: int = Field(300, gt=0, description="How long a claim lasts without a heartbeat.")
+    claim_lease_seconds: int = Field(
+        300, gt=0, description="How long a claim lasts without a heartbeat, for workflows that set none."
+    )
+    max_lease_seconds: int = Field(
+        86400, gt=0, description="The longest lease a workflow may give its claims (`lease_seconds`)."
+    )
     operation_retention_seconds: int = Field(
         30 * 24 * 3600, ge=0, description="How long a finished operation is kept before it may be deleted."
     )
@@ -38,18 +47,82 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(3, ge=1, description="Claims a job may use up before it is marked failed.")
     token_expire_seconds: int = Field(3600, gt=0, description="Lifetime of an access token.")
+    token_issuer: str = Field(
+        "nmdc-runtime", min_length=1, description="`iss` of the access tokens; the same on every replica."
+    )
+    revocation_refresh_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=60,
+        description="How often each API process reloads revoked clients and disabled accounts: the longest "
+        "an existing token keeps working after a revocation made through another process.",
+    )
+    login_max_failures: int = Field(
+        10, ge=1, description="Failed POST /token attempts per (client id or username, address) per window."
+    )
+    login_max_failures_per_address: int = Field(
+        100, ge=1, description="Failed POST /token attempts per source address per window."
+    )
+    login_failure_window_seconds: int = Field(
+        300, ge=1, description="The window over which failed POST /token attempts are counted."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (comma-separated) of proxies whose X-Forwarded-For is believed.",
+    )
+    hash_concurrency: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Password and secret checks (64 MiB of argon2 each) run at once per process.",
+    )
+    login_queue_limit: int = Field(
+        32, ge=0, description="POST /token requests that may wait for a check; more get 429 at once."
+    )
     api_port: int = Field(8000, gt=0, lt=65536, description="Port of the REST API under `make dev`.")
     api_workers: int = Field(
         2, ge=1, le=64, description="uvicorn worker processes of the API under `make dev`."
     )
     dagster_port: int = Field(3000, gt=0, lt=65536, description="Port of the Dagster UI under `make dev`.")
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="Largest request body the API accepts.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as plain text or JSON objects."
+    )
+    log_requests: bool = Field(True, description="One log line per API request (`make dev` turns it off).")
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="A bearer token that may read GET /metrics only, for Prometheus (admins' tokens may too).",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # ValueError names a malformed entry
+        return value
 
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         # Dagster subprocesses and uvicorn workers may run elsewhere; fix the folder once.
         return value.expanduser().resolve()
+
+    def policy(self) -> Policy:
+        """The numbers the rules run on."""
+        return Policy(
+            claim_lease_seconds=self.claim_lease_seconds,
+            max_lease_seconds=self.max_lease_seconds,
+            operation_retention_seconds=self.operation_retention_seconds,
+            idempotency_retention_seconds=self.idempotency_retention_seconds,
+            max_attempts=self.max_attempts,
+        )
 
     def jwt_key(self) -> str:
         """The token signing key: the configured one, else one kept in NMDC_HOME."""
@@ -80,5 +153,6 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
+    """The process-wide settings, read once from the environment: for entry points only (the CLI, `api.main:app`,
+    the Dagster definitions), which pass them down explicitly."""
     return Settings()

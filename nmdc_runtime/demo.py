@@ -25,8 +25,8 @@ from pathlib import Path
 
 import httpx
 
-from nmdc_runtime.client import NmdcClient, Operation
 from nmdc_runtime.processes import free_port, stop_group, wait_for
+from nmdc_site.client import NmdcClient, Operation
 
 BIN = Path(sys.executable).parent
 ADMIN = "demo-admin"
@@ -222,7 +222,7 @@ def run() -> int:
             "the executing site claims it, fetches the table, runs the statistics (nmdc-site run --once)",
             started,
         )
-        command = [sys.executable, "-m", "nmdc_runtime.site_agent.examples.stats", "{inputs}"]
+        command = [sys.executable, "-m", "nmdc_site.examples.stats", "{inputs}"]
         agent = processes.start(
             "exec-site",
             [

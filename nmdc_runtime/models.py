@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from nmdc_runtime.domain.states import ExecutionStatus, JobStatus, OperationState
@@ -29,6 +30,10 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+JOB_ID_DEFAULT = "'job-' || replace(gen_random_uuid()::text, '-', '')"
+"""SQL for a new job id: the shape `nmdc_runtime.ids.new_id("job")` gives other kinds of ids."""
 
 
 def _in(column: str, values) -> str:
@@ -53,6 +58,8 @@ class Site(Base):
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
     name: Mapped[str] = mapped_column(Text)
     capabilities: Mapped[list[str]] = mapped_column(server_default="{}")
+    # Set while an admin has disabled the site: its clients get no token, and their tokens stop working.
+    disabled_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = _now()
 
 
@@ -62,8 +69,11 @@ class SiteClient(Base):
     __tablename__ = "site_clients"
 
     client_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
     secret_hash: Mapped[str] = mapped_column(Text)
+    # Set when revoked, for good: the secret gets no token, and tokens issued with it stop working.
+    revoked_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = _now()
 
 
@@ -75,6 +85,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(Text, primary_key=True)
     password_hash: Mapped[str] = mapped_column(Text)
     admin: Mapped[bool] = mapped_column(Boolean, server_default=sa.false())
+    # Set while an admin has disabled the user: no token, and existing tokens stop working.
+    disabled_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = _now()
 
 
@@ -119,7 +131,10 @@ class Workflow(Base):
     """What to run on which data types, and what an executing site needs to run it."""
 
     __tablename__ = "workflows"
-    __table_args__ = (Index(None, "data_types", postgresql_using="gin"),)
+    __table_args__ = (
+        Index(None, "data_types", postgresql_using="gin"),
+        CheckConstraint("lease_seconds IS NULL OR lease_seconds > 0", name="lease_seconds_positive"),
+    )
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
@@ -129,6 +144,8 @@ class Workflow(Base):
     required_capabilities: Mapped[list[str]] = mapped_column(server_default="{}")
     config: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=sa.true())
+    # How long its claims last without a heartbeat; None: NMDC_CLAIM_LEASE_SECONDS.
+    lease_seconds: Mapped[int | None] = mapped_column(Integer)
     # When the sensor last made jobs for the data resources that existed before this workflow matched them.
     backfilled_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = _now()
@@ -155,7 +172,8 @@ class Job(Base):
         Index(None, "status", "seq"),
     )
 
-    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    # Made by the database, whoever inserts the job (POST /jobs or the sensor's batches): one definition.
+    id: Mapped[str] = mapped_column(Text, primary_key=True, server_default=sa.text(JOB_ID_DEFAULT))
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
     workflow_id: Mapped[str] = mapped_column(ForeignKey("workflows.id"))
     config: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
@@ -196,6 +214,7 @@ class Operation(Base):
         CheckConstraint(
             "done OR (result_execution_id IS NULL AND error IS NULL)", name="open_has_no_outcome"
         ),
+        CheckConstraint("lease_seconds > 0", name="lease_seconds_positive"),
         # At most one unfinished operation per job: the last word on claim exclusivity.
         Index("uq_operations_open_job", "job_id", unique=True, postgresql_where=sa.text("NOT done")),
         # The lease reaper scans open operations by lease end.
@@ -219,12 +238,18 @@ class Operation(Base):
     # Site-supplied metadata (progress, message, anything else); the fixed keys are columns.
     extra_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", server_default="{}")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=sa.false())
-    paused: Mapped[bool] = mapped_column(Boolean, server_default=sa.false())
     lease_expire_time: Mapped[datetime] = mapped_column()
+    # The claim's lease length: every heartbeat by the holder renews the lease by this much.
+    lease_seconds: Mapped[int] = mapped_column(Integer)
     create_time: Mapped[datetime] = _now()
     update_time: Mapped[datetime] = _now()
     # Set when done: end time plus the retention period; past it the operation may be deleted.
     expire_time: Mapped[datetime | None] = mapped_column()
+
+    @hybrid_property
+    def paused(self) -> bool:
+        """Derived from `state`, in Python and in SQL alike, so the two can never disagree."""
+        return self.state == OperationState.PAUSED.value
 
 
 class Execution(Base):

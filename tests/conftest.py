@@ -43,7 +43,7 @@ def server_url() -> str:
     settings = Settings()
     if settings.database_url:
         return with_database(normalize_url(settings.database_url), "postgres")
-    return embedded_base_url(settings)
+    return embedded_base_url(settings.home)
 
 
 @pytest.fixture(scope="session")

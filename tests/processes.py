@@ -14,7 +14,7 @@ import httpx
 from nmdc_runtime.config import Settings
 from nmdc_runtime.processes import free_port, stop_group, wait_for
 
-__all__ = ["BIN", "REPO", "free_port", "live_api", "runtime_env", "stop_group", "wait_for"]
+__all__ = ["BIN", "REPO", "ApiURL", "free_port", "live_api", "runtime_env", "stop_group", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -34,10 +34,16 @@ def runtime_env(settings: Settings, home: Path, **overrides: str) -> dict[str, s
     return env
 
 
+class ApiURL(str):
+    """A live API's base URL, which also knows the pid of the process serving it."""
+
+    pid: int
+
+
 @contextlib.contextmanager
-def live_api(settings: Settings, home: Path, workers: int = 1, **env: str) -> Iterator[str]:
+def live_api(settings: Settings, home: Path, workers: int = 1, **env: str) -> Iterator[ApiURL]:
     """`uvicorn api.main:app` (with `--workers` when more than one) on a free port (log in `home/api.log`);
-    yields its base URL, then stops it."""
+    yields its base URL (with `.pid`), then stops it."""
     port = free_port()
     environment = runtime_env(settings, home, **env)
     log_path = home / "api.log"
@@ -52,7 +58,8 @@ def live_api(settings: Settings, home: Path, workers: int = 1, **env: str) -> It
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
+    url = ApiURL(f"http://127.0.0.1:{port}")
+    url.pid = proc.pid
 
     def healthy() -> bool:
         assert proc.poll() is None, f"the API exited: {log_path.read_text(errors='replace')}"

@@ -1,16 +1,15 @@
-"""Custom methods on jobs: claim, cancel and release. The rules are in nmdc_runtime.domain.operations."""
+"""Custom methods on jobs: claim, cancel and release (the transactions are nmdc_runtime.services.claims)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from fastapi import APIRouter, Response
 
-from api.deps import AdminPrincipal, SessionDep, SettingsDep, SitePrincipal
-from api.routes.operations import present_operation
-from nmdc_runtime.domain import operations as domain
-from nmdc_runtime.schemas.data import JobRead
+from api.deps import AdminPrincipal, PolicyDep, SessionDep, SitePrincipal
+from api.metrics import CLAIM_LATENCY
+from api.presenters import present_operation
+from nmdc_runtime.schemas.data import ClaimRequest, JobRead
 from nmdc_runtime.schemas.operations import OperationRead
+from nmdc_runtime.services import claims
 
 router = APIRouter(tags=["jobs"])
 
@@ -25,6 +24,7 @@ router = APIRouter(tags=["jobs"])
             "description": "The caller already holds the active claim: the same operation",
         },
         403: {"description": "The site lacks a capability the workflow requires"},
+        422: {"description": "lease_seconds longer than the workflow allows, or an invalid body"},
         404: {"description": "Unknown job"},
         409: {
             "description": "Another site holds an active claim, or the job is succeeded, failed or canceled"
@@ -32,21 +32,36 @@ router = APIRouter(tags=["jobs"])
     },
 )
 def claim_job(
-    job_id: str, response: Response, session: SessionDep, settings: SettingsDep, principal: SitePrincipal
+    job_id: str,
+    response: Response,
+    session: SessionDep,
+    policy: PolicyDep,
+    principal: SitePrincipal,
+    body: ClaimRequest | None = None,
 ) -> OperationRead:
     """Claim a job for the calling site (site clients only): 201 and a new operation, whose lease the site
     renews by PATCH; or 200 and the same operation when the site already holds the claim (a retry is safe).
 
-    At most one active claim per job, whatever the concurrency. A claim whose lease lapsed (and that is not
-    paused) is ended as `expired` here and never blocks a new claim. Each claim counts one attempt.
+    At most one active claim per job, whatever the concurrency. An operation whose lease lapsed is ended here
+    (`expired`, or `canceled` when a cancel was requested, paused or not) and never blocks a new claim. Each
+    claim counts one attempt.
+
+    The lease lasts the workflow's `lease_seconds` (or the server's default); an optional body
+    `{"lease_seconds": N}` asks for a shorter one (longer than the workflow allows: 422). Every heartbeat
+    renews it by the operation's own `lease_seconds`.
     """
-    with domain.keep_expiries(session):
-        op, created = domain.claim_job(
-            session, job_id=job_id, site_id=principal.site_id, now=datetime.now(UTC), settings=settings
-        )
-    if not created:
+    claim = claims.claim_job(
+        session,
+        job_id=job_id,
+        site_id=principal.site_id,
+        policy=policy,
+        lease_seconds=body.lease_seconds if body else None,
+    )
+    if claim.created:
+        CLAIM_LATENCY.observe((claim.operation.create_time - claim.job.created_at).total_seconds())
+    else:
         response.status_code = 200
-    return present_operation(session, op)
+    return present_operation(session, claim.operation)
 
 
 @router.post(
@@ -57,12 +72,10 @@ def claim_job(
         409: {"description": "The job already succeeded or failed"},
     },
 )
-def cancel_job(job_id: str, session: SessionDep, settings: SettingsDep, _: AdminPrincipal) -> JobRead:
+def cancel_job(job_id: str, session: SessionDep, policy: PolicyDep, _: AdminPrincipal) -> JobRead:
     """Cancel a job (admin): it becomes `canceled` for good; its active operation gets `cancel_requested`
     (or ends at once when its lease has lapsed). Canceling a canceled job changes nothing."""
-    with domain.keep_expiries(session):
-        job = domain.cancel_job(session, job_id=job_id, now=datetime.now(UTC), settings=settings)
-    return JobRead.model_validate(job)
+    return JobRead.model_validate(claims.cancel_job(session, job_id=job_id, policy=policy))
 
 
 @router.post(
@@ -70,11 +83,9 @@ def cancel_job(job_id: str, session: SessionDep, settings: SettingsDep, _: Admin
     response_model=JobRead,
     responses={404: {"description": "Unknown job, or the caller holds no active claim on it"}},
 )
-def release_job(job_id: str, session: SessionDep, settings: SettingsDep, principal: SitePrincipal) -> JobRead:
+def release_job(job_id: str, session: SessionDep, policy: PolicyDep, principal: SitePrincipal) -> JobRead:
     """Give a claimed job back (the holding site): its operation ends `canceled` (error `CANCELLED`), the job
     returns to `unclaimed`, and the release is not a failed attempt."""
-    with domain.keep_expiries(session):
-        job = domain.release_job(
-            session, job_id=job_id, site_id=principal.site_id, now=datetime.now(UTC), settings=settings
-        )
-    return JobRead.model_validate(job)
+    return JobRead.model_validate(
+        claims.release_job(session, job_id=job_id, site_id=principal.site_id, policy=policy)
+    )

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from api.deps import CurrentPrincipal, PageDep, SessionDep, SitePrincipal
-from api.idempotency import IdempotencyKeyHeader, respond
+from api.idempotency import IdempotencyKeyHeader, idempotent_request, respond
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.data import DataResourceCreate, DataResourceRead
-from nmdc_runtime.store import data_resources, idempotency
+from nmdc_runtime.services import catalog
+from nmdc_runtime.store import data_resources
 
 router = APIRouter(tags=["data resources"])
 
@@ -34,22 +35,12 @@ def create_data_resource(
     same body gets the first answer (status and body, plus `Idempotent-Replayed: true`) and creates nothing;
     the same key with a different body is refused with 422, since the key was meant for another request.
     """
-    checksums = [item.model_dump() for item in body.checksums]
-
-    def create() -> dict:
-        row = data_resources.create_data_resource(
-            session, site_id=principal.site_id, **body.model_dump(exclude={"checksums"}), checksums=checksums
-        )
-        return DataResourceRead.model_validate(row).model_dump(mode="json")
-
-    outcome = idempotency.run_once(
+    outcome = catalog.register_data_resource(
         session,
-        principal=principal.key,
-        key=idempotency_key,
-        endpoint="POST /data_resources",
-        payload=body.model_dump(mode="json"),
-        status_code=201,
-        create=create,
+        site_id=principal.site_id,
+        fields=body.model_dump(),
+        request=idempotent_request(principal, idempotency_key, "POST /data_resources", body),
+        present=lambda row: DataResourceRead.model_validate(row).model_dump(mode="json"),
     )
     return respond(outcome)
 

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy.orm import Session
 
-from api.deps import CurrentPrincipal, PageDep, SessionDep, SettingsDep, SitePrincipal
-from api.idempotency import IdempotencyKeyHeader, respond
-from nmdc_runtime.domain import executions as domain
-from nmdc_runtime.domain.operations import keep_expiries
-from nmdc_runtime.models import Execution
+from api.deps import CurrentPrincipal, PageDep, PolicyDep, SessionDep, SitePrincipal
+from api.idempotency import IdempotencyKeyHeader, idempotent_request, respond
+from api.presenters import present_execution, present_executions
 from nmdc_runtime.schemas.common import Page
-from nmdc_runtime.schemas.data import DataResourceRead
 from nmdc_runtime.schemas.executions import ExecutionCreate, ExecutionRead, ExecutionUpdate
+from nmdc_runtime.services import executions as services
 from nmdc_runtime.store import executions as store
-from nmdc_runtime.store import idempotency
 from nmdc_runtime.store.jobs import get_job
 
 router = APIRouter(tags=["executions"])
@@ -28,24 +21,6 @@ _ERRORS = {
     404: {"description": "Unknown job or execution"},
     409: {"description": "The caller holds no active claim on the job (finished, released or lapsed)"},
 }
-
-
-def present_executions(session: Session, executions: Sequence[Execution]) -> list[ExecutionRead]:
-    """Executions as the API shows them, with their outputs in full."""
-    outputs = store.outputs_of(session, executions=executions)
-    return [
-        ExecutionRead.model_validate(
-            {
-                **{
-                    column: getattr(row, column)
-                    for column in ExecutionRead.model_fields
-                    if column != "outputs"
-                },
-                "outputs": [DataResourceRead.model_validate(dr) for dr in outputs[row.id]],
-            }
-        )
-        for row in executions
-    ]
 
 
 @router.post(
@@ -61,7 +36,7 @@ def create_execution(
     job_id: str,
     body: ExecutionCreate,
     session: SessionDep,
-    settings: SettingsDep,
+    policy: PolicyDep,
     principal: SitePrincipal,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
@@ -71,40 +46,20 @@ def create_execution(
     execution, so it can trigger the next workflow. Honours `Idempotency-Key` like `POST /data_resources`.
     Another site's claim is 403; no active claim (finished, released, or a lapsed lease) is 409.
     """
-    now = datetime.now(UTC)
-
-    def create() -> dict:
-        row = domain.record_execution(
-            session,
-            job_id=job_id,
-            site_id=principal.site_id,
-            operation_id=body.operation_id,
-            status=body.status.value,
-            started_at=body.started_at,
-            ended_at=body.ended_at,
-            outputs=[
-                {
-                    **output.model_dump(exclude={"checksums"}),
-                    "checksums": [c.model_dump() for c in output.checksums],
-                }
-                for output in body.outputs
-            ],
-            details=body.details,
-            now=now,
-            settings=settings,
-        )
-        return present_executions(session, [row])[0].model_dump(mode="json")
-
-    with keep_expiries(session):
-        outcome = idempotency.run_once(
-            session,
-            principal=principal.key,
-            key=idempotency_key,
-            endpoint=f"POST /jobs/{job_id}/executions",
-            payload=body.model_dump(mode="json"),
-            status_code=201,
-            create=create,
-        )
+    outcome = services.record_execution(
+        session,
+        job_id=job_id,
+        site_id=principal.site_id,
+        operation_id=body.operation_id,
+        status=body.status.value,
+        started_at=body.started_at,
+        ended_at=body.ended_at,
+        outputs=[output.model_dump() for output in body.outputs],
+        details=body.details,
+        policy=policy,
+        request=idempotent_request(principal, idempotency_key, f"POST /jobs/{job_id}/executions", body),
+        present=lambda row: present_execution(session, row).model_dump(mode="json"),
+    )
     return respond(outcome)
 
 
@@ -123,7 +78,7 @@ def list_executions(
 )
 def get_execution(job_id: str, exec_id: str, session: SessionDep, _: CurrentPrincipal) -> ExecutionRead:
     """One execution of a job."""
-    return present_executions(session, [store.get_execution(session, job_id=job_id, execution_id=exec_id)])[0]
+    return present_execution(session, store.get_execution(session, job_id=job_id, execution_id=exec_id))
 
 
 @router.patch("/jobs/{job_id}/executions/{exec_id}", response_model=ExecutionRead, responses=_ERRORS)
@@ -132,21 +87,19 @@ def update_execution(
     exec_id: str,
     body: ExecutionUpdate,
     session: SessionDep,
-    settings: SettingsDep,
+    policy: PolicyDep,
     principal: SitePrincipal,
 ) -> ExecutionRead:
     """Correct an execution (`status`, `ended_at`, `details` merged): only the executing site, and only while
     the operation it was reported under is open and holds its lease; after that the execution is final (409)."""
-    with keep_expiries(session):
-        row = domain.update_execution(
-            session,
-            job_id=job_id,
-            execution_id=exec_id,
-            site_id=principal.site_id,
-            now=datetime.now(UTC),
-            status=body.status.value if body.status else None,
-            ended_at=body.ended_at,
-            details=body.details,
-            settings=settings,
-        )
-    return present_executions(session, [row])[0]
+    row = services.update_execution(
+        session,
+        job_id=job_id,
+        execution_id=exec_id,
+        site_id=principal.site_id,
+        policy=policy,
+        status=body.status.value if body.status else None,
+        ended_at=body.ended_at,
+        details=body.details,
+    )
+    return present_execution(session, row)

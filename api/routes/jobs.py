@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, SessionDep, SettingsDep
+from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, SessionDep
 from nmdc_runtime.domain.errors import Forbidden
 from nmdc_runtime.domain.states import JobStatus
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.data import JobCreate, JobRead
+from nmdc_runtime.services import catalog
 from nmdc_runtime.store import jobs
 
 router = APIRouter(tags=["jobs"])
@@ -22,17 +23,15 @@ router = APIRouter(tags=["jobs"])
     response_model=JobRead,
     responses={404: {"description": "Unknown workflow or data resource"}},
 )
-def create_job(
-    body: JobCreate, session: SessionDep, settings: SettingsDep, principal: AdminPrincipal
-) -> JobRead:
+def create_job(body: JobCreate, session: SessionDep, policy: PolicyDep, principal: AdminPrincipal) -> JobRead:
     """Make a job by hand (admin). Its config is the workflow's config, overridden by `config`, plus
     `data_resources`: the named data resources in full. An unknown workflow or data resource is 404."""
-    row = jobs.create_job(
+    row = catalog.create_job(
         session,
         workflow_id=body.workflow_id,
         data_resource_ids=body.data_resource_ids,
         config=body.config,
-        max_attempts=settings.max_attempts,
+        max_attempts=policy.max_attempts,
         created_by=principal.key,
     )
     return JobRead.model_validate(row)
@@ -56,9 +55,10 @@ def list_jobs(
 ) -> Page[JobRead]:
     """Jobs, in creation order.
 
-    `claimable=true` keeps the jobs the calling site could claim now: unclaimed, or claimed under a lapsed,
-    unpaused lease, of workflows whose `required_capabilities` the site has. Only a site can claim, so a
-    user asking for `claimable=true` gets 403. `claimable=false` is the same as leaving it out.
+    `claimable=true` keeps the jobs the calling site could claim now: unclaimed, or claimed under a lapsed
+    lease whose ending gives the job back, of workflows whose `required_capabilities` the site has. Only a
+    site can claim, so a user asking for `claimable=true` gets 403. `claimable=false` is the same as leaving
+    it out.
     """
     if claimable and not principal.is_site:
         raise Forbidden(
@@ -70,7 +70,7 @@ def list_jobs(
         status=status,
         workflow_id=workflow_id,
         data_resource_id=data_resource_id,
-        claimable_by=principal.site_id if claimable else None,
+        claimable_by_site=principal.site_id if claimable else None,
     )
     return Page[JobRead](resources=[JobRead.model_validate(row) for row in rows], next_page_token=token)
 

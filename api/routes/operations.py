@@ -2,69 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy.orm import Session
 
-from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, SessionDep, SettingsDep
-from api.routes.executions import present_executions
-from nmdc_runtime.domain import operations as domain
-from nmdc_runtime.models import Operation
+from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, SessionDep
+from api.presenters import present_operation, present_operations
 from nmdc_runtime.schemas.common import Page
-from nmdc_runtime.schemas.operations import OperationMetadata, OperationRead, OperationUpdate
-from nmdc_runtime.store import executions as executions_store
+from nmdc_runtime.schemas.operations import OperationRead, OperationUpdate
+from nmdc_runtime.services import operations as services
 from nmdc_runtime.store import operations as store
 
 router = APIRouter(tags=["operations"])
 
 _NOT_FOUND = {404: {"description": "Unknown operation (or deleted after its retention period)"}}
 _FINISHED = {409: {"description": "The operation is finished, or its lease lapsed"}}
-
-
-def present_operations(session: Session, operations: Sequence[Operation]) -> list[OperationRead]:
-    """Operations as the API shows them: fixed metadata keys from columns, results in full."""
-    executions = executions_store.executions_by_id(
-        session, execution_ids=[op.result_execution_id for op in operations if op.result_execution_id]
-    )
-    results = {
-        row.id: doc
-        for row, doc in zip(
-            executions.values(), present_executions(session, list(executions.values())), strict=True
-        )
-    }
-    return [
-        OperationRead(
-            id=op.id,
-            done=op.done,
-            result=results.get(op.result_execution_id) if op.result_execution_id else None,
-            error=op.error,
-            metadata=OperationMetadata.model_validate(
-                {
-                    **(op.extra_metadata or {}),
-                    "job_id": op.job_id,
-                    "site_id": op.site_id,
-                    "workflow_id": op.workflow_id,
-                    "attempt": op.attempt,
-                    "state": op.state,
-                    "lease_expire_time": op.lease_expire_time,
-                    "cancel_requested": op.cancel_requested,
-                    "paused": op.paused,
-                }
-            ),
-            create_time=op.create_time,
-            update_time=op.update_time,
-            expire_time=op.expire_time,
-        )
-        for op in operations
-    ]
-
-
-def present_operation(session: Session, operation: Operation) -> OperationRead:
-    """One operation as the API shows it."""
-    return present_operations(session, [operation])[0]
 
 
 @router.get("/operations", response_model=Page[OperationRead])
@@ -116,7 +68,7 @@ def get_operation(op_id: str, session: SessionDep, _: CurrentPrincipal) -> Opera
     },
 )
 def update_operation(
-    op_id: str, body: OperationUpdate, session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal
+    op_id: str, body: OperationUpdate, session: SessionDep, policy: PolicyDep, principal: CurrentPrincipal
 ) -> OperationRead:
     """Heartbeat, report progress, or finish (holding site, or an admin).
 
@@ -128,18 +80,16 @@ def update_operation(
     code `CANCELLED` ends it `canceled` (the attempt is not counted), any other `failed`. The answer carries
     `cancel_requested` and `paused`. A finished operation, or one whose lease lapsed, is 409.
     """
-    with domain.keep_expiries(session):
-        op = domain.patch_operation(
-            session,
-            op_id=op_id,
-            principal=principal,
-            now=datetime.now(UTC),
-            metadata=body.metadata,
-            done=body.done,
-            execution_id=body.result.execution_id if body.result else None,
-            error=body.error.model_dump(mode="json") if body.error else None,
-            settings=settings,
-        )
+    op = services.patch_operation(
+        session,
+        op_id=op_id,
+        principal=principal,
+        policy=policy,
+        metadata=body.metadata,
+        done=body.done,
+        execution_id=body.result.execution_id if body.result else None,
+        error=body.error.model_dump(mode="json") if body.error else None,
+    )
     return present_operation(session, op)
 
 
@@ -149,7 +99,7 @@ def update_operation(
     responses={**_NOT_FOUND, **_FINISHED, 403: {"description": "Neither the holding site nor an admin"}},
 )
 def cancel_operation(
-    op_id: str, session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal
+    op_id: str, session: SessionDep, policy: PolicyDep, principal: CurrentPrincipal
 ) -> OperationRead:
     """Cancel (admin, or the holding site).
 
@@ -157,30 +107,19 @@ def cancel_operation(
     `CANCELLED`), the job goes back to `unclaimed`, and the attempt is not counted. An admin's cancel sets
     `cancel_requested` for the holder to act on, or ends the operation at once when its lease has lapsed.
     """
-    with domain.keep_expiries(session):
-        op = domain.cancel_operation(
-            session, op_id=op_id, principal=principal, now=datetime.now(UTC), settings=settings
-        )
+    op = services.cancel_operation(session, op_id=op_id, principal=principal, policy=policy)
     return present_operation(session, op)
 
 
 @router.post("/operations/{op_id}:pause", response_model=OperationRead, responses={**_NOT_FOUND, **_FINISHED})
-def pause_operation(
-    op_id: str, session: SessionDep, settings: SettingsDep, _: AdminPrincipal
-) -> OperationRead:
+def pause_operation(op_id: str, session: SessionDep, policy: PolicyDep, _: AdminPrincipal) -> OperationRead:
     """Pause (admin): state `paused`; its lease does not lapse while paused. Idempotent."""
-    with domain.keep_expiries(session):
-        op = domain.pause_operation(session, op_id=op_id, now=datetime.now(UTC), settings=settings)
-    return present_operation(session, op)
+    return present_operation(session, services.pause_operation(session, op_id=op_id, policy=policy))
 
 
 @router.post(
     "/operations/{op_id}:resume", response_model=OperationRead, responses={**_NOT_FOUND, **_FINISHED}
 )
-def resume_operation(
-    op_id: str, session: SessionDep, settings: SettingsDep, _: AdminPrincipal
-) -> OperationRead:
+def resume_operation(op_id: str, session: SessionDep, policy: PolicyDep, _: AdminPrincipal) -> OperationRead:
     """Resume (admin): state `running` with a fresh lease period. Idempotent."""
-    with domain.keep_expiries(session):
-        op = domain.resume_operation(session, op_id=op_id, now=datetime.now(UTC), settings=settings)
-    return present_operation(session, op)
+    return present_operation(session, services.resume_operation(session, op_id=op_id, policy=policy))

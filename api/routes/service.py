@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 import sqlalchemy as sa
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from api.deps import CurrentPrincipal, DatabaseDep
+from api.deps import DatabaseDep, MetricsReader
+from api.errors import ErrorBody
+from api.metrics import exposition
 
 router = APIRouter(tags=["service"])
 
@@ -40,26 +40,18 @@ async def health(database: DatabaseDep):
     return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
 
 
-def _exposition() -> bytes:
-    """The metrics of every API process, or of this one when it runs alone.
-
-    Under `uvicorn --workers N` each worker counts for itself, and a scrape reaches one of them: read
-    alone, counters would seem to jump back and forth. With PROMETHEUS_MULTIPROC_DIR set (`make dev` sets
-    it) every worker writes its values to files there, and a fresh registry sums them at scrape time.
-    """
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
-    return generate_latest()
-
-
 @router.get(
     "/metrics",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        401: {"model": ErrorBody, "description": "Missing, malformed, forged or expired bearer token"},
+        403: {"model": ErrorBody, "description": "Neither a runtime admin nor the scrape token"},
+    },
 )
-def metrics(_: CurrentPrincipal) -> Response:
-    """Prometheus metrics in the text exposition format, summed over the API's worker processes."""
-    # Sync: in multiprocess mode this reads one file per worker and metric type.
-    return Response(_exposition(), media_type=CONTENT_TYPE_LATEST)
+def metrics(database: DatabaseDep, _: MetricsReader) -> Response:
+    """Prometheus metrics in the text exposition format: HTTP figures summed over the API's worker processes,
+    and the queue's figures from the database (`nmdc_jobs{status}`, `nmdc_open_operations`,
+    `nmdc_lapsed_leases`, ...). For a runtime admin's token, or the scrape token `NMDC_METRICS_TOKEN`."""
+    # Sync: it reads one file per worker and metric type, and queries the database.
+    return Response(exposition(database), media_type=CONTENT_TYPE_LATEST)

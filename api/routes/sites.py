@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
-from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, SessionDep
+from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, RevocationsDep, SessionDep
 from nmdc_runtime.domain.errors import Forbidden
-from nmdc_runtime.schemas.accounts import SiteCreate, SiteCredentials, SiteRead
+from nmdc_runtime.domain.principals import Principal
+from nmdc_runtime.schemas.accounts import SiteClientRead, SiteCreate, SiteCredentials, SiteRead
 from nmdc_runtime.schemas.common import Page
+from nmdc_runtime.services import accounts as services
 from nmdc_runtime.store import accounts
 
 router = APIRouter(tags=["sites"])
 
 
 @router.post("/sites", status_code=201, response_model=SiteRead, responses={409: {"description": "Id taken"}})
-def create_site(body: SiteCreate, session: SessionDep, _: AdminPrincipal) -> SiteRead:
+def create_site(body: SiteCreate, session: SessionDep, principal: AdminPrincipal) -> SiteRead:
     """Register a site (admin). Its credentials come from `:generateCredentials`."""
-    row = accounts.create_site(
-        session, site_id=body.id, name=body.name or body.id, capabilities=body.capabilities
+    row, _ = services.create_site(
+        session,
+        site_id=body.id,
+        name=body.name or body.id,
+        capabilities=body.capabilities,
+        actor=principal.key,
     )
     return SiteRead.model_validate(row)
 
@@ -41,8 +47,82 @@ def generate_credentials(session: SessionDep, principal: CurrentPrincipal, site_
 
     The secret is in this answer only; the runtime keeps just its hash.
     """
+    _may_manage_credentials(principal, site_id, "generate its credentials")
+    client, secret = services.generate_credentials(session, site_id=site_id, actor=principal.key)
+    return SiteCredentials(client_id=client.client_id, client_secret=secret)
+
+
+def _may_manage_credentials(principal: Principal, site_id: str, action: str) -> None:
     # Checked before the site's existence, so that non-admins cannot probe which site ids exist.
     if principal.is_site or not principal.may_administer_site(site_id):
-        raise Forbidden("only an admin or an admin of this site may generate its credentials")
-    client, secret = accounts.create_site_client(session, site_id=site_id)
-    return SiteCredentials(client_id=client.client_id, client_secret=secret)
+        raise Forbidden(f"only an admin or an admin of this site may {action}")
+
+
+@router.get(
+    "/sites/{site_id}/clients",
+    response_model=Page[SiteClientRead],
+    responses={403: {"description": "Neither an admin nor an admin of this site"}},
+)
+def list_site_clients(
+    session: SessionDep, principal: CurrentPrincipal, page: PageDep, site_id: str
+) -> Page[SiteClientRead]:
+    """A site's client credentials, revoked ones included, oldest first: ids and times, never secrets
+    (admin, or a user who administers the site)."""
+    _may_manage_credentials(principal, site_id, "list its credentials")
+    accounts.get_site(session, site_id=site_id)
+    rows, token = accounts.list_site_clients(session, site_id=site_id, page=page)
+    return Page[SiteClientRead](
+        resources=[SiteClientRead.model_validate(row) for row in rows], next_page_token=token
+    )
+
+
+@router.delete(
+    "/sites/{site_id}/clients/{client_id}",
+    status_code=204,
+    responses={
+        204: {"description": "Revoked (revoking a revoked client changes nothing)"},
+        403: {"description": "Neither an admin nor an admin of this site"},
+        404: {"description": "The site has no such client"},
+    },
+)
+def revoke_site_client(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    revocations: RevocationsDep,
+    site_id: str,
+    client_id: str,
+) -> Response:
+    """Revoke a client for good (admin, or a user who administers the site): its secret gets 401 at
+    `/token`, and tokens already issued with it stop working (at once on this API process, within
+    NMDC_REVOCATION_REFRESH_SECONDS on the others). To rotate, generate new credentials, move the site to
+    them, then revoke the old client."""
+    _may_manage_credentials(principal, site_id, "revoke its credentials")
+    services.revoke_site_client(session, site_id=site_id, client_id=client_id, actor=principal.key)
+    revocations.client_revoked(client_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/sites/{site_id}:disable", response_model=SiteRead, responses={404: {"description": "Unknown site"}}
+)
+def disable_site(
+    session: SessionDep, principal: AdminPrincipal, revocations: RevocationsDep, site_id: str
+) -> SiteRead:
+    """Disable a site (admin): its clients get 401 at `/token` and their tokens stop working, until
+    `:enable`. Its jobs, operations and data stay as they are (its open operations lapse if nobody renews
+    them)."""
+    site = services.set_site_enabled(session, site_id=site_id, enabled=False, actor=principal.key)
+    revocations.site_standing(site_id, enabled=False)
+    return SiteRead.model_validate(site)
+
+
+@router.post(
+    "/sites/{site_id}:enable", response_model=SiteRead, responses={404: {"description": "Unknown site"}}
+)
+def enable_site(
+    session: SessionDep, principal: AdminPrincipal, revocations: RevocationsDep, site_id: str
+) -> SiteRead:
+    """Enable a disabled site again (admin); enabling an enabled site changes nothing."""
+    site = services.set_site_enabled(session, site_id=site_id, enabled=True, actor=principal.key)
+    revocations.site_standing(site_id, enabled=True)
+    return SiteRead.model_validate(site)

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from api.deps import DatabaseDep, SettingsDep
+from api.errors import ErrorBody
+from api.login_guard import LoginGuard, TooManyAttempts, client_address
 from nmdc_runtime.auth import issue_token
 from nmdc_runtime.db import Database
 from nmdc_runtime.domain.principals import Principal
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import accounts
 
 router = APIRouter(tags=["auth"])
 
@@ -30,13 +31,24 @@ class Token(BaseModel):
 
 
 def _authenticate(database: Database, grant_type: str, name: str, secret: str) -> Principal | None:
-    with database.session() as session:
+    with database.sessionmaker() as session:
         if grant_type == "client_credentials":
             return accounts.authenticate_site_client(session, client_id=name, client_secret=secret)
         return accounts.authenticate_user(session, username=name, password=secret)
 
 
-@router.post("/token", response_model=Token, responses={401: {"description": "Bad credentials"}})
+@router.post(
+    "/token",
+    response_model=Token,
+    responses={
+        401: {"description": "Bad credentials, a revoked client, or a disabled site or user"},
+        429: {
+            "model": ErrorBody,
+            "description": "Too many failed attempts from this address (see Retry-After), or too many logins "
+            "in progress",
+        },
+    },
+)
 async def token(
     request: Request,
     database: DatabaseDep,
@@ -54,15 +66,32 @@ async def token(
             "client_id and client_secret" if grant_type == "client_credentials" else "username and password"
         )
         raise HTTPException(422, detail=f"grant_type={grant_type} needs {needed}")
-    # Hash checks are deliberately slow: keep them off the event loop.
-    principal = await run_in_threadpool(_authenticate, database, grant_type, name, secret)
+    guard: LoginGuard = request.app.state.login_guard
+    address = client_address(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+        settings.trusted_proxies,
+    )
+    try:
+        guard.check(name, address)
+        # Hash checks are deliberately slow: off the event loop, in the guard's bounded pool.
+        principal = await guard.run_check(lambda: _authenticate(database, grant_type, name, secret))
+    except TooManyAttempts as exc:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"{exc.reason}; retry after {exc.retry_after} s",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from exc
     if principal is None:
+        guard.failed(name, address)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="invalid credentials", headers={"WWW-Authenticate": "Bearer"}
         )
     expires_in = settings.token_expire_seconds
     return Token(
-        access_token=issue_token(principal, key=request.app.state.jwt_key, expires_in=expires_in),
+        access_token=issue_token(
+            principal, key=request.app.state.jwt_key, expires_in=expires_in, issuer=settings.token_issuer
+        ),
         expires_in=expires_in,
         expires=Expires(seconds=expires_in),
     )

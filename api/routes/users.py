@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import AdminPrincipal, CurrentPrincipal, SessionDep
+from api.deps import AdminPrincipal, CurrentPrincipal, RevocationsDep, SessionDep
 from nmdc_runtime.schemas.accounts import PrincipalRead, UserCreate, UserRead
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import accounts
+from nmdc_runtime.store import accounts as store
 
 router = APIRouter(tags=["users"])
 
@@ -17,7 +18,7 @@ router = APIRouter(tags=["users"])
     response_model=UserRead,
     responses={404: {"description": "Unknown site in site_admin_of"}, 409: {"description": "Name taken"}},
 )
-def create_user(body: UserCreate, session: SessionDep, _: AdminPrincipal) -> UserRead:
+def create_user(body: UserCreate, session: SessionDep, principal: AdminPrincipal) -> UserRead:
     """Create a user (admin); the answer never carries the password."""
     row = accounts.create_user(
         session,
@@ -25,6 +26,7 @@ def create_user(body: UserCreate, session: SessionDep, _: AdminPrincipal) -> Use
         password=body.password,
         admin=body.admin,
         site_admin_of=body.site_admin_of,
+        actor=principal.key,
     )
     return UserRead(
         username=row.username,
@@ -50,3 +52,37 @@ def me(principal: CurrentPrincipal) -> PrincipalRead:
         admin=principal.admin,
         site_admin_of=sorted(principal.site_admin_of),
     )
+
+
+def _user_read(session, user) -> UserRead:
+    return UserRead(
+        username=user.username,
+        admin=user.admin,
+        site_admin_of=store.user_site_admin_of(session, username=user.username),
+        disabled_at=user.disabled_at,
+        created_at=user.created_at,
+    )
+
+
+@router.post(
+    "/users/{username}:disable", response_model=UserRead, responses={404: {"description": "Unknown user"}}
+)
+def disable_user(
+    session: SessionDep, principal: AdminPrincipal, revocations: RevocationsDep, username: str
+) -> UserRead:
+    """Disable a user (admin): 401 at `/token`, and existing tokens stop working, until `:enable`."""
+    user = accounts.set_user_enabled(session, username=username, enabled=False, actor=principal.key)
+    revocations.user_standing(username, enabled=False)
+    return _user_read(session, user)
+
+
+@router.post(
+    "/users/{username}:enable", response_model=UserRead, responses={404: {"description": "Unknown user"}}
+)
+def enable_user(
+    session: SessionDep, principal: AdminPrincipal, revocations: RevocationsDep, username: str
+) -> UserRead:
+    """Enable a disabled user again (admin); enabling an enabled user changes nothing."""
+    user = accounts.set_user_enabled(session, username=username, enabled=True, actor=principal.key)
+    revocations.user_standing(username, enabled=True)
+    return _user_read(session, user)

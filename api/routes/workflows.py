@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, SessionDep
+from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, SessionDep
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.data import WorkflowCreate, WorkflowRead, WorkflowUpdate
+from nmdc_runtime.services import catalog
 from nmdc_runtime.store import workflows
 
 router = APIRouter(tags=["workflows"])
@@ -15,9 +16,11 @@ router = APIRouter(tags=["workflows"])
 @router.post(
     "/workflows", status_code=201, response_model=WorkflowRead, responses={409: {"description": "Id taken"}}
 )
-def create_workflow(body: WorkflowCreate, session: SessionDep, _: AdminPrincipal) -> WorkflowRead:
+def create_workflow(
+    body: WorkflowCreate, session: SessionDep, policy: PolicyDep, _: AdminPrincipal
+) -> WorkflowRead:
     """Define a workflow (admin); the sensor makes one of its jobs per new data resource of its data types."""
-    row = workflows.create_workflow(
+    row = catalog.create_workflow(
         session,
         workflow_id=body.id,
         name=body.name,
@@ -26,6 +29,8 @@ def create_workflow(body: WorkflowCreate, session: SessionDep, _: AdminPrincipal
         required_capabilities=body.required_capabilities,
         config=body.config,
         enabled=body.enabled,
+        lease_seconds=body.lease_seconds,
+        policy=policy,
     )
     return WorkflowRead.model_validate(row)
 
@@ -47,12 +52,12 @@ def get_workflow(session: SessionDep, _: CurrentPrincipal, workflow_id: str) -> 
 
 @router.patch("/workflows/{workflow_id}", response_model=WorkflowRead)
 def update_workflow(
-    body: WorkflowUpdate, session: SessionDep, _: AdminPrincipal, workflow_id: str
+    body: WorkflowUpdate, session: SessionDep, policy: PolicyDep, _: AdminPrincipal, workflow_id: str
 ) -> WorkflowRead:
     """Change some of a workflow's fields (admin), e.g. `{"enabled": false}`; the others keep their values.
 
     Jobs already made keep the config they were made with.
     """
     return WorkflowRead.model_validate(
-        workflows.update_workflow(session, workflow_id=workflow_id, changes=body.changes())
+        catalog.update_workflow(session, workflow_id=workflow_id, changes=body.changes(), policy=policy)
     )

@@ -1,7 +1,9 @@
 """The external system the Dagster code talks to: the runtime database, as a typed resource.
 
 Sensors take it as a parameter, so a test passes one pointing at its own database (or at one that refuses
-connections, to check that an outage fails the tick instead of looking like "nothing new").
+connections, to check that an outage fails the tick instead of looking like "nothing new"). It holds every
+setting the sensors need as a field, filled once from the runtime settings by `from_settings` where the
+definitions are wired (`nmdc_runtime.definitions`): nothing here reads the environment.
 """
 
 from __future__ import annotations
@@ -9,13 +11,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from dagster import ConfigurableResource
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from nmdc_runtime.config import get_settings
-from nmdc_runtime.db import Database, normalize_url, resolve_urls
+from nmdc_runtime.config import Settings
+from nmdc_runtime.db import Database, embedded_runtime_url, normalize_url
+from nmdc_runtime.domain.policy import Policy
 
 _databases: dict[str, Database] = {}
 _lock = threading.Lock()
@@ -39,18 +43,18 @@ def _database(url: str) -> Database:
 
 
 class RuntimeDatabase(ConfigurableResource):
-    """The runtime's PostgreSQL database, and the settings for the rows the sensors write to it.
-
-    Unset fields come from the runtime settings (`NMDC_*` environment variables), so the same
-    definitions run under `make dev`, in Docker and in tests.
-    """
+    """The runtime's PostgreSQL database, and the rules' numbers for what the sensors write to it."""
 
     url: str | None = Field(
-        default=None,
-        description="SQLAlchemy URL of the runtime database. Unset: NMDC_DATABASE_URL, else the embedded server.",
+        description="SQLAlchemy URL of the runtime database. None: the embedded server under `home`."
     )
-    max_attempts: int | None = Field(
-        default=None, description="max_attempts of the jobs the sensors make. Unset: NMDC_MAX_ATTEMPTS."
+    home: str = Field(description="NMDC_HOME: where the embedded server lives when `url` is None.")
+    claim_lease_seconds: int = Field(gt=0, description="NMDC_CLAIM_LEASE_SECONDS.")
+    max_lease_seconds: int = Field(gt=0, description="NMDC_MAX_LEASE_SECONDS.")
+    operation_retention_seconds: int = Field(ge=0, description="NMDC_OPERATION_RETENTION_SECONDS.")
+    idempotency_retention_seconds: int = Field(ge=0, description="NMDC_IDEMPOTENCY_RETENTION_SECONDS.")
+    max_attempts: int = Field(
+        ge=1, description="max_attempts of the jobs the sensors make (NMDC_MAX_ATTEMPTS)."
     )
     batch_size: int = Field(
         default=2000, gt=0, description="Data resources matched (or executions reported) per statement."
@@ -61,18 +65,39 @@ class RuntimeDatabase(ConfigurableResource):
         description="A tick stops starting new batches after this long; the next tick carries on.",
     )
 
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides) -> RuntimeDatabase:
+        """The resource for these runtime settings (the database URL is resolved at first use)."""
+        policy = settings.policy()
+        fields = {
+            "url": settings.database_url,
+            "home": str(settings.home),
+            "claim_lease_seconds": policy.claim_lease_seconds,
+            "max_lease_seconds": policy.max_lease_seconds,
+            "operation_retention_seconds": policy.operation_retention_seconds,
+            "idempotency_retention_seconds": policy.idempotency_retention_seconds,
+            "max_attempts": policy.max_attempts,
+        }
+        return cls(**{**fields, **overrides})
+
+    def policy(self) -> Policy:
+        """The numbers the rules run on."""
+        return Policy(
+            claim_lease_seconds=self.claim_lease_seconds,
+            max_lease_seconds=self.max_lease_seconds,
+            operation_retention_seconds=self.operation_retention_seconds,
+            idempotency_retention_seconds=self.idempotency_retention_seconds,
+            max_attempts=self.max_attempts,
+        )
+
     def resolved_url(self) -> str:
-        """The database URL these settings lead to."""
+        """The database URL: `url`, else the embedded server's (started or attached to here)."""
         if self.url:
             return normalize_url(self.url)
-        return resolve_urls(get_settings(), create=False).runtime
-
-    def resolved_max_attempts(self) -> int:
-        """The `max_attempts` of new jobs."""
-        return self.max_attempts if self.max_attempts is not None else get_settings().max_attempts
+        return embedded_runtime_url(Path(self.home))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """One transaction: committed when the block succeeds, rolled back when it raises."""
-        with _database(self.resolved_url()).session() as session:
+        """A session on the runtime database; the services it is passed to commit their own work."""
+        with _database(self.resolved_url()).sessionmaker() as session:
             yield session

@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from dagster import (
@@ -34,11 +34,11 @@ from dagster import (
     sensor,
 )
 
-from nmdc_runtime.config import get_settings
 from nmdc_runtime.dagster.assets import EXECUTIONS, JOBS, workflow_partitions
 from nmdc_runtime.dagster.resources import RuntimeDatabase
-from nmdc_runtime.domain.operations import delete_finished_operations, expire_lapsed_operations
-from nmdc_runtime.store import idempotency, pipeline
+from nmdc_runtime.services import maintenance
+from nmdc_runtime.services import pipeline as pipeline_service
+from nmdc_runtime.store import pipeline
 
 DATA_RESOURCES_SENSOR = "data_resources_sensor"
 EXECUTIONS_SENSOR = "executions_sensor"
@@ -176,7 +176,7 @@ def data_resources_sensor(context: SensorEvaluationContext, runtime: RuntimeData
     last_seq = int(cursor.get("seq", 0))
     backfills: dict[str, Any] = dict(cursor.get("backfills", {}))
     made = _JobsMade(created_by=tick_label(context, DATA_RESOURCES_SENSOR))
-    max_attempts = runtime.resolved_max_attempts()
+    max_attempts = runtime.max_attempts
     batch_size = runtime.batch_size
 
     def in_budget() -> bool:
@@ -186,7 +186,7 @@ def data_resources_sensor(context: SensorEvaluationContext, runtime: RuntimeData
         # Each loop runs at least one batch, so every tick makes progress however long a batch takes.
         while True:
             with runtime.session() as session:
-                rows = pipeline.match_new_data_resources(
+                rows = pipeline_service.match_new_data_resources(
                     session, limit=batch_size, max_attempts=max_attempts, created_by=made.created_by
                 )
             seen = {row.data_resource_id for row in rows}
@@ -209,24 +209,21 @@ def data_resources_sensor(context: SensorEvaluationContext, runtime: RuntimeData
             finished = False
             while True:
                 with runtime.session() as session:
-                    rows = pipeline.backfill_workflow(
+                    rows, finished = pipeline_service.backfill_workflow(
                         session,
                         workflow_id=backfill.workflow_id,
+                        updated_at=backfill.updated_at,
                         after_seq=after_seq,
                         limit=batch_size,
                         max_attempts=max_attempts,
                         created_by=made.created_by,
                     )
-                    made.add("backfill", rows)
-                    if rows:
-                        after_seq = max(row.seq for row in rows)
-                    if len({row.data_resource_id for row in rows}) < batch_size:
-                        # False when the workflow changed meanwhile: then the next tick starts it again.
-                        finished = pipeline.mark_backfilled(
-                            session, workflow_id=backfill.workflow_id, updated_at=backfill.updated_at
-                        )
-                        break
-                if not in_budget():
+                made.add("backfill", rows)
+                if rows:
+                    after_seq = max(row.seq for row in rows)
+                # A short batch is the last: `finished` says whether it was recorded (False when the
+                # workflow changed meanwhile; then the next tick starts it again).
+                if len({row.data_resource_id for row in rows}) < batch_size or not in_budget():
                     break
             if finished:
                 backfills.pop(backfill.workflow_id, None)
@@ -343,16 +340,15 @@ def executions_sensor(context: SensorEvaluationContext, runtime: RuntimeDatabase
     ),
 )
 def operations_reaper(context: SensorEvaluationContext, runtime: RuntimeDatabase):
-    """Apply the API's own lease and retention rules (`nmdc_runtime.domain.operations`) on a clock."""
+    """Apply the API's own lease and retention rules (`nmdc_runtime.services.maintenance`) on a clock."""
     now = datetime.now(UTC)
+    policy = runtime.policy()
     with runtime.session() as session:
-        expired = expire_lapsed_operations(session, now=now, limit=REAPER_LIMIT)
+        expired = maintenance.reap_lapsed_leases(session, now=now, policy=policy, limit=REAPER_LIMIT)
     with runtime.session() as session:
-        deleted = delete_finished_operations(session, now=now, limit=REAPER_LIMIT)
+        deleted = maintenance.delete_finished_operations(session, now=now, limit=REAPER_LIMIT)
     with runtime.session() as session:
-        forgotten = idempotency.delete_keys_before(
-            session, before=now - timedelta(seconds=get_settings().idempotency_retention_seconds)
-        )
+        forgotten = maintenance.forget_idempotency_keys(session, now=now, policy=policy)
     if not expired and not deleted and not forgotten:
         return SkipReason(
             "0 lapsed leases ended, 0 finished operations deleted, 0 idempotency keys forgotten"

@@ -11,93 +11,68 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
-
-from nmdc_runtime.config import Settings, get_settings
 from nmdc_runtime.domain.errors import Forbidden, InvalidInput, LeaseLost
-from nmdc_runtime.domain.operations import active_operation_for_execution, expire_if_lapsed
-from nmdc_runtime.models import Execution
-from nmdc_runtime.store import executions as store
-from nmdc_runtime.store import operations as operations_store
+from nmdc_runtime.domain.operations import Operation
 
 
-def record_execution(
-    session: Session,
+def operation_for_execution(
     *,
     job_id: str,
-    site_id: str,
     operation_id: str,
-    status: str,
-    started_at: datetime,
-    ended_at: datetime,
-    outputs: list[dict[str, Any]],
-    details: dict[str, Any],
-    now: datetime,
-    settings: Settings | None = None,
-) -> Execution:
-    """Record what `site_id` did under its active claim on the job; its outputs become its data resources.
-
-    NotFound (unknown job), Forbidden (another site's claim), Conflict (no active claim), InvalidInput
-    (an operation that is not this job's): see `active_operation_for_execution`.
-    """
-    op, job = active_operation_for_execution(
-        session, job_id=job_id, operation_id=operation_id, site_id=site_id, now=now, settings=settings
-    )
-    return store.create_execution(
-        session,
-        job_id=job.id,
-        site_id=site_id,
-        operation_id=op.id,
-        workflow_id=job.workflow_id,
-        status=status,
-        started_at=started_at,
-        ended_at=ended_at,
-        outputs=outputs,
-        details=details,
-        now=now,
-    )
-
-
-def update_execution(
-    session: Session,
-    *,
-    job_id: str,
-    execution_id: str,
     site_id: str,
-    now: datetime,
-    status: str | None = None,
-    ended_at: datetime | None = None,
-    details: Mapping[str, Any] | None = None,
-    settings: Settings | None = None,
-) -> Execution:
-    """Correct an execution: only its site, only while its operation is open (see the module docstring).
+    active: Operation | None,
+    named: Operation | None,
+) -> Operation:
+    """The operation a new execution is recorded under: `active` (the job's operation that holds its lease),
+    when `site_id` holds it and `operation_id` names it. `named` is the operation `operation_id` names.
 
-    `details` is merged shallowly; a null value removes a key.
+    When `named` is one of the job's operations: Forbidden if it is another site's, Conflict if it has ended
+    (a late write). Otherwise (unknown, or another job's): InvalidInput if the caller holds the job's active
+    claim, Forbidden if another site does, Conflict if nobody does.
     """
-    settings = settings or get_settings()
-    job = operations_store.lock_job_or_404(session, job_id=job_id)
-    execution = store.get_execution(session, job_id=job.id, execution_id=execution_id, lock=True)
-    if execution.site_id != site_id:
+    if named is not None and named.job_id == job_id:
+        if named.site_id != site_id:
+            raise Forbidden("this operation belongs to another site")
+        if active is None or named.id != active.id:
+            raise LeaseLost(
+                f"operation {operation_id} has ended: site {site_id} holds no active claim on {job_id}"
+            )
+        return active
+    if active is not None and active.site_id == site_id:
+        raise InvalidInput(
+            f"no operation {operation_id!r} of job {job_id}", field="operation_id", location="body"
+        )
+    if active is not None:
+        raise Forbidden("another site holds this job's claim")
+    raise LeaseLost(f"site {site_id} holds no active claim on job {job_id}")
+
+
+def check_correction(
+    *,
+    execution_id: str,
+    execution_site_id: str,
+    execution_operation_id: str,
+    started_at: datetime,
+    site_id: str,
+    active: Operation | None,
+    ended_at: datetime | None,
+) -> None:
+    """Forbidden unless `site_id` made the execution; Conflict once its operation has ended; InvalidInput
+    for an `ended_at` before `started_at`."""
+    if execution_site_id != site_id:
         raise Forbidden("only the executing site may change an execution")
-    active = expire_if_lapsed(
-        session, operations_store.open_operation(session, job_id=job.id), job, now=now, settings=settings
-    )
-    if active is None or active.id != execution.operation_id:
-        raise LeaseLost(f"operation {execution.operation_id} has ended: execution {execution_id} is final")
-    if ended_at is not None and ended_at < execution.started_at:
+    if active is None or active.id != execution_operation_id:
+        raise LeaseLost(f"operation {execution_operation_id} has ended: execution {execution_id} is final")
+    if ended_at is not None and ended_at < started_at:
         raise InvalidInput("ended_at is before started_at", field="ended_at", location="body")
-    if status is not None:
-        execution.status = status
-    if ended_at is not None:
-        execution.ended_at = ended_at
-    if details is not None:
-        merged = dict(execution.details or {})
-        for key, value in details.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        execution.details = merged
-    execution.updated_at = now
-    session.flush()
-    return execution
+
+
+def merged_details(details: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`details` with `patch` merged in shallowly; a null value removes a key."""
+    merged = dict(details)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged

@@ -1,7 +1,9 @@
-"""Claims, leases and operations: the rules as pure functions, and the transactions that apply them.
+"""Claims, leases and operations: the rules, as pure functions over a job and its operation.
 
-Every entry point (the REST API, the Dagster lease reaper, the CLI) goes through the functions here, so a
-lapsed lease, a cancel or a finished operation means the same thing wherever it is noticed.
+No I/O here: `nmdc_runtime.services` locks the rows, calls these rules and commits, for every entry point
+(the REST API, the Dagster lease reaper, the CLI), so a lapsed lease, a cancel or a finished operation means
+the same thing wherever it is noticed. Rules that queries need too have an SQL form in
+`nmdc_runtime.store.rules`, and `tests/integration/test_rules_agree.py` proves the two forms agree.
 
 Choices the API contract leaves open, made here once:
 
@@ -13,23 +15,32 @@ Choices the API contract leaves open, made here once:
   `CANCELLED`) or a lapsed lease makes it `failed` once `attempts >= max_attempts`, else `unclaimed`; a
   `CANCELLED` ending returns it to `unclaimed`. A job an admin has canceled stays `canceled` whatever its
   operation ends with (its execution is still recorded).
-- **Lapse** (`lease_lapsed`): an open operation whose `lease_expire_time` has passed has lost its lease unless
-  it is paused; `cancel_requested` overrides the pause (the holder keeps heartbeating while paused, which
+- **Lapse** (`lease_lapsed`): an open operation whose `lease_expire_time` has passed (or is exactly now) has
+  lost its lease unless it is paused; `cancel_requested` overrides the pause (the holder keeps heartbeating while paused, which
   renews the lease as usual, so only a holder that has gone silent lets it pass). Whoever touches it first (a
   claim, a PATCH, a cancel, a pause, the reaper) ends it in its own transaction (`end_lapsed_operation`):
   as `expired` with error code `DEADLINE_EXCEEDED`, or, when cancellation was requested, as `canceled` with
   error code `CANCELLED` (the cancel request stands even though the holder never acted on it). A request
-  that then fails with 409 still commits that ending (see `keep_expiries`).
+  that then fails with 409 still commits that ending (`nmdc_runtime.services.transactions`).
 - **What a lapse does to the job**: an expiry counts the attempt (`unclaimed`, or `failed` once attempts are
   used up). A lapsed cancel request is a `CANCELLED` ending: the attempt is given back, and the job returns
   to `unclaimed` when only the operation was canceled, or stays `canceled` when an admin canceled the job.
+- **Claimable** (`claimable`): a job a site may claim now: unclaimed, or claimed under a lapsed lease whose
+  ending gives the job back (attempts left, or a cancel request), of a workflow whose required capabilities
+  the site has.
 - **An admin's cancel** ends the operation at once (as `canceled`) when its `lease_expire_time` has passed,
   paused or not: nobody is heartbeating it. Otherwise it sets `cancel_requested` for the holder to act on;
   if the holder then goes silent, the lapse ends it `canceled` (see Lapse).
-- **Finishing with a result** needs a *succeeded* execution of the same job by the holding site; anything
-  else is invalid input (422 on the field `result.execution_id`): a failed run is reported as an error.
+- **Finishing with a result** needs a *succeeded* execution recorded under this very operation (so of the same
+  job, by the holding site); anything else is invalid input (422 on the field `result.execution_id`): a failed
+  run is reported as an error. The PATCH that finishes an operation does not renew its lease.
+- **Lease length**: a claim's lease lasts its workflow's `lease_seconds` (at most `max_lease_seconds`), or
+  `claim_lease_seconds` when the workflow sets none; a claim may ask for a shorter one, never a longer one
+  (422). The operation keeps its length (`lease_seconds`): every heartbeat by the holder, and a resume, renew
+  the lease by that much.
 - **Metadata**: the keys `job_id`, `site_id`, `workflow_id`, `attempt` are read-only (422 when changed); the
-  server-owned keys `state`, `lease_expire_time`, `cancel_requested`, `paused` are ignored when sent back;
+  server-owned keys `state`, `lease_expire_time`, `lease_seconds`, `cancel_requested`, `paused` are ignored
+  when sent back;
   other keys are merged shallowly, and a `null` value removes a key. `progress` must be a number in
   [0, 100] and `message` a string. The merged site-supplied keys are capped: at most `MAX_METADATA_KEYS`
   (100) keys and `MAX_METADATA_BYTES` (64 KiB) as compact UTF-8 JSON, else 422 on the field `metadata`. A
@@ -40,32 +51,60 @@ Choices the API contract leaves open, made here once:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy.orm import Session
-
-from nmdc_runtime.config import Settings, get_settings
-from nmdc_runtime.domain.errors import (
-    Conflict,
-    Forbidden,
-    InvalidInput,
-    LeaseLost,
-    NotFound,
-    RuntimeDomainError,
-)
+from nmdc_runtime.domain.errors import Conflict, Forbidden, InvalidInput
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.domain.states import ErrorCode, ExecutionStatus, JobStatus, OperationState
-from nmdc_runtime.ids import new_id
-from nmdc_runtime.models import Execution, Job, Operation
-from nmdc_runtime.store import operations as store
+
+
+class Job(Protocol):
+    """What the rules read and change of a job (the ORM row, in the service layer)."""
+
+    id: str
+    workflow_id: str
+    status: str
+    attempts: int
+    max_attempts: int
+    updated_at: datetime
+
+
+class Operation(Protocol):
+    """What the rules read and change of an operation (the ORM row, in the service layer)."""
+
+    id: str
+    job_id: str
+    site_id: str
+    workflow_id: str
+    attempt: int
+    state: str
+    done: bool
+    cancel_requested: bool
+    lease_expire_time: datetime
+    lease_seconds: int
+    result_execution_id: str | None
+    error: dict[str, Any] | None
+    extra_metadata: dict[str, Any]
+    update_time: datetime
+    expire_time: datetime | None
+
+
+class Execution(Protocol):
+    """What the rules read of an execution."""
+
+    id: str
+    job_id: str
+    site_id: str
+    operation_id: str
+    status: str
+
 
 READ_ONLY_METADATA = ("job_id", "site_id", "workflow_id", "attempt")
 """Metadata keys a PATCH may send back unchanged but never change."""
-SERVER_METADATA = ("state", "lease_expire_time", "cancel_requested", "paused")
+SERVER_METADATA = ("state", "lease_expire_time", "lease_seconds", "cancel_requested", "paused")
 """Metadata keys the server owns; values sent in a PATCH are ignored."""
 MAX_METADATA_KEYS = 100
 """At most this many site-supplied metadata keys once a PATCH is merged."""
@@ -108,14 +147,16 @@ def can_move_job(source: JobStatus, target: JobStatus) -> bool:
     return target in JOB_MOVES[JobStatus(source)]
 
 
-def _move_operation(op: Operation, target: OperationState) -> None:
+def move_operation(op: Operation, target: OperationState) -> None:
+    """Change an operation's state; Conflict when the move is not allowed."""
     if not can_move_operation(OperationState(op.state), target):
         raise Conflict(f"operation {op.id} is {op.state}; it cannot become {target}")
     op.state = target.value
     op.done = target.done
 
 
-def _move_job(job: Job, target: JobStatus) -> None:
+def move_job(job: Job, target: JobStatus) -> None:
+    """Change a job's status (staying put is fine); Conflict when the move is not allowed."""
     if job.status == target:
         return
     if not can_move_job(JobStatus(job.status), target):
@@ -138,12 +179,39 @@ class ClaimDecision(StrEnum):
 def lease_lapsed(op: Operation, *, now: datetime) -> bool:
     """Whether an open operation has lost its lease: its lease ended at or before `now`, and it is not paused
     (or it is, but cancellation has been requested: a pause does not keep a cancel waiting forever)."""
-    return not op.done and (not op.paused or bool(op.cancel_requested)) and op.lease_expire_time <= now
+    return (
+        not op.done
+        and (op.state != OperationState.PAUSED or bool(op.cancel_requested))
+        and op.lease_expire_time <= now
+    )
 
 
 def capabilities_cover(site_capabilities: list[str], required: list[str]) -> bool:
     """Whether a site has every capability a workflow requires."""
     return set(required) <= set(site_capabilities)
+
+
+def claimable(
+    job: Job,
+    open_operation: Operation | None,
+    *,
+    site_capabilities: list[str],
+    required_capabilities: list[str],
+    now: datetime,
+) -> bool:
+    """Whether a claim by a site with `site_capabilities` would get a new operation now (see the module
+    docstring): what `GET /jobs?claimable=true` lists, before anything has ended a lapsed lease."""
+    if not capabilities_cover(site_capabilities, required_capabilities):
+        return False
+    if job.status == JobStatus.UNCLAIMED:
+        return True
+    return (
+        job.status == JobStatus.CLAIMED
+        and open_operation is not None
+        and lease_lapsed(open_operation, now=now)
+        # An expiry on the last attempt fails the job; a lapsed cancel request gives the attempt back.
+        and (job.attempts < job.max_attempts or bool(open_operation.cancel_requested))
+    )
 
 
 def decide_claim(
@@ -242,26 +310,54 @@ def _check_metadata_size(before: Mapping[str, Any], after: Mapping[str, Any]) ->
     raise InvalidInput(f"metadata would hold {reason}", field="metadata", location="body")
 
 
-def start_operation(job: Job, *, site_id: str, now: datetime, lease_seconds: int) -> Operation:
-    """A new open operation for `site_id` on `job`, counting the attempt and marking the job claimed."""
-    _move_job(job, JobStatus.CLAIMED)
+def lease_for_claim(
+    *, requested: int | None, workflow_lease_seconds: int | None, default_seconds: int
+) -> int:
+    """The lease length of a new claim: the workflow's (or the default), or a shorter one the claim asks for.
+
+    InvalidInput when the claim asks for more than the workflow allows.
+    """
+    allowed = workflow_lease_seconds or default_seconds
+    if requested is None:
+        return allowed
+    if requested > allowed:
+        raise InvalidInput(
+            f"lease_seconds may be at most {allowed}, the lease this workflow's claims get",
+            field="lease_seconds",
+            location="body",
+        )
+    return requested
+
+
+def check_workflow_lease(lease_seconds: int | None, *, max_seconds: int) -> None:
+    """InvalidInput when a workflow asks for a lease longer than the server allows."""
+    if lease_seconds is not None and lease_seconds > max_seconds:
+        raise InvalidInput(
+            f"lease_seconds may be at most {max_seconds} (NMDC_MAX_LEASE_SECONDS)",
+            field="lease_seconds",
+            location="body",
+        )
+
+
+def start_operation(job: Job, *, site_id: str, now: datetime, lease_seconds: int) -> dict[str, Any]:
+    """The fields of a new open operation for `site_id` on `job`; counts the attempt and marks the job claimed."""
+    move_job(job, JobStatus.CLAIMED)
     job.attempts += 1
     job.updated_at = now
-    return Operation(
-        id=new_id("op"),
-        job_id=job.id,
-        site_id=site_id,
-        workflow_id=job.workflow_id,
-        attempt=job.attempts,
-        state=OperationState.RUNNING.value,
-        done=False,
-        extra_metadata={},
-        cancel_requested=False,
-        paused=False,
-        lease_expire_time=now + timedelta(seconds=lease_seconds),
-        create_time=now,
-        update_time=now,
-    )
+    return {
+        "job_id": job.id,
+        "site_id": site_id,
+        "workflow_id": job.workflow_id,
+        "attempt": job.attempts,
+        "state": OperationState.RUNNING.value,
+        "done": False,
+        "extra_metadata": {},
+        "cancel_requested": False,
+        "lease_expire_time": now + timedelta(seconds=lease_seconds),
+        "lease_seconds": lease_seconds,
+        "create_time": now,
+        "update_time": now,
+    }
 
 
 def finish_operation(
@@ -279,16 +375,15 @@ def finish_operation(
         raise ValueError("a finished operation has exactly one of a result and an error")
     if (execution_id is not None) != (state is OperationState.SUCCEEDED):
         raise ValueError("only a succeeded operation has a result")
-    _move_operation(op, state)
+    move_operation(op, state)
     op.result_execution_id = execution_id
     op.error = error
-    op.paused = False
     op.update_time = now
     op.expire_time = now + timedelta(seconds=retention_seconds)
     status, attempts = job_after_operation(
         job_status=JobStatus(job.status), attempts=job.attempts, max_attempts=job.max_attempts, op_state=state
     )
-    _move_job(job, status)
+    move_job(job, status)
     job.attempts = attempts
     job.updated_at = now
 
@@ -353,164 +448,40 @@ def _rfc3339(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
-# --- transactions --------------------------------------------------------------------------------------
-
-_KEEP = "nmdc_keep_on_error"
+# --- what each request does, once its rows are locked --------------------------------------------------
 
 
-@contextmanager
-def keep_expiries(session: Session) -> Iterator[None]:
-    """Keep the lease expiries a failing request made, and nothing else it did.
+def finishing_state(
+    *, done: bool | None, execution_id: str | None, error: Mapping[str, Any] | None
+) -> OperationState | None:
+    """The state a PATCH finishes its operation in, or None when it does not finish it.
 
-    A request that meets a lapsed lease ends that operation, then often answers 409 or 404; the error
-    would roll the expiry back with the rest. On a domain error this rolls back, applies the same lapse rule
-    again to the jobs noted, and commits that alone (it is idempotent: a lease lapsed once stays lapsed).
+    InvalidInput for `done: false` with an outcome, and for finishing with neither or both of result and error.
     """
-    session.info.pop(_KEEP, None)
-    try:
-        yield
-    except RuntimeDomainError:
-        noted = session.info.pop(_KEEP, None)
-        if noted:
-            session.rollback()
-            now, settings, job_ids = noted
-            for job_id in sorted(job_ids):
-                job = store.lock_job(session, job_id=job_id)
-                if job is not None:
-                    expire_if_lapsed(
-                        session, store.open_operation(session, job_id=job.id), job, now=now, settings=settings
-                    )
-            session.info.pop(_KEEP, None)
-            session.commit()
-        raise
-    finally:
-        session.info.pop(_KEEP, None)
-
-
-def _settings(settings: Settings | None) -> Settings:
-    return settings or get_settings()
-
-
-def expire_if_lapsed(
-    session: Session, op: Operation | None, job: Job, *, now: datetime, settings: Settings
-) -> Operation | None:
-    """`op` when it is open and holds its lease; None when there is none, or (having ended it with
-    `end_lapsed_operation`) it lapsed.
-
-    `op` and `job` must be locked. Endings are noted for `keep_expiries`.
-    """
-    if op is None or op.done:
-        return None
-    if not lease_lapsed(op, now=now):
-        return op
-    end_lapsed_operation(op, job, now=now, retention_seconds=settings.operation_retention_seconds)
-    session.flush()
-    noted = session.info.setdefault(_KEEP, (now, settings, set()))
-    noted[2].add(job.id)
-    return None
-
-
-def _lock_operation(session: Session, *, op_id: str) -> tuple[Operation, Job]:
-    """The operation and its job, both locked, job first (the lock order everywhere)."""
-    job_id = store.operation_job_id(session, op_id=op_id)
-    job = store.lock_job_or_404(session, job_id=job_id)
-    op = store.get_operation(session, op_id=op_id, lock=True)
-    return op, job
-
-
-def _open_operation_for(
-    session: Session, op: Operation, job: Job, *, now: datetime, settings: Settings
-) -> Operation:
-    """`op`, when it is open and still holds its lease; else Conflict (expiring it first if it lapsed)."""
-    if op.done:
-        raise Conflict(f"operation {op.id} is finished ({op.state})")
-    if expire_if_lapsed(session, op, job, now=now, settings=settings) is None:
-        raise LeaseLost(
-            f"operation {op.id} lost its lease: it lapsed at {_rfc3339(op.lease_expire_time)} ({op.state})"
-        )
-    return op
-
-
-def claim_job(
-    session: Session, *, job_id: str, site_id: str, now: datetime, settings: Settings | None = None
-) -> tuple[Operation, bool]:
-    """Claim a job for a site: (the operation, whether it is new). Atomic under concurrency.
-
-    The job row is locked for the whole transaction, so claims of one job queue behind each other; a lapsed
-    open operation is expired first, so it never blocks a claim.
-    """
-    settings = _settings(settings)
-    job = store.lock_job_or_404(session, job_id=job_id)
-    current = expire_if_lapsed(
-        session, store.open_operation(session, job_id=job.id), job, now=now, settings=settings
-    )
-    decision = decide_claim(
-        job_status=JobStatus(job.status),
-        holder_site_id=current.site_id if current else None,
-        site_id=site_id,
-        site_capabilities=store.site_capabilities(session, site_id=site_id),
-        required_capabilities=store.workflow_required_capabilities(session, workflow_id=job.workflow_id),
-    )
-    if decision is ClaimDecision.EXISTING:
-        return current, False
-    op = start_operation(job, site_id=site_id, now=now, lease_seconds=settings.claim_lease_seconds)
-    store.insert_operation(session, op)
-    return op, True
-
-
-def patch_operation(
-    session: Session,
-    *,
-    op_id: str,
-    principal: Principal,
-    now: datetime,
-    metadata: Mapping[str, Any] | None = None,
-    done: bool | None = None,
-    execution_id: str | None = None,
-    error: Mapping[str, Any] | None = None,
-    settings: Settings | None = None,
-) -> Operation:
-    """Apply a PATCH from the holding site (renewing its lease) or an admin: merge metadata, maybe finish."""
-    settings = _settings(settings)
-    op, job = _lock_operation(session, op_id=op_id)
-    authorize_holder(op, principal, admin_allowed=True)
-    _open_operation_for(session, op, job, now=now, settings=settings)
-
     finishing = done is True or execution_id is not None or error is not None
     if done is False and finishing:
         raise InvalidInput(
             "a result or an error finishes the operation: send done true", field="done", location="body"
         )
-    if finishing and (execution_id is None) == (error is None):
+    if not finishing:
+        return None
+    if (execution_id is None) == (error is None):
         raise InvalidInput("finishing needs exactly one of result and error", field="done", location="body")
-    extra = merged_metadata(op, metadata) if metadata is not None else op.extra_metadata
-    if execution_id is not None:
-        _check_result(session, op, execution_id)
-
-    op.extra_metadata = extra
-    op.update_time = now
-    if principal.is_site:
-        op.lease_expire_time = now + timedelta(seconds=settings.claim_lease_seconds)
-    if finishing:
-        state = OperationState.SUCCEEDED if execution_id is not None else state_for_error(error["code"])
-        finish_operation(
-            op,
-            job,
-            state=state,
-            now=now,
-            retention_seconds=settings.operation_retention_seconds,
-            execution_id=execution_id,
-            error=dict(error) if error is not None else None,
-        )
-    session.flush()
-    return op
+    return OperationState.SUCCEEDED if execution_id is not None else state_for_error(error["code"])
 
 
-def _check_result(session: Session, op: Operation, execution_id: str) -> None:
-    execution = session.get(Execution, execution_id)
+def check_result(op: Operation, execution_id: str, execution: Execution | None) -> None:
+    """InvalidInput unless `execution` (looked up by `execution_id`) is a succeeded execution of the
+    operation's job by its site."""
     if execution is None or execution.job_id != op.job_id or execution.site_id != op.site_id:
         raise InvalidInput(
             f"no execution {execution_id!r} of job {op.job_id} by site {op.site_id}",
+            field="result.execution_id",
+            location="body",
+        )
+    if execution.operation_id != op.id:
+        raise InvalidInput(
+            f"execution {execution_id} was recorded under operation {execution.operation_id}, not {op.id}",
             field="result.execution_id",
             location="body",
         )
@@ -522,37 +493,27 @@ def _check_result(session: Session, op: Operation, execution_id: str) -> None:
         )
 
 
-def cancel_operation(
-    session: Session, *, op_id: str, principal: Principal, now: datetime, settings: Settings | None = None
-) -> Operation:
-    """`:cancel`. The holding site releases the job; an admin requests cancellation (or, when nobody holds
-    the lease any more, ends the operation at once)."""
-    settings = _settings(settings)
-    op, job = _lock_operation(session, op_id=op_id)
-    authorize_holder(op, principal, admin_allowed=True)
-    if principal.is_site:
-        _open_operation_for(session, op, job, now=now, settings=settings)
-        _release(op, job, now=now, settings=settings)
-    else:
-        if op.done:
-            raise Conflict(f"operation {op.id} is finished ({op.state})")
-        _request_cancel(op, job, now=now, settings=settings, reason="canceled by an admin")
-    session.flush()
-    return op
+def heartbeat(op: Operation, *, now: datetime, by_holder: bool) -> None:
+    """Record a PATCH: `update_time`, and, when the holding site sent it, a lease renewed by its own length."""
+    op.update_time = now
+    if by_holder:
+        op.lease_expire_time = now + timedelta(seconds=op.lease_seconds)
 
 
-def _release(op: Operation, job: Job, *, now: datetime, settings: Settings) -> None:
+def release(op: Operation, job: Job, *, now: datetime, retention_seconds: int) -> None:
+    """The holding site gives the job back: `canceled` (CANCELLED), the attempt given back."""
     finish_operation(
         op,
         job,
         state=OperationState.CANCELED,
         now=now,
-        retention_seconds=settings.operation_retention_seconds,
+        retention_seconds=retention_seconds,
         error=cancelled_error("released by the holding site"),
     )
 
 
-def _request_cancel(op: Operation, job: Job, *, now: datetime, settings: Settings, reason: str) -> None:
+def request_cancel(op: Operation, job: Job, *, now: datetime, retention_seconds: int, reason: str) -> None:
+    """Set `cancel_requested` for the holder to act on; end the operation at once when its lease has lapsed."""
     op.cancel_requested = True
     op.update_time = now
     if lease_lapsed(op, now=now):  # with cancel_requested set: paused or not
@@ -562,153 +523,42 @@ def _request_cancel(op: Operation, job: Job, *, now: datetime, settings: Setting
             job,
             state=OperationState.CANCELED,
             now=now,
-            retention_seconds=settings.operation_retention_seconds,
+            retention_seconds=retention_seconds,
             error=cancelled_error(reason + "; the holder's lease had lapsed"),
         )
 
 
-def pause_operation(
-    session: Session, *, op_id: str, now: datetime, settings: Settings | None = None
-) -> Operation:
-    """`:pause` (admin): the lease stops lapsing until `:resume`. Pausing a paused operation changes nothing."""
-    settings = _settings(settings)
-    op, job = _lock_operation(session, op_id=op_id)
-    _open_operation_for(session, op, job, now=now, settings=settings)
-    if not op.paused:
-        _move_operation(op, OperationState.PAUSED)
-        op.paused = True
-        op.update_time = now
-    session.flush()
-    return op
-
-
-def resume_operation(
-    session: Session, *, op_id: str, now: datetime, settings: Settings | None = None
-) -> Operation:
-    """`:resume` (admin): running again, with a fresh lease period. Resuming a running operation changes nothing."""
-    settings = _settings(settings)
-    op, job = _lock_operation(session, op_id=op_id)
-    _open_operation_for(session, op, job, now=now, settings=settings)
-    if op.paused:
-        _move_operation(op, OperationState.RUNNING)
-        op.paused = False
-        op.lease_expire_time = now + timedelta(seconds=settings.claim_lease_seconds)
-        op.update_time = now
-    session.flush()
-    return op
-
-
-def cancel_job(session: Session, *, job_id: str, now: datetime, settings: Settings | None = None) -> Job:
-    """`POST /jobs/{id}:cancel` (admin): the job becomes canceled; its active operation gets cancel_requested.
+def cancel_job(job: Job, op: Operation | None, *, now: datetime, retention_seconds: int) -> None:
+    """An admin cancels the job for good; its active operation (if any) gets a cancel request.
 
     Canceling a canceled job changes nothing; a succeeded or failed job is a Conflict.
     """
-    settings = _settings(settings)
-    job = store.lock_job_or_404(session, job_id=job_id)
-    op = expire_if_lapsed(
-        session, store.open_operation(session, job_id=job.id), job, now=now, settings=settings
-    )
     if job.status == JobStatus.CANCELED:
-        return job
-    _move_job(job, JobStatus.CANCELED)
+        return
+    move_job(job, JobStatus.CANCELED)
     job.updated_at = now
     if op is not None:
-        _request_cancel(op, job, now=now, settings=settings, reason="the job was canceled by an admin")
-    session.flush()
-    return job
-
-
-def release_job(
-    session: Session, *, job_id: str, site_id: str, now: datetime, settings: Settings | None = None
-) -> Job:
-    """`POST /jobs/{id}:release` (holding site): its operation ends canceled; the attempt is given back.
-
-    NotFound when the site holds no active claim on the job (a lapsed one included).
-    """
-    settings = _settings(settings)
-    job = store.lock_job_or_404(session, job_id=job_id)
-    op = expire_if_lapsed(
-        session, store.open_operation(session, job_id=job.id), job, now=now, settings=settings
-    )
-    if op is None or op.site_id != site_id:
-        raise NotFound(f"site {site_id} holds no active claim on job {job_id}")
-    _release(op, job, now=now, settings=settings)
-    session.flush()
-    return job
-
-
-def active_operation_for_execution(
-    session: Session,
-    *,
-    job_id: str,
-    operation_id: str,
-    site_id: str,
-    now: datetime,
-    settings: Settings | None = None,
-) -> tuple[Operation, Job]:
-    """The job's active operation, locked with the job, when `site_id` holds it and `operation_id` names it.
-
-    NotFound for an unknown job. When `operation_id` is one of the job's operations: Forbidden if it is
-    another site's, Conflict if it has ended (a late write; a lapsed lease is expired here). Otherwise
-    (unknown, or another job's): InvalidInput if the caller holds the job's active claim, Forbidden if
-    another site does, Conflict if nobody does.
-    """
-    settings = _settings(settings)
-    job = store.lock_job_or_404(session, job_id=job_id)
-    active = expire_if_lapsed(
-        session, store.open_operation(session, job_id=job.id), job, now=now, settings=settings
-    )
-    named = (
-        active if active is not None and active.id == operation_id else session.get(Operation, operation_id)
-    )
-    if named is not None and named.job_id == job.id:
-        if named.site_id != site_id:
-            raise Forbidden("this operation belongs to another site")
-        if named is not active:
-            raise LeaseLost(
-                f"operation {operation_id} has ended: site {site_id} holds no active claim on {job_id}"
-            )
-        return active, job
-    if active is not None and active.site_id == site_id:
-        raise InvalidInput(
-            f"no operation {operation_id!r} of job {job_id}", field="operation_id", location="body"
+        request_cancel(
+            op, job, now=now, retention_seconds=retention_seconds, reason="the job was canceled by an admin"
         )
-    if active is not None:
-        raise Forbidden("another site holds this job's claim")
-    raise LeaseLost(f"site {site_id} holds no active claim on job {job_id}")
 
 
-def expire_lapsed_operations(
-    session: Session, *, now: datetime, limit: int = 1000, settings: Settings | None = None
-) -> list[str]:
-    """End up to `limit` open operations whose lease lapsed before `now` (see `lease_lapsed`); return their ids.
-
-    Each ends by `end_lapsed_operation`, the rule a claim applies when it meets a lapsed lease: `expired`
-    (error DEADLINE_EXCEEDED; its job goes back to `unclaimed`, or to `failed` when its attempts are used up),
-    or, when cancellation was requested (paused or not), `canceled` (error CANCELLED; the attempt is given
-    back and the job goes back to `unclaimed` unless it was canceled). `expire_time` = now + the retention
-    period. Jobs another transaction has locked are skipped (that transaction applies the same
-    rule itself, or renews the lease). `settings` gives the retention period (default: `get_settings()`).
-    The caller commits.
-    """
-    settings = _settings(settings)
-    expired: list[str] = []
-    for op_id, job_id in store.lapsed_operation_jobs(session, now=now, limit=limit):
-        job = store.lock_job(session, job_id=job_id, skip_locked=True)
-        if job is None:
-            continue
-        op = store.open_operation(session, job_id=job.id)
-        if op is None or op.id != op_id or not lease_lapsed(op, now=now):
-            continue
-        end_lapsed_operation(op, job, now=now, retention_seconds=settings.operation_retention_seconds)
-        expired.append(op_id)
-    session.flush()
-    return expired
+def pause(op: Operation, *, now: datetime) -> None:
+    """An admin pauses an open operation: its lease stops lapsing. Pausing a paused one changes nothing."""
+    if op.state != OperationState.PAUSED:
+        move_operation(op, OperationState.PAUSED)
+        op.update_time = now
 
 
-def delete_finished_operations(session: Session, *, now: datetime, limit: int = 1000) -> int:
-    """Delete up to `limit` finished operations whose `expire_time` is before `now`; return how many.
+def resume(op: Operation, *, now: datetime) -> None:
+    """An admin resumes a paused operation, with a fresh lease of its length. Resuming a running one changes
+    nothing."""
+    if op.state == OperationState.PAUSED:
+        move_operation(op, OperationState.RUNNING)
+        op.lease_expire_time = now + timedelta(seconds=op.lease_seconds)
+        op.update_time = now
 
-    Executions are kept (they do not reference operations by foreign key). The caller commits.
-    """
-    return store.delete_finished(session, now=now, limit=limit)
+
+def lost_lease_message(op: Operation) -> str:
+    """Why a late write is refused: the operation's lease lapsed (it has just been ended) or it had ended."""
+    return f"operation {op.id} lost its lease: it lapsed at {_rfc3339(op.lease_expire_time)} ({op.state})"

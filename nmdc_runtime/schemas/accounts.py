@@ -33,7 +33,17 @@ class SiteRead(ReadModel):
     id: str
     name: str
     capabilities: list[str]
+    disabled_at: datetime | None = Field(None, description="Set while an admin has disabled the site.")
     created_at: datetime
+
+
+class SiteClientRead(ReadModel):
+    """A site's client credentials, as listed: never the secret."""
+
+    client_id: str
+    site_id: str
+    created_at: datetime
+    revoked_at: datetime | None = Field(None, description="Set once revoked: the secret gets no token.")
 
 
 class SiteCredentials(ReadModel):
@@ -58,6 +68,7 @@ class UserRead(ReadModel):
     username: str
     admin: bool
     site_admin_of: list[str]
+    disabled_at: datetime | None = Field(None, description="Set while an admin has disabled the user.")
     created_at: datetime
 
 

@@ -48,6 +48,9 @@ def _http_url(value: str) -> str:
     return value
 
 
+LeaseSeconds = Annotated[StrictInt, Field(gt=0, le=2**31 - 1)]
+"""A lease length in seconds (the server's maximum is a setting, checked where it applies)."""
+
 HttpUrl = Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH), AfterValidator(_http_url)]
 Version = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^\S+$")]
 OpaqueId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -127,6 +130,11 @@ class WorkflowCreate(StrictModel):
     required_capabilities: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     config: JobConfig = Field(default_factory=dict)
     enabled: StrictBool = True
+    lease_seconds: LeaseSeconds | None = Field(
+        None,
+        description="How long its claims last without a heartbeat (at most NMDC_MAX_LEASE_SECONDS); "
+        "unset: NMDC_CLAIM_LEASE_SECONDS.",
+    )
 
 
 class WorkflowUpdate(StrictModel):
@@ -138,8 +146,11 @@ class WorkflowUpdate(StrictModel):
     required_capabilities: list[Tag] | None = Field(None, max_length=MAX_TAGS)
     config: JobConfig | None = None
     enabled: StrictBool | None = None
+    lease_seconds: LeaseSeconds | None = Field(
+        None, description="Null: back to the default lease (NMDC_CLAIM_LEASE_SECONDS)."
+    )
 
-    @field_validator("*")
+    @field_validator("name", "version", "data_types", "required_capabilities", "config", "enabled")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         # Runs only for fields that were sent: a field left out stays None and unchanged.
@@ -162,6 +173,7 @@ class WorkflowRead(ReadModel):
     required_capabilities: list[str]
     config: dict[str, Any]
     enabled: bool
+    lease_seconds: int | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -186,3 +198,11 @@ class JobRead(ReadModel):
     created_by: str | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class ClaimRequest(StrictModel):
+    """`POST /jobs/{job_id}:claim`'s optional body."""
+
+    lease_seconds: LeaseSeconds | None = Field(
+        None, description="A lease shorter than the workflow's (more: 422); unset: the workflow's lease."
+    )

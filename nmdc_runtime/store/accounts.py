@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from nmdc_runtime import auth
 from nmdc_runtime.domain.errors import AlreadyExists, NotFound
-from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.models import Site, SiteClient, User, UserSiteAdmin
 from nmdc_runtime.schemas.common import PageParams
 from nmdc_runtime.store.pages import fetch_page
@@ -42,25 +41,33 @@ def list_sites(session: Session, *, page: PageParams) -> tuple[Sequence[Site], s
     return fetch_page(session, sa.select(Site), Site.seq, page)
 
 
-def create_site_client(session: Session, *, site_id: str) -> tuple[SiteClient, str]:
-    """New credentials for a site: the stored client and the secret, which is returned only here."""
-    get_site(session, site_id=site_id)
-    secret = auth.new_client_secret()
-    client = SiteClient(client_id=auth.new_client_id(), site_id=site_id, secret_hash=auth.hash_secret(secret))
+def insert_site_client(session: Session, *, site_id: str, client_id: str, secret_hash: str) -> SiteClient:
+    """Insert credentials of a site (only the secret's hash is stored)."""
+    client = SiteClient(client_id=client_id, site_id=site_id, secret_hash=secret_hash)
     session.add(client)
     session.flush()
-    return client, secret
+    return client
+
+
+def get_site_client(session: Session, *, client_id: str) -> tuple[SiteClient, Site] | None:
+    """A site client by id and its site, in one round trip; None for an unknown id."""
+    row = session.execute(
+        sa.select(SiteClient, Site)
+        .join(Site, Site.id == SiteClient.site_id)
+        .where(SiteClient.client_id == client_id)
+    ).one_or_none()
+    return (row[0], row[1]) if row else None
 
 
 def create_user(
-    session: Session, *, username: str, password: str, admin: bool = False, site_admin_of: list[str] = ()
+    session: Session, *, username: str, password_hash: str, admin: bool, site_admin_of: Sequence[str]
 ) -> User:
-    """Insert a user (password hashed); an existing username raises AlreadyExists, an unknown site NotFound."""
+    """Insert a user; an existing username raises AlreadyExists, an unknown site NotFound."""
     for site_id in site_admin_of:
         get_site(session, site_id=site_id)
     row = session.execute(
         insert(User)
-        .values(username=username, password_hash=auth.hash_secret(password), admin=admin)
+        .values(username=username, password_hash=password_hash, admin=admin)
         .on_conflict_do_nothing(index_elements=[User.username])
         .returning(User)
     ).scalar_one_or_none()
@@ -70,6 +77,11 @@ def create_user(
         session.add(UserSiteAdmin(username=username, site_id=site_id))
     session.flush()
     return row
+
+
+def get_user(session: Session, *, username: str) -> User | None:
+    """A user by name, or None."""
+    return session.get(User, username)
 
 
 def user_site_admin_of(session: Session, *, username: str) -> list[str]:
@@ -83,22 +95,76 @@ def user_site_admin_of(session: Session, *, username: str) -> list[str]:
     )
 
 
-def authenticate_user(session: Session, *, username: str, password: str) -> Principal | None:
-    """The principal for a username and password, or None when they do not match."""
-    user = session.get(User, username)
-    if not auth.verify_secret(user.password_hash if user else None, password):
-        return None
-    return Principal(
-        kind="user",
-        name=user.username,
-        admin=user.admin,
-        site_admin_of=frozenset(user_site_admin_of(session, username=username)),
+def list_site_clients(
+    session: Session, *, site_id: str, page: PageParams
+) -> tuple[Sequence[SiteClient], str | None]:
+    """One page of a site's clients (revoked ones included), oldest first."""
+    return fetch_page(
+        session, sa.select(SiteClient).where(SiteClient.site_id == site_id), SiteClient.seq, page
     )
 
 
-def authenticate_site_client(session: Session, *, client_id: str, client_secret: str) -> Principal | None:
-    """The principal for a site client's credentials, or None when they do not match."""
-    client = session.get(SiteClient, client_id)
-    if not auth.verify_secret(client.secret_hash if client else None, client_secret):
-        return None
-    return Principal(kind="site_client", name=client.client_id, site_id=client.site_id)
+def revoke_site_client(session: Session, *, site_id: str, client_id: str, now: datetime) -> SiteClient:
+    """Mark a client of the site revoked (it stays revoked: a repeat changes nothing); NotFound for a client
+    that is not the site's."""
+    client = session.scalars(
+        sa.select(SiteClient)
+        .where(SiteClient.client_id == client_id, SiteClient.site_id == site_id)
+        .with_for_update()
+    ).one_or_none()
+    if client is None:
+        raise NotFound(f"site {site_id!r} has no client {client_id!r}")
+    if client.revoked_at is None:
+        client.revoked_at = now
+        session.flush()
+    return client
+
+
+def set_site_disabled(session: Session, *, site_id: str, disabled_at: datetime | None) -> Site:
+    """Disable (a time) or enable (None) a site; disabling a disabled site keeps its first time. NotFound."""
+    site = session.scalars(sa.select(Site).where(Site.id == site_id).with_for_update()).one_or_none()
+    if site is None:
+        raise NotFound(f"no site {site_id!r}")
+    if disabled_at is None or site.disabled_at is None:
+        site.disabled_at = disabled_at
+        session.flush()
+    return site
+
+
+def set_user_disabled(session: Session, *, username: str, disabled_at: datetime | None) -> User:
+    """Disable (a time) or enable (None) a user; disabling a disabled user keeps its first time. NotFound."""
+    user = session.scalars(sa.select(User).where(User.username == username).with_for_update()).one_or_none()
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    if disabled_at is None or user.disabled_at is None:
+        user.disabled_at = disabled_at
+        session.flush()
+    return user
+
+
+def get_user_or_404(session: Session, *, username: str) -> User:
+    """A user by name, or NotFound."""
+    user = session.get(User, username)
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    return user
+
+
+def refused_principals(session: Session, *, revoked_since: datetime) -> tuple[set[str], set[str], set[str]]:
+    """(client ids revoked since `revoked_since`, disabled site ids, disabled usernames), in one round trip.
+
+    Revocations older than a token's lifetime are left out: every token issued before them has expired.
+    """
+    rows = session.execute(
+        sa.union_all(
+            sa.select(sa.literal("client"), SiteClient.client_id).where(
+                SiteClient.revoked_at >= revoked_since
+            ),
+            sa.select(sa.literal("site"), Site.id).where(Site.disabled_at.is_not(None)),
+            sa.select(sa.literal("user"), User.username).where(User.disabled_at.is_not(None)),
+        )
+    ).all()
+    found: dict[str, set[str]] = {"client": set(), "site": set(), "user": set()}
+    for kind, name in rows:
+        found[kind].add(name)
+    return found["client"], found["site"], found["user"]

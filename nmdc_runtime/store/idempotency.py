@@ -54,23 +54,28 @@ def request_hash(endpoint: str, payload: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class IdempotentRequest:
+    """A POST that honours `Idempotency-Key`: who sent it, the key (None: none was sent), and what it asks."""
+
+    principal: str
+    """`Principal.key` of the caller."""
+    key: str | None
+    endpoint: str
+    """The action, with ids filled in (e.g. `"POST /jobs/job-1/executions"`)."""
+    payload: Any
+    """The validated body as JSON (`model_dump(mode="json")`)."""
+
+
 def run_once(
-    session: Session,
-    *,
-    principal: str,
-    key: str | None,
-    endpoint: str,
-    payload: Any,
-    status_code: int,
-    create: Callable[[], Any],
+    session: Session, *, request: IdempotentRequest, status_code: int, create: Callable[[], Any]
 ) -> Outcome:
     """Run `create` (which returns the JSON-ready response body) at most once per (principal, key).
 
-    `principal` is `Principal.key`; `endpoint` names the action, with ids filled in (e.g.
-    `"POST /jobs/job-1/executions"`); `payload` is the validated body as JSON (`model_dump(mode="json")`).
     Without a key, `create` simply runs. The caller commits: the stored answer and what `create` wrote
     become visible together.
     """
+    principal, key, endpoint, payload = request.principal, request.key, request.endpoint, request.payload
     if key is None:
         return Outcome(status_code=status_code, body=create())
     fingerprint = request_hash(endpoint, payload)

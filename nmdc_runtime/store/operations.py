@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nmdc_runtime.domain.errors import Conflict, NotFound
+from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import Job, JobInput, Operation, Site, Workflow
 from nmdc_runtime.schemas.common import PageParams
 from nmdc_runtime.store.pages import fetch_page
+from nmdc_runtime.store.rules import lapsed_lease
 
 OPEN_OPERATION_INDEX = "uq_operations_open_job"
 
@@ -59,6 +62,11 @@ def get_operation(session: Session, *, op_id: str, lock: bool = False) -> Operat
     return row
 
 
+def find_operation(session: Session, *, op_id: str) -> Operation | None:
+    """One operation (unlocked), or None."""
+    return session.get(Operation, op_id)
+
+
 def operation_job_id(session: Session, *, op_id: str) -> str:
     """The job an operation belongs to (unlocked), or NotFound: callers lock the job before the operation."""
     job_id = session.scalar(sa.select(Operation.job_id).where(Operation.id == op_id))
@@ -67,11 +75,12 @@ def operation_job_id(session: Session, *, op_id: str) -> str:
     return job_id
 
 
-def insert_operation(session: Session, operation: Operation) -> Operation:
+def insert_operation(session: Session, **fields: Any) -> Operation:
     """Insert a new open operation; a second open operation for the job raises Conflict.
 
     The job row lock makes that case unreachable in practice; the partial unique index is the last word.
     """
+    operation = Operation(id=new_id("op"), **fields)
     try:
         with session.begin_nested():
             session.add(operation)
@@ -83,18 +92,27 @@ def insert_operation(session: Session, operation: Operation) -> Operation:
     return operation
 
 
-def site_capabilities(session: Session, *, site_id: str) -> list[str]:
-    """A site's capabilities, or NotFound."""
-    caps = session.scalar(sa.select(Site.capabilities).where(Site.id == site_id))
-    if caps is None:
+class ClaimTerms(NamedTuple):
+    """What a claim by a site on a job of a workflow is decided on."""
+
+    site_capabilities: list[str]
+    required_capabilities: list[str]
+    lease_seconds: int | None
+    """The workflow's lease length; None: the default."""
+
+
+def claim_terms(session: Session, *, site_id: str, workflow_id: str) -> ClaimTerms:
+    """The site's capabilities and the workflow's requirements and lease, in one round trip; NotFound for an
+    unknown site."""
+    site = sa.select(Site.capabilities).where(Site.id == site_id).scalar_subquery()
+    row = session.execute(
+        sa.select(site, Workflow.required_capabilities, Workflow.lease_seconds).where(
+            Workflow.id == workflow_id
+        )
+    ).one()
+    if row[0] is None:
         raise NotFound(f"no site {site_id!r}")
-    return list(caps)
-
-
-def workflow_required_capabilities(session: Session, *, workflow_id: str) -> list[str]:
-    """The capabilities a workflow's executing site must have."""
-    caps = session.scalar(sa.select(Workflow.required_capabilities).where(Workflow.id == workflow_id))
-    return list(caps or [])
+    return ClaimTerms(list(row[0]), list(row[1] or []), row[2])
 
 
 def list_operations(
@@ -126,20 +144,9 @@ def list_operations(
     return fetch_page(session, stmt, Operation.seq, page)
 
 
-def lapsed_lease(now: datetime | sa.ColumnElement) -> sa.ColumnElement[bool]:
-    """SQL for `nmdc_runtime.domain.operations.lease_lapsed`: open, lease ended by `now`, and not paused
-    (unless a cancel was requested)."""
-    return sa.and_(
-        # `NOT done`, as the partial indexes say (`done IS FALSE` would not match them: a sequential scan).
-        sa.not_(Operation.done),
-        Operation.lease_expire_time <= now,
-        sa.or_(sa.not_(Operation.paused), Operation.cancel_requested),
-    )
-
-
 def lapsed_operation_jobs(session: Session, *, now: datetime, limit: int) -> list[tuple[str, str]]:
-    """(operation id, job id) of open operations whose lease ended at or before `now`, oldest first: unpaused
-    ones, and paused ones with a cancel request (`nmdc_runtime.domain.operations.lease_lapsed`).
+    """(operation id, job id) of open operations whose lease lapsed by `now` (`rules.lapsed_lease`), oldest
+    first.
 
     One range scan of the partial index on open operations by lease end (`ix_operations_open_lease`).
     """

@@ -6,9 +6,8 @@ so a burst of ten thousand registrations costs a handful of statements. Every in
 batch (a retried tick, a cursor moved back, a backfill racing the matcher), each (workflow, data resource)
 pair gets one job.
 
-A job's config is built in SQL with the same shape `nmdc_runtime.domain.jobs.job_config()` gives in Python
-(the workflow's config, plus `data_resources`: the triggering data resource as `data_resource_document()`
-shows it); a test holds the two together.
+A job's config and id are made as every job's are (`nmdc_runtime.store.jobs.job_config_sql`, the column's
+default): the workflow's config, plus `data_resources`: the triggering data resource as the API shows it.
 """
 
 from __future__ import annotations
@@ -21,36 +20,21 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-# `data_resource_document()` in SQL. `isoformat()` drops the fraction when it is zero, so this does too.
-_DOCUMENT = """
-    jsonb_build_object(
-        'id', d.id,
-        'site_id', d.site_id,
-        'name', d.name,
-        'url', d.url,
-        'data_type', d.data_type,
-        'size', d.size,
-        'checksums', d.checksums,
-        'description', d.description,
-        'created_at',
-            to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
-            || CASE WHEN date_part('microseconds', d.created_at)::bigint % 1000000 = 0 THEN ''
-                    ELSE to_char(d.created_at AT TIME ZONE 'UTC', '.US') END
-            || 'Z'
-    )
-"""
+from nmdc_runtime.domain.states import JobStatus
+from nmdc_runtime.models import DataResource, Execution, Job, Operation, Workflow
+from nmdc_runtime.store.jobs import DATA_RESOURCE_DOCUMENT, job_config_sql
+from nmdc_runtime.store.rules import lapsed_lease
 
-# Jobs for the rows of CTE `d` (data resources) joined to CTE/table `w` (enabled matching workflows).
-# Ids have the shape `nmdc_runtime.ids.new_id("job")` makes.
+# Jobs for the rows of CTE `d` (data resources) joined to CTE/table `w` (enabled matching workflows), with the
+# config and id every job gets (store/jobs.py).
 _INSERT_JOBS = f"""
-    INSERT INTO jobs (id, workflow_id, config, max_attempts, trigger_data_resource_id, created_by)
-    SELECT 'job-' || replace(gen_random_uuid()::text, '-', ''),
-           w.id,
-           w.config || jsonb_build_object('data_resources', jsonb_build_array({_DOCUMENT})),
+    INSERT INTO jobs (workflow_id, config, max_attempts, trigger_data_resource_id, created_by)
+    SELECT w.id,
+           {job_config_sql(documents=f"jsonb_build_array({DATA_RESOURCE_DOCUMENT})")},
            :max_attempts,
            d.id,
            :created_by
-    FROM d JOIN workflows w ON w.enabled AND d.data_type = ANY(w.data_types) {{workflow_filter}}
+    FROM d JOIN workflows w ON w.enabled AND d.data_type = ANY(w.data_types) WORKFLOW_FILTER
     ORDER BY d.seq, w.seq
     ON CONFLICT (workflow_id, trigger_data_resource_id) WHERE trigger_data_resource_id IS NOT NULL
     DO NOTHING
@@ -72,7 +56,7 @@ _MATCH_BATCH = sa.text(
         FROM batch WHERE r.id = batch.id
         RETURNING r.*
     ),
-    new_jobs AS ({_INSERT_JOBS.format(workflow_filter="")}),
+    new_jobs AS ({_INSERT_JOBS.replace("WORKFLOW_FILTER", "")}),
     new_inputs AS (
         INSERT INTO job_inputs (job_id, data_resource_id)
         SELECT id, trigger_data_resource_id FROM new_jobs
@@ -92,7 +76,7 @@ _BACKFILL_BATCH = sa.text(
         ORDER BY r.seq
         LIMIT :limit
     ),
-    new_jobs AS ({_INSERT_JOBS.format(workflow_filter="AND w.id = :workflow_id")}),
+    new_jobs AS ({_INSERT_JOBS.replace("WORKFLOW_FILTER", "AND w.id = :workflow_id")}),
     new_inputs AS (
         INSERT INTO job_inputs (job_id, data_resource_id)
         SELECT id, trigger_data_resource_id FROM new_jobs
@@ -245,22 +229,47 @@ def executions_after(
 
 def runtime_status(session: Session, *, now: datetime) -> dict[str, Any]:
     """Queue health in one round trip: jobs per status, backlogs, open and lapsed operations."""
+    jobs_by_status = sa.select(Job.status, sa.func.count().label("n")).group_by(Job.status).subquery()
+    count = sa.func.count
+
+    def scalar(stmt: sa.Select) -> sa.ScalarSelect:
+        return stmt.scalar_subquery()
+
     row = session.execute(
-        sa.text(
-            """
-            SELECT
-                (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
-                 FROM (SELECT status, count(*) AS n FROM jobs GROUP BY status) s) AS jobs_by_status,
-                (SELECT count(*) FROM data_resources WHERE matched_at IS NULL) AS unmatched_data_resources,
-                (SELECT count(*) FROM workflows
-                 WHERE enabled AND (backfilled_at IS NULL OR updated_at > backfilled_at)) AS pending_backfills,
-                (SELECT count(*) FROM operations WHERE NOT done) AS open_operations,
-                (SELECT count(*) FROM operations
-                 WHERE NOT done AND NOT paused AND lease_expire_time < :now) AS lapsed_leases,
-                (SELECT min(created_at) FROM jobs WHERE status = 'unclaimed') AS oldest_unclaimed_job,
-                (SELECT count(*) FROM executions) AS executions
-            """
-        ),
-        {"now": now},
+        sa.select(
+            scalar(
+                sa.select(
+                    sa.func.coalesce(
+                        sa.func.jsonb_object_agg(jobs_by_status.c.status, jobs_by_status.c.n),
+                        sa.text("'{}'::jsonb"),
+                    )
+                )
+            ).label("jobs_by_status"),
+            scalar(
+                sa.select(count()).select_from(DataResource).where(DataResource.matched_at.is_(None))
+            ).label("unmatched_data_resources"),
+            scalar(
+                sa.select(count())
+                .select_from(Workflow)
+                .where(
+                    Workflow.enabled,
+                    sa.or_(Workflow.backfilled_at.is_(None), Workflow.updated_at > Workflow.backfilled_at),
+                )
+            ).label("pending_backfills"),
+            scalar(sa.select(count()).select_from(Operation).where(sa.not_(Operation.done))).label(
+                "open_operations"
+            ),
+            scalar(sa.select(count()).select_from(Operation).where(lapsed_lease(now))).label("lapsed_leases"),
+            scalar(
+                sa.select(sa.func.min(Job.created_at)).where(Job.status == JobStatus.UNCLAIMED.value)
+            ).label("oldest_unclaimed_job"),
+            scalar(sa.select(count()).select_from(Execution)).label("executions"),
+        )
     ).one()
     return dict(row._mapping)
+
+
+def operations_by_state(session: Session) -> dict[str, int]:
+    """How many operations are stored in each state."""
+    rows = session.execute(sa.select(Operation.state, sa.func.count()).group_by(Operation.state))
+    return {state: count for state, count in rows}

@@ -14,7 +14,9 @@ from nmdc_runtime.models import Workflow
 from nmdc_runtime.schemas.common import PageParams
 from nmdc_runtime.store.pages import fetch_page
 
-UPDATABLE = frozenset({"name", "version", "data_types", "required_capabilities", "config", "enabled"})
+UPDATABLE = frozenset(
+    {"name", "version", "data_types", "required_capabilities", "config", "enabled", "lease_seconds"}
+)
 
 
 def create_workflow(
@@ -27,6 +29,7 @@ def create_workflow(
     required_capabilities: list[str],
     config: dict[str, Any],
     enabled: bool = True,
+    lease_seconds: int | None = None,
 ) -> Workflow:
     """Insert a workflow; an existing id raises AlreadyExists."""
     row = session.execute(
@@ -39,6 +42,7 @@ def create_workflow(
             required_capabilities=_tags(required_capabilities),
             config=config,
             enabled=enabled,
+            lease_seconds=lease_seconds,
         )
         .on_conflict_do_nothing(index_elements=[Workflow.id])
         .returning(Workflow)

@@ -22,7 +22,7 @@ SHA = "a" * 64
 @pytest.fixture
 def runtime(settings: Settings, clean_database: Database) -> RuntimeDatabase:
     """The resource the sensors take, on this run's (emptied-after-use) database."""
-    return RuntimeDatabase(url=settings.database_url, max_attempts=settings.max_attempts)
+    return RuntimeDatabase.from_settings(settings)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from dagster import SensorEvaluationContext, SensorResult, SkipReason, build_sen
 from nmdc_runtime.dagster.assets import JOBS, workflow_partitions
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.dagster.sensors import DATA_RESOURCES_SENSOR, SAMPLE_SIZE, data_resources_sensor, tick_label
-from nmdc_runtime.domain.jobs import job_config
 from nmdc_runtime.models import DataResource, Job, Workflow
+from nmdc_runtime.schemas.data import DataResourceRead
 from tests.dagster.conftest import job_inputs, jobs, pairs, tick
 
 
@@ -66,7 +66,7 @@ def test_new_data_resources_become_one_job_per_matching_workflow(
     assert list(request.partition_keys) == ["wf-assembly"]
 
 
-def test_job_config_is_job_config_of_the_same_rows(
+def test_job_config_holds_the_workflow_config_and_the_data_resource_as_the_api_shows_it(
     runtime, clean_database, make_workflow, make_data_resources
 ):
     make_workflow(
@@ -92,7 +92,8 @@ def test_job_config_is_job_config_of_the_same_rows(
         workflow = session.get(Workflow, "wf-1")
         for job in session.scalars(sa.select(Job)):
             dr = session.get(DataResource, job.trigger_data_resource_id)
-            assert job.config == job_config(workflow, [dr])
+            shown = DataResourceRead.model_validate(dr).model_dump(mode="json")
+            assert job.config == {**workflow.config, "data_resources": [shown]}
 
 
 def test_no_new_rows_is_a_skip_that_says_so(runtime, clean_database, make_workflow):
@@ -213,13 +214,13 @@ def test_a_workflow_changed_again_is_backfilled_again_without_duplicates(
 def test_batches_and_tick_budget(clean_database, settings, make_workflow, make_data_resources):
     make_workflow("wf-1", ["metagenome"])
     drs = make_data_resources("metagenome", n=7)
-    small = RuntimeDatabase(url=settings.database_url, batch_size=2)
+    small = RuntimeDatabase.from_settings(settings, batch_size=2)
     tick(data_resources_sensor, small)
     assert len(jobs(clean_database)) == 7
 
     # A budget spent at once: each tick still runs one batch, and the backfill resumes where the last stopped.
     make_workflow("wf-2", ["metagenome"])
-    hurried = RuntimeDatabase(url=settings.database_url, batch_size=2, tick_budget_seconds=1e-9)
+    hurried = RuntimeDatabase.from_settings(settings, batch_size=2, tick_budget_seconds=1e-9)
     cursor = None
     made = []
     for _ in range(3):
@@ -241,9 +242,9 @@ def test_big_batches_name_a_bounded_sample(runtime, clean_database, make_workflo
     assert event.metadata["ids_complete"].value is False
 
 
-def test_database_outage_fails_the_tick(clean_database):
+def test_database_outage_fails_the_tick(settings, clean_database):
     # Port 9 (discard) refuses connections: the tick must raise, not report "nothing new".
-    down = RuntimeDatabase(url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc")
+    down = RuntimeDatabase.from_settings(settings, url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc")
     with pytest.raises(sa.exc.OperationalError):
         tick(data_resources_sensor, down)
 
@@ -275,7 +276,7 @@ def test_an_error_mid_tick_fails_it_but_records_the_committed_batches(
             )
         )
     try:
-        runtime = RuntimeDatabase(url=settings.database_url, batch_size=2)
+        runtime = RuntimeDatabase.from_settings(settings, batch_size=2)
         with (
             instance_for_test() as instance,
             build_sensor_context(instance=instance, resources={"runtime": runtime}) as context,
@@ -289,7 +290,7 @@ def test_an_error_mid_tick_fails_it_but_records_the_committed_batches(
         with clean_database.engine.begin() as conn:
             conn.execute(sa.text("DROP TRIGGER fail_job ON jobs; DROP FUNCTION fail_job()"))
     # The failed batch rolled back: its data resource is still unmatched, and the next tick makes its job.
-    tick(data_resources_sensor, RuntimeDatabase(url=settings.database_url))
+    tick(data_resources_sensor, RuntimeDatabase.from_settings(settings))
     assert pairs(clean_database) == sorted(("wf-1", dr) for dr in drs)
 
 

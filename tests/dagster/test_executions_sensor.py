@@ -102,6 +102,9 @@ def test_cursor_arithmetic():
     assert high == 7 + 10 * GAP_WINDOW and len(gaps) == GAP_WINDOW - 1 and 4 not in gaps
 
 
-def test_database_outage_fails_the_tick():
+def test_database_outage_fails_the_tick(settings):
     with pytest.raises(sa.exc.OperationalError):
-        tick(executions_sensor, RuntimeDatabase(url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"))
+        tick(
+            executions_sensor,
+            RuntimeDatabase.from_settings(settings, url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"),
+        )

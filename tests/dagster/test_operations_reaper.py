@@ -35,6 +35,7 @@ def _claimed_job(session, *, lease_expire_time: datetime, done: bool = False, ex
         state="succeeded" if done else "running",
         done=done,
         lease_expire_time=lease_expire_time,
+        lease_seconds=60,
         expire_time=expire_time,
     )
     if done:
@@ -119,7 +120,7 @@ def test_a_lapsed_cancel_request_ends_canceled_paused_or_not(runtime, clean_data
         for name, op in ops.items():
             op.cancel_requested = "requested" in name
             if name.startswith("paused"):
-                op.state, op.paused = "paused", True
+                op.state = "paused"
         session.get(Job, ops["paused_requested"].job_id).status = "canceled"
 
     assert tick(operations_reaper, runtime) is None
@@ -142,6 +143,9 @@ def test_the_reaper_ticks_every_10_seconds():
     assert operations_reaper.minimum_interval_seconds == 10
 
 
-def test_database_outage_fails_the_tick():
+def test_database_outage_fails_the_tick(settings):
     with pytest.raises(sa.exc.OperationalError):
-        tick(operations_reaper, RuntimeDatabase(url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"))
+        tick(
+            operations_reaper,
+            RuntimeDatabase.from_settings(settings, url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"),
+        )

@@ -168,10 +168,14 @@ def test_every_service_command_is_an_entrypoint_role_running_an_installed_progra
         for argv in ran:
             assert argv[0] in console_scripts, f"{service} runs {argv[0]}, which the project does not install"
 
-    assert run_entrypoint(env, calls, "api")[0][:8] == [
-        "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", "8123", "--workers", "2",
-    ]  # fmt: skip
+    api = run_entrypoint(env, calls, "api")[0]
+    assert api[:8] == ["uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", "8123", "--workers", "2"]
     assert (Path(env["NMDC_HOME"]) / "metrics").is_dir()
+    # Forwarded headers are believed from the proxies NMDC_TRUSTED_PROXIES names, and from nobody without it.
+    assert "--no-proxy-headers" in api and "--proxy-headers" not in api
+    env["NMDC_TRUSTED_PROXIES"] = "10.0.0.5, 10.1.0.0/16"
+    api = run_entrypoint(env, calls, "api")[0]
+    assert api[api.index("--proxy-headers") + 1 :][:2] == ["--forwarded-allow-ips", "10.0.0.5, 10.1.0.0/16"]
     assert run_entrypoint(env, calls, "migrate") == [
         ["nmdc-runtime", "db", "upgrade"],
         ["dagster", "instance", "migrate"],
@@ -236,9 +240,12 @@ def test_constraints_pin_every_requirement_and_make_install_uses_them():
             assert version, f"constraints.txt: {line!r} is not pinned with =="
             pins[canonicalize_name(name)] = version
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    for requirement in project["dependencies"] + project["optional-dependencies"]["dev"]:
+    site = tomllib.loads((REPO / "nmdc-site/pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["dev"] + site["dependencies"]
+    for requirement in requirements:
         name = canonicalize_name(Requirement(requirement).name)
         assert name in pins, f"{name} is not pinned in constraints.txt: run `make constraints`"
         assert metadata.version(name) == pins[name], f"{name}: installed is not the pinned version"
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"pip install .*--constraint constraints\.txt -e '\.\[dev\]'", makefile)
+    assert re.search(r"pip install .*--constraint constraints\.txt -e \./nmdc-site", makefile)

@@ -7,6 +7,7 @@ Jobs are made with `POST /jobs` as an admin, so no Dagster is needed. The API ru
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -21,20 +22,21 @@ from typing import Any
 import httpx
 import pytest
 
-from nmdc_runtime.client import NmdcClient, Operation
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
-from nmdc_runtime.site_agent.files import FileServer
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import accounts as account_services
+from nmdc_site.client import NmdcClient, Operation
+from nmdc_site.files import FileServer
 from tests.integration.conftest import ADMIN_PASSWORD, make_site
 from tests.processes import free_port, live_api, wait_for
+from tests.tcp_gate import Gate
 
 pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 LEASE = 6
 WORKFLOW = "stats"
-STATS = [sys.executable, "-m", "nmdc_runtime.site_agent.examples.stats", "{inputs}"]
+STATS = [sys.executable, "-m", "nmdc_site.examples.stats", "{inputs}"]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,9 @@ class World:
     def __init__(self, api_url: str, database: Database) -> None:
         self.api_url = api_url
         with database.session() as session:
-            accounts.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
+            account_services.create_user(
+                session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
+            )
         self.admin = NmdcClient(api_url, username="admin", password=ADMIN_PASSWORD)
         self.data_creds = make_site(database, "site-d")
         self.exec_creds = make_site(database, "site-e", ["stats"])
@@ -143,7 +147,7 @@ def make_job(world: World, root: Path, base: str, *, sha256: str | None = None) 
     return world.admin.create_job(WORKFLOW, [resource_id]).id
 
 
-def run_args(state_dir: Path, *command: str, once: bool = True) -> list[str]:
+def run_args(state_dir: Path, *command: str, once: bool = True, options: tuple[str, ...] = ()) -> list[str]:
     args = [
         "run",
         "--workflow",
@@ -155,7 +159,7 @@ def run_args(state_dir: Path, *command: str, once: bool = True) -> list[str]:
         "--poll-interval",
         "0.5",
     ]
-    return [*args, *(["--once"] if once else []), "--", *command]
+    return [*args, *options, *(["--once"] if once else []), "--", *command]
 
 
 # ---- serve ------------------------------------------------------------------------------------------------
@@ -472,6 +476,188 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+# ---- start-up checks and loud failures ----------------------------------------------------------------------
+
+
+def site_command(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run `nmdc-site ARGS...` to its end."""
+    return subprocess.run(
+        [str(BIN / "nmdc-site"), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The single line a failed command printed on standard error (and nothing else, no traceback)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_an_unknown_workflow_ends_the_run_at_once_with_one_line(world: World, tmp_path: Path):
+    started = time.monotonic()
+    result = site_command(
+        world.env(world.exec_creds),
+        *["run", "--workflow", "nosuch", "--once", "--state-dir", str(tmp_path / "exec"), "--", "true"],
+    )
+    assert result.returncode == 1
+    assert one_error_line(result) == "error: workflow 'nosuch' does not exist (GET /workflows/nosuch: 404)"
+    assert time.monotonic() - started < 10
+
+
+def test_a_site_without_the_workflow_s_capabilities_is_told_so_at_start(world: World, tmp_path: Path):
+    result = site_command(
+        world.env(world.data_creds), *run_args(tmp_path / "exec", "true")
+    )  # site-d has no capability; the workflow requires "stats"
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "site site-d lacks the capabilities stats that workflow stats requires" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--workflow", WORKFLOW, "--once", "--", "true"],
+        ["serve", ".", "--data-type", "t"],
+        ["watch", "--once"],
+    ],
+    ids=["run", "serve", "watch"],
+)
+def test_bad_credentials_are_one_line_and_exit_1_for_every_command(world: World, tmp_path: Path, args):
+    env = {**world.env(world.exec_creds), "NMDC_CLIENT_SECRET": "not-the-secret"}
+    result = site_command(env, *args, "--port", "0") if args[0] != "watch" else site_command(env, *args)
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert line.startswith("error: credentials refused: POST http://") and "/token -> 401" in line
+
+
+def test_a_malformed_api_url_is_bad_usage(world: World):
+    result = site_command(world.env(world.exec_creds), "watch", "--once", "--api-url", "api.example.org")
+    assert result.returncode == 2
+    assert "--api-url must be an http:// or https:// URL" in one_error_line(result)
+
+
+def test_an_unreachable_api_is_reported_with_each_retry_then_exit_1(world: World, tmp_path: Path):
+    env = {**world.env(world.exec_creds), "NMDC_API_URL": f"http://127.0.0.1:{free_port()}"}
+    started = time.monotonic()
+    result = site_command(env, *run_args(tmp_path / "exec", "true", options=("--retries", "2")))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert re.search(r"API unreachable, retry 1/2 in [\d.]+ s: POST /token: ConnectError", lines[0]), lines
+    assert "API unreachable, retry 2/2" in lines[1]
+    assert lines[2].startswith("error: API unreachable at http://127.0.0.1:") and "3 attempts" in lines[2]
+    assert len(lines) == 3
+    assert time.monotonic() - started < 10
+
+
+def test_waiting_for_work_says_so_once_in_a_while_not_at_every_look(world: World, tmp_path: Path):
+    agent = world.site(
+        world.exec_creds, *run_args(tmp_path / "exec", "true", once=False), stderr=subprocess.PIPE
+    )
+    time.sleep(3)  # about ten looks at 0.5 s, well within one "now and then"
+    agent.send_signal(signal.SIGTERM)
+    _, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err
+    assert "site site-e takes jobs of workflow stats" in err
+    assert err.count("no claimable job for stats") == 1, err
+
+
+@pytest.fixture
+def gate(api_url: str) -> Iterator[Gate]:
+    """The API behind a gate the test can shut (connections dropped) and open again."""
+    with Gate(int(api_url.rsplit(":", 1)[1])) as g:
+        yield g
+
+
+def _long_command(marker: Path, seconds: float) -> list[str]:
+    script = (
+        "import os, time, pathlib\n"
+        f"pathlib.Path({str(marker)!r}).write_text(str(os.getpid()))\n"
+        f"time.sleep({seconds})\n"
+        "pathlib.Path(os.environ['NMDC_OUTPUT_DIR'], 'out.txt').write_text('done')\n"
+    )
+    return [sys.executable, "-c", script]
+
+
+def agent_behind(
+    gate: Gate, world: World, tmp_path: Path, *, seconds: float, beats: int, options: tuple[str, ...] = ()
+) -> subprocess.Popen:
+    """`nmdc-site run --once` talking to the API through `gate`, its command (writing its pid to
+    `tmp_path/started`, then sleeping `seconds`) started and `beats` heartbeats through."""
+    command = _long_command(tmp_path / "started", seconds)
+    agent = subprocess.Popen(
+        [str(BIN / "nmdc-site"), *run_args(tmp_path / "exec", *command, options=options)],
+        env={**world.env(world.exec_creds), "NMDC_API_URL": gate.url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for((tmp_path / "started").exists, 30, "the command to start")
+        wait_for(lambda: len(gate.patches) >= beats, 10, f"{beats} heartbeats")
+    except BaseException:
+        stop(agent)
+        raise
+    return agent
+
+
+def test_heartbeats_ride_out_an_outage_shorter_than_the_lease(
+    world: World, tmp_path: Path, served, gate: Gate
+):
+    root, base = served
+    job_id = make_job(world, root, base)
+    agent = agent_behind(gate, world, tmp_path, seconds=7, beats=3)
+    try:
+        time.sleep(0.3)  # the third one's answer is back: the lease runs LEASE seconds from it
+        gate.shut()
+        time.sleep(LEASE / 3 + 0.5)  # at least one heartbeat falls in the outage
+        gate.reopen()
+        _, err = agent.communicate(timeout=60)
+    finally:
+        stop(agent)
+    assert agent.returncode == 0, err
+    assert re.search(
+        rf"API unreachable while holding job {job_id}, retry 1 in [\d.]+ s \(lease ends in", err
+    ), err
+    [op] = world.operations(job_id)  # the claim was never lost
+    assert op.metadata.state == "succeeded" and op.metadata.attempt == 1
+    # Before the outage, one heartbeat every third of the operation's lease (LEASE = 6 s).
+    beats = gate.patches[:3]
+    gaps = [b - a for a, b in itertools.pairwise(beats)]
+    # (Bounds wide enough for a loaded machine, narrow enough to tell 2 s from 1 s or 30 s.)
+    assert all(LEASE / 3 - 0.5 < gap < LEASE / 3 + 2 for gap in gaps), gaps
+
+
+def test_an_outage_longer_than_the_lease_stops_the_command_and_keeps_the_claim_for_later(
+    world: World, tmp_path: Path, served, gate: Gate
+):
+    root, base = served
+    job_id = make_job(world, root, base)
+    marker = tmp_path / "started"
+    state_dir = tmp_path / "exec"
+    agent = agent_behind(gate, world, tmp_path, seconds=60, beats=2, options=("--retries", "1"))
+    try:
+        gate.shut()
+        _, err = agent.communicate(timeout=LEASE + 20)
+    finally:
+        stop(agent)
+    assert agent.returncode == 1, err
+    assert "Traceback" not in err
+    assert f"job {job_id}: the lease ran out" in err and "the claim stays recorded" in err
+    assert err.strip().splitlines()[-1].startswith("error: API unreachable at")
+    assert not _alive(int(marker.read_text()))  # the command was stopped with its lease
+    assert json.loads((state_dir / "current.json").read_text())["job_id"] == job_id
+
+    # With the API back, the next start takes the job up again and finishes it.
+    gate.reopen()
+    again = world.site(world.exec_creds, *run_args(state_dir, *_long_command(tmp_path / "second", 0)))
+    out = again.communicate(timeout=60)[0]
+    assert again.returncode == 0, out
+    ops = world.operations(job_id)
+    assert [op.metadata.state for op in ops if op.done][-1] == "succeeded"
+    assert not (state_dir / "current.json").exists()
 
 
 # ---- watch ------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from nmdc_runtime.db import Database
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import accounts as account_services
 from tests.integration.conftest import bearer
 
 USER_PASSWORD = "user-password-123"
@@ -48,8 +48,13 @@ def make_user_headers(
 ) -> dict[str, str]:
     """Create a user through the store and return the auth headers of its token."""
     with database.session() as session:
-        accounts.create_user(
-            session, username=username, password=USER_PASSWORD, admin=admin, site_admin_of=list(site_admin_of)
+        account_services.create_user(
+            session,
+            username=username,
+            password=USER_PASSWORD,
+            admin=admin,
+            site_admin_of=list(site_admin_of),
+            actor="tests",
         )
     return bearer(client, grant_type="password", username=username, password=USER_PASSWORD)
 

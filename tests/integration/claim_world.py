@@ -68,8 +68,8 @@ def make_world(
     return world
 
 
-def create_workflow(world: World, workflow_id: str, required: list[str] = ()) -> dict[str, Any]:
-    """POST a workflow (admin)."""
+def create_workflow(world: World, workflow_id: str, required: list[str] = (), **extra: Any) -> dict[str, Any]:
+    """POST a workflow (admin); `extra` adds fields (e.g. `lease_seconds`)."""
     body = {
         "id": workflow_id,
         "name": workflow_id,
@@ -78,6 +78,7 @@ def create_workflow(world: World, workflow_id: str, required: list[str] = ()) ->
         "required_capabilities": list(required),
         "config": {"threads": 4},
         "enabled": True,
+        **extra,
     }
     response = world.client.post("/workflows", json=body, headers=world.admin)
     assert response.status_code == 201, response.text
@@ -117,9 +118,9 @@ def new_job(
     return response.json()
 
 
-def claim(client: TestClient, headers: dict[str, str], job_id: str):
-    """POST /jobs/{job_id}:claim."""
-    return client.post(f"/jobs/{job_id}:claim", headers=headers)
+def claim(client: TestClient, headers: dict[str, str], job_id: str, **body: Any):
+    """POST /jobs/{job_id}:claim (with a JSON body when `body` names fields, e.g. `lease_seconds`)."""
+    return client.post(f"/jobs/{job_id}:claim", headers=headers, json=body or None)
 
 
 def claimed(world: World, headers: dict[str, str] | None = None, job: dict | None = None) -> dict[str, Any]:

@@ -188,6 +188,6 @@ def test_a_second_open_operation_is_translated_to_a_conflict(world):
         # Bypass the claim's checks: the partial unique index still refuses a second open operation.
         second = start_operation(job, site_id="site-f", now=datetime.now(UTC), lease_seconds=60)
         with pytest.raises(Conflict):
-            store.insert_operation(session, second)
+            store.insert_operation(session, **second)
         session.rollback()
     assert job_of(world, op)["attempts"] == 1

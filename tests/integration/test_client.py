@@ -1,29 +1,36 @@
-"""`nmdc_runtime.client` against the real API (in-process, through TestClient's transport) on real PostgreSQL,
+"""`nmdc_site.client` against the real API (in-process, through TestClient's transport) on real PostgreSQL,
 plus its retry and token behaviour against scripted transports."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from nmdc_runtime.client import (
+from api.main import create_app
+from nmdc_runtime.config import Settings
+from nmdc_runtime.db import Database
+from nmdc_runtime.services import accounts as account_services
+from nmdc_site import __version__
+from nmdc_site.client import (
     Conflict,
     Forbidden,
     NmdcClient,
     NotFound,
+    RetryNotice,
     RetryPolicy,
     ServerError,
     TransportError,
     Unauthorized,
+    UnexpectedAnswer,
     ValidationError,
 )
-from nmdc_runtime.db import Database
-from nmdc_runtime.store import accounts
+from nmdc_site.run.heartbeat import heartbeat_interval, lease_seconds
 from tests.integration.conftest import ADMIN_PASSWORD, make_site
 
 FAST = RetryPolicy(attempts=4, initial=0.01, maximum=0.02)
@@ -32,7 +39,9 @@ FAST = RetryPolicy(attempts=4, initial=0.01, maximum=0.02)
 @pytest.fixture
 def admin(client: TestClient, clean_database: Database) -> NmdcClient:
     with clean_database.session() as session:
-        accounts.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
+        account_services.create_user(
+            session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
+        )
     return NmdcClient(http=client, username="admin", password=ADMIN_PASSWORD)
 
 
@@ -192,6 +201,65 @@ def test_cancel_pause_and_release(admin: NmdcClient, site):
         e.finish_operation(op2.id)
 
 
+def test_the_server_receives_the_user_agent_and_a_claim_body_only_when_a_lease_is_asked(
+    settings: Settings, clean_database: Database
+):
+    """What reaches the real app: `User-Agent: nmdc-site/<version>` on every request, the token's included,
+    and a claim's `{"lease_seconds": N}` body only when the caller asks for a lease."""
+    app = create_app(settings)
+    seen: list[tuple[str, str, str | None, bytes]] = []
+
+    @app.middleware("http")
+    async def record(request, call_next):
+        seen.append(
+            (request.method, request.url.path, request.headers.get("user-agent"), await request.body())
+        )
+        return await call_next(request)
+
+    with clean_database.session() as session:
+        account_services.create_user(
+            session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
+        )
+    creds = make_site(clean_database, "site-e")
+    with TestClient(app) as http:
+        admin = NmdcClient(http=http, username="admin", password=ADMIN_PASSWORD)
+        e = NmdcClient(http=http, client_id=creds["client_id"], client_secret=creds["client_secret"])
+        d_creds = make_site(clean_database, "site-d")
+        d = NmdcClient(http=http, client_id=d_creds["client_id"], client_secret=d_creds["client_secret"])
+        workflow = admin.create_workflow("w", data_types=["table"])
+        assert workflow.lease_seconds is None  # sent only when given, so today's server takes the workflow
+        first = admin.create_job("w", [register(d, "a.tsv").id])
+        e.claim_job(first.id)
+        second = admin.create_job("w", [register(d, "b.tsv").id])
+        # Short enough for any server: one that knows the body allows up to the workflow's lease.
+        e.claim_job(second.id, lease_seconds=2)
+    assert seen and {agent for _, _, agent, _ in seen} == {f"nmdc-site/{__version__}"}
+    assert any(path == "/token" for _, path, _, _ in seen)
+    claims = [body for method, path, _, body in seen if method == "POST" and path.endswith(":claim")]
+    assert claims[0] == b""
+    assert json.loads(claims[1]) == {"lease_seconds": 2}
+    workflow_body = next(body for method, path, _, body in seen if (method, path) == ("POST", "/workflows"))
+    assert "lease_seconds" not in json.loads(workflow_body)
+
+
+def test_a_workflow_s_lease_reaches_the_claim_and_sets_the_heartbeat_cadence(admin: NmdcClient, site):
+    d, e = site("site-d"), site("site-e")
+    workflow = admin.create_workflow("assembly", data_types=["reads"], lease_seconds=3600)
+    assert workflow.lease_seconds == 3600
+    first = admin.create_job("assembly", [register(d, "a.fq", data_type="reads").id])
+    op = e.claim_job(first.id).operation
+    assert lease_seconds(op) == 3600 and heartbeat_interval(lease_seconds(op)) == 30
+    second = admin.create_job("assembly", [register(d, "b.fq", data_type="reads").id])
+    with pytest.raises(ValidationError) as too_long:
+        e.claim_job(second.id, lease_seconds=7200)
+    assert too_long.value.status_code == 422
+    short = e.claim_job(second.id, lease_seconds=6).operation
+    assert lease_seconds(short) == 6 and heartbeat_interval(lease_seconds(short)) == 2
+    # A heartbeat renews by the operation's own length.
+    renewed = e.heartbeat(short.id)
+    assert (renewed.metadata.lease_expire_time - renewed.update_time).total_seconds() == pytest.approx(6)
+
+
 # ---- retries, idempotency keys and tokens, against scripted transports ------------------------------------
 
 
@@ -327,3 +395,75 @@ def test_a_401_fetches_a_new_token_once():
     ) as api:
         assert api.me().username == "u"
     assert calls["api"] == 2
+
+
+def test_each_retry_is_announced_with_its_number_and_reason():
+    def refused(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    notices: list[RetryNotice] = []
+    policy = RetryPolicy(attempts=3, initial=0.01, maximum=0.02, on_retry=notices.append)
+    script = Script(refused, lambda r: httpx.Response(503, json={"detail": "database unavailable"}), refused)
+    api = NmdcClient(
+        "http://api.test",
+        client_id="c",
+        client_secret="s",
+        transport=httpx.MockTransport(script),
+        retry=policy,
+    )
+    with api, pytest.raises(TransportError) as err:
+        api.get_job("j")
+    assert [(n.number, n.retries, n.status) for n in notices] == [(1, 2, None), (2, 2, 503)]
+    assert [n.trouble for n in notices] == ["API unreachable", "API answered 503"]
+    assert "connection refused" in notices[0].reason and notices[0].path == "/jobs/j"
+    assert "3 attempts" in str(err.value) and "http://api.test" in str(err.value)
+
+
+def test_a_deadline_bounds_the_retries_and_a_thread_may_use_its_own_policy():
+    def refused(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    tries: dict[str, int] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            return _token()
+        tries[request.url.path] = tries.get(request.url.path, 0) + 1
+        return refused(request)
+
+    api = NmdcClient(
+        "http://api.test",
+        client_id="c",
+        client_secret="s",
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=2, initial=0.01, maximum=0.01),
+    )
+    end = time.monotonic() + 0.6
+    held = RetryPolicy(attempts=None, initial=0.05, maximum=0.1, deadline=lambda: end)
+
+    def elsewhere() -> None:
+        with pytest.raises(TransportError):
+            api.get_job("other-thread")
+
+    with api:
+        with api.retry_policy(held):
+            thread = threading.Thread(target=elsewhere)
+            thread.start()
+            thread.join()
+            started = time.monotonic()
+            with pytest.raises(TransportError):
+                api.get_job("held")
+            finished = time.monotonic()
+        with pytest.raises(TransportError):
+            api.get_job("after")
+    # No limit on attempts, but none after the deadline (and no wait past it).
+    assert tries["/jobs/held"] >= 4 and end - 0.05 <= finished < end + 0.3, (tries, finished - started)
+    # The other thread, and this one after the block, kept the client's own policy: two attempts.
+    assert tries["/jobs/other-thread"] == 2 and tries["/jobs/after"] == 2
+
+
+def test_an_answer_that_is_not_json_is_a_clear_error():
+    script = Script(lambda r: httpx.Response(200, text="<html>a web page</html>"))
+    with script.client() as api, pytest.raises(UnexpectedAnswer) as err:
+        api.get_job("j")
+    assert "is http://api.test the NMDC Runtime API?" in str(err.value)

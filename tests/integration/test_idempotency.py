@@ -20,10 +20,9 @@ def _create_site(database: Database, *, key: str | None, site_id: str, principal
     with database.session() as session:
         return idempotency.run_once(
             session,
-            principal=principal,
-            key=key,
-            endpoint="POST /sites",
-            payload={"id": site_id},
+            request=idempotency.IdempotentRequest(
+                principal=principal, key=key, endpoint="POST /sites", payload={"id": site_id}
+            ),
             status_code=201,
             create=lambda: {
                 "id": accounts.create_site(session, site_id=site_id, name=site_id, capabilities=[]).id

@@ -171,8 +171,8 @@ def _claim(database, job_id: str, *, lease_seconds: float, paused: bool = False,
                 workflow_id=job.workflow_id,
                 attempt=attempts,
                 state="paused" if paused else "running",
-                paused=paused,
                 lease_expire_time=now + timedelta(seconds=lease_seconds),
+                lease_seconds=300,
             )
         )
 

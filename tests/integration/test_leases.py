@@ -13,12 +13,14 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from nmdc_runtime.domain.operations import expire_lapsed_operations
+from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.models import Job
+from nmdc_runtime.services.maintenance import reap_lapsed_leases
 from tests.integration.claim_world import (
     World,
     claim,
     claimed,
+    create_workflow,
     execution_body,
     job_of,
     make_world,
@@ -29,6 +31,18 @@ from tests.integration.claim_world import (
 
 LEASE = 1
 LAPSE_WAIT = LEASE + 1.0
+
+
+def reap(session, *, now, limit: int = 1000) -> list[str]:
+    """The lease reaper's work, as its sensor does it."""
+    policy = Policy(
+        claim_lease_seconds=LEASE,
+        max_lease_seconds=86400,
+        operation_retention_seconds=30 * 24 * 3600,
+        idempotency_retention_seconds=24 * 3600,
+        max_attempts=2,
+    )
+    return reap_lapsed_leases(session, now=now, policy=policy, limit=limit)
 
 
 @pytest.fixture
@@ -145,7 +159,7 @@ def test_a_paused_operation_does_not_lapse_and_resume_gives_a_fresh_lease(world)
     time.sleep(LAPSE_WAIT)
     assert claim(world.client, world.site_f, job_id).status_code == 409
     with world.database.session() as session:
-        assert expire_lapsed_operations(session, now=datetime.now(UTC)) == []
+        assert reap(session, now=datetime.now(UTC)) == []
     resumed = world.client.post(f"/operations/{op['id']}:resume", headers=world.admin)
     assert resumed.status_code == 200
     lease_end = datetime.fromisoformat(resumed.json()["metadata"]["lease_expire_time"])
@@ -179,14 +193,14 @@ def test_the_reaper_expires_lapsed_operations_and_skips_locked_jobs(world):
     with world.database.sessionmaker() as holder:
         holder.execute(sa.select(Job).where(Job.id == locked_job).with_for_update())
         with world.database.session() as session:
-            first = expire_lapsed_operations(session, now=now, limit=1)
+            first = reap(session, now=now, limit=1)
         with world.database.session() as session:
-            second = expire_lapsed_operations(session, now=now)
+            second = reap(session, now=now)
         holder.rollback()
     assert first == [ops[0]["id"]]
     assert second == [ops[1]["id"]]
     with world.database.session() as session:
-        assert expire_lapsed_operations(session, now=now) == [ops[2]["id"]]
+        assert reap(session, now=now) == [ops[2]["id"]]
     for op in ops:
         stored = operation(world, op["id"])
         assert (stored["metadata"]["state"], stored["error"]["code"]) == ("expired", "DEADLINE_EXCEEDED")
@@ -249,7 +263,7 @@ def test_the_reaper_ends_a_lapsed_cancel_request_canceled_and_the_attempt_does_n
     _request_cancel(world, second)
     time.sleep(LAPSE_WAIT)
     with world.database.session() as session:
-        assert expire_lapsed_operations(session, now=datetime.now(UTC)) == [second["id"]]
+        assert reap(session, now=datetime.now(UTC)) == [second["id"]]
     assert operation(world, first["id"])["metadata"]["state"] == "expired"
     _assert_canceled_by_lapse(operation(world, second["id"]))
     # The last attempt ended canceled, not expired: the job is offered again instead of failing.
@@ -266,7 +280,7 @@ def test_a_canceled_job_whose_holder_goes_silent_ends_canceled_and_stays_cancele
     assert operation(world, op["id"])["metadata"]["cancel_requested"] is True
     time.sleep(LAPSE_WAIT)
     with world.database.session() as session:
-        assert expire_lapsed_operations(session, now=datetime.now(UTC)) == [op["id"]]
+        assert reap(session, now=datetime.now(UTC)) == [op["id"]]
     _assert_canceled_by_lapse(operation(world, op["id"]))
     job = job_of(world, op)
     assert (job["status"], job["attempts"]) == ("canceled", 0)
@@ -291,7 +305,7 @@ def test_a_paused_operation_with_a_cancel_request_lapses_unless_the_holder_heart
     # Past the claim's lease but within the renewed one: nothing lapses (`now` is given, not waited for).
     with world.database.session() as session:
         between = claimed_lease + (renewed - claimed_lease) / 2
-        assert expire_lapsed_operations(session, now=between) == []
+        assert reap(session, now=between) == []
     assert operation(world, op["id"])["metadata"]["state"] == "paused"
 
     # Then it goes silent: the pause does not keep the cancel request waiting.
@@ -309,8 +323,102 @@ def test_a_paused_operation_with_a_cancel_request_is_found_by_the_reaper(world):
     _request_cancel(world, both)
     time.sleep(LAPSE_WAIT)
     with world.database.session() as session:
-        assert expire_lapsed_operations(session, now=datetime.now(UTC)) == [both["id"]]
+        assert reap(session, now=datetime.now(UTC)) == [both["id"]]
     _assert_canceled_by_lapse(operation(world, both["id"]))
     assert job_of(world, both)["status"] == "unclaimed"
     assert operation(world, paused_only["id"])["metadata"]["state"] == "paused"
     assert claim(world.client, world.site_f, paused_only["metadata"]["job_id"]).status_code == 409
+
+
+# --- lease lengths: the workflow's, the claim's, renewed by the operation's own --------------------------
+
+
+def _lease_of(op: dict) -> float:
+    meta = op["metadata"]
+    return (
+        datetime.fromisoformat(meta["lease_expire_time"]) - datetime.fromisoformat(op["update_time"])
+    ).total_seconds()
+
+
+@pytest.fixture
+def default_world(client, clean_database, admin_headers, settings) -> World:
+    """Claims with the server's default lease (NMDC_CLAIM_LEASE_SECONDS: 300 in the tests' settings)."""
+    return make_world(client, clean_database, admin_headers, settings)
+
+
+def test_a_workflows_lease_seconds_gives_its_claims_that_lease(default_world):
+    world = default_world
+    create_workflow(world, "assembly", lease_seconds=3600)
+    op = claimed(world, job=new_job(world, "assembly"))
+    assert op["metadata"]["lease_seconds"] == 3600
+    assert _lease_of(op) == pytest.approx(3600, abs=1)
+    # Without one, the server's default, as before.
+    default = claimed(world)
+    assert default["metadata"]["lease_seconds"] == 300
+    assert _lease_of(default) == pytest.approx(300, abs=1)
+
+
+def test_a_claim_may_ask_for_a_shorter_lease_and_heartbeats_renew_by_it(default_world):
+    world = default_world
+    create_workflow(world, "assembly", lease_seconds=3600)
+    response = claim(world.client, world.site_e, new_job(world, "assembly")["id"], lease_seconds=120)
+    assert response.status_code == 201, response.text
+    op = response.json()
+    assert (op["metadata"]["lease_seconds"], round(_lease_of(op))) == (120, 120)
+    beat = world.client.patch(
+        f"/operations/{op['id']}", json={"metadata": {"progress": 5}}, headers=world.site_e
+    )
+    assert beat.status_code == 200
+    assert round(_lease_of(beat.json())) == 120
+    # A site sending the server's keys back changes nothing.
+    echoed = world.client.patch(
+        f"/operations/{op['id']}",
+        json={"metadata": {**beat.json()["metadata"], "lease_seconds": 99999}},
+        headers=world.site_e,
+    )
+    assert echoed.status_code == 200
+    assert echoed.json()["metadata"]["lease_seconds"] == 120
+
+
+def test_a_claim_asking_for_more_than_the_workflow_allows_is_422_and_claims_nothing(default_world):
+    world = default_world
+    create_workflow(world, "assembly", lease_seconds=3600)
+    job = new_job(world, "assembly")
+    too_long = claim(world.client, world.site_e, job["id"], lease_seconds=3601)
+    assert too_long.status_code == 422
+    assert too_long.json()["detail"][0]["loc"] == ["body", "lease_seconds"]
+    # The default applies to workflows without a lease of their own.
+    over_default = claim(world.client, world.site_e, new_job(world)["id"], lease_seconds=301)
+    assert over_default.status_code == 422
+    for bad in (0, -5, "60", 1.5):
+        assert claim(world.client, world.site_e, job["id"], lease_seconds=bad).status_code == 422
+    assert job_of(world, {"metadata": {"job_id": job["id"]}})["status"] == "unclaimed"
+    assert claim(world.client, world.site_e, job["id"]).status_code == 201
+
+
+def test_workflow_lease_seconds_is_bounded_by_the_server_and_may_be_reset(default_world, settings):
+    world = default_world
+    too_long = {"id": "long", "name": "l", "version": "1", "lease_seconds": settings.max_lease_seconds + 1}
+    response = world.client.post("/workflows", json=too_long, headers=world.admin)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "lease_seconds"]
+    create_workflow(world, "assembly", lease_seconds=3600)
+    patched = world.client.patch(
+        "/workflows/assembly", json={"lease_seconds": settings.max_lease_seconds + 1}, headers=world.admin
+    )
+    assert patched.status_code == 422
+    reset = world.client.patch("/workflows/assembly", json={"lease_seconds": None}, headers=world.admin)
+    assert reset.status_code == 200
+    assert reset.json()["lease_seconds"] is None
+    assert claimed(world, job=new_job(world, "assembly"))["metadata"]["lease_seconds"] == 300
+
+
+def test_an_admins_cancel_of_the_job_ends_a_lapsed_operation_canceled_not_expired(world):
+    op = claimed(world)
+    job_id = op["metadata"]["job_id"]
+    time.sleep(LAPSE_WAIT)
+    response = world.client.post(f"/jobs/{job_id}:cancel", headers=world.admin)
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["attempts"]) == ("canceled", 0)
+    stored = operation(world, op["id"])
+    assert (stored["metadata"]["state"], stored["error"]["code"]) == ("canceled", "CANCELLED")

@@ -212,3 +212,35 @@ def test_tokens_of_the_old_unscoped_format_are_422(client, admin_headers):
     old = base64.urlsafe_b64encode(b'{"v":1,"after":1}').decode().rstrip("=")
     response = client.get("/data_resources", params={"page_token": old}, headers=admin_headers)
     assert ("query", "page_token") in error_locations(response)
+
+
+def _list_paths(app) -> list[str]:
+    """Every list the API has (its GET operations answering a Page, from the OpenAPI), with a dummy id in any
+    path parameter."""
+    paths = []
+    for path, operations in app.openapi()["paths"].items():
+        answer = operations.get("get", {}).get("responses", {}).get("200", {})
+        schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+        if schema.get("$ref", "").startswith("#/components/schemas/Page_"):
+            paths.append(path.replace("{job_id}", "job-x"))
+    return paths
+
+
+def test_every_list_refuses_unknown_query_parameters_and_names_them(client, admin_headers):
+    paths = _list_paths(client.app)
+    assert len(paths) >= 6, paths
+    for path in paths:
+        response = client.get(path, params={"filter": "x", "status2": "y"}, headers=admin_headers)
+        assert response.status_code == 422, (path, response.text)
+        assert error_locations(response) == [("query", "filter"), ("query", "status2")], path
+        # Known parameters still pass, alone or beside paging.
+        assert client.get(path, params={"max_page_size": 5}, headers=admin_headers).status_code in (200, 404)
+
+
+def test_a_mistyped_filter_no_longer_answers_with_everything(client, admin_headers, five_of_each):
+    response = client.get("/jobs", params={"workflow": "wf-1"}, headers=admin_headers)
+    assert response.status_code == 422
+    assert "workflow" in response.text
+    assert (
+        client.get("/jobs", params={"workflow_id": "wf-1"}, headers=admin_headers).json()["resources"] == []
+    )

@@ -37,6 +37,7 @@ def _operation(job: Job, **values) -> Operation:
         workflow_id=job.workflow_id,
         attempt=1,
         lease_expire_time=datetime.now(UTC) + timedelta(minutes=5),
+        lease_seconds=300,
     )
     fields.update(values)
     return Operation(**fields)

@@ -64,3 +64,31 @@ def test_tokens_carry_the_principal_and_its_roles():
 def test_bad_tokens_are_refused(token, message):
     with pytest.raises(auth.InvalidToken, match=message):
         auth.read_token(token, key=KEY)
+
+
+def test_tokens_name_their_issuer_and_this_api_as_audience():
+    import jwt
+
+    token = auth.issue_token(Principal(kind="user", name="a"), key=KEY, expires_in=60, issuer="runtime-a")
+    claims = jwt.decode(token, KEY, algorithms=["HS256"], audience=auth.AUDIENCE)
+    assert (claims["iss"], claims["aud"]) == ("runtime-a", auth.AUDIENCE)
+    assert auth.read_token(token, key=KEY, issuer="runtime-a").name == "a"
+    # Another deployment's tokens (same key, other issuer) and tokens for another audience are refused.
+    with pytest.raises(auth.InvalidToken):
+        auth.read_token(token, key=KEY, issuer="runtime-b")
+    other_audience = jwt.encode({**claims, "aud": "another-service"}, KEY, algorithm="HS256")
+    with pytest.raises(auth.InvalidToken):
+        auth.read_token(other_audience, key=KEY, issuer="runtime-a")
+    without = jwt.encode({k: v for k, v in claims.items() if k != "aud"}, KEY, algorithm="HS256")
+    with pytest.raises(auth.InvalidToken):
+        auth.read_token(without, key=KEY, issuer="runtime-a")
+
+
+def test_unsigned_tokens_are_refused():
+    import jwt
+
+    signed = auth.issue_token(Principal(kind="user", name="a", admin=True), key=KEY, expires_in=60)
+    claims = jwt.decode(signed, KEY, algorithms=["HS256"], audience=auth.AUDIENCE)
+    unsigned = jwt.encode(claims, None, algorithm="none")
+    with pytest.raises(auth.InvalidToken):
+        auth.read_token(unsigned, key=KEY)

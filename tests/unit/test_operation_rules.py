@@ -160,7 +160,9 @@ def _job(**values) -> Job:
 
 def _claimed(job: Job | None = None, lease_seconds: int = 60) -> tuple[Operation, Job]:
     job = job or _job()
-    op = rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=lease_seconds)
+    op = Operation(
+        id="op-1", **rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=lease_seconds)
+    )
     return op, job
 
 
@@ -190,9 +192,10 @@ def test_lease_lapses_at_its_end_unless_paused_or_done():
     op, _ = _claimed(lease_seconds=10)
     assert not rules.lease_lapsed(op, now=NOW + timedelta(seconds=9))
     assert rules.lease_lapsed(op, now=NOW + timedelta(seconds=10))
-    op.paused = True
+    op.state = S.PAUSED.value
+    assert op.paused
     assert not rules.lease_lapsed(op, now=NOW + timedelta(days=1))
-    op.paused = False
+    op.state = S.RUNNING.value
     op.done = True
     assert not rules.lease_lapsed(op, now=NOW + timedelta(days=1))
 
@@ -202,7 +205,7 @@ def test_a_cancel_request_makes_even_a_paused_lease_lapse():
     op.cancel_requested = True
     assert not rules.lease_lapsed(op, now=NOW + timedelta(seconds=9))
     assert rules.lease_lapsed(op, now=NOW + timedelta(seconds=10))
-    op.paused = True
+    op.state = S.PAUSED.value
     assert not rules.lease_lapsed(op, now=NOW + timedelta(seconds=9))
     assert rules.lease_lapsed(op, now=NOW + timedelta(seconds=10))
     op.done = True
@@ -222,7 +225,7 @@ def test_a_lapsed_cancel_request_ends_canceled_and_gives_the_attempt_back(paused
     op, job = _claimed(_job(attempts=2))
     op.cancel_requested = True
     if paused:
-        op.state, op.paused = S.PAUSED.value, True
+        op.state = S.PAUSED.value
     later = NOW + timedelta(minutes=5)
     ended = rules.end_lapsed_operation(op, job, now=later, retention_seconds=100)
     assert ended is S.CANCELED

@@ -82,7 +82,10 @@ class FileServer:
         self.root.mkdir(parents=True, exist_ok=True)
         handler = partial(_Handler, directory=str(self.root))
         ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot serve files on {host}:{port}: {exc.strerror}") from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="file-server", daemon=True)
 

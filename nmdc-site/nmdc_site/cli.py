@@ -1,27 +1,40 @@
 """`nmdc-site`: run a site against the NMDC Runtime API — serve data, execute jobs, watch operations.
 
 The API and the site's credentials come from flags or the environment: NMDC_API_URL, NMDC_CLIENT_ID,
-NMDC_CLIENT_SECRET.
+NMDC_CLIENT_SECRET. An expected failure (bad URL, bad credentials, API unreachable, unknown workflow) is one
+line on standard error and exit status 1; bad usage is exit status 2.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated
 
+import httpx
+import pydantic
 import typer
 
-from nmdc_runtime.client import ApiError, ClientError, NmdcClient
-from nmdc_runtime.site_agent.data_site import DataSite
-from nmdc_runtime.site_agent.executor import Agent, RunConfig
-from nmdc_runtime.site_agent.files import FileServer, default_public_url
-from nmdc_runtime.site_agent.watcher import Watcher
+from nmdc_site import __version__
+from nmdc_site.client import ClientError, NmdcClient, RetryNotice, RetryPolicy, Unauthorized
+from nmdc_site.data_site import DataSite
+from nmdc_site.files import FileServer, default_public_url
+from nmdc_site.run.config import RunConfig
+from nmdc_site.run.loop import Agent, SetupError
+from nmdc_site.watcher import Watcher
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Run a site against the NMDC Runtime API: serve data, execute jobs, watch operations.\n\n"
+    "The API and the site's credentials come from flags or the environment: NMDC_API_URL, NMDC_CLIENT_ID, "
+    "NMDC_CLIENT_SECRET. An expected failure is one line on standard error and exit status 1; bad usage is 2.",
+)
 log = logging.getLogger("nmdc_site")
 
 ApiUrl = Annotated[str, typer.Option("--api-url", envvar="NMDC_API_URL", help="Base URL of the API.")]
@@ -34,29 +47,76 @@ ClientSecret = Annotated[
         "--client-secret", envvar="NMDC_CLIENT_SECRET", help="The site client's secret (prefer the env)."
     ),
 ]
+Retries = Annotated[
+    int,
+    typer.Option(
+        "--retries",
+        min=0,
+        envvar="NMDC_SITE_RETRIES",
+        help="Retries of a request the API does not answer (or answers 5xx), with backoff, before giving up "
+        "(while `run` holds a claim it retries for as long as the lease lasts instead).",
+    ),
+]
 Bind = Annotated[str, typer.Option("--bind", help="Address the file server listens on.")]
 PublicUrl = Annotated[
     str | None,
     typer.Option("--public-url", help="URL base others reach the files under (default http://BIND:PORT)."),
 ]
 DEFAULT_API_URL = "http://127.0.0.1:8000"
+DEFAULT_RETRIES = 6
 
 
-def _client(api_url: str, client_id: str | None, client_secret: str | None) -> NmdcClient:
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    """Say `message` as one line on standard error; the caller raises the returned exit."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _announce_retry(notice: RetryNotice) -> None:
+    log.warning(
+        "%s, retry %d/%s in %.1f s: %s %s: %s",
+        notice.trouble,
+        notice.number,
+        notice.retries if notice.retries is not None else "-",
+        notice.delay,
+        notice.method,
+        notice.path,
+        notice.reason,
+    )
+
+
+def _client(
+    api_url: str,
+    client_id: str | None,
+    client_secret: str | None,
+    retries: int = DEFAULT_RETRIES,
+    stop: threading.Event | None = None,
+) -> NmdcClient:
+    """A client for the site, retrying `retries` times (each retry logged); a stop request ends the waiting."""
+    try:
+        url = httpx.URL(api_url)
+    except httpx.InvalidURL as exc:
+        raise _fail(f"--api-url {api_url!r} is not a URL: {exc}", 2) from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise _fail(f"--api-url must be an http:// or https:// URL with a host, not {api_url!r}", 2)
     if not client_id or not client_secret:
-        typer.echo(
-            "error: site credentials are needed: --client-id/--client-secret or NMDC_CLIENT_ID/NMDC_CLIENT_SECRET",
-            err=True,
+        raise _fail(
+            "site credentials are needed: --client-id/--client-secret or NMDC_CLIENT_ID/NMDC_CLIENT_SECRET", 2
         )
-        raise typer.Exit(2)
-    return NmdcClient(api_url, client_id=client_id, client_secret=client_secret)
+    stop = stop or threading.Event()
+    policy = RetryPolicy(
+        attempts=retries + 1,
+        deadline=lambda: -math.inf if stop.is_set() else math.inf,
+        on_retry=_announce_retry,
+        sleep=stop.wait,
+    )
+    return NmdcClient(api_url, client_id=client_id, client_secret=client_secret, retry=policy)
 
 
 def _site_id(api: NmdcClient) -> str:
     me = api.me()
     if not me.site_id:
-        typer.echo("error: these credentials are not a site client's", err=True)
-        raise typer.Exit(2)
+        raise _fail("these credentials are not a site client's", 2)
     return me.site_id
 
 
@@ -89,6 +149,7 @@ def serve(
     api_url: ApiUrl = DEFAULT_API_URL,
     client_id: ClientId = None,
     client_secret: ClientSecret = None,
+    retries: Retries = DEFAULT_RETRIES,
 ) -> None:
     """A data site: serve DIRECTORY's files over HTTP and register each one once as a data resource.
 
@@ -96,7 +157,7 @@ def serve(
     rename them into place when complete. Each registered resource is printed as one JSON line.
     """
     stop = _stop_on_signals()
-    with _client(api_url, client_id, client_secret) as api:
+    with _client(api_url, client_id, client_secret, retries, stop) as api:
         site_id = _site_id(api)
         with FileServer(directory, bind, port) as server:
             base = public_url or default_public_url(bind, server.port)
@@ -130,7 +191,19 @@ def run(
     public_url: PublicUrl = None,
     poll_interval: Annotated[float, typer.Option(help="Seconds between looks for claimable jobs.")] = 5.0,
     heartbeat: Annotated[
-        float | None, typer.Option(help="Seconds between lease renewals (default: a third of the lease).")
+        float | None,
+        typer.Option(
+            help="Seconds between lease renewals (default: a third of the lease, at most 30).", min=0.1
+        ),
+    ] = None,
+    lease_seconds: Annotated[
+        int | None,
+        typer.Option(
+            "--lease-seconds",
+            min=1,
+            help="Ask for claims with a lease this long, up to the workflow's lease_seconds "
+            "(default: the workflow's lease, else the server's).",
+        ),
     ] = None,
     output_data_type: Annotated[
         str | None,
@@ -142,6 +215,7 @@ def run(
     api_url: ApiUrl = DEFAULT_API_URL,
     client_id: ClientId = None,
     client_secret: ClientSecret = None,
+    retries: Retries = DEFAULT_RETRIES,
 ) -> None:
     """An executing site: claim jobs of WORKFLOW, fetch and verify inputs, run COMMAND, report the outcome.
 
@@ -149,6 +223,9 @@ def run(
     NMDC_JOB_ID, NMDC_OPERATION_ID, NMDC_WORKFLOW_ID, NMDC_JOB_CONFIG (a JSON file), NMDC_INPUTS (a JSON list
     of paths), NMDC_OUTPUT_DIR (files written there become outputs) and NMDC_PROGRESS_FILE (write
     "<percent> <message>" lines). Exit status 0 is success. See docs/sites.md.
+
+    At start it checks that WORKFLOW exists and that the site has the capabilities it requires (exit 1 with
+    one line otherwise).
     """
     stop = _stop_on_signals()
     config = RunConfig(
@@ -160,17 +237,27 @@ def run(
         public_url=public_url,
         poll_interval=poll_interval,
         heartbeat_interval=heartbeat,
+        lease_seconds=lease_seconds,
         output_data_type=output_data_type,
         kill_grace=kill_grace,
         once=once,
     )
-    with _client(api_url, client_id, client_secret) as api:
-        _site_id(api)
+    with _client(api_url, client_id, client_secret, retries, stop) as api:
         agent = Agent(api, config, public_url or "")
+        agent.stopping = stop
+        try:
+            agent.check()
+        except SetupError as exc:
+            raise _fail(str(exc)) from None
         with FileServer(agent.state.outputs_root, bind, port) as server:
             agent.public_url = (public_url or default_public_url(bind, server.port)).rstrip("/")
-            agent.stopping = stop
-            code = agent.run()
+            try:
+                code = agent.run()
+            except ClientError:
+                if stop.is_set():
+                    code = 130  # asked to stop while the API was being retried
+                else:
+                    raise
             for outcome in agent.handled:
                 typer.echo(json.dumps(outcome))
     raise typer.Exit(code)
@@ -190,10 +277,11 @@ def watch(
     api_url: ApiUrl = DEFAULT_API_URL,
     client_id: ClientId = None,
     client_secret: ClientSecret = None,
+    retries: Retries = DEFAULT_RETRIES,
 ) -> None:
     """A monitoring site: follow the operations on the site's data resources; print changes and executions."""
     stop = _stop_on_signals()
-    with _client(api_url, client_id, client_secret) as api:
+    with _client(api_url, client_id, client_secret, retries, stop) as api:
         watcher = Watcher(
             api=api,
             site_id=site_id or (None if data_resource_id else _site_id(api)),
@@ -204,18 +292,49 @@ def watch(
         watcher.run(interval, once, stop=stop.is_set)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"nmdc-site {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    pass
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main() -> None:
-    """Entry point of the `nmdc-site` console script."""
+    """Entry point of the `nmdc-site` console script: expected failures are one line, never a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         app()
-    except ApiError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
+    except Unauthorized as exc:
+        message = f"credentials refused: {_one_line(exc)}"
     except ClientError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
+        message = _one_line(exc)
+    except pydantic.ValidationError as exc:
+        # The answer had another shape than the API's: most likely the URL is some other service.
+        message = (
+            f"unexpected answer from the API (is --api-url the NMDC Runtime API?): {exc.errors()[0]['msg']}"
+        )
+    except OSError as exc:
+        # Files and sockets of this host: a state dir that cannot be written, a port already taken.
+        message = _one_line(exc)
+    else:
+        return
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Column statistics of tab- or comma-separated tables: a small, real workflow step for `nmdc-site run`.
 
-    python -m nmdc_runtime.site_agent.examples.stats INPUT...
+    python -m nmdc_site.examples.stats INPUT...
 
 For each input, writes `<name>.stats.json` to $NMDC_OUTPUT_DIR (the current folder when unset): per numeric
 column its count, mean, standard deviation, min, median and max. Reports progress through

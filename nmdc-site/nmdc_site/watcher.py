@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nmdc_runtime.client import Execution, NmdcClient, NotFound, Operation
+from nmdc_site.client import Execution, NmdcClient, NotFound, Operation
 
 log = logging.getLogger("nmdc_site.watch")
 

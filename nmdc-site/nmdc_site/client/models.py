@@ -1,6 +1,6 @@
 """What the API returns, as the client sees it.
 
-These models mirror the contract in `design/API.md`, not the server's own schemas, so the client can ship on
+These models mirror the API's contract, not the server's own schemas, so the client can ship on
 its own. Unknown fields are kept (``extra="allow"``): a newer server may add fields without breaking older
 clients, and ``model_dump()`` hands them back unchanged.
 """
@@ -89,6 +89,8 @@ class Workflow(ApiModel):
     required_capabilities: list[str] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict)
     enabled: bool = True
+    lease_seconds: int | None = None
+    """How long a claim of its jobs may last, when the workflow says (servers that know the field)."""
 
 
 class Job(ApiModel):
@@ -132,6 +134,8 @@ class OperationMetadata(ApiModel):
     attempt: int = 1
     state: str
     lease_expire_time: datetime | None = None
+    lease_seconds: int | None = None
+    """The lease's length, by which each heartbeat renews it (servers that state it)."""
     progress: float | None = None
     message: str | None = None
     cancel_requested: bool = False

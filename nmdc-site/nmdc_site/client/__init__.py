@@ -1,6 +1,6 @@
-"""A typed Python client for the NMDC Runtime API (`design/API.md`), independent of the server's modules.
+"""A typed Python client for the NMDC Runtime API, independent of the server's modules.
 
-from nmdc_runtime.client import NmdcClient, Conflict
+from nmdc_site.client import NmdcClient, Conflict
 
 with NmdcClient("http://127.0.0.1:8000", client_id=..., client_secret=...) as api:
     for job in api.list_jobs(claimable=True, workflow_id="stats"):
@@ -10,7 +10,7 @@ with NmdcClient("http://127.0.0.1:8000", client_id=..., client_secret=...) as ap
             continue
 """
 
-from nmdc_runtime.client.errors import (
+from nmdc_site.client.errors import (
     ApiError,
     ClientError,
     Conflict,
@@ -20,10 +20,11 @@ from nmdc_runtime.client.errors import (
     ServerError,
     TransportError,
     Unauthorized,
+    UnexpectedAnswer,
     ValidationError,
 )
-from nmdc_runtime.client.http import Claim, NmdcClient, RetryPolicy
-from nmdc_runtime.client.models import (
+from nmdc_site.client.http import USER_AGENT, Claim, NmdcClient, RetryNotice, RetryPolicy
+from nmdc_site.client.models import (
     Checksum,
     Credentials,
     DataResource,
@@ -40,6 +41,7 @@ from nmdc_runtime.client.models import (
 )
 
 __all__ = [
+    "USER_AGENT",
     "ApiError",
     "Checksum",
     "Claim",
@@ -57,12 +59,14 @@ __all__ = [
     "OperationMetadata",
     "PayloadTooLarge",
     "Principal",
+    "RetryNotice",
     "RetryPolicy",
     "ServerError",
     "Site",
     "Token",
     "TransportError",
     "Unauthorized",
+    "UnexpectedAnswer",
     "User",
     "ValidationError",
     "Workflow",

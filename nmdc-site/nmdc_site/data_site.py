@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nmdc_runtime.client import DataResource, NmdcClient
-from nmdc_runtime.site_agent.files import digests, file_url, published_files
+from nmdc_site.client import DataResource, NmdcClient
+from nmdc_site.files import digests, file_url, published_files
 
 log = logging.getLogger("nmdc_site.serve")
 

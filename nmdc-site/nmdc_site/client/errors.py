@@ -15,6 +15,10 @@ class TransportError(ClientError):
     """The API could not be reached (connection refused, timeouts), even after retries."""
 
 
+class UnexpectedAnswer(ClientError):
+    """The answer is not what the API sends (not JSON, say): the URL may not be the API's."""
+
+
 class ApiError(ClientError):
     """The API answered with an error status; `detail` is its `{"detail": ...}`, or the raw text."""
 

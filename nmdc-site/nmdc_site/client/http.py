@@ -4,7 +4,10 @@ Behaviour worth knowing:
 
 * Tokens are fetched on first use and renewed shortly before they expire (and once more on a 401, in case
   the server restarted with another key or the clock drifted).
-* Connection errors, timeouts and 5xx answers are retried with exponential backoff and jitter.
+* Connection errors, timeouts and 5xx answers are retried with exponential backoff and jitter, as the
+  `RetryPolicy` says: a number of attempts, or until a deadline (a site holding a claim retries for as long as
+  its lease lasts); ``on_retry`` hears of each retry, so a program can say that the API is unreachable.
+  ``with client.retry_policy(policy):`` changes the policy for the calling thread only.
 * Every POST carries an ``Idempotency-Key``: one key per logical call, reused by its retries, so a retried
   ``POST /data_resources`` or ``POST /jobs/{id}/executions`` cannot create twice. Pass ``idempotency_key=`` to
   choose it yourself (e.g. derived from what is being registered, to be safe across process restarts too).
@@ -16,11 +19,12 @@ The client is thread-safe: the site agent heartbeats from one thread while anoth
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,8 +32,16 @@ import httpx
 import tenacity
 from pydantic import BaseModel
 
-from nmdc_runtime.client.errors import ApiError, ServerError, TransportError, Unauthorized, error_for
-from nmdc_runtime.client.models import (
+from nmdc_site import __version__
+from nmdc_site.client.errors import (
+    ApiError,
+    ServerError,
+    TransportError,
+    Unauthorized,
+    UnexpectedAnswer,
+    error_for,
+)
+from nmdc_site.client.models import (
     Credentials,
     DataResource,
     Execution,
@@ -45,7 +57,7 @@ from nmdc_runtime.client.models import (
 
 M = TypeVar("M", bound=BaseModel)
 
-USER_AGENT = "nmdc-runtime-client/0.1"
+USER_AGENT = f"nmdc-site/{__version__}"
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 
 
@@ -58,12 +70,56 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try: attempts in all (first try included) and the backoff bounds, in seconds."""
+class RetryNotice:
+    """One retry about to happen: the request failed on the way (no answer, or a 5xx) and is tried again."""
 
-    attempts: int = 6
+    number: int
+    """1 for the first retry."""
+    retries: int | None
+    """How many retries the policy allows in all; None when only a deadline bounds them."""
+    delay: float
+    """Seconds until the retry."""
+    method: str
+    path: str
+    status: int | None
+    """The 5xx status, or None when the API could not be reached at all."""
+    reason: str
+
+    @property
+    def trouble(self) -> str:
+        """ "API unreachable", or "API answered 503": what went wrong, in a few words."""
+        return "API unreachable" if self.status is None else f"API answered {self.status}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try a request that failed on the way: connection errors, timeouts, 500/502/503/504.
+
+    `attempts` counts every try, the first included (None: no limit, `deadline` alone bounds them);
+    `initial` and `maximum` bound the exponential backoff, in seconds. `deadline`, when given, is read before
+    each retry and returns the `time.monotonic()` after which no retry starts (and no wait lasts past it).
+    `on_retry` is called before each wait, `sleep` does the waiting (an `Event.wait` makes it interruptible).
+    """
+
+    attempts: int | None = 6
     initial: float = 0.5
     maximum: float = 10.0
+    deadline: Callable[[], float] | None = None
+    on_retry: Callable[[RetryNotice], None] | None = None
+    sleep: Callable[[float], object] = time.sleep
+
+    @property
+    def retries(self) -> int | None:
+        """Retries after the first try, when the count bounds them."""
+        return None if self.attempts is None else self.attempts - 1
+
+
+def _reason(exc: BaseException) -> str:
+    """One line on why a request failed on the way."""
+    if isinstance(exc, ServerError):
+        return f"{exc.status_code} {exc.detail}"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,9 +167,10 @@ class NmdcClient:
             base_url=base_url.rstrip("/"),
             timeout=timeout,
             transport=transport,
-            headers={"User-Agent": USER_AGENT},
         )
         self.retry = retry or RetryPolicy()
+        # Per-thread policy overrides (`retry_policy()`): a heartbeat thread may retry differently.
+        self._local = threading.local()
         self._token_lock = threading.Lock()
         self._token: str | None = access_token
         # monotonic() deadline after which the token is renewed; a given token is never renewed.
@@ -177,16 +234,61 @@ class NmdcClient:
 
     # ---- transport ----------------------------------------------------------------------------------
 
-    def _retrying(self) -> tenacity.Retrying:
+    @contextlib.contextmanager
+    def retry_policy(self, policy: RetryPolicy) -> Iterator[RetryPolicy]:
+        """Use `policy` for the requests the calling thread makes inside the block (other threads keep theirs)."""
+        previous = getattr(self._local, "retry", None)
+        self._local.retry = policy
+        try:
+            yield policy
+        finally:
+            self._local.retry = previous
+
+    def _retrying(self, method: str, path: str) -> tenacity.Retrying:
+        policy: RetryPolicy = getattr(self._local, "retry", None) or self.retry
+
         def retryable(exc: BaseException) -> bool:
             if isinstance(exc, httpx.TransportError):
                 return True
             return isinstance(exc, ServerError) and exc.status_code in RETRYABLE_STATUS
 
+        def past_deadline(_state: tenacity.RetryCallState) -> bool:
+            return policy.deadline is not None and time.monotonic() >= policy.deadline()
+
+        backoff = tenacity.wait_exponential_jitter(initial=policy.initial, max=policy.maximum)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            delay = backoff(state)
+            if policy.deadline is not None:
+                delay = min(delay, max(0.0, policy.deadline() - time.monotonic()))
+            return delay
+
+        def announce(state: tenacity.RetryCallState) -> None:
+            if policy.on_retry is None or state.outcome is None or state.next_action is None:
+                return
+            exc = state.outcome.exception()
+            policy.on_retry(
+                RetryNotice(
+                    number=state.attempt_number,
+                    retries=policy.retries,
+                    delay=state.next_action.sleep,
+                    method=method,
+                    path=path,
+                    status=exc.status_code if isinstance(exc, ServerError) else None,
+                    reason=_reason(exc),
+                )
+            )
+
+        stop = tenacity.stop_any(
+            tenacity.stop_after_attempt(policy.attempts) if policy.attempts else tenacity.stop_never,
+            past_deadline,
+        )
         return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.retry.attempts),
-            wait=tenacity.wait_exponential_jitter(initial=self.retry.initial, max=self.retry.maximum),
+            stop=stop,
+            wait=wait,
             retry=tenacity.retry_if_exception(retryable),
+            before_sleep=announce,
+            sleep=policy.sleep,
             reraise=True,
         )
 
@@ -202,7 +304,8 @@ class NmdcClient:
         idempotency_key: str | None = None,
         response_hook: list[httpx.Response] | None = None,
     ) -> Any:
-        headers: dict[str, str] = {}
+        # Per request, not per connection pool: a pool passed in (FastAPI's TestClient) would not carry it.
+        headers: dict[str, str] = {"User-Agent": USER_AGENT}
         if method == "POST" and authenticate:
             # One key per logical call: every retry below repeats it.
             headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
@@ -211,7 +314,11 @@ class NmdcClient:
         }
         query = _drop_none(query)
 
+        tries = 0
+
         def attempt() -> httpx.Response:
+            nonlocal tries
+            tries += 1
             if authenticate:
                 token = self._bearer()
                 if token:
@@ -228,14 +335,23 @@ class NmdcClient:
             return response
 
         try:
-            response = self._retrying()(attempt)
+            response = self._retrying(method, path)(attempt)
         except httpx.TransportError as exc:
-            raise TransportError(f"{method} {self.base_url}{path}: {exc!r}") from exc
+            tried = f"{tries} attempts" if tries > 1 else "1 attempt"
+            raise TransportError(
+                f"API unreachable at {self.base_url} ({method} {path}, {tried}): {_reason(exc)}"
+            ) from exc
         if response_hook is not None:
             response_hook.append(response)
         if response.status_code == 204 or not response.content:
             return None
-        return response.json()
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise UnexpectedAnswer(
+                f"{method} {self.base_url}{path} answered {response.status_code} with something other than "
+                f"JSON: is {self.base_url} the NMDC Runtime API?"
+            ) from exc
 
     def _get(self, path: str, model: type[M], **params: Any) -> M:
         return model.model_validate(self._send("GET", path, params=params))
@@ -340,16 +456,21 @@ class NmdcClient:
         required_capabilities: list[str] | None = None,
         config: dict[str, Any] | None = None,
         enabled: bool = True,
+        lease_seconds: int | None = None,
     ) -> Workflow:
-        body = {
-            "id": workflow_id,
-            "name": name or workflow_id,
-            "version": version,
-            "data_types": data_types or [],
-            "required_capabilities": required_capabilities or [],
-            "config": config or {},
-            "enabled": enabled,
-        }
+        """Create a workflow (admin); `lease_seconds` (sent only when given) is how long its claims may last."""
+        body = _drop_none(
+            {
+                "id": workflow_id,
+                "name": name or workflow_id,
+                "version": version,
+                "data_types": data_types or [],
+                "required_capabilities": required_capabilities or [],
+                "config": config or {},
+                "enabled": enabled,
+                "lease_seconds": lease_seconds,
+            }
+        )
         return Workflow.model_validate(self._send("POST", "/workflows", json=body))
 
     def list_workflows(self, *, page_size: int = 100) -> Iterator[Workflow]:
@@ -396,10 +517,15 @@ class NmdcClient:
     def get_job(self, job_id: str) -> Job:
         return self._get(f"/jobs/{job_id}", Job)
 
-    def claim_job(self, job_id: str) -> Claim:
-        """Claim a job. Safe to repeat: the holder gets the same operation back (`Claim.new` is then False)."""
+    def claim_job(self, job_id: str, *, lease_seconds: int | None = None) -> Claim:
+        """Claim a job. Safe to repeat: the holder gets the same operation back (`Claim.new` is then False).
+
+        `lease_seconds` asks for a lease of that length (up to the workflow's `lease_seconds`); the body
+        ``{"lease_seconds": N}`` is sent only when it is given.
+        """
         responses: list[httpx.Response] = []
-        body = self._send("POST", f"/jobs/{job_id}:claim", response_hook=responses)
+        body = None if lease_seconds is None else {"lease_seconds": lease_seconds}
+        body = self._send("POST", f"/jobs/{job_id}:claim", json=body, response_hook=responses)
         return Claim(operation=Operation.model_validate(body), new=responses[-1].status_code == 201)
 
     def cancel_job(self, job_id: str) -> Job:
@@ -533,4 +659,4 @@ class NmdcClient:
         )
 
 
-__all__ = ["ApiError", "Claim", "NmdcClient", "RetryPolicy"]
+__all__ = ["USER_AGENT", "ApiError", "Claim", "NmdcClient", "RetryNotice", "RetryPolicy"]

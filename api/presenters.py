@@ -1,0 +1,80 @@
+"""What the API shows: rows shaped into the response models, with what they reference loaded in bulk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from nmdc_runtime.models import Execution, Operation
+from nmdc_runtime.schemas.data import DataResourceRead
+from nmdc_runtime.schemas.executions import ExecutionRead
+from nmdc_runtime.schemas.operations import OperationMetadata, OperationRead
+from nmdc_runtime.store import executions as executions_store
+
+
+def present_executions(session: Session, executions: Sequence[Execution]) -> list[ExecutionRead]:
+    """Executions as the API shows them, with their outputs in full (one query for all)."""
+    outputs = executions_store.outputs_of(session, executions=executions)
+    return [
+        ExecutionRead.model_validate(
+            {
+                **{
+                    column: getattr(row, column)
+                    for column in ExecutionRead.model_fields
+                    if column != "outputs"
+                },
+                "outputs": [DataResourceRead.model_validate(dr) for dr in outputs[row.id]],
+            }
+        )
+        for row in executions
+    ]
+
+
+def present_execution(session: Session, execution: Execution) -> ExecutionRead:
+    """One execution as the API shows it."""
+    return present_executions(session, [execution])[0]
+
+
+def present_operations(session: Session, operations: Sequence[Operation]) -> list[OperationRead]:
+    """Operations as the API shows them: fixed metadata keys from columns, results in full."""
+    executions = executions_store.executions_by_id(
+        session, execution_ids=[op.result_execution_id for op in operations if op.result_execution_id]
+    )
+    results = {
+        row.id: doc
+        for row, doc in zip(
+            executions.values(), present_executions(session, list(executions.values())), strict=True
+        )
+    }
+    return [
+        OperationRead(
+            id=op.id,
+            done=op.done,
+            result=results.get(op.result_execution_id) if op.result_execution_id else None,
+            error=op.error,
+            metadata=OperationMetadata.model_validate(
+                {
+                    **(op.extra_metadata or {}),
+                    "job_id": op.job_id,
+                    "site_id": op.site_id,
+                    "workflow_id": op.workflow_id,
+                    "attempt": op.attempt,
+                    "state": op.state,
+                    "lease_expire_time": op.lease_expire_time,
+                    "lease_seconds": op.lease_seconds,
+                    "cancel_requested": op.cancel_requested,
+                    "paused": op.paused,
+                }
+            ),
+            create_time=op.create_time,
+            update_time=op.update_time,
+            expire_time=op.expire_time,
+        )
+        for op in operations
+    ]
+
+
+def present_operation(session: Session, operation: Operation) -> OperationRead:
+    """One operation as the API shows it."""
+    return present_operations(session, [operation])[0]

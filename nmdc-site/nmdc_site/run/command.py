@@ -1,0 +1,188 @@
+"""The site's command: how it is called (argv, environment, folders) and how it is supervised while it runs
+(its own process group; stopped on cancel, suspended while paused, killed with the agent)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nmdc_site.client import Job
+from nmdc_site.run.errors import Interrupted
+from nmdc_site.run.heartbeat import Heartbeat
+
+log = logging.getLogger("nmdc_site.run")
+
+LOG_TAIL_LINES = 20
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def command_argv(command: list[str], inputs: list[Path]) -> list[str]:
+    """The argv to run: ``{inputs}`` replaced by the input paths, or the paths appended."""
+    paths = [str(p) for p in inputs]
+    if "{inputs}" in command:
+        argv: list[str] = []
+        for arg in command:
+            argv.extend(paths if arg == "{inputs}" else [arg])
+        return argv
+    return [*command, *paths]
+
+
+def command_environment(
+    job: Job, operation_id: str, inputs: list[Path], job_dir: Path, out_dir: Path
+) -> tuple[dict[str, str], Path]:
+    """The command's environment, and its progress file; prepares the folders the environment names."""
+    # A rerun after a crash starts from an empty output folder: no half-written leftovers become outputs.
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    config_path = job_dir / "job_config.json"
+    config_path.write_text(json.dumps(job.config, indent=2))
+    progress_file = job_dir / "progress"
+    progress_file.unlink(missing_ok=True)
+    env = dict(os.environ)
+    env.update(
+        NMDC_JOB_ID=job.id,
+        NMDC_OPERATION_ID=operation_id,
+        NMDC_WORKFLOW_ID=job.workflow_id,
+        NMDC_JOB_CONFIG=str(config_path),
+        NMDC_INPUTS=json.dumps([str(p) for p in inputs]),
+        NMDC_OUTPUT_DIR=str(out_dir),
+        NMDC_PROGRESS_FILE=str(progress_file),
+    )
+    # The site's own credentials are not the command's business.
+    env.pop("NMDC_CLIENT_SECRET", None)
+    return env, progress_file
+
+
+def read_progress(path: Path) -> tuple[float | None, str | None]:
+    """The last ``<percent> <message>`` line the command wrote to its progress file."""
+    try:
+        lines = path.read_text().strip().splitlines()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None, None
+    if not lines:
+        return None, None
+    head, _, rest = lines[-1].partition(" ")
+    try:
+        return max(0.0, min(100.0, float(head))), rest.strip() or None
+    except ValueError:
+        return None, lines[-1].strip()
+
+
+def _die_with_parent() -> None:
+    # Linux only: the command gets SIGTERM if the agent dies, so a crashed agent leaves no orphan running
+    # unsupervised (the restarted agent runs it again).
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+@dataclass
+class CommandOutcome:
+    exit_code: int | None
+    started_at: str
+    ended_at: str
+    log_tail: list[str] = field(default_factory=list)
+    canceled: bool = False
+
+
+class Supervisor:
+    """Runs the command in its own process group and obeys the heartbeat: cancel, pause, lost lease."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, grace: float) -> None:
+        self.argv, self.env, self.cwd, self.log_path, self.grace = argv, env, cwd, log_path, grace
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+
+    def _pump(self, proc: subprocess.Popen, sink) -> None:
+        for raw in iter(proc.stdout.readline, b""):
+            line = raw.decode(errors="replace")
+            sink.write(line)
+            sink.flush()
+            sys.stderr.write(f"  | {line}")
+            self.tail.append(line.rstrip("\n"))
+
+    def _signal(self, proc: subprocess.Popen, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+    def _terminate(self, proc: subprocess.Popen) -> None:
+        self._signal(proc, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        self._signal(proc, signal.SIGTERM)
+        try:
+            proc.wait(self.grace)
+        except subprocess.TimeoutExpired:
+            self._signal(proc, signal.SIGKILL)
+            proc.wait()
+
+    def run(self, heartbeat: Heartbeat, progress_file: Path, stopping: threading.Event) -> CommandOutcome:
+        """Run the command to its end (or until a cancel, a lost lease or the agent's stop)."""
+        started = now_rfc3339()
+        log.info("running %s", " ".join(self.argv))
+        with self.log_path.open("a") as sink:
+            proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+            pump = threading.Thread(target=self._pump, args=(proc, sink), daemon=True)
+            pump.start()
+            stopped = canceled = False
+            t0 = time.monotonic()
+            try:
+                while proc.poll() is None:
+                    if stopping.is_set():
+                        raise Interrupted()
+                    if heartbeat.lost:
+                        raise heartbeat.lost
+                    if heartbeat.cancel_requested:
+                        log.info("cancel requested: stopping the command")
+                        canceled = True
+                        break
+                    if heartbeat.paused and not stopped:
+                        log.info("operation paused: stopping the command (SIGSTOP)")
+                        self._signal(proc, signal.SIGSTOP)
+                        stopped = True
+                    elif stopped and not heartbeat.paused:
+                        log.info("operation resumed: continuing the command (SIGCONT)")
+                        self._signal(proc, signal.SIGCONT)
+                        stopped = False
+                    progress, message = read_progress(progress_file)
+                    elapsed = int(time.monotonic() - t0)
+                    heartbeat.report(
+                        progress=progress,
+                        message=message
+                        or f"{'paused' if stopped else 'running'} {self.argv[0]} ({elapsed} s)",
+                    )
+                    time.sleep(0.2)
+            finally:
+                if proc.poll() is None:
+                    self._terminate(proc)
+                pump.join(5)
+        return CommandOutcome(
+            exit_code=None if canceled else proc.returncode,
+            started_at=started,
+            ended_at=now_rfc3339(),
+            log_tail=list(self.tail),
+            canceled=canceled,
+        )

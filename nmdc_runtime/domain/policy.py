@@ -1,0 +1,21 @@
+"""The numbers the rules run on, passed explicitly to every service (never read from a global)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Lease, retention and attempt limits; `Settings.policy()` makes one from the `NMDC_*` settings."""
+
+    claim_lease_seconds: int
+    """How long a claim lasts without a heartbeat, unless its workflow or the claim says otherwise."""
+    max_lease_seconds: int
+    """The longest lease a workflow may give its claims."""
+    operation_retention_seconds: int
+    """How long a finished operation is kept before it may be deleted."""
+    idempotency_retention_seconds: int
+    """How long an Idempotency-Key is remembered."""
+    max_attempts: int
+    """Claims a job may use up before it is marked failed."""

@@ -1,0 +1,77 @@
+"""What sites and staff register: data resources, workflows, and jobs made by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from nmdc_runtime.domain.operations import check_workflow_lease
+from nmdc_runtime.domain.policy import Policy
+from nmdc_runtime.models import DataResource, Job, Workflow
+from nmdc_runtime.services.transactions import transaction
+from nmdc_runtime.store import data_resources, idempotency, jobs, workflows
+from nmdc_runtime.store.idempotency import IdempotentRequest, Outcome
+
+
+def register_data_resource(
+    session: Session,
+    *,
+    site_id: str,
+    fields: dict[str, Any],
+    request: IdempotentRequest,
+    present: Callable[[DataResource], Any],
+) -> Outcome:
+    """Register a data resource hosted by `site_id`, at most once per `request` key; `present` shapes the
+    answer that is stored and replayed."""
+    with transaction(session):
+        return idempotency.run_once(
+            session,
+            request=request,
+            status_code=201,
+            create=lambda: present(data_resources.create_data_resource(session, site_id=site_id, **fields)),
+        )
+
+
+def create_workflow(session: Session, *, policy: Policy, **fields: Any) -> Workflow:
+    """Define a workflow (AlreadyExists for a taken id; InvalidInput for a lease over the maximum)."""
+    check_workflow_lease(fields.get("lease_seconds"), max_seconds=policy.max_lease_seconds)
+    with transaction(session):
+        return workflows.create_workflow(session, **fields)
+
+
+def update_workflow(
+    session: Session, *, workflow_id: str, changes: dict[str, Any], policy: Policy
+) -> Workflow:
+    """Change some of a workflow's fields (NotFound for an unknown id; InvalidInput for a lease over the
+    maximum)."""
+    check_workflow_lease(changes.get("lease_seconds"), max_seconds=policy.max_lease_seconds)
+    with transaction(session):
+        return workflows.update_workflow(session, workflow_id=workflow_id, changes=changes)
+
+
+def create_job(
+    session: Session,
+    *,
+    workflow_id: str,
+    data_resource_ids: Sequence[str],
+    config: dict[str, Any] | None,
+    max_attempts: int,
+    created_by: str,
+) -> Job:
+    """Make an unclaimed job of a workflow over data resources by hand; its config is fixed now.
+
+    NotFound names an unknown workflow or data resource.
+    """
+    with transaction(session):
+        workflows.get_workflow(session, workflow_id=workflow_id)
+        data_resources.get_data_resources(session, data_resource_ids=data_resource_ids)
+        return jobs.create_job(
+            session,
+            workflow_id=workflow_id,
+            data_resource_ids=data_resource_ids,
+            config=config,
+            max_attempts=max_attempts,
+            created_by=created_by,
+        )

@@ -1,0 +1,49 @@
+"""The sensors' state changes: data resources matched to workflows in batches, one transaction each."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from nmdc_runtime.services.transactions import transaction
+from nmdc_runtime.store import pipeline as store
+from nmdc_runtime.store.pipeline import MatchedRow
+
+
+def match_new_data_resources(
+    session: Session, *, limit: int, max_attempts: int, created_by: str
+) -> list[MatchedRow]:
+    """Make the jobs of the next `limit` unmatched data resources (see `store.pipeline`), in one transaction."""
+    with transaction(session):
+        return store.match_new_data_resources(
+            session, limit=limit, max_attempts=max_attempts, created_by=created_by
+        )
+
+
+def backfill_workflow(
+    session: Session,
+    *,
+    workflow_id: str,
+    updated_at: datetime,
+    after_seq: int,
+    limit: int,
+    max_attempts: int,
+    created_by: str,
+) -> tuple[list[MatchedRow], bool]:
+    """One batch of a workflow's backfill, in one transaction: the rows, and whether the backfill is finished
+    (recorded as of `updated_at`; False too when the workflow changed meanwhile, so the next tick starts
+    again)."""
+    with transaction(session):
+        rows = store.backfill_workflow(
+            session,
+            workflow_id=workflow_id,
+            after_seq=after_seq,
+            limit=limit,
+            max_attempts=max_attempts,
+            created_by=created_by,
+        )
+        finished = len({row.data_resource_id for row in rows}) < limit and store.mark_backfilled(
+            session, workflow_id=workflow_id, updated_at=updated_at
+        )
+        return rows, finished

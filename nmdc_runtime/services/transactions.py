@@ -1,0 +1,92 @@
+"""Transaction boundaries, and the one way to lock a job and its operation under the lapse rule.
+
+Lock order, everywhere: the job row first, then its operation. Claims, PATCHes, cancels and the lease reaper
+all follow it, so two of them never wait on each other in a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from nmdc_runtime.domain import operations as rules
+from nmdc_runtime.domain.errors import Conflict, LeaseLost, RuntimeDomainError
+from nmdc_runtime.domain.policy import Policy
+from nmdc_runtime.models import Job, Operation
+from nmdc_runtime.store import operations as store
+
+_LAPSES = "nmdc_lapses"
+"""session.info key: the jobs whose lapsed lease this transaction ended, with the clock and policy used."""
+
+
+@contextmanager
+def transaction(session: Session) -> Iterator[Session]:
+    """One state change: committed when the block succeeds, rolled back when it raises.
+
+    A request that meets a lapsed lease ends that operation, then often fails (409, 404); the error would roll
+    the ending back with the rest. On a domain error this rolls back, applies the lapse rule again to the jobs
+    noted (it is idempotent: a lease lapsed once stays lapsed) and commits that alone, then re-raises.
+    """
+    session.info[_LAPSES] = {}
+    try:
+        yield session
+        session.commit()
+    except RuntimeDomainError:
+        lapses = session.info.pop(_LAPSES, {})
+        session.rollback()
+        if lapses:
+            for job_id, (now, policy) in sorted(lapses.items()):
+                job = store.lock_job(session, job_id=job_id)
+                if job is not None:
+                    _end_if_lapsed(session, job, store.open_operation(session, job_id=job_id), now, policy)
+            session.commit()
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.info.pop(_LAPSES, None)
+
+
+def _end_if_lapsed(
+    session: Session, job: Job, op: Operation | None, now: datetime, policy: Policy
+) -> Operation | None:
+    """`op` when it is open and holds its lease; None when there is none, or it lapsed and was ended here (and
+    noted, so that the ending outlives an error this request may still answer: see `transaction`)."""
+    if op is None or op.done:
+        return None
+    if not rules.lease_lapsed(op, now=now):
+        return op
+    rules.end_lapsed_operation(op, job, now=now, retention_seconds=policy.operation_retention_seconds)
+    session.flush()
+    session.info.setdefault(_LAPSES, {})[job.id] = (now, policy)
+    return None
+
+
+def locked_job(
+    session: Session, *, job_id: str, now: datetime, policy: Policy
+) -> tuple[Job, Operation | None]:
+    """The job, locked, and its active operation (locked), after the lapse rule: an open operation whose
+    lease lapsed is ended here (`rules.end_lapsed_operation`) and None comes back. NotFound for an unknown job.
+    """
+    job = store.lock_job_or_404(session, job_id=job_id)
+    return job, _end_if_lapsed(session, job, store.open_operation(session, job_id=job.id), now, policy)
+
+
+def locked_operation(session: Session, *, op_id: str) -> tuple[Operation, Job]:
+    """The operation and its job, both locked (job first), as they are: the caller decides what the lapse rule
+    means for its request (`require_active`). NotFound for an unknown operation."""
+    job = store.lock_job_or_404(session, job_id=store.operation_job_id(session, op_id=op_id))
+    return store.get_operation(session, op_id=op_id, lock=True), job
+
+
+def require_active(session: Session, op: Operation, job: Job, *, now: datetime, policy: Policy) -> None:
+    """Conflict unless the locked `op` is open and holds its lease: LeaseLost when the lease lapsed (the
+    operation is ended here first), a plain Conflict when it had ended before."""
+    if op.done:
+        raise Conflict(f"operation {op.id} is finished ({op.state})")
+    if _end_if_lapsed(session, job, op, now, policy) is None:
+        raise LeaseLost(rules.lost_lease_message(op))

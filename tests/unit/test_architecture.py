@@ -1,0 +1,99 @@
+"""The layers stay apart (docs/architecture.md): read from the source, so a shortcut fails here, not in review."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ENTRY_POINTS = {"nmdc_runtime/cli.py", "api/main.py", "nmdc_runtime/definitions.py"}
+"""The only modules that read the settings from the environment; they pass them down."""
+
+
+def _modules(*folders: str) -> list[Path]:
+    return sorted(path for folder in folders for path in (ROOT / folder).rglob("*.py"))
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", _modules("nmdc_runtime/domain"), ids=lambda p: p.name)
+def test_domain_rules_import_neither_the_store_nor_sqlalchemy(path):
+    forbidden = {
+        name
+        for name in _imports(path)
+        if name.split(".")[0] == "sqlalchemy"
+        or name.startswith(("nmdc_runtime.store", "nmdc_runtime.services", "nmdc_runtime.models"))
+    }
+    assert not forbidden, f"{path.relative_to(ROOT)} imports {sorted(forbidden)}"
+
+
+@pytest.mark.parametrize("path", _modules("nmdc_runtime/store"), ids=lambda p: p.name)
+def test_the_store_calls_no_service(path):
+    assert not {name for name in _imports(path) if name.startswith("nmdc_runtime.services")}
+
+
+def _calls(path: Path, names: set[str]) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name in names:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}()")
+    return found
+
+
+def test_no_route_commits_or_rolls_back():
+    found = [hit for path in _modules("api") for hit in _calls(path, {"commit", "rollback", "transaction"})]
+    assert not found, "state changes go through nmdc_runtime.services, which own the transactions: " + str(
+        found
+    )
+
+
+def test_routes_do_not_import_other_routes():
+    for path in _modules("api/routes"):
+        if path.name == "__init__.py":
+            continue
+        others = {name for name in _imports(path) if name.startswith("api.routes")}
+        assert not others, f"{path.name} imports {others}: shared shaping belongs in api/presenters.py"
+
+
+def test_only_entry_points_read_the_settings_from_the_environment():
+    readers = [
+        hit
+        for path in _modules("nmdc_runtime", "api")
+        if str(path.relative_to(ROOT)) not in ENTRY_POINTS
+        for hit in _calls(path, {"get_settings"})
+    ]
+    assert not readers, f"pass settings (or a Policy) explicitly instead: {readers}"
+
+
+MARKDOWN_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "bench").glob("*.md"))],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_docs_link_only_files_of_the_repository(path):
+    for target in MARKDOWN_LINK.findall(path.read_text()):
+        if target.startswith(("http://127.0.0.1", "http://localhost", "#")):
+            continue
+        assert "://" not in target or target.startswith("https://"), target
+        if "://" in target:
+            continue  # public references (a library's documentation) are fine; the design is not one
+        local = (path.parent / target.split("#")[0]).resolve()
+        assert local.is_relative_to(ROOT), f"{path.name} links {target}, outside the repository"
+        assert local.exists(), f"{path.name} links {target}, which does not exist"
