@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint format demo bench clean constraints docker-engine docker-test docker-clean
+.PHONY: install dev test lint format demo bench screenshots clean constraints docker-engine docker-test docker-clean
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ demo: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The README's pictures: the browser test's steps (Debian's chromium needed), saved under docs/img.
+screenshots: install
+	SCREENSHOTS_DIR=$(CURDIR)/docs/img $(BIN)/python -m pytest tests/e2e/test_staff_view.py -q -rs \
+		-k test_staff_see_it_in_a_browser
 
 # Pin every dependency anew, at the newest versions pyproject.toml allows, from a fresh environment.
 CONSTRAINTS_VENV := build/constraints-venv

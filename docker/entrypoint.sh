@@ -2,7 +2,7 @@
 # The image's entrypoint: the first argument names the process to run.
 #   api                the REST API (uvicorn, NMDC_API_WORKERS workers, on NMDC_BIND_HOST:NMDC_API_PORT)
 #   dagster-webserver  the Dagster UI (on NMDC_BIND_HOST:NMDC_DAGSTER_PORT)
-#   dagster-daemon     the Dagster daemon: the sensors that make jobs, the reaper, the schedule
+#   dagster-daemon     the Dagster daemon: the sensors that make jobs, end lapsed leases, watch the queue
 #   migrate            create both databases if needed, apply the runtime's migrations and Dagster's, then exit
 #   health [ROLE]      is this container's ROLE (default api) healthy? The image's HEALTHCHECK is `health`
 # Anything else runs as given (e.g. `nmdc-runtime sites create ...`, or `dagster api grpc ...` for a
