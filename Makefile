@@ -4,19 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint format demo bench screenshots clean
+.PHONY: install dev test lint format demo bench screenshots clean constraints docker-engine docker-test docker-clean
 
 install: $(STAMP)
 
-# Reinstall only when the project's dependencies change. The site distribution (nmdc-site/) is installed
-# beside the server, editable, and after it: the demo and the tests use its client and agent, and a server
-# install that once carried the nmdc-site script would otherwise remove it again.
-$(STAMP): pyproject.toml nmdc-site/pyproject.toml
+# Reinstall only when the dependencies or their pinned versions change. The site distribution (nmdc-site/) is
+# installed beside the server, editable, and after it: the demo and the tests use its client and agent, and a
+# server install that once carried the nmdc-site script would otherwise remove it again.
+$(STAMP): pyproject.toml nmdc-site/pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ./nmdc-site
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt -e ./nmdc-site
 	@touch $(STAMP)
 
 # `make dev VERBOSE=1` also shows each API request and Dagster's info lines.
@@ -44,6 +44,32 @@ bench: install
 screenshots: install
 	SCREENSHOTS_DIR=$(CURDIR)/docs/img $(BIN)/python -m pytest tests/e2e/test_staff_view.py -q -rs \
 		-k test_staff_see_it_in_a_browser
+
+# Pin every dependency anew, at the newest versions pyproject.toml allows, from a fresh environment.
+CONSTRAINTS_VENV := build/constraints-venv
+constraints:
+	rm -rf $(CONSTRAINTS_VENV)
+	$(PYTHON) -m venv $(CONSTRAINTS_VENV)
+	$(CONSTRAINTS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(CONSTRAINTS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '.[dev]' ./nmdc-site
+	{ sed -n '/^#/p' constraints.txt; \
+	  $(CONSTRAINTS_VENV)/bin/python -m pip freeze --exclude nmdc-runtime --exclude nmdc-site; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(CONSTRAINTS_VENV)
+
+# The Docker engine for `make docker-test` on a Debian machine, as root: installs it and starts dockerd if needed.
+docker-engine:
+	docker/local/engine.sh
+
+# Builds the images and runs the compose stack through the seed's sequence (docs/deploy.md); not part of `make test`.
+docker-test: install
+	$(BIN)/python docker/stack_test.py
+
+# Removes the base images that `make docker-test` keeps between runs, and any image built on them (newest first,
+# so that children go before their parents).
+docker-clean:
+	docker images --quiet --filter label=org.nmdc.local-base | awk '!seen[$$0]++' \
+		| xargs --no-run-if-empty docker image rm --force
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
