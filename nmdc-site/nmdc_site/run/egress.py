@@ -91,7 +91,7 @@ class Egress:
             raise Refused(f"only http and https URLs are downloaded, not {url.scheme or 'a relative'} ones")
         if not url.host:
             raise Refused("the URL has no host")
-        host, _, port = _origin(url)
+        _, host, port = _origin(url)
         try:
             addresses = self.resolver(host, port)
         except OSError as exc:
