@@ -39,7 +39,13 @@ STACK_TIMEOUT = 90
 SENSOR_TIMEOUT = 90
 RUN_TIMEOUT = 60
 # Settings that would point the demo at someone's own database or keys: the demo uses its own.
-ISOLATED = ("NMDC_DATABASE_URL", "NMDC_DAGSTER_DATABASE_URL", "NMDC_JWT_SECRET", "DAGSTER_HOME")
+ISOLATED = (
+    "NMDC_DATABASE_URL",
+    "NMDC_DAGSTER_DATABASE_URL",
+    "NMDC_JWT_SECRET",
+    "NMDC_GRANT_KEYS",
+    "DAGSTER_HOME",
+)
 
 _print_lock = threading.Lock()
 

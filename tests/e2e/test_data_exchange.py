@@ -6,6 +6,7 @@ command leaves symbolic links among its outputs."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import sys
@@ -17,18 +18,10 @@ import httpx
 import pytest
 
 from nmdc_runtime.config import Settings
+from nmdc_runtime.db import Database
 from nmdc_runtime.grants import GrantKeys, issue_grant, new_key_set
 from nmdc_site.client import DataResource
-from tests.e2e.test_site_agent import (  # noqa: F401 - `world` is a fixture
-    LEASE,
-    STATS,
-    WORKFLOW,
-    World,
-    run_args,
-    stop,
-    world,
-    write_table,
-)
+from tests.e2e.test_site_agent import LEASE, STATS, WORKFLOW, World, run_args, stop, write_table
 from tests.integration.claim_world import site_principal
 from tests.processes import free_port, live_api, wait_for
 from tests.site_servers import Recorder, flood, redirect
@@ -49,6 +42,12 @@ def api_url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
         NMDC_GRANT_KEYS=GRANT_KEYS,
     ) as url:
         yield url
+
+
+@pytest.fixture
+def world(api_url: str, clean_database: Database) -> Iterator[World]:
+    with contextlib.closing(World(api_url, clean_database)) as made:
+        yield made
 
 
 def serve_protected(world: World, data: Path, count: int) -> tuple[object, dict[str, DataResource]]:
