@@ -50,13 +50,13 @@ def world(api_url: str, clean_database: Database) -> Iterator[World]:
         yield made
 
 
-def serve_protected(world: World, data: Path, count: int) -> tuple[object, dict[str, DataResource]]:
-    """`nmdc-site serve --require-grant` as site D, once it registered `count` files: (process, by name)."""
+def serve(world: World, data: Path, count: int, *options: str) -> tuple[object, dict[str, DataResource]]:
+    """`nmdc-site serve DATA OPTIONS...` as site D, once it registered `count` files: (process, by name)."""
     proc = world.site(
         world.data_creds,
         "serve",
         str(data),
-        *("--data-type", "table", "--port", str(free_port()), "--rescan", "0.5", "--require-grant"),
+        *("--data-type", "table", "--port", str(free_port()), "--rescan", "0.5", *options),
     )
 
     def registered() -> dict[str, DataResource] | None:
@@ -93,7 +93,7 @@ def test_a_protected_file_is_served_only_with_a_valid_grant_for_it(world: World,
     data = tmp_path / "data"
     write_table(data / "a.tsv")
     write_table(data / "b.tsv", rows=5)
-    proc, files = serve_protected(world, data, 2)
+    proc, files = serve(world, data, 2, "--require-grant")
     try:
         a, b = files["a.tsv"], files["b.tsv"]
         assert a.requires_grant and b.requires_grant
@@ -131,7 +131,7 @@ def test_a_protected_file_is_served_only_with_a_valid_grant_for_it(world: World,
 def test_a_protected_input_is_fetched_end_to_end_by_run(world: World, tmp_path: Path):
     data = tmp_path / "data"
     write_table(data / "sample.tsv")
-    proc, files = serve_protected(world, data, 1)
+    proc, files = serve(world, data, 1, "--require-grant")
     agent = None
     try:
         job = world.admin.create_job(WORKFLOW, [files["sample.tsv"].id])
@@ -204,16 +204,9 @@ def test_symbolic_links_are_never_published(world: World, tmp_path: Path):
     write_table(data / "real.tsv")
     (data / "leak.tsv").symlink_to(secret)
     (data / "host-dir").symlink_to(secret.parent, target_is_directory=True)
-    port = free_port()
-    proc = world.site(
-        world.data_creds,
-        "serve",
-        str(data),
-        *("--data-type", "table", "--port", str(port), "--rescan", "0.5"),
-    )
+    proc, files = serve(world, data, 1)
     try:
-        [real] = wait_for(lambda: list(world.admin.list_data_resources(site_id="site-d")), 30, "registration")
-        assert real.name == "real.tsv"
+        real = files["real.tsv"]
         base = real.url.rsplit("/", 1)[0]
         for path in ("leak.tsv", "host-dir/secret.txt"):
             response = httpx.get(f"{base}/{path}")
@@ -242,17 +235,9 @@ def test_neither_the_command_line_nor_secrets_in_its_output_are_published(world:
     secret = "Zq8" + "x" * 10 + "Kd93" * 5
     data = tmp_path / "data"
     write_table(data / "sample.tsv")
-    port = free_port()
-    proc = world.site(
-        world.data_creds,
-        "serve",
-        str(data),
-        *("--data-type", "table", "--port", str(port), "--rescan", "0.5"),
-    )
+    proc, files = serve(world, data, 1)
     try:
-        [resource] = wait_for(
-            lambda: list(world.admin.list_data_resources(site_id="site-d")), 30, "registration"
-        )
+        resource = files["sample.tsv"]
         command = [
             sys.executable,
             "-c",
