@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint format demo bench clean
+.PHONY: install dev test lint format demo bench screenshots clean
 
 install: $(STAMP)
 
@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml nmdc-site/pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ./nmdc-site
 	@touch $(STAMP)
 
+# `make dev VERBOSE=1` also shows each API request and Dagster's info lines.
 dev: install
-	$(BIN)/nmdc-runtime dev
+	$(BIN)/nmdc-runtime dev $(if $(VERBOSE),--verbose)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -38,6 +39,11 @@ demo: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The README's pictures: the browser test's steps (Debian's chromium needed), saved under docs/img.
+screenshots: install
+	SCREENSHOTS_DIR=$(CURDIR)/docs/img $(BIN)/python -m pytest tests/e2e/test_staff_view.py -q -rs \
+		-k test_staff_see_it_in_a_browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

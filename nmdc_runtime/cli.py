@@ -22,6 +22,35 @@ sites_app = typer.Typer(no_args_is_help=True, help="Sites and their client crede
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(sites_app, name="sites")
+workflows_app = typer.Typer(no_args_is_help=True, help="Workflows: what to run on which data types.")
+jobs_app = typer.Typer(
+    no_args_is_help=True, help="Jobs (read only: the sensor and the API make and change them)."
+)
+operations_app = typer.Typer(no_args_is_help=True, help="Operations: the claims sites hold (read only).")
+app.add_typer(workflows_app, name="workflows")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(operations_app, name="operations")
+
+JSON_OPTION = typer.Option("--json", help="One JSON document on standard output.")
+LIMIT_OPTION = typer.Option("--limit", min=1, help="At most this many, oldest first.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"nmdc-runtime {version('nmdc-runtime')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """`nmdc-runtime`: bootstrap and run the runtime against the database the settings resolve."""
+
 
 # Same shapes as the API accepts, so the CLI never stores what the API would refuse.
 SITE_ID = USERNAME = re.compile(CHOSEN_ID_PATTERN)
@@ -98,7 +127,12 @@ def users_create(
     try:
         with database.sessionmaker() as session:
             user = accounts.create_user(
-                session, username=username, password=password, admin=admin, site_admin_of=site_admin_of or []
+                session,
+                username=username,
+                password=password,
+                admin=admin,
+                site_admin_of=site_admin_of or [],
+                actor=_actor(),
             )
     except AlreadyExists as exc:
         _fail(exc.message, EXIT_CONFLICT)
@@ -243,6 +277,191 @@ def _actor() -> str:
         return "cli:unknown"
 
 
+def _rows(list_page, limit: int, **filters) -> list:
+    """Up to `limit` rows of a store listing, walked page by page in its keyset order."""
+    from nmdc_runtime.schemas.common import MAX_PAGE_SIZE, PageParams
+    from nmdc_runtime.store.pages import decode_page_token
+
+    rows: list = []
+    page = PageParams(size=min(limit, MAX_PAGE_SIZE))
+    with _database().sessionmaker() as session:
+        while len(rows) < limit:
+            found, token = list_page(session, page=page, **filters)
+            rows.extend(found)
+            if token is None:
+                break
+            page = PageParams(size=min(limit - len(rows), MAX_PAGE_SIZE), after=decode_page_token(token, ""))
+    return rows[:limit]
+
+
+def _print(items: list[dict], as_json: bool, columns: list[str]) -> None:
+    """A JSON document, or one tab-separated line per item with the given columns."""
+    if as_json:
+        typer.echo(json.dumps(items))
+        return
+    for item in items:
+        typer.echo("\t".join("" if item.get(c) is None else str(item.get(c)) for c in columns))
+
+
+@workflows_app.command("create")
+def workflows_create(
+    workflow_id: str,
+    name: Annotated[str | None, typer.Option(help="Display name (default: the id).")] = None,
+    version: Annotated[str, typer.Option(help="The workflow's version.")] = "1",
+    data_type: Annotated[
+        list[str] | None,
+        typer.Option("--data-type", help="A data type whose data resources get jobs (repeatable)."),
+    ] = None,
+    capability: Annotated[
+        list[str] | None,
+        typer.Option("--capability", help="A capability the executing site needs (repeatable)."),
+    ] = None,
+    config: Annotated[str, typer.Option(help="The jobs' config, a JSON object.")] = "{}",
+    lease_seconds: Annotated[
+        int | None, typer.Option(help="Its claims' lease (default: the server's).")
+    ] = None,
+    disabled: Annotated[bool, typer.Option("--disabled", help="Create it disabled (no jobs yet).")] = False,
+) -> None:
+    """Define a workflow, checked as `POST /workflows` checks it; print it as JSON."""
+    from pydantic import ValidationError
+
+    from nmdc_runtime.schemas.data import WorkflowCreate, WorkflowRead
+    from nmdc_runtime.services import catalog
+
+    try:
+        body = WorkflowCreate(
+            id=workflow_id,
+            name=name or workflow_id,
+            version=version,
+            data_types=data_type or [],
+            required_capabilities=capability or [],
+            config=json.loads(config),
+            enabled=not disabled,
+            lease_seconds=lease_seconds,
+        )
+    except ValueError as exc:  # ValidationError is one; so is a malformed --config
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            _fail(f"{'.'.join(map(str, first['loc'])) or 'workflow'}: {first['msg']}")
+        _fail(f"--config is not JSON: {exc}")
+    settings = get_settings()
+    with _database().sessionmaker() as session:
+        try:
+            row = catalog.create_workflow(
+                session, policy=settings.policy(), **body.model_dump(exclude={"id"}), workflow_id=body.id
+            )
+        except AlreadyExists as exc:
+            _fail(exc.message, EXIT_CONFLICT)
+        except InvalidInput as exc:
+            _fail(exc.message)
+    typer.echo(WorkflowRead.model_validate(row).model_dump_json())
+
+
+@workflows_app.command("list")
+def workflows_list(
+    as_json: Annotated[bool, JSON_OPTION] = False, limit: Annotated[int, LIMIT_OPTION] = 1000
+) -> None:
+    """List workflows: id, enabled, data types, required capabilities, lease."""
+    from nmdc_runtime.schemas.data import WorkflowRead
+    from nmdc_runtime.store import workflows
+
+    items = [
+        WorkflowRead.model_validate(row).model_dump(mode="json")
+        for row in _rows(workflows.list_workflows, limit)
+    ]
+    _print(items, as_json, ["id", "enabled", "data_types", "required_capabilities", "lease_seconds", "name"])
+
+
+def _set_workflow(workflow_id: str, enabled: bool) -> None:
+    from nmdc_runtime.schemas.data import WorkflowRead
+    from nmdc_runtime.services import catalog
+
+    with _database().sessionmaker() as session:
+        try:
+            row = catalog.update_workflow(
+                session, workflow_id=workflow_id, changes={"enabled": enabled}, policy=get_settings().policy()
+            )
+        except NotFound as exc:
+            _fail(exc.message, EXIT_CONFLICT)
+    typer.echo(WorkflowRead.model_validate(row).model_dump_json())
+
+
+@workflows_app.command("enable")
+def workflows_enable(workflow_id: str) -> None:
+    """Enable a workflow: the sensor makes its jobs, for data registered meanwhile too."""
+    _set_workflow(workflow_id, enabled=True)
+
+
+@workflows_app.command("disable")
+def workflows_disable(workflow_id: str) -> None:
+    """Disable a workflow: no new jobs (existing ones stay claimable)."""
+    _set_workflow(workflow_id, enabled=False)
+
+
+@sites_app.command("list")
+def sites_list(
+    as_json: Annotated[bool, JSON_OPTION] = False, limit: Annotated[int, LIMIT_OPTION] = 1000
+) -> None:
+    """List sites: id, capabilities, disabled since, name (never credentials)."""
+    from nmdc_runtime.schemas.accounts import SiteRead
+    from nmdc_runtime.store import accounts as store
+
+    items = [SiteRead.model_validate(row).model_dump(mode="json") for row in _rows(store.list_sites, limit)]
+    _print(items, as_json, ["id", "capabilities", "disabled_at", "name"])
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[
+        str | None, typer.Option(help="unclaimed, claimed, succeeded, failed or canceled.")
+    ] = None,
+    workflow: Annotated[str | None, typer.Option(help="Jobs of this workflow.")] = None,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+    limit: Annotated[int, LIMIT_OPTION] = 1000,
+) -> None:
+    """List jobs, oldest first: id, workflow, status, attempts (the JSON form has their config too)."""
+    from nmdc_runtime.domain.states import JobStatus
+    from nmdc_runtime.schemas.data import JobRead
+    from nmdc_runtime.store import jobs
+
+    try:
+        wanted = JobStatus(status) if status else None
+    except ValueError:
+        _fail(f"--status must be one of {', '.join(JobStatus)}")
+    rows = _rows(jobs.list_jobs, limit, status=wanted, workflow_id=workflow)
+    items = [JobRead.model_validate(row).model_dump(mode="json") for row in rows]
+    _print(items, as_json, ["id", "workflow_id", "status", "attempts", "max_attempts", "created_at"])
+
+
+@operations_app.command("list")
+def operations_list(
+    open_only: Annotated[bool, typer.Option("--open", help="Only operations not finished.")] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+    limit: Annotated[int, LIMIT_OPTION] = 1000,
+) -> None:
+    """List operations, oldest first: id, job, site, state, attempt, lease end (and the error of a failure)."""
+    from nmdc_runtime.store import operations
+
+    rows = _rows(operations.list_operations, limit, done=False if open_only else None)
+    items = [
+        {
+            "id": op.id,
+            "job_id": op.job_id,
+            "site_id": op.site_id,
+            "workflow_id": op.workflow_id,
+            "state": op.state,
+            "done": op.done,
+            "attempt": op.attempt,
+            "cancel_requested": op.cancel_requested,
+            "lease_expire_time": op.lease_expire_time.isoformat(),
+            "update_time": op.update_time.isoformat(),
+            "error": op.error,
+        }
+        for op in rows
+    ]
+    _print(items, as_json, ["id", "job_id", "site_id", "state", "attempt", "lease_expire_time"])
+
+
 @app.command("env")
 def env() -> None:
     """Print shell exports for the resolved databases (for running `dagster dev` or uvicorn by hand)."""
@@ -259,11 +478,15 @@ def env() -> None:
 
 
 @app.command("dev")
-def dev() -> None:
+def dev(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show each API request and Dagster's info lines.")
+    ] = False,
+) -> None:
     """Run the whole system: embedded PostgreSQL, migrations, the API and Dagster (UI and daemon)."""
     from nmdc_runtime.devserver import run
 
-    raise typer.Exit(run(get_settings()))
+    raise typer.Exit(run(get_settings(), verbose=verbose))
 
 
 @app.command("demo")
@@ -280,7 +503,9 @@ def _safe(url: str) -> str:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from nmdc_runtime import logs
+
+    logging.basicConfig(level=logging.INFO, format=logs.TEXT_FORMAT)
     # Migrations are applied on every command; their step-by-step log is noise unless one fails.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     app()

@@ -85,6 +85,33 @@ class Settings(BaseSettings):
     )
     dagster_port: int = Field(3000, gt=0, lt=65536, description="Port of the Dagster UI under `make dev`.")
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="Largest request body the API accepts.")
+    health_interval_seconds: int = Field(
+        60,
+        ge=5,
+        le=3600,
+        description="How often Dagster records runtime_status and evaluates the asset checks.",
+    )
+    check_lapsed_lease_seconds: int = Field(
+        60,
+        gt=0,
+        description="Check lapsed_leases_reaped fails when an open operation's lease lapsed longer ago than this.",
+    )
+    check_unclaimed_job_seconds: int = Field(
+        6 * 3600,
+        gt=0,
+        description="Check unclaimed_jobs_claimed fails when the oldest unclaimed job is older than this.",
+    )
+    check_unmatched_data_resource_seconds: int = Field(
+        300,
+        gt=0,
+        description="Check data_resources_matched fails when a data resource has waited longer for the sensor.",
+    )
+    check_failed_operations_share: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Check failed_operations_share fails when a larger share of the last hour's operations failed.",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as plain text or JSON objects."
     )

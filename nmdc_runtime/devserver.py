@@ -76,8 +76,12 @@ def _redacted(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
-def run(settings: Settings) -> int:
-    """Start everything, wait until a child dies or we are told to stop, then stop everything."""
+def run(settings: Settings, *, verbose: bool = False) -> int:
+    """Start everything, wait until a child dies or we are told to stop, then stop everything.
+
+    Quiet unless `verbose`: no line per API request and no Dagster info lines (a sensor tick every few
+    seconds), only warnings, errors and what the API and Dagster say at start and stop.
+    """
     stopping = False
 
     def _on_signal(signum, _frame):
@@ -103,7 +107,11 @@ def run(settings: Settings) -> int:
                 "--workers",
                 str(settings.api_workers),
             ],
-            {**env, "PROMETHEUS_MULTIPROC_DIR": str(prepare_metrics_dir(settings))},
+            {
+                **env,
+                "PROMETHEUS_MULTIPROC_DIR": str(prepare_metrics_dir(settings)),
+                "NMDC_LOG_REQUESTS": "true" if verbose else "false",
+            },
             REPO,
         ),
         "dagster": (
@@ -116,6 +124,10 @@ def run(settings: Settings) -> int:
                 "127.0.0.1",
                 "--port",
                 str(settings.dagster_port),
+                "--log-level",
+                "info" if verbose else "warning",
+                "--log-format",
+                "json" if settings.log_format == "json" else "colored",
             ],
             # `dagster dev` is what the README documents; its advice to move to `dg dev` is noise here.
             {**env, "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded"},

@@ -222,6 +222,8 @@ class Operation(Base):
         # The lease reaper scans open operations by lease end.
         Index("ix_operations_open_lease", "lease_expire_time", postgresql_where=sa.text("NOT done")),
         Index("ix_operations_expire_time", "expire_time", postgresql_where=sa.text("done")),
+        # The health check on the last hour's outcomes: a done operation's update_time is when it ended.
+        Index("ix_operations_ended", "update_time", postgresql_where=sa.text("done")),
         Index(None, "job_id", "seq"),
         Index(None, "site_id", "seq"),
         Index(None, "workflow_id", "seq"),
@@ -247,6 +249,9 @@ class Operation(Base):
     update_time: Mapped[datetime] = _now()
     # Set when done: end time plus the retention period; past it the operation may be deleted.
     expire_time: Mapped[datetime | None] = mapped_column()
+    # Numbered by the database (trigger `operations_number_ending`, sequence `operations_end_seq`) when the
+    # operation becomes done: the order operations ended in, which the Dagster operations sensor follows.
+    end_seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
 
     @hybrid_property
     def paused(self) -> bool:

@@ -72,13 +72,18 @@ def database(settings: Settings) -> Iterator[Database]:
     db.dispose()
 
 
+def empty_tables(database: Database) -> None:
+    """Empty every runtime table and restart its sequences."""
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with database.engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
 @pytest.fixture
 def clean_database(database: Database) -> Iterator[Database]:
     """The runtime database, emptied after the test so the next one starts from nothing."""
     yield database
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with database.engine.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    empty_tables(database)
 
 
 @pytest.fixture

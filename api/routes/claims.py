@@ -42,8 +42,9 @@ def claim_job(
     """Claim a job for the calling site (site clients only): 201 and a new operation, whose lease the site
     renews by PATCH; or 200 and the same operation when the site already holds the claim (a retry is safe).
 
-    At most one active claim per job, whatever the concurrency. A claim whose lease lapsed (and that is not
-    paused) is ended as `expired` here and never blocks a new claim. Each claim counts one attempt.
+    At most one active claim per job, whatever the concurrency. An operation whose lease lapsed is ended here
+    (`expired`, or `canceled` when a cancel was requested, paused or not) and never blocks a new claim. Each
+    claim counts one attempt.
 
     The lease lasts the workflow's `lease_seconds` (or the server's default); an optional body
     `{"lease_seconds": N}` asks for a shorter one (longer than the workflow allows: 422). Every heartbeat

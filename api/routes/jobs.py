@@ -55,9 +55,10 @@ def list_jobs(
 ) -> Page[JobRead]:
     """Jobs, in creation order.
 
-    `claimable=true` keeps the jobs the calling site could claim now: unclaimed, or claimed under a lapsed,
-    unpaused lease, of workflows whose `required_capabilities` the site has. Only a site can claim, so a
-    user asking for `claimable=true` gets 403. `claimable=false` is the same as leaving it out.
+    `claimable=true` keeps the jobs the calling site could claim now: unclaimed, or claimed under a lapsed
+    lease whose ending gives the job back, of workflows whose `required_capabilities` the site has. Only a
+    site can claim, so a user asking for `claimable=true` gets 403. `claimable=false` is the same as leaving
+    it out.
     """
     if claimable and not principal.is_site:
         raise Forbidden(

@@ -18,7 +18,7 @@ router = APIRouter(tags=["users"])
     response_model=UserRead,
     responses={404: {"description": "Unknown site in site_admin_of"}, 409: {"description": "Name taken"}},
 )
-def create_user(body: UserCreate, session: SessionDep, _: AdminPrincipal) -> UserRead:
+def create_user(body: UserCreate, session: SessionDep, principal: AdminPrincipal) -> UserRead:
     """Create a user (admin); the answer never carries the password."""
     row = accounts.create_user(
         session,
@@ -26,6 +26,7 @@ def create_user(body: UserCreate, session: SessionDep, _: AdminPrincipal) -> Use
         password=body.password,
         admin=body.admin,
         site_admin_of=body.site_admin_of,
+        actor=principal.key,
     )
     return UserRead(
         username=row.username,

@@ -1,26 +1,38 @@
-"""What staff see in the Dagster UI: the jobs the sensor makes and the executions sites report.
+"""What staff see in the Dagster UI: the jobs the sensor makes, the executions sites report, the operations
+that end, and the queue's health.
 
-Both are *external* assets (`AssetSpec`s, nothing Dagster computes): the sensors record materializations of
-them from inside a tick (`SensorResult(asset_events=...)`), which costs one row in Dagster's event log
-instead of a run's start-up (seconds of process launch each). The jobs themselves are made by SQL in the
-same tick; the asset events are the record of it.
+`jobs`, `executions` and `operations` are *external* assets (`AssetSpec`s, nothing Dagster computes): the
+sensors record events of them from inside a tick (`SensorResult(asset_events=...)`), which costs one row in
+Dagster's event log instead of a run's start-up (seconds of process launch each). The jobs themselves are
+made by SQL in the same tick; the asset events are the record of it.
 
-Partitioning: both assets are partitioned by workflow, with a dynamic partitions definition whose keys are
+Partitioning: the three are partitioned by workflow, with a dynamic partitions definition whose keys are
 workflow ids, added by the sensors as workflows appear. Workflows are rows in the runtime database that
 staff create through the API at any time, so one asset per workflow would need the code location reloaded
 for each new workflow; one partition per workflow needs nothing, and the UI still shows each workflow's
 history apart (the partition view of `jobs`, filtered by workflow) as well as all of it together. A
-partition per data resource or per job would reach millions of partitions; the materialization metadata
-names those instead (all of them for small batches, counts and a bounded sample for big ones).
+partition per data resource or per job would reach millions of partitions; the event metadata names those
+instead (all of them for small batches, counts and a bounded sample for big ones).
 
-`runtime_status` is the one asset Dagster computes: a snapshot of the queue's health, refreshed by a schedule
-(hourly; staff can materialize it from the UI at any time).
+Outcomes of operations are **observations** of `operations`, one per operation that ends (succeeded,
+failed, expired or canceled), rather than materializations: a materialization says "this data was made",
+and would mark the workflow's partition materialized (green) whichever way the operation ended; the data an
+operation makes is its execution, already a materialization of `executions`. An observation records what
+happened without claiming anything was made, and the asset's event list shows both kinds. Its metadata
+names the job, site, attempt, state, error code and message (`operation_id` is a text entry); the
+operation after which a job is `failed` for good says so in its description and in `job_failed_for_good`.
+
+`runtime_status` is the queue's health: its figures are recorded as a materialization by the
+`runtime_health` sensor at start-up and every `NMDC_HEALTH_INTERVAL_SECONDS` (no run: one query per tick),
+so its metadata plots are always fresh; staff may also materialize it from the UI, which runs the same query
+in a run. The asset checks (`nmdc_runtime.dagster.checks`) are evaluated from the same figures.
 """
 
 # No `from __future__ import annotations`: Dagster reads the parameter annotations (context, resources)
 # as real types when the definitions are built.
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -33,6 +45,7 @@ from dagster import (
 )
 
 from nmdc_runtime.dagster.resources import RuntimeDatabase
+from nmdc_runtime.domain.states import JobStatus, OperationState
 from nmdc_runtime.store import pipeline
 
 GROUP = "nmdc_runtime"
@@ -42,6 +55,11 @@ workflow_partitions = DynamicPartitionsDefinition(name="workflows")
 
 JOBS = AssetKey("jobs")
 EXECUTIONS = AssetKey("executions")
+OPERATIONS = AssetKey("operations")
+RUNTIME_STATUS = AssetKey("runtime_status")
+
+WINDOW = timedelta(hours=1)
+"""The recent past the health figures look back over: operations ended, jobs failed for good."""
 
 jobs_asset = AssetSpec(
     JOBS,
@@ -68,29 +86,75 @@ executions_asset = AssetSpec(
     kinds={"postgres"},
 )
 
-external_assets = [jobs_asset, executions_asset]
+operations_asset = AssetSpec(
+    OPERATIONS,
+    deps=[JOBS],
+    description=(
+        "Operations that ended: each observation is one operation of a job of that workflow (partition = "
+        "workflow id) that ended succeeded, failed, expired or canceled, with its job, site, attempt, state, "
+        "error code and message, and the job's status after it. Descriptions starting with 'JOB FAILED' "
+        "mark the operation after which its job failed for good (no attempt left)."
+    ),
+    partitions_def=workflow_partitions,
+    group_name=GROUP,
+    kinds={"postgres"},
+)
+
+external_assets = [jobs_asset, executions_asset, operations_asset]
+
+
+def _age_seconds(now: datetime, then: datetime | None) -> float:
+    return round((now - then).total_seconds(), 1) if then is not None else 0.0
+
+
+def runtime_status_figures(runtime: RuntimeDatabase, *, now: datetime) -> dict[str, Any]:
+    """The queue's health as metadata: numbers for the plots (every job status and outcome always present,
+    so each plot is a continuous line), and the job counts as one JSON entry."""
+    with runtime.session() as session:
+        status = pipeline.runtime_status(
+            session,
+            now=now,
+            lease_grace=timedelta(seconds=runtime.check_lapsed_lease_seconds),
+            window=WINDOW,
+        )
+    jobs_by_status = status["jobs_by_status"]
+    ended = status["operations_ended_by_state"]
+    failed = ended.get(OperationState.FAILED, 0) + ended.get(OperationState.EXPIRED, 0)
+    # Canceled operations were released or stopped on purpose: neither a success nor a failure.
+    ran = failed + ended.get(OperationState.SUCCEEDED, 0)
+    figures: dict[str, Any] = {f"jobs_{s.value}": int(jobs_by_status.get(s.value, 0)) for s in JobStatus}
+    figures.update(
+        unmatched_data_resources=int(status["unmatched_data_resources"]),
+        oldest_unmatched_data_resource_age_seconds=_age_seconds(
+            now, status["oldest_unmatched_data_resource"]
+        ),
+        pending_backfills=int(status["pending_backfills"]),
+        oldest_unclaimed_job_age_seconds=_age_seconds(now, status["oldest_unclaimed_job"]),
+        open_operations=int(status["open_operations"]),
+        lapsed_leases=int(status["lapsed_leases"]),
+        lapsed_leases_overdue=int(status["lapsed_leases_overdue"]),
+        executions=int(status["executions"]),
+        operations_ended_last_hour=int(sum(ended.values())),
+        operations_failed_last_hour=int(failed),
+        failed_operations_share_last_hour=round(failed / ran, 4) if ran else 0.0,
+        jobs_failed_for_good_last_hour=int(status["jobs_failed_for_good"]),
+    )
+    figures["jobs_by_status"] = MetadataValue.json(jobs_by_status)
+    return figures
 
 
 @asset(
     group_name=GROUP,
     kinds={"postgres"},
     description=(
-        "Queue health: jobs per status, data resources waiting for the sensor, workflows waiting for a "
-        "backfill, open operations and lapsed leases, the oldest unclaimed job."
+        "Queue health: jobs per status, data resources waiting for the sensor and the oldest one's age, "
+        "workflows waiting for a backfill, open operations and lapsed leases, the oldest unclaimed job's age, "
+        "and the operations that ended in the last hour (failed share, jobs failed for good). Recorded by "
+        "the runtime_health sensor at start-up and every NMDC_HEALTH_INTERVAL_SECONDS; see the Plots tab."
     ),
 )
 def runtime_status(context: AssetExecutionContext, runtime: RuntimeDatabase) -> MaterializeResult:
     """Count what is waiting where, so a stuck queue shows on the asset's metadata plots."""
-    now = datetime.now(UTC)
-    with runtime.session() as session:
-        status = pipeline.runtime_status(session, now=now)
-    oldest = status.pop("oldest_unclaimed_job")
-    jobs_by_status = status.pop("jobs_by_status")
-    metadata = {f"jobs_{name}": int(count) for name, count in sorted(jobs_by_status.items())}
-    metadata.update({name: int(value) for name, value in status.items()})
-    metadata["jobs_by_status"] = MetadataValue.json(jobs_by_status)
-    metadata["oldest_unclaimed_job_age_seconds"] = (
-        round((now - oldest).total_seconds(), 1) if oldest is not None else 0.0
-    )
-    context.log.info(f"runtime status: {metadata}")
-    return MaterializeResult(metadata=metadata)
+    figures = runtime_status_figures(runtime, now=datetime.now(UTC))
+    context.log.info(f"runtime status: {figures}")
+    return MaterializeResult(metadata=figures)

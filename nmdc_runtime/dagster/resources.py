@@ -43,7 +43,8 @@ def _database(url: str) -> Database:
 
 
 class RuntimeDatabase(ConfigurableResource):
-    """The runtime's PostgreSQL database, and the rules' numbers for what the sensors write to it."""
+    """The runtime's PostgreSQL database, the rules' numbers for what the sensors write to it, and the
+    thresholds of the asset checks."""
 
     url: str | None = Field(
         description="SQLAlchemy URL of the runtime database. None: the embedded server under `home`."
@@ -64,6 +65,14 @@ class RuntimeDatabase(ConfigurableResource):
         gt=0,
         description="A tick stops starting new batches after this long; the next tick carries on.",
     )
+    check_lapsed_lease_seconds: int = Field(gt=0, description="NMDC_CHECK_LAPSED_LEASE_SECONDS.")
+    check_unclaimed_job_seconds: int = Field(gt=0, description="NMDC_CHECK_UNCLAIMED_JOB_SECONDS.")
+    check_unmatched_data_resource_seconds: int = Field(
+        gt=0, description="NMDC_CHECK_UNMATCHED_DATA_RESOURCE_SECONDS."
+    )
+    check_failed_operations_share: float = Field(
+        ge=0, le=1, description="NMDC_CHECK_FAILED_OPERATIONS_SHARE."
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> RuntimeDatabase:
@@ -77,6 +86,10 @@ class RuntimeDatabase(ConfigurableResource):
             "operation_retention_seconds": policy.operation_retention_seconds,
             "idempotency_retention_seconds": policy.idempotency_retention_seconds,
             "max_attempts": policy.max_attempts,
+            "check_lapsed_lease_seconds": settings.check_lapsed_lease_seconds,
+            "check_unclaimed_job_seconds": settings.check_unclaimed_job_seconds,
+            "check_unmatched_data_resource_seconds": settings.check_unmatched_data_resource_seconds,
+            "check_failed_operations_share": settings.check_failed_operations_share,
         }
         return cls(**{**fields, **overrides})
 

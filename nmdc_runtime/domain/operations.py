@@ -31,8 +31,9 @@ Choices the API contract leaves open, made here once:
 - **An admin's cancel** ends the operation at once (as `canceled`) when its `lease_expire_time` has passed,
   paused or not: nobody is heartbeating it. Otherwise it sets `cancel_requested` for the holder to act on;
   if the holder then goes silent, the lapse ends it `canceled` (see Lapse).
-- **Finishing with a result** needs a *succeeded* execution of the same job by the holding site; anything
-  else is invalid input (422 on the field `result.execution_id`): a failed run is reported as an error.
+- **Finishing with a result** needs a *succeeded* execution recorded under this very operation (so of the same
+  job, by the holding site); anything else is invalid input (422 on the field `result.execution_id`): a failed
+  run is reported as an error. The PATCH that finishes an operation does not renew its lease.
 - **Lease length**: a claim's lease lasts its workflow's `lease_seconds` (at most `max_lease_seconds`), or
   `claim_lease_seconds` when the workflow sets none; a claim may ask for a shorter one, never a longer one
   (422). The operation keeps its length (`lease_seconds`): every heartbeat by the holder, and a resume, renew
@@ -97,6 +98,7 @@ class Execution(Protocol):
     id: str
     job_id: str
     site_id: str
+    operation_id: str
     status: str
 
 
@@ -474,6 +476,12 @@ def check_result(op: Operation, execution_id: str, execution: Execution | None) 
     if execution is None or execution.job_id != op.job_id or execution.site_id != op.site_id:
         raise InvalidInput(
             f"no execution {execution_id!r} of job {op.job_id} by site {op.site_id}",
+            field="result.execution_id",
+            location="body",
+        )
+    if execution.operation_id != op.id:
+        raise InvalidInput(
+            f"execution {execution_id} was recorded under operation {execution.operation_id}, not {op.id}",
             field="result.execution_id",
             location="body",
         )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 T = TypeVar("T")
 
@@ -21,6 +22,8 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whit
 Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
 """A capability or data type."""
 Text = Annotated[str, StringConstraints(max_length=4096)]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda value: value.astimezone(UTC))]
+"""A time with its offset, kept in UTC: answers say `Z` whichever offset the caller wrote."""
 # Request flags and counts take JSON booleans and integers only: "yes" is not an admin flag, true is not 1.
 StrictBool = Annotated[bool, Strict()]
 StrictInt = Annotated[int, Strict()]

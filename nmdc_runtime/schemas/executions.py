@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from nmdc_runtime.domain.states import ExecutionStatus
-from nmdc_runtime.schemas.common import JsonObject, ReadModel, StrictModel
+from nmdc_runtime.schemas.common import JsonObject, ReadModel, StrictModel, UtcDatetime
 from nmdc_runtime.schemas.data import DataResourceCreate, DataResourceRead, OpaqueId
 
 MAX_OUTPUTS = 1000
@@ -19,23 +19,25 @@ class ExecutionCreate(StrictModel):
 
     operation_id: OpaqueId
     status: ExecutionStatus
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
+    started_at: UtcDatetime
+    ended_at: UtcDatetime
     outputs: list[DataResourceCreate] = Field(default_factory=list, max_length=MAX_OUTPUTS)
     details: JsonObject = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _ends_after_start(self) -> ExecutionCreate:
-        if self.ended_at < self.started_at:
+    @field_validator("ended_at")
+    @classmethod
+    def _ends_after_start(cls, value: datetime, info: ValidationInfo) -> datetime:
+        started = info.data.get("started_at")
+        if started is not None and value < started:
             raise ValueError("ended_at is before started_at")
-        return self
+        return value
 
 
 class ExecutionUpdate(StrictModel):
     """`PATCH /jobs/{job_id}/executions/{exec_id}`: the fields sent change; `details` is merged (null removes)."""
 
     status: ExecutionStatus | None = None
-    ended_at: AwareDatetime | None = None
+    ended_at: UtcDatetime | None = None
     details: JsonObject | None = None
 
     @field_validator("status", "ended_at")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
 from nmdc_runtime.domain.states import OperationState
 from nmdc_runtime.schemas.common import JsonObject, StrictBool, StrictModel, Text
@@ -90,8 +90,9 @@ class OperationUpdate(StrictModel):
     result: ResultRef | None = None
     error: StatusInput | None = None
 
-    @model_validator(mode="after")
-    def _one_outcome(self) -> OperationUpdate:
-        if self.result is not None and self.error is not None:
+    @field_validator("error")
+    @classmethod
+    def _one_outcome(cls, value: StatusInput | None, info: ValidationInfo) -> StatusInput | None:
+        if value is not None and info.data.get("result") is not None:
             raise ValueError("send either result or error, not both")
-        return self
+        return value

@@ -95,14 +95,24 @@ def _new_client(session: Session, site_id: str) -> tuple[SiteClient, str]:
 
 
 def create_user(
-    session: Session, *, username: str, password: str, admin: bool = False, site_admin_of: Sequence[str] = ()
+    session: Session,
+    *,
+    username: str,
+    password: str,
+    actor: str,
+    admin: bool = False,
+    site_admin_of: Sequence[str] = (),
 ) -> User:
     """Create a user, its password hashed; AlreadyExists for a taken name, NotFound for an unknown site."""
     password_hash = auth.hash_secret(password)  # slow: before the transaction, so no lock waits on it
     with transaction(session):
-        return store.create_user(
+        user = store.create_user(
             session, username=username, password_hash=password_hash, admin=admin, site_admin_of=site_admin_of
         )
+    roles = ["admin"] if admin else []
+    roles += [f"admin of {site_id}" for site_id in sorted(set(site_admin_of))]
+    _audit(actor, "created user", f"{username} ({', '.join(roles) or 'no roles'})", user.created_at)
+    return user
 
 
 def authenticate_user(session: Session, *, username: str, password: str) -> Principal | None:

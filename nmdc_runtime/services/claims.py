@@ -77,9 +77,14 @@ def release_job(
 
 
 def cancel_job(session: Session, *, job_id: str, policy: Policy, now: datetime | None = None) -> Job:
-    """An admin cancels a job for good (see `rules.cancel_job`)."""
+    """An admin cancels a job for good (see `rules.cancel_job`).
+
+    As with an admin's cancel of the operation itself, the request comes before the lapse rule: an open
+    operation whose lease lapsed ends `canceled` (the attempt given back), not `expired`.
+    """
     now = now or datetime.now(UTC)
     with transaction(session):
-        job, op = locked_job(session, job_id=job_id, now=now, policy=policy)
+        job = store.lock_job_or_404(session, job_id=job_id)
+        op = store.open_operation(session, job_id=job.id)
         rules.cancel_job(job, op, now=now, retention_seconds=policy.operation_retention_seconds)
         return job

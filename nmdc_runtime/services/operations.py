@@ -42,7 +42,7 @@ def patch_operation(
             found = executions_store.executions_by_id(session, execution_ids=[execution_id])
             rules.check_result(op, execution_id, found.get(execution_id))
         op.extra_metadata = extra
-        rules.heartbeat(op, now=now, by_holder=principal.is_site)
+        rules.heartbeat(op, now=now, by_holder=principal.is_site and state is None)
         if state is not None:
             rules.finish_operation(
                 op,

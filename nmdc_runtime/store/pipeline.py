@@ -1,4 +1,5 @@
-"""The queries the Dagster sensors run: matching data resources to workflows, backfills, executions.
+"""The queries the Dagster sensors run: matching data resources to workflows, backfills, executions, the
+operations that ended, and the queue's health.
 
 Jobs are made set-based: one `INSERT ... SELECT` per batch of data resources, never one statement per row,
 so a burst of ten thousand registrations costs a handful of statements. Every insert is
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -227,10 +228,63 @@ def executions_after(
     return [ExecutionRow(**r._mapping) for r in rows]
 
 
-def runtime_status(session: Session, *, now: datetime) -> dict[str, Any]:
-    """Queue health in one round trip: jobs per status, backlogs, open and lapsed operations."""
+@dataclass(frozen=True)
+class OperationEnding:
+    """An operation that ended, with its job as it stands now, as the Dagster UI shows it."""
+
+    id: str
+    end_seq: int
+    job_id: str
+    workflow_id: str
+    site_id: str
+    attempt: int
+    state: str
+    error: dict[str, Any] | None
+    result_execution_id: str | None
+    ended_at: datetime
+    job_status: str
+    max_attempts: int
+    job_failed_for_good: bool
+    """The job ended `failed` with this operation: its last attempt."""
+
+
+def operations_ended_after(
+    session: Session, *, after_seq: int, also_seqs: Sequence[int] = (), limit: int
+) -> list[OperationEnding]:
+    """Operations with `end_seq > after_seq`, or whose `end_seq` is in `also_seqs`, in the order they ended."""
+    rows = session.execute(
+        sa.text(
+            """
+            SELECT o.id, o.end_seq, o.job_id, o.workflow_id, o.site_id, o.attempt, o.state, o.error,
+                   o.result_execution_id, o.update_time AS ended_at, j.status AS job_status, j.max_attempts,
+                   (j.status = 'failed' AND o.attempt = j.attempts) AS job_failed_for_good
+            FROM operations o JOIN jobs j ON j.id = o.job_id
+            WHERE o.end_seq > :after_seq OR o.end_seq = ANY(:also_seqs)
+            ORDER BY o.end_seq
+            LIMIT :limit
+            """
+        ),
+        {"after_seq": after_seq, "also_seqs": list(also_seqs), "limit": limit},
+    )
+    return [OperationEnding(**r._mapping) for r in rows]
+
+
+def runtime_status(
+    session: Session,
+    *,
+    now: datetime,
+    lease_grace: timedelta = timedelta(0),
+    window: timedelta = timedelta(hours=1),
+) -> dict[str, Any]:
+    """Queue health: jobs per status, backlogs and their oldest rows, open and lapsed operations, and the
+    operations that ended within `window` before `now`, by state.
+
+    `lapsed_leases` counts leases lapsed by `now`; `lapsed_leases_overdue` those lapsed for longer than
+    `lease_grace`, which the reaper (every 10 s) should have ended. Two statements.
+    """
     jobs_by_status = sa.select(Job.status, sa.func.count().label("n")).group_by(Job.status).subquery()
     count = sa.func.count
+    unmatched = DataResource.matched_at.is_(None)
 
     def scalar(stmt: sa.Select) -> sa.ScalarSelect:
         return stmt.scalar_subquery()
@@ -245,9 +299,13 @@ def runtime_status(session: Session, *, now: datetime) -> dict[str, Any]:
                     )
                 )
             ).label("jobs_by_status"),
+            scalar(sa.select(count()).select_from(DataResource).where(unmatched)).label(
+                "unmatched_data_resources"
+            ),
+            # The first by seq: the partial index of the sensor's queue finds it at once.
             scalar(
-                sa.select(count()).select_from(DataResource).where(DataResource.matched_at.is_(None))
-            ).label("unmatched_data_resources"),
+                sa.select(DataResource.created_at).where(unmatched).order_by(DataResource.seq).limit(1)
+            ).label("oldest_unmatched_data_resource"),
             scalar(
                 sa.select(count())
                 .select_from(Workflow)
@@ -260,13 +318,30 @@ def runtime_status(session: Session, *, now: datetime) -> dict[str, Any]:
                 "open_operations"
             ),
             scalar(sa.select(count()).select_from(Operation).where(lapsed_lease(now))).label("lapsed_leases"),
+            scalar(sa.select(count()).select_from(Operation).where(lapsed_lease(now - lease_grace))).label(
+                "lapsed_leases_overdue"
+            ),
             scalar(
                 sa.select(sa.func.min(Job.created_at)).where(Job.status == JobStatus.UNCLAIMED.value)
             ).label("oldest_unclaimed_job"),
             scalar(sa.select(count()).select_from(Execution)).label("executions"),
         )
     ).one()
-    return dict(row._mapping)
+    status = dict(row._mapping)
+    ended = session.execute(
+        sa.select(
+            Operation.state,
+            count(),
+            count().filter(sa.and_(Job.status == JobStatus.FAILED.value, Operation.attempt == Job.attempts)),
+        )
+        .join(Job, Job.id == Operation.job_id)
+        # `done`, as the partial index on update_time says.
+        .where(Operation.done, Operation.update_time > now - window)
+        .group_by(Operation.state)
+    ).all()
+    status["operations_ended_by_state"] = {state: n for state, n, _ in ended}
+    status["jobs_failed_for_good"] = sum(final for _, _, final in ended)
+    return status
 
 
 def operations_by_state(session: Session) -> dict[str, int]:

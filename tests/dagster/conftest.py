@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from nmdc_runtime.config import Settings
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.db import Database
 from nmdc_runtime.ids import new_id
-from nmdc_runtime.models import DataResource, Job, JobInput, Workflow
+from nmdc_runtime.models import DataResource, Execution, Job, JobInput, Operation, Workflow
 from nmdc_runtime.store import accounts
 
 SHA = "a" * 64
@@ -102,3 +103,54 @@ def pairs(database: Database) -> list[tuple[str, str]]:
 def job_inputs(database: Database) -> list[tuple[str, str]]:
     with database.session() as session:
         return sorted(session.execute(sa.select(JobInput.job_id, JobInput.data_resource_id)).tuples())
+
+
+def claimed_job(
+    session,
+    *,
+    lease_expire_time: datetime,
+    done: bool = False,
+    expire_time: datetime | None = None,
+    max_attempts: int = 3,
+) -> Operation:
+    """A job of wf-1 claimed by site-d (attempt 1), and its operation: running, or done with a succeeded
+    execution. The workflow and site must exist."""
+    job = Job(
+        id=new_id("job"),
+        workflow_id="wf-1",
+        config={},
+        max_attempts=max_attempts,
+        status="succeeded" if done else "claimed",
+        attempts=1,
+    )
+    session.add(job)
+    session.flush()
+    op = Operation(
+        id=new_id("op"),
+        job_id=job.id,
+        site_id="site-d",
+        workflow_id="wf-1",
+        attempt=1,
+        state="succeeded" if done else "running",
+        done=done,
+        lease_expire_time=lease_expire_time,
+        lease_seconds=60,
+        expire_time=expire_time,
+    )
+    if done:
+        execution = Execution(
+            id=new_id("exec"),
+            job_id=job.id,
+            site_id="site-d",
+            operation_id=op.id,
+            workflow_id="wf-1",
+            status="succeeded",
+            started_at=lease_expire_time - timedelta(hours=1),
+            ended_at=lease_expire_time,
+        )
+        session.add(execution)
+        session.flush()
+        op.result_execution_id = execution.id
+    session.add(op)
+    session.flush()
+    return op

@@ -43,6 +43,10 @@ def test_new_data_resources_become_one_job_per_matching_workflow(
     result = tick(data_resources_sensor, runtime)
 
     assert isinstance(result, SensorResult)
+    # Dagster shows a tick without runs as skipped: its text says what it made.
+    assert result.skip_reason.skip_message == (
+        "made 3 jobs of wf-assembly for 3 data resources; 2 new data resources matched no enabled workflow"
+    )
     assert pairs(clean_database) == sorted(("wf-assembly", dr) for dr in drs)
     made = jobs(clean_database)
     assert {job.status for job in made} == {"unclaimed"}
@@ -100,7 +104,7 @@ def test_no_new_rows_is_a_skip_that_says_so(runtime, clean_database, make_workfl
     assert isinstance(tick(data_resources_sensor, runtime), SkipReason)
     make_workflow("wf-1", ["metagenome"])
     results = _drain(runtime)
-    assert "no new data resources" in results[-1].skip_message
+    assert results[-1].skip_message.startswith("idle: no new data resources")
     assert jobs(clean_database) == []
 
 
@@ -150,6 +154,10 @@ def test_workflows_matching_several_types_and_several_workflows_per_type(
     assert pairs(clean_database) == sorted(expected)
     counts = {event.partition: event.metadata["jobs_created"].value for event in result.asset_events}
     assert counts == {"wf-both": 3, "wf-mg": 2}
+    assert result.skip_reason.skip_message == (
+        "made 5 jobs: 3 jobs of wf-both for 3 data resources; 2 jobs of wf-mg for 2 data resources; "
+        "1 new data resource matched no enabled workflow"
+    )
 
 
 def test_disabled_workflows_get_no_jobs_until_enabled(
@@ -176,7 +184,10 @@ def test_workflow_created_later_is_backfilled_once(
 ):
     old = make_data_resources("metagenome", n=5)
     make_data_resources("proteome", n=1)
-    assert isinstance(tick(data_resources_sensor, runtime), SensorResult)  # matched against nothing
+    unmatched = tick(data_resources_sensor, runtime)
+    assert (
+        unmatched.skip_reason.skip_message == "made no job; 6 new data resources matched no enabled workflow"
+    )
     assert jobs(clean_database) == []
 
     make_workflow("wf-late", ["metagenome"])
@@ -187,6 +198,9 @@ def test_workflow_created_later_is_backfilled_once(
     reasons = {e.metadata["reason"].value: e.metadata["jobs_created"].value for e in result.asset_events}
     # The new one is matched first (as new data), the backfill passes over it.
     assert reasons == {"new data resources": 1, "backfill": 5}
+    assert result.skip_reason.skip_message == (
+        "made 6 jobs: 5 jobs of wf-late for 5 data resources (backfill); 1 job of wf-late for 1 data resource"
+    )
     with clean_database.session() as session:
         workflow = session.get(Workflow, "wf-late")
         assert workflow.backfilled_at == workflow.updated_at

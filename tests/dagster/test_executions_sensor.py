@@ -11,7 +11,7 @@ from dagster import SensorResult, SkipReason
 
 from nmdc_runtime.dagster.assets import EXECUTIONS
 from nmdc_runtime.dagster.resources import RuntimeDatabase
-from nmdc_runtime.dagster.sensors import GAP_WINDOW, executions_sensor, next_execution_cursor
+from nmdc_runtime.dagster.sensors import GAP_WINDOW, executions_sensor, next_seq_cursor
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import Execution, Job
 from tests.dagster.conftest import tick
@@ -53,6 +53,7 @@ def test_each_execution_is_one_event_with_its_api_path(runtime, clean_database, 
     result = tick(executions_sensor, runtime)
 
     assert isinstance(result, SensorResult)
+    assert result.skip_reason.skip_message == "reported 2 executions (1 failed, 1 succeeded) of 1 workflow"
     events = {event.metadata["execution_id"].value: event for event in result.asset_events}
     assert set(events) == {first.id, second.id}
     event = events[first.id]
@@ -67,7 +68,7 @@ def test_each_execution_is_one_event_with_its_api_path(runtime, clean_database, 
     assert events[second.id].metadata["status"].value == "failed"
 
     again = tick(executions_sensor, runtime, result.cursor)
-    assert isinstance(again, SkipReason) and "no new executions" in again.skip_message
+    assert isinstance(again, SkipReason) and again.skip_message.startswith("idle: no new executions")
 
 
 def test_an_insert_that_commits_late_is_reported_once_visible(runtime, clean_database, job):
@@ -93,12 +94,12 @@ def test_an_insert_that_commits_late_is_reported_once_visible(runtime, clean_dat
 
 
 def test_cursor_arithmetic():
-    assert next_execution_cursor(0, [], []) == (0, [])
-    assert next_execution_cursor(0, [], [1, 2, 3]) == (3, [])
-    assert next_execution_cursor(3, [], [5, 7]) == (7, [4, 6])
-    assert next_execution_cursor(7, [4, 6], [6]) == (7, [4])
+    assert next_seq_cursor(0, [], []) == (0, [])
+    assert next_seq_cursor(0, [], [1, 2, 3]) == (3, [])
+    assert next_seq_cursor(3, [], [5, 7]) == (7, [4, 6])
+    assert next_seq_cursor(7, [4, 6], [6]) == (7, [4])
     # Rolled-back seqs are given up once far enough behind; a huge jump does not list a huge range.
-    high, gaps = next_execution_cursor(7, [4], [7 + 10 * GAP_WINDOW])
+    high, gaps = next_seq_cursor(7, [4], [7 + 10 * GAP_WINDOW])
     assert high == 7 + 10 * GAP_WINDOW and len(gaps) == GAP_WINDOW - 1 and 4 not in gaps
 
 

@@ -10,66 +10,23 @@ from dagster import SkipReason
 
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.dagster.sensors import operations_reaper
-from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import Execution, IdempotencyKey, Job, Operation
-from tests.dagster.conftest import tick
-
-
-def _claimed_job(session, *, lease_expire_time: datetime, done: bool = False, expire_time=None) -> Operation:
-    job = Job(
-        id=new_id("job"),
-        workflow_id="wf-1",
-        config={},
-        max_attempts=3,
-        status="succeeded" if done else "claimed",
-        attempts=1,
-    )
-    session.add(job)
-    session.flush()
-    op = Operation(
-        id=new_id("op"),
-        job_id=job.id,
-        site_id="site-d",
-        workflow_id="wf-1",
-        attempt=1,
-        state="succeeded" if done else "running",
-        done=done,
-        lease_expire_time=lease_expire_time,
-        lease_seconds=60,
-        expire_time=expire_time,
-    )
-    if done:
-        execution = Execution(
-            id=new_id("exec"),
-            job_id=job.id,
-            site_id="site-d",
-            operation_id=op.id,
-            workflow_id="wf-1",
-            status="succeeded",
-            started_at=lease_expire_time - timedelta(hours=1),
-            ended_at=lease_expire_time,
-        )
-        session.add(execution)
-        session.flush()
-        op.result_execution_id = execution.id
-    session.add(op)
-    session.flush()
-    return op
+from tests.dagster.conftest import claimed_job, tick
 
 
 def test_lapsed_leases_expire_and_old_finished_operations_go(runtime, clean_database, make_workflow, site):
     make_workflow("wf-1", ["metagenome"])
     now = datetime.now(UTC)
     with clean_database.session() as session:
-        lapsed = _claimed_job(session, lease_expire_time=now - timedelta(minutes=1))
-        alive = _claimed_job(session, lease_expire_time=now + timedelta(minutes=5))
-        old = _claimed_job(
+        lapsed = claimed_job(session, lease_expire_time=now - timedelta(minutes=1))
+        alive = claimed_job(session, lease_expire_time=now + timedelta(minutes=5))
+        old = claimed_job(
             session,
             lease_expire_time=now - timedelta(days=40),
             done=True,
             expire_time=now - timedelta(days=1),
         )
-        kept = _claimed_job(
+        kept = claimed_job(
             session,
             lease_expire_time=now - timedelta(days=1),
             done=True,
@@ -89,8 +46,14 @@ def test_lapsed_leases_expire_and_old_finished_operations_go(runtime, clean_data
                 )
             )
 
-    assert tick(operations_reaper, runtime) is None
+    busy = tick(operations_reaper, runtime)
 
+    # The tick says what it did, naming the operation it ended.
+    assert isinstance(busy, SkipReason)
+    assert busy.skip_message == (
+        "ended 1 lapsed lease, deleted 1 finished operation past expire_time, forgot 1 idempotency key past "
+        f"retention: {lapsed.id}"
+    )
     with clean_database.session() as session:
         # Keys are remembered for a day (NMDC_IDEMPOTENCY_RETENTION_SECONDS), then forgotten.
         assert session.scalars(sa.select(IdempotencyKey.key)).all() == ["fresh"]
@@ -105,7 +68,7 @@ def test_lapsed_leases_expire_and_old_finished_operations_go(runtime, clean_data
         assert session.scalar(sa.select(sa.func.count()).select_from(Execution)) == 2
 
     quiet = tick(operations_reaper, runtime)
-    assert isinstance(quiet, SkipReason) and "0 lapsed leases ended" in quiet.skip_message
+    assert isinstance(quiet, SkipReason) and quiet.skip_message.startswith("idle: no lapsed lease")
 
 
 def test_a_lapsed_cancel_request_ends_canceled_paused_or_not(runtime, clean_database, make_workflow, site):
@@ -113,7 +76,7 @@ def test_a_lapsed_cancel_request_ends_canceled_paused_or_not(runtime, clean_data
     now = datetime.now(UTC)
     with clean_database.session() as session:
         ops = {
-            name: _claimed_job(session, lease_expire_time=now - timedelta(minutes=1))
+            name: claimed_job(session, lease_expire_time=now - timedelta(minutes=1))
             for name in ("requested", "paused_requested", "paused", "requested_alive")
         }
         ops["requested_alive"].lease_expire_time = now + timedelta(minutes=5)
@@ -123,7 +86,7 @@ def test_a_lapsed_cancel_request_ends_canceled_paused_or_not(runtime, clean_data
                 op.state = "paused"
         session.get(Job, ops["paused_requested"].job_id).status = "canceled"
 
-    assert tick(operations_reaper, runtime) is None
+    assert tick(operations_reaper, runtime).skip_message.startswith("ended 2 lapsed leases,")
 
     with clean_database.session() as session:
         for name in ("requested", "paused_requested"):

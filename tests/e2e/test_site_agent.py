@@ -52,7 +52,9 @@ class World:
     def __init__(self, api_url: str, database: Database) -> None:
         self.api_url = api_url
         with database.session() as session:
-            account_services.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
+            account_services.create_user(
+                session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
+            )
         self.admin = NmdcClient(api_url, username="admin", password=ADMIN_PASSWORD)
         self.data_creds = make_site(database, "site-d")
         self.exec_creds = make_site(database, "site-e", ["stats"])

@@ -49,7 +49,12 @@ def make_user_headers(
     """Create a user through the store and return the auth headers of its token."""
     with database.session() as session:
         account_services.create_user(
-            session, username=username, password=USER_PASSWORD, admin=admin, site_admin_of=list(site_admin_of)
+            session,
+            username=username,
+            password=USER_PASSWORD,
+            admin=admin,
+            site_admin_of=list(site_admin_of),
+            actor="tests",
         )
     return bearer(client, grant_type="password", username=username, password=USER_PASSWORD)
 

@@ -33,7 +33,9 @@ def bearer(client: TestClient, **form) -> dict[str, str]:
 @pytest.fixture
 def admin_headers(client: TestClient, clean_database: Database) -> dict[str, str]:
     with clean_database.session() as session:
-        account_services.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
+        account_services.create_user(
+            session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
+        )
     return bearer(client, grant_type="password", username="admin", password=ADMIN_PASSWORD)
 
 

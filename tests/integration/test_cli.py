@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from nmdc_runtime.auth import verify_secret
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
-from nmdc_runtime.models import Site, SiteClient, User, UserSiteAdmin
+from nmdc_runtime.models import DataResource, Site, SiteClient, User, UserSiteAdmin
 
 CLI = [sys.executable, "-m", "nmdc_runtime.cli"]
 
@@ -184,3 +184,72 @@ def test_credentials_lifecycle_on_the_command_line(url_env, clean_database):
         assert failed.stdout == ""
         assert failed.stderr.strip().splitlines()[-1].startswith("error: "), failed.stderr
         assert "Traceback" not in failed.stderr
+
+
+def test_staff_commands_make_and_list_workflows_sites_jobs_and_operations(url_env, clean_database, settings):
+    from nmdc_runtime.services import catalog, claims
+
+    assert run_cli(["--version"], url_env).stdout.startswith("nmdc-runtime ")
+    made = run_cli(
+        [
+            "workflows",
+            "create",
+            "stats",
+            "--data-type",
+            "tsv",
+            "--capability",
+            "stats",
+            "--lease-seconds",
+            "3600",
+            "--config",
+            '{"threads": 2}',
+        ],
+        url_env,
+    )
+    assert made.returncode == 0, made.stderr
+    workflow = json.loads(made.stdout)
+    assert (workflow["id"], workflow["data_types"], workflow["lease_seconds"]) == ("stats", ["tsv"], 3600)
+    assert run_cli(["workflows", "create", "stats"], url_env).returncode == 1
+    bad = run_cli(["workflows", "create", "x", "--config", '{"data_resources": 1}'], url_env)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    assert json.loads(run_cli(["workflows", "disable", "stats"], url_env).stdout)["enabled"] is False
+    assert json.loads(run_cli(["workflows", "enable", "stats"], url_env).stdout)["enabled"] is True
+    (listed,) = json.loads(run_cli(["workflows", "list", "--json"], url_env).stdout)
+    assert listed["id"] == "stats"
+
+    assert run_cli(["sites", "create", "site-e", "--capability", "stats"], url_env).returncode == 0
+    sites = json.loads(run_cli(["sites", "list", "--json"], url_env).stdout)
+    assert [s["id"] for s in sites] == ["site-e"] and "client_secret" not in sites[0]
+    assert run_cli(["sites", "list"], url_env).stdout.split("\t")[0] == "site-e"
+
+    with clean_database.session() as session:
+        session.add(
+            DataResource(id="dr-1", site_id="site-e", name="a", url="https://d/a", data_type="tsv", size=1)
+        )
+    policy = settings.policy()
+    with clean_database.sessionmaker() as session:
+        first = catalog.create_job(
+            session,
+            workflow_id="stats",
+            data_resource_ids=["dr-1"],
+            config=None,
+            max_attempts=3,
+            created_by="t",
+        )
+        catalog.create_job(
+            session,
+            workflow_id="stats",
+            data_resource_ids=["dr-1"],
+            config=None,
+            max_attempts=3,
+            created_by="t",
+        )
+        claim = claims.claim_job(session, job_id=first.id, site_id="site-e", policy=policy)
+    unclaimed = json.loads(run_cli(["jobs", "list", "--status", "unclaimed", "--json"], url_env).stdout)
+    assert len(unclaimed) == 1 and unclaimed[0]["config"]["threads"] == 2
+    assert len(json.loads(run_cli(["jobs", "list", "--json", "--limit", "1"], url_env).stdout)) == 1
+    assert run_cli(["jobs", "list", "--status", "nosuch"], url_env).returncode == 2
+    (open_op,) = json.loads(run_cli(["operations", "list", "--open", "--json"], url_env).stdout)
+    assert (open_op["id"], open_op["state"], open_op["job_id"]) == (claim.operation.id, "running", first.id)
+    table = run_cli(["operations", "list"], url_env).stdout.strip().splitlines()
+    assert len(table) == 1 and table[0].startswith(claim.operation.id)

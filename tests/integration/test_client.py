@@ -39,7 +39,9 @@ FAST = RetryPolicy(attempts=4, initial=0.01, maximum=0.02)
 @pytest.fixture
 def admin(client: TestClient, clean_database: Database) -> NmdcClient:
     with clean_database.session() as session:
-        account_services.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
+        account_services.create_user(
+            session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
+        )
     return NmdcClient(http=client, username="admin", password=ADMIN_PASSWORD)
 
 
@@ -215,7 +217,9 @@ def test_the_server_receives_the_user_agent_and_a_claim_body_only_when_a_lease_i
         return await call_next(request)
 
     with clean_database.session() as session:
-        account_services.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
+        account_services.create_user(
+            session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
+        )
     creds = make_site(clean_database, "site-e")
     with TestClient(app) as http:
         admin = NmdcClient(http=http, username="admin", password=ADMIN_PASSWORD)

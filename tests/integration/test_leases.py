@@ -411,3 +411,14 @@ def test_workflow_lease_seconds_is_bounded_by_the_server_and_may_be_reset(defaul
     assert reset.status_code == 200
     assert reset.json()["lease_seconds"] is None
     assert claimed(world, job=new_job(world, "assembly"))["metadata"]["lease_seconds"] == 300
+
+
+def test_an_admins_cancel_of_the_job_ends_a_lapsed_operation_canceled_not_expired(world):
+    op = claimed(world)
+    job_id = op["metadata"]["job_id"]
+    time.sleep(LAPSE_WAIT)
+    response = world.client.post(f"/jobs/{job_id}:cancel", headers=world.admin)
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["attempts"]) == ("canceled", 0)
+    stored = operation(world, op["id"])
+    assert (stored["metadata"]["state"], stored["error"]["code"]) == ("canceled", "CANCELLED")

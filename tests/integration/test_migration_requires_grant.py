@@ -1,4 +1,4 @@
-"""Migration 0006 on a database with data: existing data resources stay open (`requires_grant` false), new
+"""Migration 0007 on a database with data: existing data resources stay open (`requires_grant` false), new
 ones may require a grant, and the downgrade takes the column away again."""
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ INSERT = """
 
 
 def test_existing_data_stays_open_and_the_downgrade_removes_the_column(url: str):
-    upgrade(url, "0005")
+    upgrade(url, "0006")
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO sites (id, name) VALUES ('site-d', 'D')"))
             conn.execute(sa.text(INSERT), {"id": "dr-old"})
-        upgrade(url, "0006")
+        upgrade(url, "0007")
         with engine.begin() as conn:
             conn.execute(sa.text(INSERT), {"id": "dr-new"})
             conn.execute(sa.text("UPDATE data_resources SET requires_grant = true WHERE id = 'dr-new'"))
@@ -44,7 +44,7 @@ def test_existing_data_stays_open_and_the_downgrade_removes_the_column(url: str)
             assert rows == {"dr-old": False, "dr-new": True}
             with pytest.raises(sa.exc.IntegrityError), conn.begin_nested():
                 conn.execute(sa.text("UPDATE data_resources SET requires_grant = NULL"))
-        command.downgrade(alembic_config(url), "0005")
+        command.downgrade(alembic_config(url), "0006")
         columns = {column["name"] for column in sa.inspect(engine).get_columns("data_resources")}
         assert "requires_grant" not in columns and "url" in columns
     finally:

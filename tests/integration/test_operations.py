@@ -344,3 +344,43 @@ def test_delete_respects_its_limit(world):
         assert delete_finished_operations(session, now=later, limit=2) == 2
     with world.database.session() as session:
         assert delete_finished_operations(session, now=later) == 1
+
+
+def test_finishing_needs_an_execution_recorded_under_this_operation(world):
+    first = claimed(world)
+    earlier = post_execution(world, first)
+    assert earlier.status_code == 201
+    # The site gives the job back and claims it again: the earlier execution belongs to the earlier claim.
+    assert world.client.post(f"/operations/{first['id']}:cancel", headers=world.site_e).status_code == 200
+    second = claimed(world, job={"id": first["metadata"]["job_id"]})
+    response = patch(world, second, {"done": True, "result": {"execution_id": earlier.json()["id"]}})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "result.execution_id"]
+
+
+def test_the_patch_that_finishes_does_not_renew_the_lease(world):
+    op = claimed(world)
+    execution = post_execution(world, op).json()
+    done = patch(world, op, {"done": True, "result": {"execution_id": execution["id"]}})
+    assert done.status_code == 200
+    assert done.json()["metadata"]["lease_expire_time"] == op["metadata"]["lease_expire_time"]
+
+
+def test_outcome_and_times_name_their_fields_and_times_come_back_in_utc(world):
+    op = claimed(world)
+    both = patch(world, op, {"done": True, "result": {"execution_id": "x"}, "error": {"code": "INTERNAL"}})
+    assert both.status_code == 422
+    assert ["body", "error"] in [e["loc"] for e in both.json()["detail"]]
+    backwards = post_execution(
+        world, op, started_at="2030-01-01T12:00:00+00:00", ended_at="2030-01-01T11:00:00+00:00"
+    )
+    assert backwards.status_code == 422
+    assert ["body", "ended_at"] in [e["loc"] for e in backwards.json()["detail"]]
+    offset = post_execution(
+        world, op, started_at="2030-01-01T12:00:00+02:00", ended_at="2030-01-01T12:30:00+02:00"
+    )
+    assert offset.status_code == 201
+    assert (offset.json()["started_at"], offset.json()["ended_at"]) == (
+        "2030-01-01T10:00:00Z",
+        "2030-01-01T10:30:00Z",
+    )

@@ -1,0 +1,194 @@
+"""Asset checks: red or green in the UI for what staff must act on.
+
+Each check compares one figure of `runtime_status` (`runtime_status_figures`) with a threshold from the
+settings (fields of the `RuntimeDatabase` resource). The `runtime_health` sensor evaluates them on every
+tick and records the results without a run (`AssetCheckEvaluation`s in `SensorResult.asset_events`);
+`runtime_health_checks` is the same evaluation as an executable check, so "Execute" in the UI re-evaluates
+them at once (in a run). Checks apply to a whole asset, not to one workflow's partition.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the parameter annotations (resources) as real types.
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckExecutionContext,
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    multi_asset_check,
+)
+
+from nmdc_runtime.dagster.assets import JOBS, OPERATIONS, runtime_status_figures
+from nmdc_runtime.dagster.resources import RuntimeDatabase
+
+LAPSED_LEASES_REAPED = AssetCheckSpec(
+    "lapsed_leases_reaped",
+    asset=OPERATIONS,
+    description=(
+        "Fails when an open operation's lease lapsed more than NMDC_CHECK_LAPSED_LEASE_SECONDS ago and nobody "
+        "has ended it. The operations_reaper sensor ends lapsed leases every 10 s, so it is not running or its "
+        "ticks fail: open Automation → operations_reaper, start it if it is stopped, and read the error of "
+        "its failed ticks (a database outage shows there)."
+    ),
+)
+FAILED_OPERATIONS_SHARE = AssetCheckSpec(
+    "failed_operations_share",
+    asset=OPERATIONS,
+    description=(
+        "Fails when more than NMDC_CHECK_FAILED_OPERATIONS_SHARE of the operations that ended in the last "
+        "hour failed or expired (canceled ones are not counted). Open the operations asset's events of the "
+        "last hour: their site_id, workflow_id and error_code tell whether one site (ask its staff for its "
+        "logs), one workflow (its config or required capabilities) or the inputs (DATA_LOSS: a data site's "
+        "checksums) are at fault."
+    ),
+)
+UNCLAIMED_JOBS_CLAIMED = AssetCheckSpec(
+    "unclaimed_jobs_claimed",
+    asset=JOBS,
+    description=(
+        "Fails when the oldest unclaimed job has waited longer than NMDC_CHECK_UNCLAIMED_JOB_SECONDS: no "
+        "executing site takes jobs of its workflow. Check that a site with the workflow's "
+        "required_capabilities runs `nmdc-site run --workflow <id>` and can reach the API (GET "
+        "/jobs?claimable=true as that site), or disable the workflow if nobody should run it."
+    ),
+)
+DATA_RESOURCES_MATCHED = AssetCheckSpec(
+    "data_resources_matched",
+    asset=JOBS,
+    description=(
+        "Fails when a registered data resource has waited longer than "
+        "NMDC_CHECK_UNMATCHED_DATA_RESOURCE_SECONDS for the data_resources_sensor, which matches new data "
+        "resources every few seconds: open Automation → data_resources_sensor, start it if it is stopped, "
+        "and read the error of its failed ticks."
+    ),
+)
+JOBS_FAILED_FOR_GOOD = AssetCheckSpec(
+    "jobs_failed_for_good",
+    asset=JOBS,
+    description=(
+        "Warns when a job ended failed after its last attempt in the last hour: nobody will run it again. "
+        "Find its last operation among the operations asset's events (description 'JOB FAILED', metadata "
+        "job_failed_for_good), fix the cause, then make the job again (POST /jobs with its workflow and data "
+        "resources)."
+    ),
+)
+
+SPECS = [
+    LAPSED_LEASES_REAPED,
+    FAILED_OPERATIONS_SHARE,
+    UNCLAIMED_JOBS_CLAIMED,
+    DATA_RESOURCES_MATCHED,
+    JOBS_FAILED_FOR_GOOD,
+]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check's outcome: whether it passed, what was found, and the figure against its threshold."""
+
+    spec: AssetCheckSpec
+    passed: bool
+    description: str
+    metadata: dict[str, Any]
+    severity: AssetCheckSeverity = AssetCheckSeverity.ERROR
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "asset_key": self.spec.asset_key,
+            "check_name": self.spec.name,
+            "passed": self.passed,
+            "metadata": self.metadata,
+            "severity": self.severity,
+            "description": self.description,
+        }
+
+    def evaluation(self) -> AssetCheckEvaluation:
+        """The result as recorded without a run."""
+        return AssetCheckEvaluation(**self._fields())
+
+    def result(self) -> AssetCheckResult:
+        """The result as an executed check yields it."""
+        return AssetCheckResult(**self._fields())
+
+
+def _at_most(spec: AssetCheckSpec, value: float, threshold: float, found: str, **extra: Any) -> Finding:
+    passed = value <= threshold
+    return Finding(
+        spec,
+        passed,
+        ("OK: " if passed else "FAILED: ") + found,
+        {"value": value, "threshold": threshold, **extra},
+    )
+
+
+def evaluate(figures: Mapping[str, Any], runtime: RuntimeDatabase) -> list[Finding]:
+    """Every check of `SPECS` on the figures of `runtime_status_figures`, with the resource's thresholds."""
+    overdue = figures["lapsed_leases_overdue"]
+    unclaimed_age = figures["oldest_unclaimed_job_age_seconds"]
+    unmatched_age = figures["oldest_unmatched_data_resource_age_seconds"]
+    ended, failed = figures["operations_ended_last_hour"], figures["operations_failed_last_hour"]
+    share = figures["failed_operations_share_last_hour"]
+    failed_for_good = figures["jobs_failed_for_good_last_hour"]
+    return [
+        _at_most(
+            LAPSED_LEASES_REAPED,
+            overdue,
+            0,
+            f"{overdue} open operation(s) whose lease lapsed more than "
+            f"{runtime.check_lapsed_lease_seconds} s ago",
+            lapsed_leases=figures["lapsed_leases"],
+        ),
+        _at_most(
+            FAILED_OPERATIONS_SHARE,
+            share,
+            runtime.check_failed_operations_share,
+            f"{share:.0%} of the operations that ran to an end in the last hour failed or expired "
+            f"({failed} of them; {ended} ended in all); threshold {runtime.check_failed_operations_share:.0%}",
+            operations_failed=failed,
+            operations_ended=ended,
+        ),
+        _at_most(
+            UNCLAIMED_JOBS_CLAIMED,
+            unclaimed_age,
+            runtime.check_unclaimed_job_seconds,
+            f"the oldest unclaimed job has waited {unclaimed_age:.0f} s "
+            f"(threshold {runtime.check_unclaimed_job_seconds} s; {figures['jobs_unclaimed']} unclaimed)",
+            jobs_unclaimed=figures["jobs_unclaimed"],
+        ),
+        _at_most(
+            DATA_RESOURCES_MATCHED,
+            unmatched_age,
+            runtime.check_unmatched_data_resource_seconds,
+            f"the oldest data resource waiting for the sensor has waited {unmatched_age:.0f} s "
+            f"(threshold {runtime.check_unmatched_data_resource_seconds} s; "
+            f"{figures['unmatched_data_resources']} waiting)",
+            unmatched_data_resources=figures["unmatched_data_resources"],
+        ),
+        Finding(
+            JOBS_FAILED_FOR_GOOD,
+            failed_for_good == 0,
+            ("OK: " if failed_for_good == 0 else "WARNING: ")
+            + f"{failed_for_good} job(s) ended failed after their last attempt in the last hour",
+            {"value": failed_for_good, "threshold": 0},
+            severity=AssetCheckSeverity.WARN,
+        ),
+    ]
+
+
+# can_subset: each check can be executed on its own from the UI (otherwise Dagster asks to materialize the
+# external assets with them, which nothing can).
+@multi_asset_check(specs=SPECS, name="runtime_health_checks", can_subset=True)
+def runtime_health_checks(
+    context: AssetCheckExecutionContext, runtime: RuntimeDatabase
+) -> Iterator[AssetCheckResult]:
+    """The checks of the runtime_health sensor, evaluated now in a run (the UI's "Execute")."""
+    selected = context.selected_asset_check_keys
+    for finding in evaluate(runtime_status_figures(runtime, now=datetime.now(UTC)), runtime):
+        if AssetCheckKey(finding.spec.asset_key, finding.spec.name) in selected:
+            yield finding.result()

@@ -1,0 +1,385 @@
+"""What staff see in Dagster, checked through the Dagster GraphQL API the UI itself reads, and in a real browser.
+
+One stack for the module: the API and `dagster dev` (webserver, daemon, code server) on this run's runtime
+database and a Dagster database of its own (sensor cursors kept by other tests' daemons would skip this
+module's rows). The story: a data site registers three tables of the `stats` workflow, the sensor makes their
+jobs, an executing site finishes one with a result and another with an error; jobs have one attempt
+(NMDC_MAX_ATTEMPTS=1), so that job is failed for good; the third job waits. The health sensor ticks every 5 s.
+
+The browser test drives Debian's Chromium (`apt-get install chromium`) with playwright, without downloading
+a browser, and is skipped where there is none. `make screenshots` runs it with SCREENSHOTS_DIR=docs/img to
+refresh the README's pictures; otherwise the pictures go to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nmdc_runtime.db import Database, database_name, drop_database, ensure_database, with_database
+from nmdc_runtime.models import Workflow
+from nmdc_runtime.services import accounts as account_services
+from nmdc_site.client import NmdcClient
+from tests.conftest import empty_tables
+from tests.processes import live_api, live_dagster, wait_for
+
+pytestmark = pytest.mark.e2e
+
+WORKFLOW = "stats"
+DATA_TYPE = "table"
+LOCATION = "nmdc_runtime"
+REPOSITORY = "__repository__"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Story:
+    dagster: str
+    api: str
+    succeeded_job: str
+    succeeded_operation: str
+    failed_job: str
+    failed_operation: str
+    waiting_job: str
+
+
+def graphql(dagster: str, query: str, **variables: Any) -> dict[str, Any]:
+    """One query to the webserver's /graphql, as the UI sends it; the `data`, or an assertion error."""
+    response = httpx.post(dagster + "/graphql", json={"query": query, "variables": variables}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+TICKS = """
+query Ticks($sensor: String!) {
+  sensorOrError(sensorSelector: {repositoryLocationName: "nmdc_runtime", repositoryName: "__repository__",
+                                 sensorName: $sensor}) {
+    ... on Sensor { sensorState { ticks(limit: 100) { tickId status skipReason cursor } } }
+  }
+}
+"""
+
+OBSERVATIONS = """
+query Observations($partition: String!) {
+  assetOrError(assetKey: {path: ["operations"]}) {
+    ... on Asset {
+      assetObservations(partitions: [$partition], limit: 20) {
+        partition
+        description
+        metadataEntries {
+          label
+          __typename
+          ... on TextMetadataEntry { text }
+          ... on BoolMetadataEntry { boolValue }
+          ... on IntMetadataEntry { intValue }
+        }
+      }
+    }
+  }
+}
+"""
+
+CHECKS = """
+query Checks($asset: [String!]!) {
+  assetNodeOrError(assetKey: {path: $asset}) {
+    ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks { name description } } } }
+  }
+}
+"""
+
+CHECK_EXECUTIONS = """
+query CheckExecutions($asset: [String!]!, $check: String!) {
+  assetCheckExecutions(assetKey: {path: $asset}, checkName: $check, limit: 1) {
+    runId
+    status
+    evaluation { success severity description }
+  }
+}
+"""
+
+
+def ticks(dagster: str, sensor: str) -> list[dict[str, Any]]:
+    return graphql(dagster, TICKS, sensor=sensor)["sensorOrError"]["sensorState"]["ticks"]
+
+
+def observations(dagster: str) -> list[dict[str, Any]]:
+    """The `operations` observations of the workflow's partition, each with its metadata as a dict."""
+    events = graphql(dagster, OBSERVATIONS, partition=WORKFLOW)["assetOrError"]["assetObservations"]
+    for event in events:
+        event["metadata"] = {
+            entry["label"]: entry.get("text", entry.get("boolValue", entry.get("intValue")))
+            for entry in event.pop("metadataEntries")
+        }
+    return events
+
+
+def latest_check(dagster: str, asset: str, check: str) -> dict[str, Any] | None:
+    executions = graphql(dagster, CHECK_EXECUTIONS, asset=[asset], check=check)["assetCheckExecutions"]
+    return executions[0] if executions else None
+
+
+def _site(database: Database, site_id: str, capabilities: list[str]) -> tuple[str, str]:
+    with database.sessionmaker() as session:
+        _, credentials = account_services.create_site(
+            session,
+            site_id=site_id,
+            name=site_id,
+            capabilities=capabilities,
+            actor="tests",
+            with_credentials=True,
+        )
+    client, secret = credentials
+    return client.client_id, secret
+
+
+@pytest.fixture(scope="module")
+def story(settings, database: Database, server_url: str, tmp_path_factory) -> Iterator[Story]:
+    home = tmp_path_factory.mktemp("staff_view")
+    dagster_db = database_name(settings.database_url) + "_ui"
+    ensure_database(server_url, dagster_db)
+    try:
+        with contextlib.ExitStack() as stack:
+            api = stack.enter_context(live_api(settings, home / "api"))
+            with database.session() as session:
+                session.add(
+                    Workflow(
+                        id=WORKFLOW,
+                        name="Column statistics",
+                        version="1.0.0",
+                        data_types=[DATA_TYPE],
+                        required_capabilities=["stats"],
+                        config={"columns": ["depth", "gc_content"]},
+                    )
+                )
+            data_id, data_secret = _site(database, "site-d", [])
+            exec_id, exec_secret = _site(database, "site-e", ["stats"])
+            data_site = stack.enter_context(NmdcClient(api, client_id=data_id, client_secret=data_secret))
+            exec_site = stack.enter_context(NmdcClient(api, client_id=exec_id, client_secret=exec_secret))
+            # Registered before Dagster starts, so that one sensor tick makes the three jobs.
+            for i in range(3):
+                data_site.create_data_resource(
+                    name=f"samples-{i}.tsv",
+                    url=f"https://site-d.example.org/samples-{i}.tsv",
+                    data_type=DATA_TYPE,
+                    size=1000 + i,
+                    checksums=[{"type": "sha256", "checksum": f"{i}" * 64}],
+                )
+            dagster = stack.enter_context(
+                live_dagster(
+                    settings,
+                    home / "dagster",
+                    NMDC_DAGSTER_DATABASE_URL=with_database(server_url, dagster_db),
+                    NMDC_HEALTH_INTERVAL_SECONDS="5",
+                    NMDC_MAX_ATTEMPTS="1",
+                )
+            )
+            jobs = wait_for(
+                lambda: len(found := list(exec_site.list_jobs(claimable=True))) == 3 and found,
+                TIMEOUT,
+                "three claimable jobs",
+            )
+            done, failed, waiting = sorted(jobs, key=lambda job: job.id)
+            now = datetime.now(UTC).isoformat()
+            won = exec_site.claim_job(done.id).operation
+            execution = exec_site.create_execution(
+                done.id, operation_id=won.id, status="succeeded", started_at=now, ended_at=now
+            )
+            exec_site.finish_operation(won.id, execution_id=execution.id)
+            lost = exec_site.claim_job(failed.id).operation
+            exec_site.finish_operation(
+                lost.id, error={"code": "INTERNAL", "message": "the stats command exited with status 1"}
+            )
+
+            def recorded() -> bool:
+                check = latest_check(dagster, "operations", "failed_operations_share")
+                return len(observations(dagster)) == 2 and check and not check["evaluation"]["success"]
+
+            wait_for(recorded, TIMEOUT, "both outcomes and a failing check in Dagster", interval=1)
+            yield Story(dagster, api, done.id, won.id, failed.id, lost.id, waiting.id)
+    finally:
+        empty_tables(database)
+        drop_database(server_url, dagster_db)
+
+
+def test_the_tick_that_made_jobs_says_so_and_differs_from_an_idle_one(story: Story):
+    history = ticks(story.dagster, "data_resources_sensor")
+    made = [t for t in history if t["skipReason"] == "made 3 jobs of stats for 3 data resources"]
+    idle = [t for t in history if (t["skipReason"] or "").startswith("idle: no new data resources")]
+    assert len(made) == 1, history
+    assert idle, history
+    # Dagster 1.13 gives a tick without a run request the status SKIPPED, whatever it did: the text tells.
+    assert made[0]["status"] == idle[0]["status"] == "SKIPPED"
+    assert made[0]["cursor"] != idle[0]["cursor"] or made[0]["tickId"] != idle[0]["tickId"]
+    assert all(t["skipReason"] != "Sensor function returned an empty result" for t in history)
+
+    outcomes = [t["skipReason"] for t in ticks(story.dagster, "operations_sensor")]
+    assert any(
+        text and text.startswith("recorded ") and f"JOB FAILED, no attempt left: {story.failed_job}" in text
+        for text in outcomes
+    ), outcomes
+
+
+def test_a_failed_operation_is_an_event_of_its_workflows_partition(story: Story):
+    events = {event["metadata"]["operation_id"]: event for event in observations(story.dagster)}
+    assert set(events) == {story.succeeded_operation, story.failed_operation}
+    failed = events[story.failed_operation]
+    assert failed["partition"] == WORKFLOW
+    assert failed["description"].startswith(f"JOB FAILED: job {story.failed_job} has no attempt left")
+    metadata = failed["metadata"]
+    assert (metadata["job_id"], metadata["site_id"], metadata["attempt"]) == (story.failed_job, "site-e", 1)
+    assert (metadata["state"], metadata["error_code"]) == ("failed", "INTERNAL")
+    assert metadata["error_message"] == "the stats command exited with status 1"
+    assert metadata["job_failed_for_good"] is True
+    assert events[story.succeeded_operation]["metadata"]["state"] == "succeeded"
+
+
+def test_asset_checks_exist_and_the_failed_share_is_red(story: Story):
+    names = {
+        asset: {
+            check["name"]: check["description"]
+            for check in graphql(story.dagster, CHECKS, asset=[asset])["assetNodeOrError"][
+                "assetChecksOrError"
+            ]["checks"]
+        }
+        for asset in ("jobs", "operations")
+    }
+    assert set(names["operations"]) == {"lapsed_leases_reaped", "failed_operations_share"}
+    assert set(names["jobs"]) == {"unclaimed_jobs_claimed", "data_resources_matched", "jobs_failed_for_good"}
+    # Each check's description says what to do.
+    assert "operations_reaper" in names["operations"]["lapsed_leases_reaped"]
+
+    share = latest_check(story.dagster, "operations", "failed_operations_share")
+    # Evaluated by the sensor: no run behind it.
+    assert share["runId"] == "" and share["status"] == "FAILED"
+    assert share["evaluation"]["severity"] == "ERROR"
+    assert share["evaluation"]["description"].startswith("FAILED: 50% of the operations")
+    assert latest_check(story.dagster, "jobs", "jobs_failed_for_good")["evaluation"]["severity"] == "WARN"
+    assert latest_check(story.dagster, "operations", "lapsed_leases_reaped")["evaluation"]["success"] is True
+
+
+# `make screenshots` (SCREENSHOTS_DIR set) must fail without a browser rather than pass with no pictures.
+@pytest.mark.skipif(
+    not os.access(CHROMIUM, os.X_OK) and not os.environ.get("SCREENSHOTS_DIR"),
+    reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)",
+)
+def test_staff_see_it_in_a_browser(story: Story, tmp_path: Path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+    out = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path / "screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    # The UI greets a new browser on 127.0.0.1 with a newsletter dialog over every page; say it was seen.
+    graphql(story.dagster, "mutation { setNuxSeen }")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1440, "height": 900},
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            # Nothing leaves the machine: the API's /docs page asks a CDN for Swagger UI, which is served
+            # from the swagger-ui-bundle-v2 package (the same Swagger UI 5) instead; anything else is refused.
+            page.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"), _offline)
+            shots = capture(page, story, out)
+        finally:
+            browser.close()
+    assert sorted(path.name for path in out.glob("*.png")) >= sorted(shots)
+
+
+def _offline(route) -> None:
+    from swagger_ui_bundle import swagger_ui_path
+
+    path = swagger_ui_path / route.request.url.rsplit("/", 1)[-1]
+    if "swagger-ui-dist@5/" in route.request.url and path.is_file():
+        route.fulfill(path=str(path))
+    else:
+        route.abort()
+
+
+def capture(page, story: Story, out: Path) -> list[str]:
+    """Open each page staff look at, check that it shows this story's data, and take its picture."""
+    shots: list[str] = []
+
+    def shot(name: str) -> None:
+        page.wait_for_timeout(500)  # let charts and fonts settle
+        page.screenshot(path=str(out / name))
+        shots.append(name)
+
+    def visit(path: str) -> None:
+        # Within the UI, as its own links do: loading the whole application again for each page takes
+        # seconds on a busy machine.
+        page.evaluate(
+            "path => { history.pushState({}, '', path); dispatchEvent(new PopStateEvent('popstate')); }", path
+        )
+
+    # The sensor: every tick is "0 runs requested" (SKIPPED); the one that made jobs also created the
+    # workflow's partition, and its details say what it made.
+    page.goto(f"{story.dagster}/locations/{REPOSITORY}@{LOCATION}/sensors/data_resources_sensor")
+    made = page.locator("tr", has_text="1 partition created")
+    page.get_by_role("button", name="View logs").first.wait_for()
+    for _ in range(5):  # 25 ticks a page: under load the first tick may be on an older page
+        if made.count():
+            break
+        page.get_by_role("button", name="Older").click()
+        page.wait_for_timeout(1000)
+    made.get_by_role("button", name="0 runs requested").last.click()
+    page.get_by_text("made 3 jobs of stats for 3 data resources").wait_for()
+    shot("dagster-sensor-tick.png")
+
+    # The jobs asset, the workflow's partition: what the tick made.
+    visit(f"/assets/jobs?view=partitions&partition={WORKFLOW}")
+    page.get_by_text("jobs_created").wait_for()
+    page.get_by_text(story.failed_job).first.wait_for()
+    shot("dagster-jobs-partition.png")
+
+    # The operations asset: the last outcome (the failed one) is shown first.
+    visit("/assets/operations?view=events")
+    page.get_by_text(f"JOB FAILED: job {story.failed_job} has no attempt left").wait_for()
+    page.get_by_text("the stats command exited with status 1").first.wait_for()
+    shot("dagster-operation-outcome.png")
+
+    # The checks of operations: the failed share is red.
+    visit("/assets/operations?view=checks")
+    page.get_by_text("FAILED: 50% of the operations").wait_for()
+    page.get_by_text("lapsed_leases_reaped").first.wait_for()
+    shot("dagster-checks.png")
+
+    # runtime_status: fresh figures, plotted.
+    visit("/assets/runtime_status")
+    plots = page.get_by_role("button", name="Plots")
+    plots.click()
+    page.get_by_text("failed_operations_share_last_hour").first.wait_for()
+    page.locator("canvas").first.wait_for()
+    plots.evaluate("button => button.scrollIntoView({block: 'start'})")
+    shot("dagster-runtime-status-plots.png")
+
+    # The API's OpenAPI pages.
+    page.goto(f"{story.api}/docs")
+    page.get_by_text("/data_resources").first.wait_for()
+    shot("api-docs.png")
+    return shots
