@@ -20,6 +20,7 @@ from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
 from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.domain.principals import Principal
+from nmdc_runtime.grants import GrantKeys
 from nmdc_runtime.schemas.common import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageParams
 from nmdc_runtime.store.pages import ScopedPage, decode_page_token, page_scope
 
@@ -68,6 +69,10 @@ def _revocations(request: Request) -> Revocations:
     return request.app.state.revocations
 
 
+def _grant_keys(request: Request) -> GrantKeys:
+    return request.app.state.grant_keys
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RevocationsDep = Annotated[Revocations, Depends(_revocations)]
 """The refused tokens of this process: a change of credentials applies it at once."""
@@ -75,6 +80,8 @@ PolicyDep = Annotated[Policy, Depends(_policy)]
 """The numbers the rules run on, for the services."""
 DatabaseDep = Annotated[Database, Depends(_database)]
 SessionDep = Annotated[Session, Depends(_session, scope="function")]
+GrantKeysDep = Annotated[GrantKeys, Depends(_grant_keys)]
+"""The keys that sign access grants (the first signs, all are published)."""
 
 
 def _unauthorized(message: str) -> HTTPException:

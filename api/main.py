@@ -16,6 +16,7 @@ from api.routes import PUBLIC_ROUTERS, ROUTERS
 from nmdc_runtime import logs
 from nmdc_runtime.config import Settings, get_settings
 from nmdc_runtime.db import Database, release_embedded_server, resolve_urls
+from nmdc_runtime.grants import load_grant_keys
 from nmdc_runtime.migrations import upgrade
 
 log = logging.getLogger("nmdc_runtime.api")
@@ -31,6 +32,9 @@ def create_app(settings: Settings) -> FastAPI:
         upgrade(url)
         app.state.database = Database(url, deadline_seconds=active.database_timeout_seconds)
         app.state.jwt_key = active.jwt_key()
+        app.state.grant_keys = load_grant_keys(
+            active.grant_keys.get_secret_value() if active.grant_keys else None, active.home
+        )
         app.state.revocations = Revocations(
             app.state.database,
             refresh_seconds=active.revocation_refresh_seconds,

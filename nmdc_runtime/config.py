@@ -157,6 +157,11 @@ class Settings(BaseSettings):
         None,
         description="A bearer token that may read GET /metrics only, for Prometheus (admins' tokens may too).",
     )
+    grant_keys: SecretStr | None = Field(
+        None,
+        description="Keys that sign access grants: a JSON Web Key Set of private Ed25519 or P-256 keys, each "
+        "with a `kid`; the first signs, all are published. Unset: one generated once into NMDC_HOME.",
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -2,9 +2,10 @@
 
 It starts the stack (`nmdc-runtime dev`: embedded PostgreSQL, the API, Dagster) in a throwaway NMDC_HOME on
 free ports — so it never touches, or collides with, a running `make dev` — creates an admin, a data site, an
-executing site and a workflow, serves a generated table with `nmdc-site serve`, waits for the Dagster sensor
-to make the job, runs `nmdc-site run --once` with the statistics example as the command while `nmdc-site
-watch` follows along, prints the finished operation and its execution as JSON, and stops everything it
+executing site and a workflow, serves a generated table with `nmdc-site serve --require-grant` (only to
+holders of an access grant), waits for the Dagster sensor to make the job, runs `nmdc-site run --once` with the
+statistics example as the command (it asks the API for a grant to fetch the table) while `nmdc-site watch`
+follows along, prints the finished operation and its execution as JSON, and stops everything it
 started.
 """
 
@@ -38,7 +39,13 @@ STACK_TIMEOUT = 90
 SENSOR_TIMEOUT = 90
 RUN_TIMEOUT = 60
 # Settings that would point the demo at someone's own database or keys: the demo uses its own.
-ISOLATED = ("NMDC_DATABASE_URL", "NMDC_DAGSTER_DATABASE_URL", "NMDC_JWT_SECRET", "DAGSTER_HOME")
+ISOLATED = (
+    "NMDC_DATABASE_URL",
+    "NMDC_DAGSTER_DATABASE_URL",
+    "NMDC_JWT_SECRET",
+    "NMDC_GRANT_KEYS",
+    "DAGSTER_HOME",
+)
 
 _print_lock = threading.Lock()
 
@@ -182,7 +189,11 @@ def run() -> int:
                 "NMDC_CLIENT_SECRET": creds.client_secret,
             }
 
-        step("the data site serves a generated table and registers it (nmdc-site serve)", started)
+        step(
+            "the data site serves a generated table to grant holders only and registers it "
+            "(nmdc-site serve --require-grant)",
+            started,
+        )
         data_dir = home / "data-site"
         make_table(data_dir / "samples.tsv")
         processes.start(
@@ -195,6 +206,7 @@ def run() -> int:
                 DATA_TYPE,
                 "--port",
                 str(data_port),
+                "--require-grant",
             ],
             site_env(data_creds),
             log=home / "data-site.log",
@@ -202,6 +214,8 @@ def run() -> int:
         resource = wait_for(
             lambda: next(iter(admin.list_data_resources(site_id=DATA_SITE)), None), 30, "data resource"
         )
+        refused = httpx.get(resource.url, timeout=10)
+        say(f"  {resource.url} without a grant: {refused.status_code} {refused.json()['detail']}")
 
         step("the data site watches operations on its data (nmdc-site watch)", started)
         processes.start(
@@ -221,7 +235,8 @@ def run() -> int:
         say(f"  job {job.id} (workflow {job.workflow_id}, status {job.status})")
 
         step(
-            "the executing site claims it, fetches the table, runs the statistics (nmdc-site run --once)",
+            "the executing site claims it, asks for an access grant, fetches the table, runs the statistics "
+            "(nmdc-site run --once)",
             started,
         )
         command = [sys.executable, "-m", "nmdc_site.examples.stats", "{inputs}"]
@@ -241,6 +256,9 @@ def run() -> int:
                 "1",
                 "--heartbeat",
                 "1",
+                # The demo's data site is on this machine's loopback address, which agents refuse by default.
+                "--allow-host",
+                f"127.0.0.1:{data_port}",
                 "--",
                 *command,
             ],

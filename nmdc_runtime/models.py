@@ -120,6 +120,8 @@ class DataResource(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     checksums: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
     description: Mapped[str | None] = mapped_column(Text)
+    # Its data site serves it only to callers with an access grant (POST /data_resources/{id}:access).
+    requires_grant: Mapped[bool] = mapped_column(Boolean, server_default=sa.false())
     # Set when an execution's output registered this data resource.
     execution_id: Mapped[str | None] = mapped_column(ForeignKey("executions.id", use_alter=True), index=True)
     # Set by the sensor once jobs have been made for every matching workflow.

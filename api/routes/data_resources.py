@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import CurrentPrincipal, PageDep, SessionDep, SitePrincipal
+from api.deps import CurrentPrincipal, GrantKeysDep, PageDep, SessionDep, SettingsDep, SitePrincipal
 from api.idempotency import IdempotencyKeyHeader, idempotent_request, respond
 from nmdc_runtime.schemas.common import Page
-from nmdc_runtime.schemas.data import DataResourceCreate, DataResourceRead
-from nmdc_runtime.services import catalog
+from nmdc_runtime.schemas.data import AccessUrl, DataResourceCreate, DataResourceRead
+from nmdc_runtime.services import catalog, grants
 from nmdc_runtime.store import data_resources
 
 router = APIRouter(tags=["data resources"])
@@ -65,4 +65,41 @@ def get_data_resource(session: SessionDep, _: CurrentPrincipal, data_resource_id
     """One data resource."""
     return DataResourceRead.model_validate(
         data_resources.get_data_resource(session, data_resource_id=data_resource_id)
+    )
+
+
+@router.post(
+    "/data_resources/{data_resource_id}:access",
+    response_model=AccessUrl,
+    responses={
+        403: {
+            "description": "Neither a site holding an active claim on a job that reads it, nor the site that "
+            "owns it, nor an admin"
+        },
+        404: {"description": "Unknown data resource"},
+    },
+)
+def access_data_resource(
+    data_resource_id: str,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    keys: GrantKeysDep,
+    settings: SettingsDep,
+) -> AccessUrl:
+    """An access grant: the data resource's URL and the `Authorization` header its data site asks for.
+
+    For a site holding an active claim on a job that reads the data resource (the grant expires with that
+    claim's lease at the latest), the site that owns it, or an admin. Grants are signed with the runtime's grant
+    keys, whose public halves `GET /.well-known/jwks.json` publishes, and expire within five minutes; the data
+    site checks them when a download starts.
+    """
+    grant = grants.grant_access(
+        session,
+        data_resource_id=data_resource_id,
+        principal=principal,
+        keys=keys,
+        issuer=settings.token_issuer,
+    )
+    return AccessUrl(
+        url=grant.url, headers={"Authorization": f"Bearer {grant.token}"}, expire_time=grant.expire_time
     )

@@ -1,4 +1,4 @@
-"""Service endpoints: health and metrics."""
+"""Service endpoints: health, metrics, and the public keys of access grants."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from api.deps import DatabaseDep, MetricsReader
+from api.deps import DatabaseDep, GrantKeysDep, MetricsReader
 from api.errors import ErrorBody
 from api.metrics import exposition
 
@@ -59,3 +59,14 @@ def metrics(database: DatabaseDep, _: MetricsReader) -> Response:
     `nmdc_lapsed_leases`, ...). For a runtime admin's token, or the scrape token `NMDC_METRICS_TOKEN`."""
     # Sync: it reads one file per worker and metric type, and queries the database.
     return Response(exposition(database), media_type=CONTENT_TYPE_LATEST)
+
+
+JWKS_MAX_AGE = 300
+"""Seconds a data site (or a cache between) may keep the published keys before asking again."""
+
+
+@router.get("/.well-known/jwks.json", responses={200: {"description": "A JSON Web Key Set of public keys"}})
+async def jwks(keys: GrantKeysDep) -> JSONResponse:
+    """The public keys that access grants are signed with (each with its `kid`), so that data sites check
+    grants offline; needs no token. Never a private part."""
+    return JSONResponse(keys.jwks(), headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"})

@@ -22,9 +22,11 @@ import typer
 
 from nmdc_site import __version__
 from nmdc_site.client import ClientError, NmdcClient, RetryNotice, RetryPolicy, Unauthorized
-from nmdc_site.data_site import DataSite
+from nmdc_site.data_site import DataSite, GrantGate
 from nmdc_site.files import FileServer, default_public_url
+from nmdc_site.grants import GrantVerifier, PublicKeys
 from nmdc_site.run.config import RunConfig
+from nmdc_site.run.egress import AllowedHost
 from nmdc_site.run.loop import Agent, SetupError
 from nmdc_site.watcher import Watcher
 
@@ -133,6 +135,27 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _grant_gate(api: NmdcClient, site_id: str) -> GrantGate:
+    """What checks grants for `serve --require-grant`, with the API's public keys fetched once now."""
+
+    def fetch() -> dict:
+        # Asked while a request waits (an unknown kid): one quick try, not the command's patient retries.
+        with api.retry_policy(RetryPolicy(attempts=2, maximum=1.0)):
+            return api.jwks()
+
+    keys = PublicKeys(fetch)
+    try:
+        count = keys.load()
+    except ClientError as exc:
+        raise _fail(
+            f"cannot fetch the API's grant keys (GET /.well-known/jwks.json): {_one_line(exc)}"
+        ) from None
+    if not count:
+        raise _fail("the API publishes no grant key this site can check grants with")
+    log.info("checking access grants against %d key(s) of %s", count, api.base_url)
+    return GrantGate(GrantVerifier(keys, site_id))
+
+
 @app.command()
 def serve(
     directory: Annotated[
@@ -146,6 +169,14 @@ def serve(
     rescan: Annotated[
         float, typer.Option(help="Seconds between scans for new or changed files (0: scan only at start).")
     ] = 10.0,
+    require_grant: Annotated[
+        bool,
+        typer.Option(
+            "--require-grant",
+            help="Register the files with requires_grant: true and serve a file only to a request carrying a "
+            "valid access grant for it (from POST /data_resources/{id}:access), checked against the API's keys.",
+        ),
+    ] = False,
     api_url: ApiUrl = DEFAULT_API_URL,
     client_id: ClientId = None,
     client_secret: ClientSecret = None,
@@ -153,14 +184,17 @@ def serve(
 ) -> None:
     """A data site: serve DIRECTORY's files over HTTP and register each one once as a data resource.
 
-    Hidden files and names ending in .part/.tmp are skipped: write files elsewhere (or under such a name) and
-    rename them into place when complete. Each registered resource is printed as one JSON line.
+    Hidden files, names ending in .part/.tmp and symbolic links are skipped: write files elsewhere (or under
+    such a name) and rename them into place when complete. Each registered resource is printed as one JSON line.
     """
     stop = _stop_on_signals()
     with _client(api_url, client_id, client_secret, retries, stop) as api:
         site_id = _site_id(api)
-        with FileServer(directory, bind, port) as server:
+        gate = _grant_gate(api, site_id) if require_grant else None
+        with FileServer(directory, bind, port, guard=gate) as server:
             base = public_url or default_public_url(bind, server.port)
+            if gate is not None:
+                gate.public_url = base
             site = DataSite(
                 api=api,
                 root=directory.resolve(),
@@ -168,6 +202,8 @@ def serve(
                 data_type=data_type,
                 site_id=site_id,
                 description=description,
+                requires_grant=require_grant,
+                gate=gate,
                 on_register=lambda r: typer.echo(json.dumps(r.model_dump(mode="json")), nl=True),
             )
             existing = site.load_known()
@@ -212,6 +248,22 @@ def run(
         ),
     ] = None,
     kill_grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL on cancel.")] = 10.0,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="HOST or HOST:PORT inputs may be downloaded from although it is not a public address "
+            "(loopback, private, link-local): a lab network, or a test on one machine. Repeatable.",
+        ),
+    ] = None,
+    publish_log_tail: Annotated[
+        bool,
+        typer.Option(
+            "--publish-log-tail",
+            help="Publish the last lines of the command's output in the execution's details (which every "
+            "token can read), with anything that looks like a secret replaced by [redacted].",
+        ),
+    ] = False,
     api_url: ApiUrl = DEFAULT_API_URL,
     client_id: ClientId = None,
     client_secret: ClientSecret = None,
@@ -227,6 +279,10 @@ def run(
     At start it checks that WORKFLOW exists and that the site has the capabilities it requires (exit 1 with
     one line otherwise).
     """
+    try:
+        allowed = tuple(AllowedHost.parse(item) for item in allow_host or ())
+    except ValueError as exc:
+        raise _fail(f"--allow-host: {exc}", 2) from None
     stop = _stop_on_signals()
     config = RunConfig(
         workflow_id=workflow,
@@ -241,6 +297,8 @@ def run(
         output_data_type=output_data_type,
         kill_grace=kill_grace,
         once=once,
+        allowed_hosts=allowed,
+        publish_log_tail=publish_log_tail,
     )
     with _client(api_url, client_id, client_secret, retries, stop) as api:
         agent = Agent(api, config, public_url or "")

@@ -9,28 +9,61 @@ Registering nothing twice, across restarts, rests on two things (no local state 
    resource.
 
 A file whose content changes gets a new checksum and is registered again (it is a new resource). A file that
-moves to another URL (another `--public-url` or path) is registered under its new URL.
+moves to another URL (another `--public-url` or path) is registered under its new URL, and a file registered
+open is registered again when the site starts requiring grants (`--require-grant`), and the other way round.
+
+With `--require-grant` the files are registered with `requires_grant: true` and served only to requests that
+carry a valid access grant for a data resource registered at the file's URL (`GrantGate`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.message import Message
 from pathlib import Path
 
 from nmdc_site.client import DataResource, NmdcClient
 from nmdc_site.files import digests, file_url, published_files
+from nmdc_site.grants import GrantVerifier
 
 log = logging.getLogger("nmdc_site.serve")
 
 
-def registration_key(*, url: str, size: int, sha256: str, data_type: str) -> str:
+def registration_key(
+    *, url: str, size: int, sha256: str, data_type: str, requires_grant: bool = False
+) -> str:
     """The Idempotency-Key of one file's registration: the same file at the same URL gives the same key."""
-    material = "\n".join([url, str(size), sha256, data_type]).encode()
+    fields = [url, str(size), sha256, data_type] + (["requires_grant"] if requires_grant else [])
+    material = "\n".join(fields).encode()
     return "nmdc-site-serve:" + hashlib.sha256(material).hexdigest()
+
+
+class GrantGate:
+    """`serve --require-grant`: a request passes only with a valid grant for a data resource this site
+    registered at the requested file's URL (`FileServer`'s guard)."""
+
+    def __init__(self, verifier: GrantVerifier) -> None:
+        self.verifier = verifier
+        self.public_url: str | None = None
+        """The base of the registered URLs; until it is set, every request is refused."""
+        self._ids_by_url: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, resource: DataResource) -> None:
+        """Grants for `resource` open its URL from now on."""
+        with self._lock:
+            self._ids_by_url.setdefault(resource.url, set()).add(resource.id)
+
+    def __call__(self, relpath: Path, headers: Message) -> None:
+        url = file_url(self.public_url, relpath) if self.public_url and relpath.parts else None
+        with self._lock:
+            ids = frozenset(self._ids_by_url.get(url, ())) if url else frozenset()
+        self.verifier.check(headers.get("Authorization"), ids)
 
 
 @dataclass
@@ -43,9 +76,11 @@ class DataSite:
     data_type: str
     site_id: str
     description: str | None = None
+    requires_grant: bool = False
+    gate: GrantGate | None = None
     on_register: Callable[[DataResource], None] = lambda resource: None
-    # (url, sha256) pairs the site has registered already.
-    _known: set[tuple[str, str]] = field(default_factory=set)
+    # (url, sha256, requires_grant) of what the site has registered already.
+    _known: set[tuple[str, str, bool]] = field(default_factory=set)
     # relpath -> (mtime_ns, size, sha256): files are re-hashed only when they change.
     _hashes: dict[Path, tuple[int, int, str]] = field(default_factory=dict)
 
@@ -56,16 +91,17 @@ class DataSite:
             count += 1
             sha = resource.checksum("sha256")
             if sha:
-                self._known.add((resource.url, sha))
+                self._known.add((resource.url, sha, resource.requires_grant))
+            if self.gate is not None:
+                self.gate.admit(resource)
         return count
 
     def _hash(self, rel: Path) -> tuple[int, str]:
-        path = self.root / rel
-        stat = path.stat()
+        stat = (self.root / rel).lstat()
         cached = self._hashes.get(rel)
         if cached and cached[0] == stat.st_mtime_ns and cached[1] == stat.st_size:
             return cached[1], cached[2]
-        size, sums = digests(path)
+        size, sums = digests(rel, root=self.root)
         self._hashes[rel] = (stat.st_mtime_ns, size, sums["sha256"])
         return size, sums["sha256"]
 
@@ -75,10 +111,10 @@ class DataSite:
         for rel in published_files(self.root):
             try:
                 size, sha = self._hash(rel)
-            except FileNotFoundError:
-                continue  # removed while we scanned
+            except OSError:
+                continue  # removed, or swapped for a link, while we scanned
             url = file_url(self.public_url, rel)
-            if (url, sha) in self._known:
+            if (url, sha, self.requires_grant) in self._known:
                 continue
             resource = self.api.create_data_resource(
                 name=rel.as_posix(),
@@ -87,9 +123,18 @@ class DataSite:
                 size=size,
                 checksums=[{"type": "sha256", "checksum": sha}],
                 description=self.description,
-                idempotency_key=registration_key(url=url, size=size, sha256=sha, data_type=self.data_type),
+                requires_grant=self.requires_grant,
+                idempotency_key=registration_key(
+                    url=url,
+                    size=size,
+                    sha256=sha,
+                    data_type=self.data_type,
+                    requires_grant=self.requires_grant,
+                ),
             )
-            self._known.add((url, sha))
+            if self.gate is not None:
+                self.gate.admit(resource)
+            self._known.add((url, sha, self.requires_grant))
             log.info("registered %s as %s", rel, resource.id)
             self.on_register(resource)
             created.append(resource)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationInfo, field_validator
 
 from nmdc_runtime.domain.states import JobStatus
 from nmdc_runtime.schemas.common import (
@@ -84,6 +84,10 @@ class DataResourceCreate(StrictModel):
     size: StrictInt = Field(ge=0, le=MAX_SIZE, description="Bytes.")
     checksums: list[Checksum] = Field(max_length=MAX_CHECKSUMS)
     description: Text | None = None
+    requires_grant: StrictBool = Field(
+        False,
+        description="Its data site serves it only with an access grant (POST /data_resources/{id}:access).",
+    )
 
     @field_validator("checksums")
     @classmethod
@@ -105,7 +109,18 @@ class DataResourceRead(ReadModel):
     size: int
     checksums: list[Checksum]
     description: str | None = None
+    requires_grant: bool = False
     created_at: datetime
+
+
+class AccessUrl(BaseModel):
+    """`POST /data_resources/{id}:access`: where to read a data resource and the headers to send there."""
+
+    url: str
+    headers: dict[str, str] = Field(description='`{"Authorization": "Bearer <grant>"}`.')
+    expire_time: datetime = Field(
+        description="When the grant expires; never after the caller's claim's lease."
+    )
 
 
 def _without_data_resources(value: dict[str, Any]) -> dict[str, Any]:

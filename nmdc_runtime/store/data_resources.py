@@ -25,6 +25,7 @@ def create_data_resource(
     size: int,
     checksums: list[dict[str, Any]],
     description: str | None = None,
+    requires_grant: bool = False,
     execution_id: str | None = None,
 ) -> DataResource:
     """Insert a data resource of `site_id` (with `execution_id` when an execution's output registers it)."""
@@ -40,6 +41,7 @@ def create_data_resource(
             size=size,
             checksums=checksums,
             description=description,
+            requires_grant=requires_grant,
             execution_id=execution_id,
         )
         .returning(DataResource)

@@ -34,6 +34,7 @@ DATA_RESOURCE_DOCUMENT = """
         'size', d.size,
         'checksums', d.checksums,
         'description', d.description,
+        'requires_grant', d.requires_grant,
         'created_at',
             to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
             || CASE WHEN date_part('microseconds', d.created_at)::bigint % 1000000 = 0 THEN ''

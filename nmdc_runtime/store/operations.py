@@ -144,6 +144,23 @@ def list_operations(
     return fetch_page(session, stmt, Operation.seq, page)
 
 
+def active_claim_lease_end(
+    session: Session, *, site_id: str, data_resource_id: str, now: datetime
+) -> datetime | None:
+    """The latest lease end among `site_id`'s active claims (open, lease not lapsed at `now`:
+    `rules.lapsed_lease`) on jobs that read `data_resource_id`; None when it holds none."""
+    return session.scalar(
+        sa.select(sa.func.max(Operation.lease_expire_time))
+        .join(JobInput, JobInput.job_id == Operation.job_id)
+        .where(
+            JobInput.data_resource_id == data_resource_id,
+            Operation.site_id == site_id,
+            sa.not_(Operation.done),
+            sa.not_(lapsed_lease(now)),
+        )
+    )
+
+
 def lapsed_operation_jobs(session: Session, *, now: datetime, limit: int) -> list[tuple[str, str]]:
     """(operation id, job id) of open operations whose lease lapsed by `now` (`rules.lapsed_lease`), oldest
     first.

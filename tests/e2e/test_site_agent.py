@@ -158,6 +158,9 @@ def run_args(state_dir: Path, *command: str, once: bool = True, options: tuple[s
         "0",
         "--poll-interval",
         "0.5",
+        # Everything runs on this machine: the data sites of these tests are on the loopback address.
+        "--allow-host",
+        "127.0.0.1",
     ]
     return [*args, *options, *(["--once"] if once else []), "--", *command]
 
@@ -232,6 +235,8 @@ def test_full_job_from_served_data_to_served_outputs(world: World, tmp_path: Pat
         assert execution.status == "succeeded"
         assert execution.site_id == "site-e"
         assert execution.details["exit_code"] == 0
+        # Every token reads the details: no command line, no output unless asked (--publish-log-tail).
+        assert "command" not in execution.details and "log_tail" not in execution.details
         [output] = execution.outputs
         assert output["name"] == "sample.tsv.stats.json"
         assert output["data_type"] == "table.stats"
@@ -259,7 +264,8 @@ def test_checksum_mismatch_finishes_with_an_error_never_a_success(world: World, 
     [op] = world.operations(job_id)
     assert op.done and op.result is None
     assert op.error.code == "DATA_LOSS"
-    assert "sha256 mismatch" in op.error.message
+    assert "sha256 differs from the declared one" in op.error.message
+    assert "0" * 64 not in op.error.message  # what the data site sent is not repeated
     assert list(world.admin.list_executions(job_id)) == []
 
 
@@ -278,7 +284,10 @@ def test_size_mismatch_is_caught_too(world: World, tmp_path: Path, served):
     agent = world.site(world.exec_creds, *run_args(tmp_path / "exec", *STATS))
     agent.communicate(timeout=60)
     [op] = world.operations(job.id)
-    assert op.error.code == "DATA_LOSS" and "size mismatch" in op.error.message
+    assert op.error.code == "DATA_LOSS"
+    assert f"size differs from the declared {len(data) + 1} bytes" in op.error.message
+    said = op.error.message.replace(resource.id, "").replace(str(len(data) + 1), "")
+    assert str(len(data)) not in said  # the size the data site sent is not repeated
 
 
 def test_an_input_that_cannot_be_fetched_ends_the_operation_unavailable(world: World, tmp_path: Path, served):
@@ -295,14 +304,17 @@ def test_an_input_that_cannot_be_fetched_ends_the_operation_unavailable(world: W
     agent.communicate(timeout=60)
     assert agent.returncode == 1
     [op] = world.operations(job.id)
-    assert op.error.code == "UNAVAILABLE" and "404" in op.error.message
+    assert op.error.code == "UNAVAILABLE" and "could not be fetched" in op.error.message
+    assert "404" not in op.error.message  # what the data site answered stays in the agent's own log
 
 
 def test_a_failing_command_posts_a_failed_execution_and_an_error(world: World, tmp_path: Path, served):
     root, base = served
     job_id = make_job(world, root, base)
     command = [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]
-    agent = world.site(world.exec_creds, *run_args(tmp_path / "exec", *command))
+    agent = world.site(
+        world.exec_creds, *run_args(tmp_path / "exec", *command, options=("--publish-log-tail",))
+    )
     agent.communicate(timeout=60)
     assert agent.returncode == 1
     [op] = world.operations(job_id)
@@ -719,5 +731,7 @@ def test_the_demo_runs_end_to_end_and_cleans_up():
     out = result.stdout
     assert '"done": true' in out and '"state": "succeeded"' in out
     assert '"status": "succeeded"' in out and "demo finished" in out
+    # Its data is served to grant holders only: refused without one, fetched by the agent with one.
+    assert "without a grant: 401" in out and '"requires_grant": true' in out
     home = re.search(r"starting the stack in (\S+)", out).group(1)
     assert not Path(home).exists()  # removed, and with it the demo's embedded server

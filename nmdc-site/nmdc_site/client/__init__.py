@@ -25,6 +25,7 @@ from nmdc_site.client.errors import (
 )
 from nmdc_site.client.http import USER_AGENT, Claim, NmdcClient, RetryNotice, RetryPolicy
 from nmdc_site.client.models import (
+    AccessUrl,
     Checksum,
     Credentials,
     DataResource,
@@ -42,6 +43,7 @@ from nmdc_site.client.models import (
 
 __all__ = [
     "USER_AGENT",
+    "AccessUrl",
     "ApiError",
     "Checksum",
     "Claim",

@@ -42,6 +42,7 @@ from nmdc_site.client.errors import (
     error_for,
 )
 from nmdc_site.client.models import (
+    AccessUrl,
     Credentials,
     DataResource,
     Execution,
@@ -417,9 +418,10 @@ class NmdcClient:
         size: int,
         checksums: list[dict[str, str]],
         description: str | None = None,
+        requires_grant: bool = False,
         idempotency_key: str | None = None,
     ) -> DataResource:
-        """Register a data resource of the caller's site."""
+        """Register a data resource of the caller's site (`requires_grant`: served only with a grant)."""
         body = _drop_none(
             {
                 "name": name,
@@ -428,6 +430,8 @@ class NmdcClient:
                 "size": size,
                 "checksums": checksums,
                 "description": description,
+                # Sent only when set: servers that predate grants keep accepting the registration.
+                "requires_grant": True if requires_grant else None,
             }
         )
         return DataResource.model_validate(
@@ -443,6 +447,15 @@ class NmdcClient:
 
     def get_data_resource(self, data_resource_id: str) -> DataResource:
         return self._get(f"/data_resources/{data_resource_id}", DataResource)
+
+    def access(self, data_resource_id: str) -> AccessUrl:
+        """An access grant for a data resource: its URL and the headers its data site asks for (for the holder
+        of an active claim on a job that reads it, the site that owns it, or an admin)."""
+        return AccessUrl.model_validate(self._send("POST", f"/data_resources/{data_resource_id}:access"))
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys access grants are signed with (`GET /.well-known/jwks.json`, no token)."""
+        return self._send("GET", "/.well-known/jwks.json", authenticate=False)
 
     # ---- workflows ----------------------------------------------------------------------------------
 

@@ -71,6 +71,8 @@ class DataResource(ApiModel):
     size: int
     checksums: list[Checksum] = Field(default_factory=list)
     description: str | None = None
+    requires_grant: bool = False
+    """Its data site serves it only with an access grant (`NmdcClient.access`)."""
     created_at: datetime | None = None
 
     def checksum(self, kind: str) -> str | None:
@@ -79,6 +81,14 @@ class DataResource(ApiModel):
             if item.type == kind:
                 return item.checksum.lower()
         return None
+
+
+class AccessUrl(ApiModel):
+    """Where to read a data resource and the headers to send there (`POST /data_resources/{id}:access`)."""
+
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    expire_time: datetime | None = None
 
 
 class Workflow(ApiModel):

@@ -171,8 +171,8 @@ class Supervisor:
                     elapsed = int(time.monotonic() - t0)
                     heartbeat.report(
                         progress=progress,
-                        message=message
-                        or f"{'paused' if stopped else 'running'} {self.argv[0]} ({elapsed} s)",
+                        # Not argv[0]: the operation is public, and the command line may name secrets.
+                        message=message or f"{'paused' if stopped else 'running'} the command ({elapsed} s)",
                     )
                     time.sleep(0.2)
             finally:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from nmdc_site.run.egress import AllowedHost
+
 
 @dataclass
 class RunConfig:
@@ -22,3 +24,5 @@ class RunConfig:
     output_data_type: str | None = None
     kill_grace: float = 10.0
     once: bool = False
+    allowed_hosts: tuple[AllowedHost, ...] = ()
+    publish_log_tail: bool = False

@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 
 from nmdc_site import __version__
 from nmdc_site.client import (
+    ApiError,
     Conflict,
+    DataResource,
     Forbidden,
     Job,
     NmdcClient,
@@ -34,9 +36,11 @@ from nmdc_site.client import (
 from nmdc_site.files import digests, file_url, published_files
 from nmdc_site.run.command import CommandOutcome, Supervisor, command_argv, command_environment
 from nmdc_site.run.config import RunConfig
+from nmdc_site.run.egress import Egress
 from nmdc_site.run.errors import Interrupted, LeaseRanOut, OperationLost
 from nmdc_site.run.heartbeat import Heartbeat
-from nmdc_site.run.inputs import InputError, fetch_inputs
+from nmdc_site.run.inputs import InputError, InputUnavailable, fetch_inputs
+from nmdc_site.run.scrub import scrub_lines
 from nmdc_site.run.state import StateDir
 
 log = logging.getLogger("nmdc_site.run")
@@ -74,6 +78,7 @@ class ClaimedJob:
         self.heartbeat = Heartbeat(
             api, operation, new=new, interval=config.heartbeat_interval, stopping=stopping
         )
+        self.egress = Egress(allowed=config.allowed_hosts)
         self.summary: dict[str, Any] = {"job_id": job.id, "operation_id": operation.id}
 
     def handle(self) -> dict[str, Any]:
@@ -137,9 +142,17 @@ class ClaimedJob:
             if self.heartbeat.cancel_requested:
                 return self._finish_canceled()
             try:
-                inputs = fetch_inputs(job, job_dir, lambda message: self.heartbeat.report(message=message))
+                inputs = self._held(
+                    lambda: fetch_inputs(
+                        job,
+                        job_dir,
+                        self.egress,
+                        self._access,
+                        lambda message: self.heartbeat.report(message=message),
+                    )
+                )
             except InputError as exc:
-                log.error("job %s: %s", job.id, exc)
+                log.error("job %s: %s (%s)", job.id, exc, exc.detail)
                 return self._finish_error(exc.code, str(exc))
             self._wait_while_paused()
             if self.heartbeat.cancel_requested:
@@ -171,13 +184,7 @@ class ClaimedJob:
                         started_at=saved["started_at"],
                         ended_at=saved["ended_at"],
                         outputs=outputs,
-                        details={
-                            "exit_code": saved["exit_code"],
-                            "command": self.config.command,
-                            "inputs": [r.id for r in job.data_resources],
-                            "log_tail": saved.get("log_tail", []),
-                            "agent": AGENT,
-                        },
+                        details=self._details(saved),
                         # Deterministic: a restart after a lost answer gets the same execution back.
                         idempotency_key=f"nmdc-site-execution:{self.operation_id}",
                     )
@@ -213,6 +220,31 @@ class ClaimedJob:
             {"execution_id": saved["execution_id"], "exit_code": saved["exit_code"]},
         )
 
+    def _access(self, resource: DataResource) -> tuple[str, dict[str, str]]:
+        """Where to fetch an input that needs a grant, and the grant's headers (`inputs.Access`)."""
+        try:
+            grant = self.api.access(resource.id)
+        except ServerError:
+            raise  # the API is failing, not refusing: retried while the lease lasts (`_held`)
+        except ApiError as exc:
+            raise InputUnavailable(
+                f"input {resource.id} could not be fetched: the API gave no access grant for it",
+                f"POST /data_resources/{resource.id}:access -> {exc.status_code}: {exc.detail}",
+            ) from exc
+        return grant.url, grant.headers
+
+    def _details(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """The execution's details. Every token reads them: never the command line (it may carry secrets), and
+        the output's last lines only when asked (`--publish-log-tail`), scrubbed of what looks like a secret."""
+        details: dict[str, Any] = {
+            "exit_code": saved["exit_code"],
+            "inputs": [r.id for r in self.job.data_resources],
+            "agent": AGENT,
+        }
+        if self.config.publish_log_tail:
+            details["log_tail"] = scrub_lines(saved.get("log_tail", []))
+        return details
+
     def _run_command(self, inputs: list[Path], job_dir: Path, out_dir: Path) -> CommandOutcome:
         env, progress_file = command_environment(self.job, self.operation_id, inputs, job_dir, out_dir)
         supervisor = Supervisor(
@@ -234,7 +266,11 @@ class ClaimedJob:
         if not out_dir.exists():
             return outputs
         for rel in published_files(out_dir):
-            size, sums = digests(out_dir / rel)
+            try:
+                size, sums = digests(rel, root=out_dir)
+            except OSError:
+                log.warning("output %s was swapped for something else than a file; not published", rel)
+                continue
             outputs.append(
                 {
                     "name": rel.as_posix(),
