@@ -53,7 +53,9 @@ def world(settings: Settings, database: Database) -> Iterator[World]:
     execution, so that some requests reach real rows; emptied when the module is done."""
     with TestClient(create_app(settings)) as client:
         with database.session() as session:
-            account_services.create_user(session, username="admin", password=ADMIN_PASSWORD, admin=True)
+            account_services.create_user(
+                session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
+            )
         admin = bearer(client, grant_type="password", username="admin", password=ADMIN_PASSWORD)
         world = make_world(client, database, admin, settings)
         assert post_execution(world, claimed(world)).status_code == 201

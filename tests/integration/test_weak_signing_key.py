@@ -30,7 +30,7 @@ def test_the_cli_prints_one_line_and_exits_2(tmp_path: Path):
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "error: NMDC_JWT_SECRET: must be at least 32 bytes; make one with "
+        "error: invalid settings: NMDC_JWT_SECRET: must be at least 32 bytes; make one with "
         "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
     ]
     assert not home.exists()
