@@ -239,20 +239,27 @@ def sites_clients(
 @sites_app.command("revoke")
 def sites_revoke(site_id: str, client_id: str) -> None:
     """Revoke a site's client for good: its secret gets no token, its tokens stop working."""
-    with _database().sessionmaker() as session:
-        try:
-            accounts.revoke_site_client(session, site_id=site_id, client_id=client_id, actor=_actor())
-        except NotFound as exc:
-            _fail(exc.message, EXIT_CONFLICT)
+    _change(
+        lambda session: accounts.revoke_site_client(
+            session, site_id=site_id, client_id=client_id, actor=_actor()
+        )
+    )
     typer.echo(json.dumps({"site_id": site_id, "client_id": client_id, "revoked": True}))
 
 
-def _set_site(site_id: str, enabled: bool) -> None:
+def _change(action):
+    """Run a service on a session; what it names but does not find is one line and exit 1."""
     with _database().sessionmaker() as session:
         try:
-            site = accounts.set_site_enabled(session, site_id=site_id, enabled=enabled, actor=_actor())
+            return action(session)
         except NotFound as exc:
             _fail(exc.message, EXIT_CONFLICT)
+
+
+def _set_site(site_id: str, enabled: bool) -> None:
+    site = _change(
+        lambda session: accounts.set_site_enabled(session, site_id=site_id, enabled=enabled, actor=_actor())
+    )
     typer.echo(json.dumps({"site_id": site.id, "disabled": site.disabled_at is not None}))
 
 
@@ -269,11 +276,9 @@ def sites_enable(site_id: str) -> None:
 
 
 def _set_user(username: str, enabled: bool) -> None:
-    with _database().sessionmaker() as session:
-        try:
-            user = accounts.set_user_enabled(session, username=username, enabled=enabled, actor=_actor())
-        except NotFound as exc:
-            _fail(exc.message, EXIT_CONFLICT)
+    user = _change(
+        lambda session: accounts.set_user_enabled(session, username=username, enabled=enabled, actor=_actor())
+    )
     typer.echo(json.dumps({"username": user.username, "disabled": user.disabled_at is not None}))
 
 
@@ -398,13 +403,11 @@ def _set_workflow(workflow_id: str, enabled: bool) -> None:
     from nmdc_runtime.schemas.data import WorkflowRead
     from nmdc_runtime.services import catalog
 
-    with _database().sessionmaker() as session:
-        try:
-            row = catalog.update_workflow(
-                session, workflow_id=workflow_id, changes={"enabled": enabled}, policy=get_settings().policy()
-            )
-        except NotFound as exc:
-            _fail(exc.message, EXIT_CONFLICT)
+    row = _change(
+        lambda session: catalog.update_workflow(
+            session, workflow_id=workflow_id, changes={"enabled": enabled}, policy=get_settings().policy()
+        )
+    )
     typer.echo(WorkflowRead.model_validate(row).model_dump_json())
 
 

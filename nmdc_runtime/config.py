@@ -211,13 +211,7 @@ class Settings(BaseSettings):
 
     def policy(self) -> Policy:
         """The numbers the rules run on."""
-        return Policy(
-            claim_lease_seconds=self.claim_lease_seconds,
-            max_lease_seconds=self.max_lease_seconds,
-            operation_retention_seconds=self.operation_retention_seconds,
-            idempotency_retention_seconds=self.idempotency_retention_seconds,
-            max_attempts=self.max_attempts,
-        )
+        return Policy.of(self)
 
     def jwt_key(self) -> str:
         """The token signing key: the configured one, else one kept in NMDC_HOME."""

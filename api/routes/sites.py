@@ -111,9 +111,7 @@ def disable_site(
     """Disable a site (admin): its clients get 401 at `/token` and their tokens stop working, until
     `:enable`. Its jobs, operations and data stay as they are (its open operations lapse if nobody renews
     them)."""
-    site = services.set_site_enabled(session, site_id=site_id, enabled=False, actor=principal.key)
-    revocations.site_standing(site_id, enabled=False)
-    return SiteRead.model_validate(site)
+    return _set_site(session, principal, revocations, site_id, enabled=False)
 
 
 @router.post(
@@ -123,6 +121,10 @@ def enable_site(
     session: SessionDep, principal: AdminPrincipal, revocations: RevocationsDep, site_id: str
 ) -> SiteRead:
     """Enable a disabled site again (admin); enabling an enabled site changes nothing."""
-    site = services.set_site_enabled(session, site_id=site_id, enabled=True, actor=principal.key)
-    revocations.site_standing(site_id, enabled=True)
+    return _set_site(session, principal, revocations, site_id, enabled=True)
+
+
+def _set_site(session, principal: Principal, revocations, site_id: str, *, enabled: bool) -> SiteRead:
+    site = services.set_site_enabled(session, site_id=site_id, enabled=enabled, actor=principal.key)
+    revocations.site_standing(site_id, enabled=enabled)
     return SiteRead.model_validate(site)

@@ -71,9 +71,7 @@ def disable_user(
     session: SessionDep, principal: AdminPrincipal, revocations: RevocationsDep, username: str
 ) -> UserRead:
     """Disable a user (admin): 401 at `/token`, and existing tokens stop working, until `:enable`."""
-    user = accounts.set_user_enabled(session, username=username, enabled=False, actor=principal.key)
-    revocations.user_standing(username, enabled=False)
-    return _user_read(session, user)
+    return _set_user(session, principal, revocations, username, enabled=False)
 
 
 @router.post(
@@ -83,6 +81,10 @@ def enable_user(
     session: SessionDep, principal: AdminPrincipal, revocations: RevocationsDep, username: str
 ) -> UserRead:
     """Enable a disabled user again (admin); enabling an enabled user changes nothing."""
-    user = accounts.set_user_enabled(session, username=username, enabled=True, actor=principal.key)
-    revocations.user_standing(username, enabled=True)
+    return _set_user(session, principal, revocations, username, enabled=True)
+
+
+def _set_user(session, principal, revocations, username: str, *, enabled: bool) -> UserRead:
+    user = accounts.set_user_enabled(session, username=username, enabled=enabled, actor=principal.key)
+    revocations.user_standing(username, enabled=enabled)
     return _user_read(session, user)

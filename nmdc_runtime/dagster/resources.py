@@ -77,31 +77,18 @@ class RuntimeDatabase(ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> RuntimeDatabase:
         """The resource for these runtime settings (the database URL is resolved at first use)."""
-        policy = settings.policy()
-        fields = {
-            "url": settings.database_url,
-            "home": str(settings.home),
-            "claim_lease_seconds": policy.claim_lease_seconds,
-            "max_lease_seconds": policy.max_lease_seconds,
-            "operation_retention_seconds": policy.operation_retention_seconds,
-            "idempotency_retention_seconds": policy.idempotency_retention_seconds,
-            "max_attempts": policy.max_attempts,
-            "check_lapsed_lease_seconds": settings.check_lapsed_lease_seconds,
-            "check_unclaimed_job_seconds": settings.check_unclaimed_job_seconds,
-            "check_unmatched_data_resource_seconds": settings.check_unmatched_data_resource_seconds,
-            "check_failed_operations_share": settings.check_failed_operations_share,
+        # Every field but these two has a setting of the same name.
+        own = {"url": settings.database_url, "home": str(settings.home)}
+        shared = {
+            name: getattr(settings, name)
+            for name in cls.model_fields
+            if name not in own and name in Settings.model_fields
         }
-        return cls(**{**fields, **overrides})
+        return cls(**{**shared, **own, **overrides})
 
     def policy(self) -> Policy:
         """The numbers the rules run on."""
-        return Policy(
-            claim_lease_seconds=self.claim_lease_seconds,
-            max_lease_seconds=self.max_lease_seconds,
-            operation_retention_seconds=self.operation_retention_seconds,
-            idempotency_retention_seconds=self.idempotency_retention_seconds,
-            max_attempts=self.max_attempts,
-        )
+        return Policy.of(self)
 
     def resolved_url(self) -> str:
         """The database URL: `url`, else the embedded server's (started or attached to here)."""

@@ -389,16 +389,27 @@ def expire_operation(op: Operation, job: Job, *, now: datetime, retention_second
 
 def cancel_lapsed_operation(op: Operation, job: Job, *, now: datetime, retention_seconds: int) -> None:
     """End a cancel-requested operation whose lease lapsed: `canceled`, error CANCELLED; attempt given back."""
+    end_canceled(
+        op,
+        job,
+        now=now,
+        retention_seconds=retention_seconds,
+        message="cancellation was requested and the holder's lease lapsed after the cancel request",
+        lease_expire_time=_rfc3339(op.lease_expire_time),
+    )
+
+
+def end_canceled(
+    op: Operation, job: Job, *, now: datetime, retention_seconds: int, message: str, **details: Any
+) -> None:
+    """End `op` as `canceled` with error CANCELLED (`message`, `details`): the attempt is given back."""
     finish_operation(
         op,
         job,
         state=OperationState.CANCELED,
         now=now,
         retention_seconds=retention_seconds,
-        error=cancelled_error(
-            "cancellation was requested and the holder's lease lapsed after the cancel request",
-            lease_expire_time=_rfc3339(op.lease_expire_time),
-        ),
+        error=cancelled_error(message, **details),
     )
 
 
@@ -485,13 +496,8 @@ def heartbeat(op: Operation, *, now: datetime, by_holder: bool) -> None:
 
 def release(op: Operation, job: Job, *, now: datetime, retention_seconds: int) -> None:
     """The holding site gives the job back: `canceled` (CANCELLED), the attempt given back."""
-    finish_operation(
-        op,
-        job,
-        state=OperationState.CANCELED,
-        now=now,
-        retention_seconds=retention_seconds,
-        error=cancelled_error("released by the holding site"),
+    end_canceled(
+        op, job, now=now, retention_seconds=retention_seconds, message="released by the holding site"
     )
 
 
@@ -501,13 +507,12 @@ def request_cancel(op: Operation, job: Job, *, now: datetime, retention_seconds:
     op.update_time = now
     if lease_lapsed(op, now=now):  # with cancel_requested set: paused or not
         # Nobody is heartbeating it, so nobody would act on the request.
-        finish_operation(
+        end_canceled(
             op,
             job,
-            state=OperationState.CANCELED,
             now=now,
             retention_seconds=retention_seconds,
-            error=cancelled_error(reason + "; the holder's lease had lapsed"),
+            message=reason + "; the holder's lease had lapsed",
         )
 
 

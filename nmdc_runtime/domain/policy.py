@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -19,3 +19,8 @@ class Policy:
     """How long an Idempotency-Key is remembered."""
     max_attempts: int
     """Claims a job may use up before it is marked failed."""
+
+    @classmethod
+    def of(cls, source: object) -> Policy:
+        """The policy whose numbers are `source`'s attributes of the same names (the settings, a resource)."""
+        return cls(**{field.name: getattr(source, field.name) for field in fields(cls)})

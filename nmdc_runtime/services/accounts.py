@@ -70,20 +70,20 @@ def revoke_site_client(session: Session, *, site_id: str, client_id: str, actor:
 
 def set_site_enabled(session: Session, *, site_id: str, enabled: bool, actor: str) -> Site:
     """Disable a site (its clients get no token and their tokens stop working) or enable it again. NotFound."""
-    now = datetime.now(UTC)
-    with transaction(session):
-        site = store.set_site_disabled(session, site_id=site_id, disabled_at=None if enabled else now)
-    _audit(actor, "enabled site" if enabled else "disabled site", site_id, now)
-    return site
+    return _set_standing(session, store.set_site_disabled, "site", {"site_id": site_id}, enabled, actor)
 
 
 def set_user_enabled(session: Session, *, username: str, enabled: bool, actor: str) -> User:
     """Disable a user (no token; existing tokens stop working) or enable it again. NotFound."""
+    return _set_standing(session, store.set_user_disabled, "user", {"username": username}, enabled, actor)
+
+
+def _set_standing(session: Session, set_disabled, what: str, key: dict[str, str], enabled: bool, actor: str):
     now = datetime.now(UTC)
     with transaction(session):
-        user = store.set_user_disabled(session, username=username, disabled_at=None if enabled else now)
-    _audit(actor, "enabled user" if enabled else "disabled user", username, now)
-    return user
+        row = set_disabled(session, **key, disabled_at=None if enabled else now)
+    _audit(actor, f"{'enabled' if enabled else 'disabled'} {what}", next(iter(key.values())), now)
+    return row
 
 
 def _new_client(session: Session, site_id: str) -> tuple[SiteClient, str]:

@@ -51,16 +51,9 @@ def update_workflow(
         return workflows.update_workflow(session, workflow_id=workflow_id, changes=changes)
 
 
-def create_job(
-    session: Session,
-    *,
-    workflow_id: str,
-    data_resource_ids: Sequence[str],
-    config: dict[str, Any] | None,
-    max_attempts: int,
-    created_by: str,
-) -> Job:
-    """Make an unclaimed job of a workflow over data resources by hand; its config is fixed now.
+def create_job(session: Session, *, workflow_id: str, data_resource_ids: Sequence[str], **fields: Any) -> Job:
+    """Make an unclaimed job of a workflow over data resources by hand; its config is fixed now. `fields` are
+    `store.jobs.create_job`'s: `config`, `max_attempts`, `created_by`.
 
     NotFound names an unknown workflow or data resource.
     """
@@ -68,10 +61,5 @@ def create_job(
         workflows.get_workflow(session, workflow_id=workflow_id)
         data_resources.get_data_resources(session, data_resource_ids=data_resource_ids)
         return jobs.create_job(
-            session,
-            workflow_id=workflow_id,
-            data_resource_ids=data_resource_ids,
-            config=config,
-            max_attempts=max_attempts,
-            created_by=created_by,
+            session, workflow_id=workflow_id, data_resource_ids=data_resource_ids, **fields
         )

@@ -86,21 +86,21 @@ def pause_operation(
     session: Session, *, op_id: str, policy: Policy, now: datetime | None = None
 ) -> Operation:
     """`:pause` (admin): the lease stops lapsing until `:resume`. Pausing a paused operation changes nothing."""
-    now = now or datetime.now(UTC)
-    with transaction(session):
-        op, job = locked_operation(session, op_id=op_id)
-        require_active(session, op, job, now=now, policy=policy)
-        rules.pause(op, now=now)
-        return op
+    return _on_active(session, op_id, policy, now, rules.pause)
 
 
 def resume_operation(
     session: Session, *, op_id: str, policy: Policy, now: datetime | None = None
 ) -> Operation:
     """`:resume` (admin): running again with a fresh lease period. Resuming a running one changes nothing."""
+    return _on_active(session, op_id, policy, now, rules.resume)
+
+
+def _on_active(session: Session, op_id: str, policy: Policy, now: datetime | None, move) -> Operation:
+    """Apply `move(op, now=...)` to an operation that is open and holds its lease (else Conflict)."""
     now = now or datetime.now(UTC)
     with transaction(session):
         op, job = locked_operation(session, op_id=op_id)
         require_active(session, op, job, now=now, policy=policy)
-        rules.resume(op, now=now)
+        move(op, now=now)
         return op

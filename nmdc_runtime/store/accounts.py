@@ -122,24 +122,22 @@ def revoke_site_client(session: Session, *, site_id: str, client_id: str, now: d
 
 def set_site_disabled(session: Session, *, site_id: str, disabled_at: datetime | None) -> Site:
     """Disable (a time) or enable (None) a site; disabling a disabled site keeps its first time. NotFound."""
-    site = session.scalars(sa.select(Site).where(Site.id == site_id).with_for_update()).one_or_none()
-    if site is None:
-        raise NotFound(f"no site {site_id!r}")
-    if disabled_at is None or site.disabled_at is None:
-        site.disabled_at = disabled_at
-        session.flush()
-    return site
+    return _set_disabled(session, Site, Site.id, site_id, disabled_at, "site")
 
 
 def set_user_disabled(session: Session, *, username: str, disabled_at: datetime | None) -> User:
     """Disable (a time) or enable (None) a user; disabling a disabled user keeps its first time. NotFound."""
-    user = session.scalars(sa.select(User).where(User.username == username).with_for_update()).one_or_none()
-    if user is None:
-        raise NotFound(f"no user {username!r}")
-    if disabled_at is None or user.disabled_at is None:
-        user.disabled_at = disabled_at
+    return _set_disabled(session, User, User.username, username, disabled_at, "user")
+
+
+def _set_disabled(session: Session, model, key, value: str, disabled_at: datetime | None, what: str):
+    row = session.scalars(sa.select(model).where(key == value).with_for_update()).one_or_none()
+    if row is None:
+        raise NotFound(f"no {what} {value!r}")
+    if disabled_at is None or row.disabled_at is None:
+        row.disabled_at = disabled_at
         session.flush()
-    return user
+    return row
 
 
 def get_user_or_404(session: Session, *, username: str) -> User:
