@@ -1,11 +1,15 @@
 """`make bench`: start `make dev` in a state folder of its own, run the scenarios, stop it, write the figures.
 
-    python -m bench                      # everything: latency (20 samples), bursts of 10,000 (database, API)
+    python -m bench                      # everything (bench/README.md)
     python -m bench --only latency --samples 10
     python -m bench --only burst-db --burst 10000
     python -m bench --only burst-api --client wrk --api-workers 2
+    python -m bench --only claims --profile-to bench/claim-after.svg
+    python -m bench --only history
+    python -m bench --smoke              # every scenario at toy sizes, in about a minute
 
-Figures go to standard output and to bench/results/<UTC time>.json.
+Figures go to standard output and to bench/results/<UTC time>.json; a run of every scenario also writes
+bench/results/latest.json (the keys of bench/README.md, and the commit measured) and the curves (PNG).
 """
 
 from __future__ import annotations
@@ -15,17 +19,58 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import scenarios
-from bench.devstack import dev_stack, leftover_processes
+from bench import paths, plots, scenarios
+from bench.devstack import REPO, dev_stack, leftover_processes
 from nmdc_runtime.config import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TARGETS = {"latency_median_s": 8.0, "burst_all_claimable_s": 60.0}
+TARGETS = {
+    "latency_median_s": 8.0,
+    "burst_all_claimable_s": 60.0,
+    "claim_http_vs_bare_ratio": 0.7,
+    "claim_cycles_per_s": 100,
+    "list_claimable_p99_ms_history": 50,
+    "list_jobs_p99_ms_1m": 50,
+    "list_jobs_deep_vs_first": 1.5,
+    "api_peak_rss_mb": 300,
+}
+SCENARIOS = ["latency", "burst-db", "burst-api", "sensor-backlog", "claims", "history"]
+
+
+def _commit() -> str:
+    """The commit measured, with `+dirty` when the working tree differs from it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+    ).stdout
+    return head.strip() + ("+dirty" if dirty.strip() else "")
+
+
+def _load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def summary(report: dict) -> dict:
+    """The keys of bench/README.md's table, flat, from a report of every scenario."""
+    claims, listed = report["claims"], report["history"]
+    return {
+        "commit": report["commit"],
+        "when": report["when"],
+        "load_average_at_start": report["load_average_at_start"],
+        **{k: v for k, v in claims.items() if k != "runs"},
+        **{k: v for k, v in listed.items() if k != "curve_history"},
+        "data_to_job_p50_s": report["latency"]["median_s"],
+        "sensor_burst_10k_s": report["burst_api"]["first_post_to_all_jobs_claimable_s"],
+        "curve_history": listed["curve_history"],
+        "curve_sensor_backlog": report["sensor_backlog"],
+        "targets": TARGETS,
+    }
 
 
 def _api_workers(chosen: int | None) -> int:
@@ -36,9 +81,14 @@ def _api_workers(chosen: int | None) -> int:
     return int(inherited) if inherited else Settings.model_fields["api_workers"].default
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["latency", "burst-db", "burst-api"], action="append")
+    parser.add_argument("--only", choices=SCENARIOS, action="append")
+    parser.add_argument(
+        "--smoke", action="store_true", help="every scenario at toy sizes (make test runs it)"
+    )
+    parser.add_argument("--profile-to", type=Path, help="claims: a py-spy flame graph of the claim (SVG)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the figures go")
     parser.add_argument("--samples", type=int, default=20, help="latency samples")
     parser.add_argument("--burst", type=int, default=10_000, help="data resources per burst")
     parser.add_argument("--concurrency", type=int, default=16, help="API clients in the API burst")
@@ -53,12 +103,19 @@ def main() -> int:
         type=int,
         help="NMDC_API_WORKERS (uvicorn processes) for the dev stack; default: the setting's own default",
     )
-    args = parser.parse_args()
-    chosen = args.only or ["latency", "burst-db", "burst-api"]
+    args = parser.parse_args(argv)
+    chosen = args.only or SCENARIOS
+    sizes = paths.SMOKE if args.smoke else paths.Sizes()
+    if args.smoke:
+        args.samples, args.burst = min(args.samples, 2), min(args.burst, 200)
 
+    began = time.monotonic()
     home = Path(tempfile.mkdtemp(prefix="nmdc-bench-"))
     report: dict = {
+        "commit": _commit(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average_at_start": _load_average(),
+        "smoke": args.smoke,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -94,11 +151,35 @@ def main() -> int:
                 )
                 shown = {k: v for k, v in report["burst_api"].items() if k != "wrk_output"}
                 print(f"  -> {json.dumps(shown)}", flush=True)
+            if "sensor-backlog" in chosen:
+                print(f"sensor-backlog: {sizes.backlogs} data resources, each in one transaction", flush=True)
+                report["sensor_backlog"] = paths.sensor_backlog(stack, sizes)
+            if "claims" in chosen:
+                print(f"claims: HTTP, bare FastAPI, psycopg2; cycles; {sizes.repeats} runs each", flush=True)
+                report["claims"] = paths.claim_suite(stack, sizes, work=home, profile_to=args.profile_to)
+                print(f"  -> {json.dumps(report['claims'])}", flush=True)
+            if "history" in chosen:
+                print(f"history: {sizes.history} jobs, then {sizes.claimable_many} claimable", flush=True)
+                report["history"] = paths.history_suite(stack, sizes, work=home)
+                shown = {k: v for k, v in report["history"].items() if k != "curve_history"}
+                print(f"  -> {json.dumps(shown)}", flush=True)
         time.sleep(1)
         report["left_running_after_sigterm"] = leftover_processes(home)
+        report["load_average_at_end"] = _load_average()
+        report["took_s"] = round(time.monotonic() - began, 1)
+        if set(chosen) == set(SCENARIOS):
+            latest = summary(report)
+            name = "smoke.json" if args.smoke else "latest.json"
+            (args.results / name).parent.mkdir(parents=True, exist_ok=True)
+            (args.results / name).write_text(json.dumps(latest, indent=2) + "\n")
+            plots.draw(latest, args.results / ("smoke" if args.smoke else ""))
+            print(f"summary: {args.results / name}")
     finally:
-        RESULTS.mkdir(exist_ok=True)
-        out = RESULTS / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+        args.results.mkdir(parents=True, exist_ok=True)
+        out = (
+            args.results
+            / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}{'-smoke' if args.smoke else ''}.json"
+        )
         out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"results: {out}")
         if not report.get("left_running_after_sigterm"):

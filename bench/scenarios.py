@@ -37,14 +37,17 @@ class World:
     workflow_id: str
     data_type: str
     data_site: str
+    exec_site: str
 
 
-def make_world(stack: DevStack, tag: str) -> World:
-    """A data site, an executing site (with tokens) and an enabled workflow for a data type of its own."""
+def make_world(stack: DevStack, tag: str, capability: str = "bench") -> World:
+    """A data site, an executing site (with tokens) and an enabled workflow for a data type of its own; the
+    executing site has `capability`, which the workflow requires (a capability of its own keeps other worlds'
+    jobs out of its claimable listing)."""
     data_type = f"bench-{tag}"
     with stack.database.session() as session:
         sites = {}
-        for role, caps in (("d", []), ("e", ["bench"])):
+        for role, caps in (("d", []), ("e", [capability])):
             site_id = f"bench-{tag}-{role}"
             accounts.create_site(session, site_id=site_id, name=site_id, capabilities=caps)
             sites[role] = account_services.generate_credentials(session, site_id=site_id, actor="bench")
@@ -54,7 +57,7 @@ def make_world(stack: DevStack, tag: str) -> World:
                 name=data_type,
                 version="1",
                 data_types=[data_type],
-                required_capabilities=["bench"],
+                required_capabilities=[capability],
                 config={"bench": tag},
             )
         )
@@ -67,7 +70,7 @@ def make_world(stack: DevStack, tag: str) -> World:
         )
         response.raise_for_status()
         headers[role] = {"Authorization": f"Bearer {response.json()['access_token']}"}
-    return World(headers["d"], headers["e"], f"wf-{data_type}", data_type, f"bench-{tag}-d")
+    return World(headers["d"], headers["e"], f"wf-{data_type}", data_type, f"bench-{tag}-d", f"bench-{tag}-e")
 
 
 def _body(world: World, i: int) -> dict[str, Any]:
