@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlowPassword, OAuthFlows
 from fastapi.routing import APIRoute
@@ -15,7 +16,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session
 
 from api.revocations import Revocations
-from nmdc_runtime.auth import InvalidToken, read_token
+from nmdc_runtime.auth import InvalidToken
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
 from nmdc_runtime.domain.policy import Policy
@@ -46,30 +47,43 @@ class _BearerToken(OAuth2):
 _bearer = _BearerToken()
 
 
-def _settings(request: Request) -> Settings:
+# The dependencies are `async def` where they do no I/O: FastAPI runs a plain `def` dependency in its thread
+# pool, a hop between threads for every request and every such dependency (bench/README.md).
+
+
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _database(request: Request) -> Database:
+async def _database(request: Request) -> Database:
     return request.app.state.database
 
 
-def _policy(request: Request) -> Policy:
+async def _policy(request: Request) -> Policy:
     return request.app.state.policy
 
 
-def _session(request: Request) -> Iterator[Session]:
+async def _session(request: Request) -> AsyncIterator[Session]:
     """A session for the request, closed when the handler returns: the services it is passed to commit their
-    own changes; what is left (reads) ends with it."""
-    with _database(request).sessionmaker() as session:
+    own changes; what is left (reads) ends with it.
+
+    Making a session does no I/O, nor does closing one that holds no transaction (a service committed); a
+    transaction left open (a read) is rolled back, a round trip, in the thread pool."""
+    session = request.app.state.database.sessionmaker()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
-def _revocations(request: Request) -> Revocations:
+async def _revocations(request: Request) -> Revocations:
     return request.app.state.revocations
 
 
-def _grant_keys(request: Request) -> GrantKeys:
+async def _grant_keys(request: Request) -> GrantKeys:
     return request.app.state.grant_keys
 
 
@@ -93,7 +107,7 @@ async def _principal(request: Request, token: Annotated[str | None, Depends(_bea
     if not token:
         raise _unauthorized("not authenticated: send Authorization: Bearer <token> (from POST /token)")
     try:
-        principal = read_token(
+        principal = request.app.state.verified_tokens.read(
             token, key=request.app.state.jwt_key, issuer=request.app.state.settings.token_issuer
         )
     except InvalidToken as exc:

@@ -14,6 +14,7 @@ from api.middleware import BodyLimitMiddleware, JsonBodyMiddleware, RequestTelem
 from api.revocations import Revocations
 from api.routes import PUBLIC_ROUTERS, ROUTERS
 from nmdc_runtime import logs
+from nmdc_runtime.auth import VerifiedTokens
 from nmdc_runtime.config import Settings, get_settings
 from nmdc_runtime.db import Database, release_embedded_server, resolve_urls
 from nmdc_runtime.grants import load_grant_keys
@@ -66,9 +67,13 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description="Sites register data, claim jobs, report operations and executions.",
         lifespan=lifespan,
+        # The API's figures are Prometheus's (api/metrics.py), and no OpenTelemetry provider is set up: left
+        # on, FastAPI would look for one on every request to learn that (bench/README.md).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.policy = settings.policy()
+    app.state.verified_tokens = VerifiedTokens()
     errors.install(app)
     for router in ROUTERS:
         # /token and /health answer without a bearer token; everything else shares the error answers.

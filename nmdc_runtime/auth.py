@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import OrderedDict
 
 import jwt
 from argon2 import Parameters, PasswordHasher
@@ -95,6 +96,11 @@ def issue_token(principal: Principal, *, key: str, expires_in: int, issuer: str 
 def read_token(token: str, *, key: str, issuer: str = DEFAULT_ISSUER) -> Principal:
     """The principal a token was issued to; InvalidToken when it is not one of ours (signature, issuer,
     audience) or has expired."""
+    return _read_token(token, key=key, issuer=issuer)[0]
+
+
+def _read_token(token: str, *, key: str, issuer: str) -> tuple[Principal, float]:
+    """`read_token`, and the token's `exp` (epoch seconds)."""
     try:
         claims = jwt.decode(
             token,
@@ -107,14 +113,45 @@ def read_token(token: str, *, key: str, issuer: str = DEFAULT_ISSUER) -> Princip
         kind = claims["kind"]
         if kind not in ("user", "site_client") or (kind == "site_client" and not claims.get("site_id")):
             raise InvalidToken("token names no valid principal")
-        return Principal(
+        principal = Principal(
             kind=kind,
             name=str(claims["name"]),
             admin=bool(claims.get("admin", False)),
             site_id=claims.get("site_id"),
             site_admin_of=frozenset(claims.get("site_admin_of") or ()),
         )
+        return principal, float(claims["exp"])
     except jwt.ExpiredSignatureError as exc:
         raise InvalidToken("token has expired") from exc
     except (jwt.InvalidTokenError, TypeError, ValueError) as exc:
         raise InvalidToken("token is not valid") from exc
+
+
+class VerifiedTokens:
+    """Tokens this process has already verified, with their principal, until they expire: a site sends the
+    same token with every request for an hour, and checking its signature and claims again each time was
+    an eighth of the CPU a claim costs (bench/README.md). Bounded: the least recently used go first.
+
+    Only the token's own checks are remembered; revocation is checked on every request all the same
+    (`api/revocations.py`). Not thread-safe: the API uses it from its event loop only.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str, str], tuple[Principal, float]] = OrderedDict()
+
+    def read(self, token: str, *, key: str, issuer: str = DEFAULT_ISSUER) -> Principal:
+        """`read_token`, from memory when this token was verified before with the same key and issuer."""
+        entry_key = (token, key, issuer)
+        entry = self._entries.get(entry_key)
+        if entry is not None:
+            # As PyJWT decides: valid while `exp` is still ahead.
+            if time.time() < entry[1]:
+                self._entries.move_to_end(entry_key)
+                return entry[0]
+            del self._entries[entry_key]
+        principal, expires = _read_token(token, key=key, issuer=issuer)
+        self._entries[entry_key] = (principal, expires)
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return principal

@@ -12,7 +12,7 @@ from nmdc_runtime.domain.errors import NotFound
 from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.domain.states import JobStatus
 from nmdc_runtime.models import Job, Operation
-from nmdc_runtime.services.transactions import locked_job, transaction
+from nmdc_runtime.services.transactions import locked_job, statements_commit, transaction
 from nmdc_runtime.store import operations as store
 
 
@@ -21,7 +21,7 @@ class Claim(NamedTuple):
 
     operation: Operation
     created: bool
-    job: Job
+    job: Job | store.SeenJob
 
 
 def claim_job(
@@ -37,8 +37,16 @@ def claim_job(
 
     Atomic under concurrency: the job row stays locked until the commit, so claims of one job queue behind
     each other, and a lapsed operation is ended first, so it never blocks a claim.
+
+    An unclaimed job (the common case) is claimed in two statements and no BEGIN or COMMIT (`_claim_unclaimed`);
+    anything else, or a job that changed between the two, takes the general path here.
     """
     now = now or datetime.now(UTC)
+    claim = _claim_unclaimed(
+        session, job_id=job_id, site_id=site_id, policy=policy, lease_seconds=lease_seconds, now=now
+    )
+    if claim is not None:
+        return claim
     with transaction(session):
         job, current = locked_job(session, job_id=job_id, now=now, policy=policy)
         terms = store.claim_terms(session, site_id=site_id, workflow_id=job.workflow_id)
@@ -58,6 +66,42 @@ def claim_job(
         )
         fields = rules.start_operation(job, site_id=site_id, now=now, lease_seconds=lease)
         return Claim(store.insert_operation(session, **fields), created=True, job=job)
+
+
+def _claim_unclaimed(
+    session: Session, *, job_id: str, site_id: str, policy: Policy, lease_seconds: int | None, now: datetime
+) -> Claim | None:
+    """The claim of a job that is unclaimed, decided by the same rules on the job as one statement read it,
+    and written by a second that applies it only if the job is still as read (`store.claim_as_seen`); None
+    when the job is not unclaimed (or unknown), or changed between the two: the caller takes the general
+    path. Domain errors (capabilities, lease) are raised as the general path raises them.
+
+    An unclaimed job has no open operation (every ending that makes a job unclaimed ends its operation), so
+    there is no lease to end, and the holder is nobody.
+    """
+    with statements_commit(session):
+        seen = store.job_and_claim_terms(session, job_id=job_id, site_id=site_id)
+        if seen is None or seen[0].status != JobStatus.UNCLAIMED:
+            return None
+        job, terms = seen
+        seen_status, seen_attempts = job.status, job.attempts
+        rules.decide_claim(
+            job_status=JobStatus(job.status),
+            holder_site_id=None,
+            site_id=site_id,
+            site_capabilities=terms.site_capabilities,
+            required_capabilities=terms.required_capabilities,
+        )
+        lease = rules.lease_for_claim(
+            requested=lease_seconds,
+            workflow_lease_seconds=terms.lease_seconds,
+            default_seconds=policy.claim_lease_seconds,
+        )
+        fields = rules.start_operation(job, site_id=site_id, now=now, lease_seconds=lease)
+        operation = store.claim_as_seen(
+            session, job=job, seen_status=seen_status, seen_attempts=seen_attempts, operation=fields
+        )
+    return None if operation is None else Claim(operation, created=True, job=job)
 
 
 def release_job(

@@ -51,6 +51,20 @@ def transaction(session: Session) -> Iterator[Session]:
         session.info.pop(_LAPSES, None)
 
 
+@contextmanager
+def statements_commit(session: Session) -> Iterator[Session]:
+    """Each statement on `session` is a transaction of its own (autocommit), for a change that one statement
+    makes whole: it saves the BEGIN and COMMIT round trips. It must be the session's first use; after the
+    block the session is as new (its connection back in the pool, ready for ordinary transactions)."""
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    try:
+        yield session
+    finally:
+        # Nothing is open to commit (no round trip): this hands the connection back, and, unlike a rollback,
+        # keeps what the statements loaded (the sessions here do not expire on commit).
+        session.commit()
+
+
 def _end_if_lapsed(
     session: Session, job: Job, op: Operation | None, now: datetime, policy: Policy
 ) -> Operation | None:

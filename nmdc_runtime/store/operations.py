@@ -7,10 +7,12 @@ all follow it, so two of them never wait on each other in a cycle.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -101,18 +103,148 @@ class ClaimTerms(NamedTuple):
     """The workflow's lease length; None: the default."""
 
 
+def _terms_columns(site_id: str) -> tuple[sa.ColumnElement, ...]:
+    """The columns of ClaimTerms, for a query that joins `workflows`."""
+    site = sa.select(Site.capabilities).where(Site.id == site_id).scalar_subquery()
+    return site, Workflow.required_capabilities, Workflow.lease_seconds
+
+
+def _terms(row: Sequence[Any]) -> ClaimTerms:
+    return ClaimTerms(list(row[0]), list(row[1] or []), row[2])
+
+
 def claim_terms(session: Session, *, site_id: str, workflow_id: str) -> ClaimTerms:
     """The site's capabilities and the workflow's requirements and lease, in one round trip; NotFound for an
     unknown site."""
-    site = sa.select(Site.capabilities).where(Site.id == site_id).scalar_subquery()
-    row = session.execute(
-        sa.select(site, Workflow.required_capabilities, Workflow.lease_seconds).where(
-            Workflow.id == workflow_id
-        )
-    ).one()
+    row = session.execute(sa.select(*_terms_columns(site_id)).where(Workflow.id == workflow_id)).one()
     if row[0] is None:
         raise NotFound(f"no site {site_id!r}")
-    return ClaimTerms(list(row[0]), list(row[1] or []), row[2])
+    return _terms(row)
+
+
+@dataclass
+class SeenJob:
+    """A job as one statement read it, unlocked: what the rules read and change of a job (the `Job` protocol
+    of `domain.operations`), outside the session, so changing it writes nothing by itself."""
+
+    id: str
+    workflow_id: str
+    status: str
+    attempts: int
+    max_attempts: int
+    updated_at: datetime
+    created_at: datetime
+
+
+_SEEN_JOB = (
+    Job.id,
+    Job.workflow_id,
+    Job.status,
+    Job.attempts,
+    Job.max_attempts,
+    Job.updated_at,
+    Job.created_at,
+)
+
+
+def job_and_claim_terms(session: Session, *, job_id: str, site_id: str) -> tuple[SeenJob, ClaimTerms] | None:
+    """The job (unlocked) and the terms of a claim on it by the site, in one round trip; None for an unknown
+    job or site."""
+    row = session.execute(
+        sa.select(*_SEEN_JOB, *_terms_columns(site_id))
+        .join(Workflow, Workflow.id == Job.workflow_id)
+        .where(Job.id == job_id)
+    ).one_or_none()
+    if row is None or row[len(_SEEN_JOB)] is None:
+        return None
+    return SeenJob(*row[: len(_SEEN_JOB)]), _terms(row[len(_SEEN_JOB) :])
+
+
+def _claim_as_seen_statement() -> sa.Select:
+    """The statement of `claim_as_seen`, built once, its values bound parameters: `op_<attribute>` for the
+    operation's, `job_<column>` for the job's (names that are no column's: in an UPDATE, a parameter named
+    after a column would set it)."""
+    locked = (
+        sa.select(Job.id)
+        .where(
+            Job.id == sa.bindparam("job_key"),
+            Job.status == sa.bindparam("job_seen_status"),
+            Job.attempts == sa.bindparam("job_seen_attempts"),
+        )
+        .with_for_update()
+        .cte("locked")
+    )
+    # The job id comes from the locked row: no row, nothing inserted.
+    columns = [Operation.__mapper__.attrs[key].columns[0] for key in _CLAIM_FIELDS]
+    chosen = sa.select(
+        *(
+            sa.bindparam(f"op_{key}", type_=column.type)
+            for key, column in zip(_CLAIM_FIELDS, columns, strict=True)
+        ),
+        locked.c.id,
+    )
+    inserted = (
+        pg_insert(Operation)
+        .from_select([*columns, Operation.__table__.c.job_id], chosen)
+        .on_conflict_do_nothing(index_elements=[Operation.job_id], index_where=sa.not_(Operation.done))
+        .returning(*Operation.__table__.c)
+        .cte("inserted")
+    )
+    moved = (
+        sa.update(Job)
+        .where(Job.id == sa.select(inserted.c.job_id).scalar_subquery())
+        .values(
+            status=sa.bindparam("job_status"),
+            attempts=sa.bindparam("job_attempts"),
+            updated_at=sa.bindparam("job_updated_at"),
+        )
+        .cte("moved")
+    )
+    return sa.select(Operation).from_statement(sa.select(*inserted.c).add_cte(moved))
+
+
+_CLAIM_FIELDS = (
+    "id",
+    "site_id",
+    "workflow_id",
+    "attempt",
+    "state",
+    "done",
+    "extra_metadata",
+    "cancel_requested",
+    "lease_expire_time",
+    "lease_seconds",
+    "create_time",
+    "update_time",
+)
+"""What a new operation is given (`domain.operations.start_operation`'s fields, its id, and no job id)."""
+_CLAIM_AS_SEEN = _claim_as_seen_statement()
+
+
+def claim_as_seen(
+    session: Session, *, job: SeenJob, seen_status: str, seen_attempts: int, operation: dict[str, Any]
+) -> Operation | None:
+    """Write a claim decided on a job as it was seen, in one statement: lock the job if it is still as seen
+    (`seen_status`, `seen_attempts`), insert the new open `operation` and write the job's new status, attempts
+    and update time. None, and nothing written, when the job changed meanwhile or an open operation exists
+    (the partial unique index says so through `ON CONFLICT DO NOTHING`, without a savepoint).
+
+    One statement is one transaction even in autocommit, so the lock, the insert and the update stand or
+    fall together.
+    """
+    values = {"id": new_id("op"), **operation}
+    if values.pop("job_id") != job.id or set(values) != set(_CLAIM_FIELDS):
+        raise ValueError("the operation's fields are not those of a new operation of this job")
+    params = {
+        **{f"op_{key}": value for key, value in values.items()},
+        "job_key": job.id,
+        "job_seen_status": seen_status,
+        "job_seen_attempts": seen_attempts,
+        "job_status": job.status,
+        "job_attempts": job.attempts,
+        "job_updated_at": job.updated_at,
+    }
+    return session.scalars(_CLAIM_AS_SEEN, params).one_or_none()
 
 
 def list_operations(

@@ -92,3 +92,46 @@ def test_unsigned_tokens_are_refused():
     unsigned = jwt.encode(claims, None, algorithm="none")
     with pytest.raises(auth.InvalidToken):
         auth.read_token(unsigned, key=KEY)
+
+
+def test_verified_tokens_remember_a_token_until_it_expires(monkeypatch):
+    site = Principal(kind="site_client", name="sc-1", site_id="site-a")
+    token = auth.issue_token(site, key=KEY, expires_in=60)
+    tokens = auth.VerifiedTokens()
+    decoded = []
+    real = auth._read_token
+    monkeypatch.setattr(auth, "_read_token", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    assert tokens.read(token, key=KEY) == site
+    assert tokens.read(token, key=KEY) == site
+    assert len(decoded) == 1, "the second read comes from memory"
+    # An expired token is refused as read_token refuses it.
+    with pytest.raises(auth.InvalidToken, match="expired"):
+        tokens.read(auth.issue_token(site, key=KEY, expires_in=-10), key=KEY)
+    # Past its `exp` (by this process's clock) the remembered token is checked again, as new.
+    later = auth.time.time() + 61
+    monkeypatch.setattr(auth.time, "time", lambda: later)
+    tokens.read(token, key=KEY)
+    assert len(decoded) == 3
+
+
+def test_verified_tokens_check_the_key_and_issuer_they_are_read_with():
+    token = auth.issue_token(Principal(kind="user", name="u"), key=KEY, expires_in=60)
+    tokens = auth.VerifiedTokens()
+    assert tokens.read(token, key=KEY).name == "u"
+    with pytest.raises(auth.InvalidToken):
+        tokens.read(token, key=KEY + "-other")
+    with pytest.raises(auth.InvalidToken):
+        tokens.read(token, key=KEY, issuer="another-runtime")
+    with pytest.raises(auth.InvalidToken):
+        tokens.read(token[:-2] + ("AA" if not token.endswith("AA") else "BB"), key=KEY)
+
+
+def test_verified_tokens_are_bounded():
+    tokens = auth.VerifiedTokens(max_entries=3)
+    issued = [
+        auth.issue_token(Principal(kind="user", name=f"u{i}"), key=KEY, expires_in=60) for i in range(5)
+    ]
+    for token in issued:
+        tokens.read(token, key=KEY)
+    assert len(tokens._entries) == 3
+    assert [entry[0].name for entry in tokens._entries.values()] == ["u2", "u3", "u4"]
