@@ -64,7 +64,7 @@ def summary(report: dict) -> dict:
         "when": report["when"],
         "load_average_at_start": report["load_average_at_start"],
         **{k: v for k, v in claims.items() if k != "runs"},
-        **{k: v for k, v in listed.items() if k != "curve_history"},
+        **{k: v for k, v in listed.items() if k not in ("curve_history", "plans")},
         "data_to_job_p50_s": report["latency"]["median_s"],
         "sensor_burst_10k_s": report["burst_api"]["first_post_to_all_jobs_claimable_s"],
         "curve_history": listed["curve_history"],
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             if "history" in chosen:
                 print(f"history: {sizes.history} jobs, then {sizes.claimable_many} claimable", flush=True)
                 report["history"] = paths.history_suite(stack, sizes, work=home)
-                shown = {k: v for k, v in report["history"].items() if k != "curve_history"}
+                shown = {k: v for k, v in report["history"].items() if k not in ("curve_history", "plans")}
                 print(f"  -> {json.dumps(shown)}", flush=True)
         time.sleep(1)
         report["left_running_after_sigterm"] = leftover_processes(home)

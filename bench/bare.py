@@ -18,61 +18,59 @@ import psycopg2
 import psycopg2.extras
 import psycopg2.pool
 
-# What the API's claim sends for an unclaimed job (nmdc_runtime/services/claims.py), written out once more
-# in plain SQL: the job row locked, its open operation locked, the claim's terms, the new operation, the job.
-_LOCK_JOB = "SELECT * FROM jobs WHERE id = %s FOR UPDATE"
-_OPEN_OPERATION = "SELECT * FROM operations WHERE job_id = %s AND NOT done FOR UPDATE"
-_TERMS = (
-    "SELECT (SELECT capabilities FROM sites WHERE id = %s), required_capabilities, lease_seconds "
-    "FROM workflows WHERE id = %s"
-)
-_INSERT_OPERATION = (
-    "INSERT INTO operations (id, job_id, site_id, workflow_id, attempt, state, done, cancel_requested, "
-    "lease_expire_time, lease_seconds, create_time, update_time) "
-    "VALUES (%s, %s, %s, %s, %s, 'running', false, false, %s, %s, %s, %s) RETURNING *"
-)
-_UPDATE_JOB = "UPDATE jobs SET status = 'claimed', attempts = %s, updated_at = %s WHERE id = %s"
+from nmdc_runtime.store import operations
+
+# What the API's claim sends for an unclaimed job (nmdc_runtime/services/claims.py, `_claim_unclaimed`), in
+# autocommit as there: the store's own two statements, as compiled for psycopg2.
+_JOB_AND_TERMS = operations._JOB_AND_TERMS
+_CLAIM_AS_SEEN = operations._CLAIM_AS_SEEN
 
 
 def claim(connection, job_id: str, site_id: str) -> dict | None:
-    """Claim an unclaimed job for a site with the statements the API's claim sends; the new operation, or
-    None when the job was not claimable (the transaction is rolled back then)."""
+    """Claim an unclaimed job for a site with the statements the API's claim sends (the connection in
+    autocommit); the new operation, or None when the job was not claimable."""
     now = datetime.now(UTC)
     with connection.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor:
-        cursor.execute(_LOCK_JOB, (job_id,))
+        cursor.execute(_JOB_AND_TERMS, {"site_key": site_id, "job_key": job_id})
         job = cursor.fetchone()
-        cursor.execute(_OPEN_OPERATION, (job_id,))
-        holder = cursor.fetchone()
-        cursor.execute(_TERMS, (site_id, job["workflow_id"]))
-        terms = cursor.fetchone()
-        if job["status"] != "unclaimed" or holder is not None or terms["capabilities"] is None:
-            connection.rollback()
+        if job is None or job["status"] != "unclaimed" or job["anon_1"] is None:
             return None
-        lease = terms["lease_seconds"] or 3600
+        lease = job["lease_seconds"] or 3600
         attempt = job["attempts"] + 1
+        operation = {
+            "id": f"op-{uuid.uuid4().hex}",
+            "site_id": site_id,
+            "workflow_id": job["workflow_id"],
+            "attempt": attempt,
+            "state": "running",
+            "done": False,
+            "extra_metadata": "{}",
+            "cancel_requested": False,
+            "lease_expire_time": now + timedelta(seconds=lease),
+            "lease_seconds": lease,
+            "create_time": now,
+            "update_time": now,
+        }
         cursor.execute(
-            _INSERT_OPERATION,
-            (
-                f"op-{uuid.uuid4().hex}",
-                job_id,
-                site_id,
-                job["workflow_id"],
-                attempt,
-                now + timedelta(seconds=lease),
-                lease,
-                now,
-                now,
-            ),
+            _CLAIM_AS_SEEN,
+            {
+                **{f"op_{key}": value for key, value in operation.items()},
+                "job_key": job_id,
+                "job_seen_status": "unclaimed",
+                "job_seen_attempts": job["attempts"],
+                "job_status": "claimed",
+                "job_attempts": attempt,
+                "job_updated_at": now,
+            },
         )
-        operation = cursor.fetchone()
-        cursor.execute(_UPDATE_JOB, (attempt, now, job_id))
-    connection.commit()
-    return operation
+        return cursor.fetchone()
 
 
 def connect(dsn: str):
-    """A psycopg2 connection as the API's engine makes them (times in UTC)."""
-    return psycopg2.connect(dsn, options="-c timezone=UTC")
+    """A psycopg2 connection as the API's engine makes them (times in UTC), in autocommit."""
+    connection = psycopg2.connect(dsn, options="-c timezone=UTC")
+    connection.autocommit = True
+    return connection
 
 
 def sql_claims(dsn: str, site_id: str, job_ids: list[str], *, threads: int, seconds: float) -> dict:
@@ -115,12 +113,20 @@ def _app():
     from fastapi import FastAPI, HTTPException
 
     dsn, site_id = os.environ["BENCH_DSN"], os.environ["BENCH_SITE"]
-    pool = psycopg2.pool.ThreadedConnectionPool(1, 40, dsn, options="-c timezone=UTC")
+    # psycopg2's pool closes every connection put back beyond `minconn`: keep them all, as the API's pool
+    # keeps its connections (else each request past the first would connect anew).
+    pool = psycopg2.pool.ThreadedConnectionPool(40, 40, dsn, options="-c timezone=UTC")
+
+    def checkout():
+        connection = pool.getconn()
+        connection.autocommit = True
+        return connection
+
     bare = FastAPI()
 
     @bare.post("/jobs/{job_id}:claim", status_code=201)
     def claim_job(job_id: str) -> dict:
-        connection = pool.getconn()
+        connection = checkout()
         try:
             operation = claim(connection, job_id, site_id)
         finally:

@@ -22,13 +22,18 @@ from typing import Any
 import httpx
 import psutil
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from bench import bare, history, load
 from bench.devstack import REPO, DevStack, _up
 from bench.scenarios import World, make_world
 from nmdc_runtime.db import libpq_url, with_database
+from nmdc_runtime.models import Job
 from nmdc_runtime.processes import free_port, stop_group
-from nmdc_runtime.store.pages import encode_page_token, page_scope
+from nmdc_runtime.schemas.common import DEFAULT_PAGE_SIZE, PageParams
+from nmdc_runtime.store.jobs import jobs_query
+from nmdc_runtime.store.pages import encode_page_token, page_query, page_scope
+from nmdc_runtime.store.rules import claimable_by
 
 CLAIM_CONNECTIONS = 16
 LIST_CONNECTIONS = 4
@@ -266,6 +271,22 @@ def _finish_open_work(stack: DevStack, workflow_id: str) -> None:
         )
 
 
+def explain(stack: DevStack, site_id: str, *, after: int | None = None, predicate: bool = False) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of the first claimable page of a site as `GET /jobs?claimable=true` runs it
+    (or the page after `after`); `predicate`: the same page from the one-predicate form `claimable_by`, the
+    plan the listing had before it became a union."""
+    page = PageParams(size=DEFAULT_PAGE_SIZE, after=after)
+    if predicate:
+        stmt, seq = sa.select(Job).where(claimable_by(site_id, sa.func.now())), Job.seq
+    else:
+        stmt, seq = jobs_query(page=page, claimable_by_site=site_id)
+    sql = page_query(stmt, seq, page).compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    )
+    with stack.database.session() as session:
+        return "\n".join(session.scalars(sa.text(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")))
+
+
 def history_suite(stack: DevStack, sizes: Sizes, *, work: Path) -> dict[str, Any]:
     """The claimable listing and the claim against a growing history: at each size (jobs in the table) the
     listing site's open work is 1,000 claimable jobs (some under lapsed leases) behind all its finished
@@ -317,6 +338,10 @@ def history_suite(stack: DevStack, sizes: Sizes, *, work: Path) -> dict[str, Any
                 curve.append(point)
                 print(f"  history {jobs} jobs: {point}", flush=True)
             behind = curve[-1]
+            plans = {
+                "history_first_page": explain(stack, lister.exec_site),
+                "history_first_page_as_one_predicate": explain(stack, lister.exec_site, predicate=True),
+            }
             _finish_open_work(stack, lister.workflow_id)
             built = history.add_jobs(
                 stack.database, workflow_id=lister.workflow_id, n=sizes.claimable_many, status="unclaimed"
@@ -331,6 +356,8 @@ def history_suite(stack: DevStack, sizes: Sizes, *, work: Path) -> dict[str, Any
                 _listing(url, lister, _claimable_path(token), sizes.seconds) for _ in range(sizes.repeats)
             ]
             _check_deep_page(url, lister, token, after)
+            plans["1m_first_page"] = explain(stack, lister.exec_site)
+            plans["1m_deep_page"] = explain(stack, lister.exec_site, after=after)
     first_p50 = _median([r.latency_ms["p50"] for r in first])
     deep_p50 = _median([r.latency_ms["p50"] for r in deep])
     return {
@@ -344,6 +371,7 @@ def history_suite(stack: DevStack, sizes: Sizes, *, work: Path) -> dict[str, Any
         "list_jobs_deep_vs_first": round(deep_p50 / first_p50, 2),
         "list_jobs_1m_built_s": round(built, 1),
         "curve_history": curve,
+        "plans": plans,
     }
 
 

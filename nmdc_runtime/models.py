@@ -170,6 +170,13 @@ class Job(Base):
             postgresql_where=sa.text("trigger_data_resource_id IS NOT NULL"),
         ),
         Index("ix_jobs_unclaimed", "seq", postgresql_where=sa.text("status = 'unclaimed'")),
+        # The claimable listing: each workflow's unclaimed jobs in seq order.
+        Index(
+            "ix_jobs_unclaimed_workflow",
+            "workflow_id",
+            "seq",
+            postgresql_where=sa.text("status = 'unclaimed'"),
+        ),
         Index(None, "workflow_id", "seq"),
         Index(None, "status", "seq"),
     )
@@ -219,8 +226,11 @@ class Operation(Base):
         CheckConstraint("lease_seconds > 0", name="lease_seconds_positive"),
         # At most one unfinished operation per job: the last word on claim exclusivity.
         Index("uq_operations_open_job", "job_id", unique=True, postgresql_where=sa.text("NOT done")),
-        # The lease reaper scans open operations by lease end.
+        # The lease reaper scans open operations by lease end (and the claimable listing finds lapsed claims).
         Index("ix_operations_open_lease", "lease_expire_time", postgresql_where=sa.text("NOT done")),
+        # Open operations in seq order, of all sites and of one: the `done=false` lists.
+        Index("ix_operations_open_seq", "seq", postgresql_where=sa.text("NOT done")),
+        Index("ix_operations_site_open", "site_id", "seq", postgresql_where=sa.text("NOT done")),
         Index("ix_operations_expire_time", "expire_time", postgresql_where=sa.text("done")),
         # The health check on the last hour's outcomes: a done operation's update_time is when it ended.
         Index("ix_operations_ended", "update_time", postgresql_where=sa.text("done")),

@@ -15,14 +15,14 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from nmdc_runtime.domain.errors import NotFound
 from nmdc_runtime.domain.states import JobStatus
-from nmdc_runtime.models import Job, JobInput
+from nmdc_runtime.models import Job, JobInput, Operation
 from nmdc_runtime.schemas.common import PageParams
 from nmdc_runtime.store.pages import fetch_page
-from nmdc_runtime.store.rules import claimable_by
+from nmdc_runtime.store.rules import capable_workflows, claimed_under_lapsed_lease, lapsed_lease, unclaimed
 
 DATA_RESOURCE_DOCUMENT = """
     jsonb_build_object(
@@ -104,6 +104,73 @@ def get_job(session: Session, *, job_id: str) -> Job:
     return row
 
 
+def jobs_query(
+    *,
+    page: PageParams,
+    status: JobStatus | None = None,
+    workflow_id: str | None = None,
+    data_resource_id: str | None = None,
+    claimable_by_site: str | None = None,
+    now: datetime | None = None,
+) -> tuple[sa.Select, Any]:
+    """The query of `list_jobs` before its page is cut (`pages.page_query`), and the `seq` it pages on."""
+    conditions = []
+    if status is not None:
+        conditions.append(Job.status == status.value)
+    if workflow_id is not None:
+        conditions.append(Job.workflow_id == workflow_id)
+    if data_resource_id is not None:
+        conditions.append(
+            Job.id.in_(sa.select(JobInput.job_id).where(JobInput.data_resource_id == data_resource_id))
+        )
+    if claimable_by_site is None:
+        return sa.select(Job).where(*conditions), Job.seq
+    return _claimable(claimable_by_site, sa.func.now() if now is None else now, conditions, page)
+
+
+def _claimable(
+    site_id: str, now: datetime | sa.ColumnElement, conditions: list[sa.ColumnElement], page: PageParams
+) -> tuple[sa.Select, Any]:
+    """The jobs `rules.claimable_by` keeps, matching `conditions`, built so that a page costs what the open
+    work costs, not every job ever made: the union of the two parts of `rules.open_for_claim`, each from
+    an index of its own, merged in `seq` order.
+
+    - unclaimed jobs: for each workflow the site may run, its first unclaimed jobs after the page's start
+      (at most a page of them, from `ix_jobs_unclaimed_workflow`);
+    - claims under a lapsed lease: open operations whose lease lapsed (`ix_operations_open_lease`), then
+      their jobs.
+
+    The outer query orders the union by `seq` and cuts the page (`pages.page_query`).
+    """
+    after = [] if page.after is None else [Job.seq > page.after]
+    capable = capable_workflows(site_id).subquery("capable")
+    waiting = (
+        sa.select(Job)
+        .where(Job.workflow_id == capable.c.id, unclaimed(), *conditions, *after)
+        .order_by(Job.seq)
+        .limit(page.size + 1)
+        .lateral("waiting")
+    )
+    # The jobs of the lapsed leases, worked out first (`= ANY(ARRAY(...))`: a list, not a join the planner
+    # could start from the jobs' side), so this part reads the few lapsed operations, not every claimed job.
+    lapsed_jobs = sa.select(Operation.job_id).where(lapsed_lease(now)).scalar_subquery()
+    lapsed = (
+        sa.select(Job)
+        .join(Operation, Operation.job_id == Job.id)
+        .where(
+            Job.id == sa.any_(sa.func.array(lapsed_jobs)),
+            claimed_under_lapsed_lease(now),
+            Job.workflow_id.in_(capable_workflows(site_id)),
+            *conditions,
+        )
+    )
+    # The parts differ in status, and a job has at most one open operation (uq_operations_open_job): no job
+    # comes twice.
+    union = sa.union_all(sa.select(waiting).select_from(capable.join(waiting, sa.true())), lapsed)
+    job = aliased(Job, union.subquery("claimable"))
+    return sa.select(job), job.seq
+
+
 def list_jobs(
     session: Session,
     *,
@@ -117,18 +184,15 @@ def list_jobs(
     """One page of jobs matching every given filter, in creation order.
 
     `claimable_by_site` (a site id) keeps the jobs that site could claim at `now` (default: the database's
-    clock), as `nmdc_runtime.store.rules.claimable_by` says. Only the claim itself is authoritative: another
-    site may claim a listed job first.
+    clock), as `nmdc_runtime.store.rules.claimable_by` says (in the form `_claimable` gives it). Only the
+    claim itself is authoritative: another site may claim a listed job first.
     """
-    stmt = sa.select(Job)
-    if status is not None:
-        stmt = stmt.where(Job.status == status.value)
-    if workflow_id is not None:
-        stmt = stmt.where(Job.workflow_id == workflow_id)
-    if data_resource_id is not None:
-        stmt = stmt.where(
-            Job.id.in_(sa.select(JobInput.job_id).where(JobInput.data_resource_id == data_resource_id))
-        )
-    if claimable_by_site is not None:
-        stmt = stmt.where(claimable_by(claimable_by_site, sa.func.now() if now is None else now))
-    return fetch_page(session, stmt, Job.seq, page)
+    stmt, seq = jobs_query(
+        page=page,
+        status=status,
+        workflow_id=workflow_id,
+        data_resource_id=data_resource_id,
+        claimable_by_site=claimable_by_site,
+        now=now,
+    )
+    return fetch_page(session, stmt, seq, page)

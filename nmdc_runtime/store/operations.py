@@ -6,6 +6,7 @@ all follow it, so two of them never wait on each other in a cycle.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +14,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql.psycopg2 import dialect as psycopg2_dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -103,7 +105,7 @@ class ClaimTerms(NamedTuple):
     """The workflow's lease length; None: the default."""
 
 
-def _terms_columns(site_id: str) -> tuple[sa.ColumnElement, ...]:
+def _terms_columns(site_id: str | sa.BindParameter) -> tuple[sa.ColumnElement, ...]:
     """The columns of ClaimTerms, for a query that joins `workflows`."""
     site = sa.select(Site.capabilities).where(Site.id == site_id).scalar_subquery()
     return site, Workflow.required_capabilities, Workflow.lease_seconds
@@ -147,14 +149,27 @@ _SEEN_JOB = (
 )
 
 
+def _driver_sql(statement: sa.ClauseElement) -> str:
+    """A statement compiled once, for psycopg2 (`%(name)s` parameters): a hot path that runs it with
+    `exec_driver_sql` skips SQLAlchemy's per-execution compile-cache look-up and ORM loading."""
+    return str(statement.compile(dialect=psycopg2_dialect()))
+
+
+_JOB_AND_TERMS = _driver_sql(
+    sa.select(*_SEEN_JOB, *_terms_columns(sa.bindparam("site_key")))
+    .join(Workflow, Workflow.id == Job.workflow_id)
+    .where(Job.id == sa.bindparam("job_key"))
+)
+
+
 def job_and_claim_terms(session: Session, *, job_id: str, site_id: str) -> tuple[SeenJob, ClaimTerms] | None:
     """The job (unlocked) and the terms of a claim on it by the site, in one round trip; None for an unknown
     job or site."""
-    row = session.execute(
-        sa.select(*_SEEN_JOB, *_terms_columns(site_id))
-        .join(Workflow, Workflow.id == Job.workflow_id)
-        .where(Job.id == job_id)
-    ).one_or_none()
+    row = (
+        session.connection()
+        .exec_driver_sql(_JOB_AND_TERMS, {"job_key": job_id, "site_key": site_id})
+        .one_or_none()
+    )
     if row is None or row[len(_SEEN_JOB)] is None:
         return None
     return SeenJob(*row[: len(_SEEN_JOB)]), _terms(row[len(_SEEN_JOB) :])
@@ -200,7 +215,7 @@ def _claim_as_seen_statement() -> sa.Select:
         )
         .cte("moved")
     )
-    return sa.select(Operation).from_statement(sa.select(*inserted.c).add_cte(moved))
+    return sa.select(*inserted.c).add_cte(moved)
 
 
 _CLAIM_FIELDS = (
@@ -218,7 +233,8 @@ _CLAIM_FIELDS = (
     "update_time",
 )
 """What a new operation is given (`domain.operations.start_operation`'s fields, its id, and no job id)."""
-_CLAIM_AS_SEEN = _claim_as_seen_statement()
+_CLAIM_AS_SEEN = _driver_sql(_claim_as_seen_statement())
+_OPERATION_ATTRIBUTES = [(attr.key, attr.columns[0].name) for attr in Operation.__mapper__.column_attrs]
 
 
 def claim_as_seen(
@@ -235,6 +251,8 @@ def claim_as_seen(
     values = {"id": new_id("op"), **operation}
     if values.pop("job_id") != job.id or set(values) != set(_CLAIM_FIELDS):
         raise ValueError("the operation's fields are not those of a new operation of this job")
+    # Driver-level parameters: JSON as text (the statement casts it), the rest as psycopg2 adapts them.
+    values["extra_metadata"] = json.dumps(values["extra_metadata"])
     params = {
         **{f"op_{key}": value for key, value in values.items()},
         "job_key": job.id,
@@ -244,7 +262,11 @@ def claim_as_seen(
         "job_attempts": job.attempts,
         "job_updated_at": job.updated_at,
     }
-    return session.scalars(_CLAIM_AS_SEEN, params).one_or_none()
+    row = session.connection().exec_driver_sql(_CLAIM_AS_SEEN, params).mappings().one_or_none()
+    if row is None:
+        return None
+    # A new row, not loaded through the session: nothing the session would write back.
+    return Operation(**{key: row[column] for key, column in _OPERATION_ATTRIBUTES})
 
 
 def list_operations(
@@ -272,7 +294,8 @@ def list_operations(
             )
         )
     if done is not None:
-        stmt = stmt.where(Operation.done.is_(done))
+        # `done` and `NOT done`, as the partial indexes say (`done IS false` would not match them).
+        stmt = stmt.where(Operation.done if done else sa.not_(Operation.done))
     return fetch_page(session, stmt, Operation.seq, page)
 
 

@@ -75,14 +75,19 @@ def decode_page_token(token: str, scope: str = "") -> int:
     return after
 
 
+def page_query(stmt: sa.Select, seq_column: Any, page: PageParams) -> sa.Select:
+    """`stmt` limited to one page ordered by `seq_column`, plus one row that tells whether another follows."""
+    if page.after is not None:
+        stmt = stmt.where(seq_column > page.after)
+    return stmt.order_by(seq_column).limit(page.size + 1)
+
+
 def fetch_page(
     session: Session, stmt: sa.Select, seq_column: Any, page: PageParams
 ) -> tuple[Sequence[Any], str | None]:
     """Run `stmt` for one page ordered by `seq_column`; return the rows and the next page's token (or None)."""
-    if page.after is not None:
-        stmt = stmt.where(seq_column > page.after)
     # One row more than asked tells whether another page follows, without a count.
-    rows = session.scalars(stmt.order_by(seq_column).limit(page.size + 1)).all()
+    rows = session.scalars(page_query(stmt, seq_column, page)).all()
     if len(rows) <= page.size:
         return rows, None
     rows = rows[: page.size]

@@ -27,17 +27,28 @@ def lapsed_lease(now: datetime | sa.ColumnElement) -> sa.ColumnElement[bool]:
     )
 
 
-def open_for_claim(now: datetime | sa.ColumnElement) -> sa.ColumnElement[bool]:
-    """The job part of `domain.operations.claimable`: unclaimed, or claimed under a lapsed lease whose ending
-    gives the job back (attempts left, or a cancel request)."""
-    lapsed_claim = sa.exists().where(
-        Operation.job_id == Job.id,
+def unclaimed() -> sa.ColumnElement[bool]:
+    """The first part of `open_for_claim`: the job is unclaimed (the partial index `ix_jobs_unclaimed`)."""
+    return Job.status == JobStatus.UNCLAIMED.value
+
+
+def claimed_under_lapsed_lease(now: datetime | sa.ColumnElement) -> sa.ColumnElement[bool]:
+    """The second part of `open_for_claim`, over a job and its operation (the caller joins them on
+    `job_id`): claimed, the operation's lease lapsed, and its ending gives the job back (attempts left, or a
+    cancel request)."""
+    return sa.and_(
+        Job.status == JobStatus.CLAIMED.value,
         lapsed_lease(now),
         sa.or_(Job.attempts < Job.max_attempts, Operation.cancel_requested),
     )
+
+
+def open_for_claim(now: datetime | sa.ColumnElement) -> sa.ColumnElement[bool]:
+    """The job part of `domain.operations.claimable`: unclaimed, or claimed under a lapsed lease whose ending
+    gives the job back (attempts left, or a cancel request)."""
     return sa.or_(
-        Job.status == JobStatus.UNCLAIMED.value,
-        sa.and_(Job.status == JobStatus.CLAIMED.value, lapsed_claim),
+        unclaimed(),
+        sa.exists().where(Operation.job_id == Job.id, claimed_under_lapsed_lease(now)),
     )
 
 

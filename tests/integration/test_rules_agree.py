@@ -1,6 +1,7 @@
 """The rules written twice, in Python (`nmdc_runtime.domain.operations`) and in SQL (`nmdc_runtime.store.rules`),
-agree on every case: the lapse rule and claimability, and so do the queries built from them (the claimable
-listing, the lease reaper's scan, the status figures) and the claim itself.
+agree on every case: the lapse rule and claimability (as one predicate, and as the union the claimable listing
+runs), and so do the queries built from them (the claimable listing, the lease reaper's scan, the status
+figures) and the claim itself (its two-statement path for unclaimed jobs, and the general path).
 
 Every case is a row in a real database, and `now` is one fixed instant given to both forms, so a lease that
 ends exactly at `now` is a case of its own.
@@ -25,7 +26,7 @@ from nmdc_runtime.schemas.common import PageParams
 from nmdc_runtime.services.claims import claim_job
 from nmdc_runtime.store import accounts, jobs, pipeline
 from nmdc_runtime.store import operations as operations_store
-from nmdc_runtime.store.rules import lapsed_lease
+from nmdc_runtime.store.rules import claimable_by, lapsed_lease
 
 NOW = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 MAX_ATTEMPTS = 2
@@ -162,6 +163,9 @@ def test_claimability_agrees_in_python_and_sql_and_with_the_claim_itself(world, 
             )
         }
         assert {job.id for job in listed} == expected
+        # The predicate form (`claimable_by`) and the union the listing runs (`claimable_jobs`) are two SQL
+        # forms of one rule: both agree with Python.
+        assert set(session.scalars(sa.select(Job.id).where(claimable_by(site_id, NOW)))) == expected
         assert expected, "some case must be claimable, or the comparison proves little"
         if site_id == "capable":
             claimable_ids = expected
