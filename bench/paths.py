@@ -31,7 +31,7 @@ from nmdc_runtime.db import libpq_url, with_database
 from nmdc_runtime.models import Job
 from nmdc_runtime.processes import free_port, stop_group
 from nmdc_runtime.schemas.common import DEFAULT_PAGE_SIZE, PageParams
-from nmdc_runtime.store.jobs import jobs_query
+from nmdc_runtime.store.jobs import claimable_page_query
 from nmdc_runtime.store.pages import encode_page_token, page_query, page_scope
 from nmdc_runtime.store.rules import claimable_by
 
@@ -277,12 +277,11 @@ def explain(stack: DevStack, site_id: str, *, after: int | None = None, predicat
     plan the listing had before it became a union."""
     page = PageParams(size=DEFAULT_PAGE_SIZE, after=after)
     if predicate:
-        stmt, seq = sa.select(Job).where(claimable_by(site_id, sa.func.now())), Job.seq
+        stmt = page_query(sa.select(Job).where(claimable_by(site_id, sa.func.now())), Job.seq, page)
     else:
-        stmt, seq = jobs_query(page=page, claimable_by_site=site_id)
-    sql = page_query(stmt, seq, page).compile(
-        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
-    )
+        stmt, params, _ = claimable_page_query(site_id=site_id, page=page)
+        stmt = stmt.params(**params)
+    sql = stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
     with stack.database.session() as session:
         return "\n".join(session.scalars(sa.text(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")))
 

@@ -9,6 +9,7 @@ the operations (store/operations.py).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -21,7 +22,7 @@ from nmdc_runtime.domain.errors import NotFound
 from nmdc_runtime.domain.states import JobStatus
 from nmdc_runtime.models import Job, JobInput, Operation
 from nmdc_runtime.schemas.common import PageParams
-from nmdc_runtime.store.pages import fetch_page
+from nmdc_runtime.store.pages import fetch_page, page_of
 from nmdc_runtime.store.rules import capable_workflows, claimed_under_lapsed_lease, lapsed_lease, unclaimed
 
 DATA_RESOURCE_DOCUMENT = """
@@ -104,62 +105,67 @@ def get_job(session: Session, *, job_id: str) -> Job:
     return row
 
 
-def jobs_query(
-    *,
-    page: PageParams,
-    status: JobStatus | None = None,
-    workflow_id: str | None = None,
-    data_resource_id: str | None = None,
-    claimable_by_site: str | None = None,
-    now: datetime | None = None,
-) -> tuple[sa.Select, Any]:
-    """The query of `list_jobs` before its page is cut (`pages.page_query`), and the `seq` it pages on."""
+def _conditions(
+    status: JobStatus | sa.BindParameter | None,
+    workflow_id: str | sa.BindParameter | None,
+    data_resource_id: str | sa.BindParameter | None,
+) -> list[sa.ColumnElement[bool]]:
+    """The filters of `list_jobs`, on `jobs`, for those given."""
     conditions = []
     if status is not None:
-        conditions.append(Job.status == status.value)
+        conditions.append(Job.status == status)
     if workflow_id is not None:
         conditions.append(Job.workflow_id == workflow_id)
     if data_resource_id is not None:
         conditions.append(
             Job.id.in_(sa.select(JobInput.job_id).where(JobInput.data_resource_id == data_resource_id))
         )
-    if claimable_by_site is None:
-        return sa.select(Job).where(*conditions), Job.seq
-    return _claimable(claimable_by_site, sa.func.now() if now is None else now, conditions, page)
+    return conditions
 
 
-def _claimable(
-    site_id: str, now: datetime | sa.ColumnElement, conditions: list[sa.ColumnElement], page: PageParams
+@functools.cache
+def _claimable_statement(
+    *, status: bool, workflow_id: bool, data_resource_id: bool, after: bool, now: bool
 ) -> tuple[sa.Select, Any]:
-    """The jobs `rules.claimable_by` keeps, matching `conditions`, built so that a page costs what the open
-    work costs, not every job ever made: the union of the two parts of `rules.open_for_claim`, each from
-    an index of its own, merged in `seq` order.
+    """A page of the jobs `rules.claimable_by` keeps, for the filters named (as bound parameters: `site_key`,
+    `filter_*`, `after`, `page_limit`, and `now` when given, else the database's clock): built so that a page
+    costs what the open work costs, not every job ever made, as the union of the two parts of
+    `rules.open_for_claim`, each from an index of its own, merged in `seq` order.
 
     - unclaimed jobs: for each workflow the site may run, its first unclaimed jobs after the page's start
       (at most a page of them, from `ix_jobs_unclaimed_workflow`);
     - claims under a lapsed lease: open operations whose lease lapsed (`ix_operations_open_lease`), then
       their jobs.
 
-    The outer query orders the union by `seq` and cuts the page (`pages.page_query`).
+    Built once for each set of filters (and kept): building it costs more than running it.
     """
-    after = [] if page.after is None else [Job.seq > page.after]
+    clock = sa.bindparam("now", type_=sa.DateTime(timezone=True)) if now else sa.func.now()
+    site_id = sa.bindparam("site_key")
+    conditions = _conditions(
+        sa.bindparam("filter_status") if status else None,
+        sa.bindparam("filter_workflow_id") if workflow_id else None,
+        sa.bindparam("filter_data_resource_id") if data_resource_id else None,
+    )
+    if after:
+        conditions.append(Job.seq > sa.bindparam("after"))
+    limit = sa.bindparam("page_limit", type_=sa.Integer)
     capable = capable_workflows(site_id).subquery("capable")
     waiting = (
         sa.select(Job)
-        .where(Job.workflow_id == capable.c.id, unclaimed(), *conditions, *after)
+        .where(Job.workflow_id == capable.c.id, unclaimed(), *conditions)
         .order_by(Job.seq)
-        .limit(page.size + 1)
+        .limit(limit)
         .lateral("waiting")
     )
     # The jobs of the lapsed leases, worked out first (`= ANY(ARRAY(...))`: a list, not a join the planner
     # could start from the jobs' side), so this part reads the few lapsed operations, not every claimed job.
-    lapsed_jobs = sa.select(Operation.job_id).where(lapsed_lease(now)).scalar_subquery()
+    lapsed_jobs = sa.select(Operation.job_id).where(lapsed_lease(clock)).scalar_subquery()
     lapsed = (
         sa.select(Job)
         .join(Operation, Operation.job_id == Job.id)
         .where(
             Job.id == sa.any_(sa.func.array(lapsed_jobs)),
-            claimed_under_lapsed_lease(now),
+            claimed_under_lapsed_lease(clock),
             Job.workflow_id.in_(capable_workflows(site_id)),
             *conditions,
         )
@@ -168,7 +174,34 @@ def _claimable(
     # comes twice.
     union = sa.union_all(sa.select(waiting).select_from(capable.join(waiting, sa.true())), lapsed)
     job = aliased(Job, union.subquery("claimable"))
-    return sa.select(job), job.seq
+    return sa.select(job).order_by(job.seq).limit(limit), job.seq
+
+
+def claimable_page_query(
+    *,
+    site_id: str,
+    page: PageParams,
+    status: JobStatus | None = None,
+    workflow_id: str | None = None,
+    data_resource_id: str | None = None,
+    now: datetime | None = None,
+) -> tuple[sa.Select, dict[str, Any], Any]:
+    """The statement of one page of the claimable listing (one row more than the page, which tells whether
+    another follows), its parameters, and the `seq` it is ordered by."""
+    stmt, seq = _claimable_statement(
+        status=status is not None,
+        workflow_id=workflow_id is not None,
+        data_resource_id=data_resource_id is not None,
+        after=page.after is not None,
+        now=now is not None,
+    )
+    params = {"site_key": site_id, "page_limit": page.size + 1, "after": page.after, "now": now}
+    params.update(
+        filter_status=status.value if status is not None else None,
+        filter_workflow_id=workflow_id,
+        filter_data_resource_id=data_resource_id,
+    )
+    return stmt, {k: v for k, v in params.items() if v is not None}, seq
 
 
 def list_jobs(
@@ -184,15 +217,18 @@ def list_jobs(
     """One page of jobs matching every given filter, in creation order.
 
     `claimable_by_site` (a site id) keeps the jobs that site could claim at `now` (default: the database's
-    clock), as `nmdc_runtime.store.rules.claimable_by` says (in the form `_claimable` gives it). Only the
-    claim itself is authoritative: another site may claim a listed job first.
+    clock), as `nmdc_runtime.store.rules.claimable_by` says (in the form `_claimable_statement` gives it).
+    Only the claim itself is authoritative: another site may claim a listed job first.
     """
-    stmt, seq = jobs_query(
+    if claimable_by_site is None:
+        stmt = sa.select(Job).where(*_conditions(status and status.value, workflow_id, data_resource_id))
+        return fetch_page(session, stmt, Job.seq, page)
+    stmt, params, seq = claimable_page_query(
+        site_id=claimable_by_site,
         page=page,
         status=status,
         workflow_id=workflow_id,
         data_resource_id=data_resource_id,
-        claimable_by_site=claimable_by_site,
         now=now,
     )
-    return fetch_page(session, stmt, seq, page)
+    return page_of(session.scalars(stmt, params).all(), seq, page)

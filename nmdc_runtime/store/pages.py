@@ -87,7 +87,12 @@ def fetch_page(
 ) -> tuple[Sequence[Any], str | None]:
     """Run `stmt` for one page ordered by `seq_column`; return the rows and the next page's token (or None)."""
     # One row more than asked tells whether another page follows, without a count.
-    rows = session.scalars(page_query(stmt, seq_column, page)).all()
+    return page_of(session.scalars(page_query(stmt, seq_column, page)).all(), seq_column, page)
+
+
+def page_of(rows: Sequence[Any], seq_column: Any, page: PageParams) -> tuple[Sequence[Any], str | None]:
+    """The page in `rows` (at most one more than the page: the sign that another follows), and the next
+    page's token (or None)."""
     if len(rows) <= page.size:
         return rows, None
     rows = rows[: page.size]
