@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fastapi import Response
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from nmdc_runtime.models import Execution, Operation
@@ -78,3 +80,11 @@ def present_operations(session: Session, operations: Sequence[Operation]) -> lis
 def present_operation(session: Session, operation: Operation) -> OperationRead:
     """One operation as the API shows it."""
     return present_operations(session, [operation])[0]
+
+
+def json_response(model: BaseModel, *, status_code: int) -> Response:
+    """A response model serialized once, as FastAPI would (by alias): returned as it is, FastAPI would
+    validate it again against the route's `response_model` first (bench/README.md)."""
+    return Response(
+        model.model_dump_json(by_alias=True), status_code=status_code, media_type="application/json"
+    )

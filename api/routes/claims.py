@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from api.deps import AdminPrincipal, PolicyDep, SessionDep, SitePrincipal
 from api.metrics import CLAIM_LATENCY
-from api.presenters import present_operation
+from api.presenters import json_response, present_operation
 from nmdc_runtime.schemas.data import ClaimRequest, JobRead
 from nmdc_runtime.schemas.operations import OperationRead
 from nmdc_runtime.services import claims
@@ -33,12 +33,11 @@ router = APIRouter(tags=["jobs"])
 )
 def claim_job(
     job_id: str,
-    response: Response,
     session: SessionDep,
     policy: PolicyDep,
     principal: SitePrincipal,
     body: ClaimRequest | None = None,
-) -> OperationRead:
+) -> Response:
     """Claim a job for the calling site (site clients only): 201 and a new operation, whose lease the site
     renews by PATCH; or 200 and the same operation when the site already holds the claim (a retry is safe).
 
@@ -59,9 +58,9 @@ def claim_job(
     )
     if claim.created:
         CLAIM_LATENCY.observe((claim.operation.create_time - claim.job.created_at).total_seconds())
-    else:
-        response.status_code = 200
-    return present_operation(session, claim.operation)
+    return json_response(
+        present_operation(session, claim.operation), status_code=201 if claim.created else 200
+    )
 
 
 @router.post(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, SessionDep
+from api.presenters import json_response
 from nmdc_runtime.domain.errors import Forbidden
 from nmdc_runtime.domain.states import JobStatus
 from nmdc_runtime.schemas.common import Page
@@ -52,7 +53,7 @@ def list_jobs(
     claimable: Annotated[
         bool, Query(description="true: only jobs the calling site could claim now (site clients only).")
     ] = False,
-) -> Page[JobRead]:
+) -> Response:
     """Jobs, in creation order.
 
     `claimable=true` keeps the jobs the calling site could claim now: unclaimed, or claimed under a lapsed
@@ -72,7 +73,10 @@ def list_jobs(
         data_resource_id=data_resource_id,
         claimable_by_site=principal.site_id if claimable else None,
     )
-    return Page[JobRead](resources=[JobRead.model_validate(row) for row in rows], next_page_token=token)
+    return json_response(
+        Page[JobRead](resources=[JobRead.model_validate(row) for row in rows], next_page_token=token),
+        status_code=200,
+    )
 
 
 @router.get("/jobs/{job_id}", response_model=JobRead)
