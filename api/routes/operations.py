@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, SessionDep
-from api.presenters import present_operation, present_operations
+from api.presenters import json_response, present_operation, present_operations
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.operations import OperationRead, OperationUpdate
 from nmdc_runtime.services import operations as services
@@ -69,7 +69,7 @@ def get_operation(op_id: str, session: SessionDep, _: CurrentPrincipal) -> Opera
 )
 def update_operation(
     op_id: str, body: OperationUpdate, session: SessionDep, policy: PolicyDep, principal: CurrentPrincipal
-) -> OperationRead:
+) -> Response:
     """Heartbeat, report progress, or finish (holding site, or an admin).
 
     `metadata` is merged into the operation's (a null value removes a key); `job_id`, `site_id`,
@@ -90,7 +90,7 @@ def update_operation(
         execution_id=body.result.execution_id if body.result else None,
         error=body.error.model_dump(mode="json") if body.error else None,
     )
-    return present_operation(session, op)
+    return json_response(present_operation(session, op), status_code=200)
 
 
 @router.post(
