@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql
 from bench import bare, history, load
 from bench.devstack import REPO, DevStack, _up
 from bench.scenarios import World, make_world
-from nmdc_runtime.db import libpq_url, with_database
+from nmdc_runtime.db import database_name, libpq_url, with_database
 from nmdc_runtime.models import Job
 from nmdc_runtime.processes import free_port, stop_group
 from nmdc_runtime.schemas.common import DEFAULT_PAGE_SIZE, PageParams
@@ -105,7 +105,9 @@ def api_env(stack: DevStack, metrics_dir: Path) -> dict[str, str]:
     env.update(
         NMDC_HOME=str(stack.home),
         NMDC_DATABASE_URL=stack.database.url,
-        NMDC_DAGSTER_DATABASE_URL=with_database(stack.database.url, "nmdc_dagster"),
+        NMDC_DAGSTER_DATABASE_URL=with_database(
+            stack.database.url, database_name(stack.database.url) + "_dagster"
+        ),
         NMDC_LOG_REQUESTS="false",
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
     )
