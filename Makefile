@@ -37,8 +37,9 @@ format: install
 demo: install
 	$(BIN)/nmdc-runtime demo
 
+# `make bench BENCH_ARGS="--profile-to bench/claim-after.svg"` also keeps a flame graph of the claim.
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # The README's pictures: the browser test's steps (Debian's chromium needed), saved under docs/img.
 screenshots: install
