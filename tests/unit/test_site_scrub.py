@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
 
 from nmdc_site.run.scrub import REDACTED, scrub, scrub_lines, secret_values
 
-TOKEN = secrets.token_urlsafe(32)
+# Looks like `secrets.token_urlsafe(32)`; fixed, so test ids are the same in every run (and every xdist worker).
+TOKEN = "q7Vb2Xo9LmT4rW1sKc8Jd3Hf6Pz0Ny5Ga-E_uRtYiI"
 
 
 @pytest.mark.parametrize(
