@@ -56,7 +56,9 @@ def test_the_claim_and_listing_scenarios_run_and_report_every_key(
         assert claims[key] > 0, key
     for key in ("list_claimable_p99_ms_history", "list_jobs_p99_ms_1m", "list_jobs_deep_vs_first"):
         assert history[key] > 0, key
-    assert all(point["jobs"] >= size for point, size in zip(history["curve_history"], TOY.history, strict=True))
+    assert all(
+        point["jobs"] >= size for point, size in zip(history["curve_history"], TOY.history, strict=True)
+    )
     # The kept plans are the union's: each capable workflow's unclaimed jobs, and the lapsed leases' jobs.
     plan = history["plans"]["history_first_page"]
     assert "ix_operations_open_lease" in plan and "Limit" in plan
