@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlowPassword, OAuthFlows
 from fastapi.routing import APIRoute
@@ -15,6 +13,7 @@ from fastapi.security import OAuth2
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session
 
+from api.middleware import REQUEST_SESSIONS
 from api.revocations import Revocations
 from nmdc_runtime.auth import InvalidToken
 from nmdc_runtime.config import Settings
@@ -63,20 +62,15 @@ async def _policy(request: Request) -> Policy:
     return request.app.state.policy
 
 
-async def _session(request: Request) -> AsyncIterator[Session]:
-    """A session for the request, closed when the handler returns: the services it is passed to commit their
-    own changes; what is left (reads) ends with it.
+async def _session(request: Request) -> Session:
+    """A session for the request: the services it is passed to commit their own changes; what is left (reads)
+    ends when `RequestSessions` closes it, after the answer.
 
-    Making a session does no I/O, nor does closing one that holds no transaction (a service committed); a
-    transaction left open (a read) is rolled back, a round trip, in the thread pool."""
+    A plain function rather than a `yield` dependency: FastAPI runs a generator dependency through an exit
+    stack of its own, which cost a claim a tenth of its time (bench/README.md)."""
     session = request.app.state.database.sessionmaker()
-    try:
-        yield session
-    finally:
-        if session.in_transaction():
-            await run_in_threadpool(session.close)
-        else:
-            session.close()
+    request.scope.setdefault(REQUEST_SESSIONS, []).append(session)
+    return session
 
 
 async def _revocations(request: Request) -> Revocations:
@@ -93,7 +87,7 @@ RevocationsDep = Annotated[Revocations, Depends(_revocations)]
 PolicyDep = Annotated[Policy, Depends(_policy)]
 """The numbers the rules run on, for the services."""
 DatabaseDep = Annotated[Database, Depends(_database)]
-SessionDep = Annotated[Session, Depends(_session, scope="function")]
+SessionDep = Annotated[Session, Depends(_session)]
 GrantKeysDep = Annotated[GrantKeys, Depends(_grant_keys)]
 """The keys that sign access grants (the first signs, all are published)."""
 
@@ -117,13 +111,19 @@ async def _principal(request: Request, token: Annotated[str | None, Depends(_bea
     return principal
 
 
-async def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+# The roles read the token themselves rather than through `_principal`: every level of dependencies costs a
+# request its resolution by FastAPI (bench/README.md).
+
+
+async def _admin(request: Request, token: Annotated[str | None, Depends(_bearer)]) -> Principal:
+    principal = await _principal(request, token)
     if not principal.admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this action needs a runtime admin")
     return principal
 
 
-async def _site(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+async def _site(request: Request, token: Annotated[str | None, Depends(_bearer)]) -> Principal:
+    principal = await _principal(request, token)
     if not principal.is_site:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this action needs a site client token")
     return principal

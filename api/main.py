@@ -10,9 +10,9 @@ from fastapi import FastAPI
 
 from api import errors
 from api.login_guard import LoginGuard
-from api.middleware import BodyLimitMiddleware, JsonBodyMiddleware, RequestTelemetry
+from api.middleware import BodyLimitMiddleware, JsonBodyMiddleware, RequestSessions, RequestTelemetry
 from api.revocations import Revocations
-from api.routes import PUBLIC_ROUTERS, ROUTERS
+from api.routes import PUBLIC_ROUTERS, ROUTERS, TAGS
 from nmdc_runtime import logs
 from nmdc_runtime.auth import VerifiedTokens
 from nmdc_runtime.config import Settings, get_settings
@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description="Sites register data, claim jobs, report operations and executions.",
         lifespan=lifespan,
+        openapi_tags=TAGS,
         # The API's figures are Prometheus's (api/metrics.py), and no OpenTelemetry provider is set up: left
         # on, FastAPI would look for one on every request to learn that (bench/README.md).
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -78,7 +79,9 @@ def create_app(settings: Settings) -> FastAPI:
     for router in ROUTERS:
         # /token and /health answer without a bearer token; everything else shares the error answers.
         app.include_router(router, responses={} if router in PUBLIC_ROUTERS else errors.ERROR_RESPONSES)
-    # The last added runs first: the size limit, then (on a body of bounded size) the JSON checks.
+    # The last added runs first: the size limit, then (on a body of bounded size) the JSON checks; the
+    # sessions are closed after the answer, innermost.
+    app.add_middleware(RequestSessions)
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
     app.add_middleware(RequestTelemetry, log_requests=settings.log_requests)

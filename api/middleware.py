@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import invalid_input
@@ -205,6 +206,31 @@ class JsonBodyMiddleware:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+REQUEST_SESSIONS = "nmdc.sessions"
+"""The ASGI scope key of the database sessions a request's handler was given (`api.deps.SessionDep`)."""
+
+
+class RequestSessions:
+    """Close the database sessions a request was given once it is answered, whatever happened.
+
+    Making and closing a session does no I/O unless it holds a transaction: a service that committed left
+    none; one left open (a read) is rolled back, a round trip, in the thread pool.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            for session in scope.get(REQUEST_SESSIONS, ()):
+                if session.in_transaction():
+                    await run_in_threadpool(session.close)
+                else:
+                    session.close()
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

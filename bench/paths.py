@@ -356,7 +356,7 @@ def history_suite(stack: DevStack, sizes: Sizes, *, work: Path) -> dict[str, Any
             deep = [
                 _listing(url, lister, _claimable_path(token), sizes.seconds) for _ in range(sizes.repeats)
             ]
-            _check_deep_page(url, lister, token, after)
+            _check_deep_page(stack, url, lister, token, after)
             plans["1m_first_page"] = explain(stack, lister.exec_site)
             plans["1m_deep_page"] = explain(stack, lister.exec_site, after=after)
     first_p50 = _median([r.latency_ms["p50"] for r in first])
@@ -376,14 +376,23 @@ def history_suite(stack: DevStack, sizes: Sizes, *, work: Path) -> dict[str, Any
     }
 
 
-def _check_deep_page(url: str, world: World, token: str, after: int) -> None:
-    """The deep page is a real page: full, and starting after the position its token names."""
+def _check_deep_page(stack: DevStack, url: str, world: World, token: str, after: int) -> None:
+    """The deep page is a real page: full, and starting at the first claimable job after the position its
+    token names."""
     page = httpx.get(url + _claimable_path(token), headers=world.exec_headers, timeout=30)
     page.raise_for_status()
     body = page.json()
-    if len(body["resources"]) != 20 or body["next_page_token"] is None:
+    if len(body["resources"]) != DEFAULT_PAGE_SIZE or body["next_page_token"] is None:
         raise RuntimeError(f"the deep page is not a full page: {len(body['resources'])} jobs")
-    del after
+    with stack.database.session() as session:
+        first = session.scalar(
+            sa.select(Job.id)
+            .where(Job.workflow_id == world.workflow_id, Job.status == "unclaimed", Job.seq > after)
+            .order_by(Job.seq)
+            .limit(1)
+        )
+    if body["resources"][0]["id"] != first:
+        raise RuntimeError(f"the deep page starts at {body['resources'][0]['id']}, not at {first}")
 
 
 def sensor_backlog(stack: DevStack, sizes: Sizes) -> list[dict[str, Any]]:
