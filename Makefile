@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint format demo bench screenshots clean constraints docker-engine docker-test docker-clean
+.PHONY: install tools dev test lint format demo bench screenshots clean constraints docker-engine docker-test docker-clean
 
 install: $(STAMP)
 
@@ -23,8 +23,19 @@ $(STAMP): pyproject.toml nmdc-site/pyproject.toml constraints.txt
 dev: install
 	$(BIN)/nmdc-runtime dev $(if $(VERBOSE),--verbose)
 
-test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# Two processes (pytest-xdist), each with its own databases: much of the suite waits on the servers it starts.
+# `make test TEST_WORKERS=0` runs it in this process alone.
+TEST_WORKERS ?= 2
+test: install tools
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+# The benchmark's smoke test (tests/e2e/test_bench_smoke.py) drives the API with wrk, Debian's package: installed
+# here when it is missing and this is a Debian machine run as root; elsewhere that test is skipped and says why.
+tools:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null 2>&1; }; }; } || \
+	  echo "wrk is not installed (apt-get install wrk): the benchmark's smoke test will be skipped"
 
 lint: install
 	$(BIN)/ruff check .
