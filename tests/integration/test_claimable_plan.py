@@ -1,0 +1,60 @@
+"""The claimable listing's plan reads the listing site's own open work, whatever lies ahead of it in `seq` order:
+another workflow's many unclaimed jobs (which the planner, guessing them spread evenly, was once tempted to walk
+through in `ix_jobs_unclaimed`) and a long history of finished ones."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from nmdc_runtime.models import Workflow
+from nmdc_runtime.schemas.common import PageParams
+from nmdc_runtime.store import accounts
+from nmdc_runtime.store.jobs import claimable_page_query, list_jobs
+
+_JOBS = sa.text(
+    """
+    INSERT INTO jobs (workflow_id, status, attempts, max_attempts, config, created_by)
+    SELECT :workflow_id, :status, 0, 3, '{}', 'test' FROM generate_series(1, :n)
+    """
+)
+
+
+def _plan(session, site_id: str) -> dict:
+    stmt, params, _ = claimable_page_query(site_id=site_id, page=PageParams())
+    sql = stmt.params(**params).compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+    return session.execute(sa.text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")).scalar()[0]["Plan"]
+
+
+def _nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _nodes(child)
+
+
+def test_the_first_page_reads_the_sites_own_unclaimed_jobs_not_those_ahead_of_them(session):
+    accounts.create_site(session, site_id="lister", name="L", capabilities=["mine"])
+    session.add_all(
+        [
+            Workflow(id="busy", name="b", version="1", data_types=[], required_capabilities=["theirs"]),
+            Workflow(id="own", name="o", version="1", data_types=[], required_capabilities=["mine"]),
+        ]
+    )
+    session.flush()
+    session.execute(_JOBS, {"workflow_id": "own", "status": "succeeded", "n": 20_000})
+    session.execute(_JOBS, {"workflow_id": "busy", "status": "unclaimed", "n": 30_000})
+    session.execute(_JOBS, {"workflow_id": "own", "status": "unclaimed", "n": 30})
+    session.commit()
+    session.execute(sa.text("ANALYZE jobs"))
+
+    plan = _plan(session, "lister")
+    scans = [node for node in _nodes(plan) if node.get("Relation Name") == "jobs"]
+    read = sum(node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0) for node in scans)
+    assert any(node.get("Index Name") == "ix_jobs_unclaimed_workflow" for node in scans), json.dumps(plan)
+    # A page and the row that says another follows, not the 30,000 ahead nor the 20,000 finished.
+    assert read <= 21 + 1, json.dumps(plan)
+
+    jobs, next_token = list_jobs(session, page=PageParams(), claimable_by_site="lister")
+    assert len(jobs) == 20 and {job.workflow_id for job in jobs} == {"own"} and next_token
