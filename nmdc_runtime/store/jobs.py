@@ -163,7 +163,13 @@ def _claimable_statement(
     )
     # The jobs of the lapsed leases, worked out first (`= ANY(ARRAY(...))`: a list, not a join the planner
     # could start from the jobs' side), so this part reads the few lapsed operations, not every claimed job.
-    lapsed_jobs = sa.select(Operation.job_id).where(lapsed_lease(clock)).scalar_subquery()
+    # Only the lapsed leases of workflows the site may run: the others' (a fleet of silent sites' claims, until
+    # the reaper ends them) are not its business and cost a look each.
+    lapsed_jobs = (
+        sa.select(Operation.job_id)
+        .where(lapsed_lease(clock), Operation.workflow_id.in_(capable_workflows(site_id)))
+        .scalar_subquery()
+    )
     lapsed = (
         sa.select(Job)
         .join(Operation, Operation.job_id == Job.id)

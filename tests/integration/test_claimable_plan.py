@@ -1,6 +1,7 @@
-"""The claimable listing's plan reads the listing site's own open work, whatever lies ahead of it in `seq` order:
-another workflow's many unclaimed jobs (which the planner, guessing them spread evenly, was once tempted to walk
-through in `ix_jobs_unclaimed`) and a long history of finished ones."""
+"""The claimable listing's plan reads the listing site's own open work, whatever else the tables hold: another
+workflow's many unclaimed jobs ahead of it in `seq` order (which the planner, guessing them spread evenly, was
+once tempted to walk through in `ix_jobs_unclaimed`), that workflow's claims under lapsed leases, and a long
+history of finished jobs."""
 
 from __future__ import annotations
 
@@ -34,8 +35,19 @@ def _nodes(plan: dict):
         yield from _nodes(child)
 
 
-def test_the_first_page_reads_the_sites_own_unclaimed_jobs_not_those_ahead_of_them(session):
+_LAPSED = sa.text(
+    """
+    INSERT INTO operations (id, job_id, site_id, workflow_id, attempt, lease_expire_time, lease_seconds,
+                            create_time, update_time)
+    SELECT 'op-' || id, id, 'other', workflow_id, 1, now() - interval '1 hour', 60, now(), now()
+    FROM jobs WHERE workflow_id = :workflow_id AND status = 'claimed'
+    """
+)
+
+
+def test_the_first_page_reads_the_sites_own_open_work_not_what_lies_ahead_or_beside_it(session):
     accounts.create_site(session, site_id="lister", name="L", capabilities=["mine"])
+    accounts.create_site(session, site_id="other", name="O", capabilities=["theirs"])
     session.add_all(
         [
             Workflow(id="busy", name="b", version="1", data_types=[], required_capabilities=["theirs"]),
@@ -45,15 +57,19 @@ def test_the_first_page_reads_the_sites_own_unclaimed_jobs_not_those_ahead_of_th
     session.flush()
     session.execute(_JOBS, {"workflow_id": "own", "status": "succeeded", "n": 20_000})
     session.execute(_JOBS, {"workflow_id": "busy", "status": "unclaimed", "n": 30_000})
+    session.execute(_JOBS, {"workflow_id": "busy", "status": "claimed", "n": 3_000})
+    session.execute(_LAPSED, {"workflow_id": "busy"})
     session.execute(_JOBS, {"workflow_id": "own", "status": "unclaimed", "n": 30})
     session.commit()
     session.execute(sa.text("ANALYZE jobs"))
+    session.execute(sa.text("ANALYZE operations"))
 
     plan = _plan(session, "lister")
     scans = [node for node in _nodes(plan) if node.get("Relation Name") == "jobs"]
     read = sum(node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0) for node in scans)
     assert any(node.get("Index Name") == "ix_jobs_unclaimed_workflow" for node in scans), json.dumps(plan)
-    # A page and the row that says another follows, not the 30,000 ahead nor the 20,000 finished.
+    # A page and the row that says another follows: not the 30,000 ahead, the 3,000 lapsed claims beside, nor
+    # the 20,000 finished.
     assert read <= 21 + 1, json.dumps(plan)
 
     jobs, next_token = list_jobs(session, page=PageParams(), claimable_by_site="lister")
