@@ -28,6 +28,17 @@ from nmdc_runtime.migrations import upgrade
 from nmdc_runtime.models import Base
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, the controller starts the embedded server (when the settings name no external one)
+    before any worker does: two workers making it at once on a fresh clone collide. The workers attach to it,
+    and the controller, the last to let go, stops it at the end."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", default=None):
+        return
+    settings = Settings()
+    if not settings.database_url:
+        embedded_base_url(settings.home)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def cheap_hashes() -> None:
     """Argon2's cheapest parameters for the secrets tests make: the same code, without 0.2 s a hash.
