@@ -76,6 +76,15 @@ def settings(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     drop_database(server_url, name + "_dagster")
 
 
+@pytest.fixture
+def fresh_database_url(server_url: str) -> Iterator[str]:
+    """URL of a new, empty (unmigrated) database of its own, dropped after the test: for migration tests."""
+    name = f"nmdc_test_mig_{os.getpid()}_{secrets.token_hex(3)}"
+    ensure_database(server_url, name)
+    yield with_database(server_url, name)
+    drop_database(server_url, name)
+
+
 @pytest.fixture(scope="session")
 def database(settings: Settings) -> Iterator[Database]:
     db = Database(settings.database_url)

@@ -3,26 +3,12 @@ ended, later endings follow them, and the downgrade takes it all away again."""
 
 from __future__ import annotations
 
-import os
-import secrets
-from collections.abc import Iterator
-
-import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from nmdc_runtime.db import drop_database, ensure_database, with_database
 from nmdc_runtime.migrations import alembic_config, upgrade
 
 ERROR = '{"code": "INTERNAL", "message": "m"}'
-
-
-@pytest.fixture
-def url(server_url: str) -> Iterator[str]:
-    name = f"nmdc_test_mig_{os.getpid()}_{secrets.token_hex(3)}"
-    ensure_database(server_url, name)
-    yield with_database(server_url, name)
-    drop_database(server_url, name)
 
 
 def _end_seqs(engine: sa.Engine) -> dict[str, int | None]:
@@ -30,9 +16,9 @@ def _end_seqs(engine: sa.Engine) -> dict[str, int | None]:
         return dict(conn.execute(sa.text("SELECT id, end_seq FROM operations")).tuples().all())
 
 
-def test_history_is_numbered_in_the_order_it_ended(url: str):
-    upgrade(url, "0002")
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+def test_history_is_numbered_in_the_order_it_ended(fresh_database_url: str):
+    upgrade(fresh_database_url, "0002")
+    engine = sa.create_engine(fresh_database_url, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO sites (id, name) VALUES ('site-e', 'E')"))
@@ -67,7 +53,7 @@ def test_history_is_numbered_in_the_order_it_ended(url: str):
                     },
                 )
 
-        upgrade(url, "head")
+        upgrade(fresh_database_url, "head")
 
         assert _end_seqs(engine) == {"c": 1, "a": 2, "b": 3, "open": None}
         with engine.begin() as conn:
@@ -80,13 +66,13 @@ def test_history_is_numbered_in_the_order_it_ended(url: str):
             )
         assert _end_seqs(engine)["open"] == 4
 
-        command.downgrade(alembic_config(url), "0005")
+        command.downgrade(alembic_config(fresh_database_url), "0005")
         with engine.connect() as conn:
             columns = conn.execute(
                 sa.text("SELECT column_name FROM information_schema.columns WHERE table_name = 'operations'")
             ).scalars()
             assert "end_seq" not in set(columns)
             assert conn.execute(sa.text("SELECT to_regclass('operations_end_seq')")).scalar() is None
-        upgrade(url, "head")
+        upgrade(fresh_database_url, "head")
     finally:
         engine.dispose()

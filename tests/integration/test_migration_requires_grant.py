@@ -3,25 +3,11 @@ ones may require a grant, and the downgrade takes the column away again."""
 
 from __future__ import annotations
 
-import os
-import secrets
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from nmdc_runtime.db import drop_database, ensure_database, with_database
 from nmdc_runtime.migrations import alembic_config, upgrade
-
-
-@pytest.fixture
-def url(server_url: str) -> Iterator[str]:
-    name = f"nmdc_test_mig_{os.getpid()}_{secrets.token_hex(3)}"
-    ensure_database(server_url, name)
-    yield with_database(server_url, name)
-    drop_database(server_url, name)
-
 
 INSERT = """
     INSERT INTO data_resources (id, site_id, name, url, data_type, size)
@@ -29,14 +15,14 @@ INSERT = """
 """
 
 
-def test_existing_data_stays_open_and_the_downgrade_removes_the_column(url: str):
-    upgrade(url, "0006")
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+def test_existing_data_stays_open_and_the_downgrade_removes_the_column(fresh_database_url: str):
+    upgrade(fresh_database_url, "0006")
+    engine = sa.create_engine(fresh_database_url, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO sites (id, name) VALUES ('site-d', 'D')"))
             conn.execute(sa.text(INSERT), {"id": "dr-old"})
-        upgrade(url, "0007")
+        upgrade(fresh_database_url, "0007")
         with engine.begin() as conn:
             conn.execute(sa.text(INSERT), {"id": "dr-new"})
             conn.execute(sa.text("UPDATE data_resources SET requires_grant = true WHERE id = 'dr-new'"))
@@ -44,7 +30,7 @@ def test_existing_data_stays_open_and_the_downgrade_removes_the_column(url: str)
             assert rows == {"dr-old": False, "dr-new": True}
             with pytest.raises(sa.exc.IntegrityError), conn.begin_nested():
                 conn.execute(sa.text("UPDATE data_resources SET requires_grant = NULL"))
-        command.downgrade(alembic_config(url), "0006")
+        command.downgrade(alembic_config(fresh_database_url), "0006")
         columns = {column["name"] for column in sa.inspect(engine).get_columns("data_resources")}
         assert "requires_grant" not in columns and "url" in columns
     finally:
