@@ -16,48 +16,63 @@ def draw(summary: dict[str, Any], folder: Path) -> list[Path]:
     against its backlog into `folder`; the files written."""
     folder.mkdir(parents=True, exist_ok=True)
     commit = summary["commit"][:12]
-    written = []
+    history, backlog = summary["curve_history"], summary["curve_sensor_backlog"]
+    return [
+        _curve(
+            folder / "curve_history.png",
+            history,
+            x="jobs",
+            series=(
+                ("claim_p50_ms", "claim p50 (16 connections)", "o-"),
+                ("claim_p99_ms", "claim p99", "o--"),
+                ("list_claimable_p99_ms", "GET /jobs?claimable=true p99 (4 connections)", "s-"),
+            ),
+            xlabel="jobs in the table (1,000 claimable behind the rest)",
+            ylabel="ms",
+            title=f"Claim and claimable listing against history ({commit})",
+            goal=(50, "listing goal: p99 50 ms"),
+        ),
+        _curve(
+            folder / "curve_sensor_backlog.png",
+            backlog,
+            x="backlog",
+            series=(
+                ("median_tick_s", "median tick that made jobs", "o-"),
+                ("max_tick_s", "longest tick", "o--"),
+                ("all_jobs_claimable_s", "landing to all jobs claimable", "s-"),
+            ),
+            xlabel="data resources landing in one transaction",
+            ylabel="s",
+            title=f"The data resources sensor against a backlog ({commit})",
+        ),
+    ]
 
-    history = summary["curve_history"]
-    jobs = [point["jobs"] for point in history]
+
+def _curve(
+    path: Path,
+    points: list[dict[str, Any]],
+    *,
+    x: str,
+    series: tuple[tuple[str, str, str], ...],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    goal: tuple[float, str] | None = None,
+) -> Path:
+    """One PNG: each of `series` (key, label, style) against `x`, on a log scale; a missing value as 0."""
     figure, axes = plt.subplots(figsize=(7, 4.2))
-    for key, label, style in (
-        ("claim_p50_ms", "claim p50 (16 connections)", "o-"),
-        ("claim_p99_ms", "claim p99", "o--"),
-        ("list_claimable_p99_ms", "GET /jobs?claimable=true p99 (4 connections)", "s-"),
-    ):
-        axes.plot(jobs, [point[key] for point in history], style, label=label)
-    axes.axhline(50, color="grey", linewidth=0.8, linestyle=":", label="listing goal: p99 50 ms")
+    xs = [point[x] for point in points]
+    for key, label, style in series:
+        axes.plot(xs, [point[key] or 0 for point in points], style, label=label)
+    if goal is not None:
+        axes.axhline(goal[0], color="grey", linewidth=0.8, linestyle=":", label=goal[1])
     axes.set_xscale("log")
-    axes.set_xlabel("jobs in the table (1,000 claimable behind the rest)")
-    axes.set_ylabel("ms")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
     axes.set_ylim(bottom=0)
-    axes.set_title(f"Claim and claimable listing against history ({commit})")
+    axes.set_title(title)
     axes.legend(fontsize=8)
     axes.grid(True, alpha=0.3)
-    written.append(_save(figure, folder / "curve_history.png"))
-
-    backlog = summary["curve_sensor_backlog"]
-    sizes = [point["backlog"] for point in backlog]
-    figure, axes = plt.subplots(figsize=(7, 4.2))
-    for key, label, style in (
-        ("median_tick_s", "median tick that made jobs", "o-"),
-        ("max_tick_s", "longest tick", "o--"),
-        ("all_jobs_claimable_s", "landing to all jobs claimable", "s-"),
-    ):
-        axes.plot(sizes, [point[key] or 0 for point in backlog], style, label=label)
-    axes.set_xscale("log")
-    axes.set_xlabel("data resources landing in one transaction")
-    axes.set_ylabel("s")
-    axes.set_ylim(bottom=0)
-    axes.set_title(f"The data resources sensor against a backlog ({commit})")
-    axes.legend(fontsize=8)
-    axes.grid(True, alpha=0.3)
-    written.append(_save(figure, folder / "curve_sensor_backlog.png"))
-    return written
-
-
-def _save(figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
