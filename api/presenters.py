@@ -38,10 +38,19 @@ def present_execution(session: Session, execution: Execution) -> ExecutionRead:
     return present_executions(session, [execution])[0]
 
 
-def present_operations(session: Session, operations: Sequence[Operation]) -> list[OperationRead]:
-    """Operations as the API shows them: fixed metadata keys from columns, results in full."""
-    executions = executions_store.executions_by_id(
-        session, execution_ids=[op.result_execution_id for op in operations if op.result_execution_id]
+def present_operations(
+    session: Session, operations: Sequence[Operation], *, results: Sequence[Execution] = ()
+) -> list[OperationRead]:
+    """Operations as the API shows them: fixed metadata keys from columns, results in full (`results`: those
+    already loaded; the others are read)."""
+    executions = {row.id: row for row in results}
+    executions |= executions_store.executions_by_id(
+        session,
+        execution_ids=[
+            op.result_execution_id
+            for op in operations
+            if op.result_execution_id and op.result_execution_id not in executions
+        ],
     )
     results = {
         row.id: doc
@@ -77,9 +86,11 @@ def present_operations(session: Session, operations: Sequence[Operation]) -> lis
     ]
 
 
-def present_operation(session: Session, operation: Operation) -> OperationRead:
-    """One operation as the API shows it."""
-    return present_operations(session, [operation])[0]
+def present_operation(
+    session: Session, operation: Operation, *, results: Sequence[Execution] = ()
+) -> OperationRead:
+    """One operation as the API shows it (`results` as in `present_operations`)."""
+    return present_operations(session, [operation], results=results)[0]
 
 
 def json_response(model: BaseModel, *, status_code: int) -> Response:

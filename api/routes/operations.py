@@ -80,7 +80,7 @@ def update_operation(
     code `CANCELLED` ends it `canceled` (the attempt is not counted), any other `failed`. The answer carries
     `cancel_requested` and `paused`. A finished operation, or one whose lease lapsed, is 409.
     """
-    op = services.patch_operation(
+    patched = services.patch_operation(
         session,
         op_id=op_id,
         principal=principal,
@@ -90,7 +90,8 @@ def update_operation(
         execution_id=body.result.execution_id if body.result else None,
         error=body.error.model_dump(mode="json") if body.error else None,
     )
-    return json_response(present_operation(session, op), status_code=200)
+    results = [patched.result] if patched.result is not None else []
+    return json_response(present_operation(session, patched.operation, results=results), status_code=200)
 
 
 @router.post(

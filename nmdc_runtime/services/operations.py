@@ -4,17 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
 from nmdc_runtime.domain import operations as rules
-from nmdc_runtime.domain.errors import Conflict
+from nmdc_runtime.domain.errors import Conflict, RuntimeDomainError
 from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.domain.principals import Principal
-from nmdc_runtime.models import Operation
-from nmdc_runtime.services.transactions import locked_operation, require_active, transaction
+from nmdc_runtime.models import Execution, Operation
+from nmdc_runtime.services.transactions import (
+    locked_operation,
+    require_active,
+    statements_commit,
+    transaction,
+)
 from nmdc_runtime.store import executions as executions_store
+from nmdc_runtime.store import operations as store
+
+
+class Patched(NamedTuple):
+    """What a PATCH gives back: the operation, and the execution it finished with (for the answer)."""
+
+    operation: Operation
+    result: Execution | None
 
 
 def patch_operation(
@@ -28,32 +41,97 @@ def patch_operation(
     execution_id: str | None = None,
     error: Mapping[str, Any] | None = None,
     now: datetime | None = None,
-) -> Operation:
-    """A PATCH from the holding site (renewing its lease) or an admin: merge metadata, maybe finish."""
+) -> Patched:
+    """A PATCH from the holding site (renewing its lease) or an admin: merge metadata, maybe finish.
+
+    The holding site's PATCH of its open operation (the common case) is decided on one read and written by
+    one statement that applies it only if nothing changed in between (`_patch_as_holder`); everything else,
+    and every refusal, takes the general path on the locked rows.
+    """
     now = now or datetime.now(UTC)
+    request = _PatchRequest(metadata=metadata, done=done, execution_id=execution_id, error=error)
+    if principal.is_site:
+        patched = _patch_as_holder(
+            session, op_id=op_id, site_id=principal.site_id, policy=policy, request=request, now=now
+        )
+        if patched is not None:
+            return patched
     with transaction(session):
         op, job = locked_operation(session, op_id=op_id)
         # Who may touch it comes before whether it is still open: another site learns nothing of its state.
         rules.authorize_holder(op, principal, admin_allowed=True)
         require_active(session, op, job, now=now, policy=policy)
-        state = rules.finishing_state(done=done, execution_id=execution_id, error=error)
-        extra = rules.merged_metadata(op, metadata) if metadata is not None else op.extra_metadata
-        if execution_id is not None:
-            found = executions_store.executions_by_id(session, execution_ids=[execution_id])
-            rules.check_result(op, execution_id, found.get(execution_id))
-        op.extra_metadata = extra
-        rules.heartbeat(op, now=now, by_holder=principal.is_site and state is None)
-        if state is not None:
-            rules.finish_operation(
-                op,
-                job,
-                state=state,
-                now=now,
-                retention_seconds=policy.operation_retention_seconds,
-                execution_id=execution_id,
-                error=dict(error) if error is not None else None,
-            )
-        return op
+        found = (
+            executions_store.executions_by_id(session, execution_ids=[execution_id]).get(execution_id)
+            if execution_id is not None
+            else None
+        )
+        _apply_patch(op, job, found, request, by_holder=principal.is_site, policy=policy, now=now)
+        return Patched(op, found if op.result_execution_id is not None else None)
+
+
+class _PatchRequest(NamedTuple):
+    """What a PATCH asks for, from its body."""
+
+    metadata: Mapping[str, Any] | None
+    done: bool | None
+    execution_id: str | None
+    error: Mapping[str, Any] | None
+
+
+def _apply_patch(
+    op: rules.Operation,
+    job: rules.Job,
+    execution: rules.Execution | None,
+    request: _PatchRequest,
+    *,
+    by_holder: bool,
+    policy: Policy,
+    now: datetime,
+) -> None:
+    """The PATCH's rules on an open operation that holds its lease, its job, and the execution its result
+    names (None: none named, or no such execution): InvalidInput for a bad finish, metadata or result."""
+    state = rules.finishing_state(done=request.done, execution_id=request.execution_id, error=request.error)
+    if request.metadata is not None:
+        op.extra_metadata = rules.merged_metadata(op, request.metadata)
+    if request.execution_id is not None:
+        rules.check_result(op, request.execution_id, execution)
+    rules.heartbeat(op, now=now, by_holder=by_holder and state is None)
+    if state is not None:
+        rules.finish_operation(
+            op,
+            job,
+            state=state,
+            now=now,
+            retention_seconds=policy.operation_retention_seconds,
+            execution_id=request.execution_id,
+            error=dict(request.error) if request.error is not None else None,
+        )
+
+
+def _patch_as_holder(
+    session: Session, *, op_id: str, site_id: str, policy: Policy, request: _PatchRequest, now: datetime
+) -> Patched | None:
+    """The holding site's PATCH of its open operation whose lease holds, decided by `_apply_patch` on the
+    rows as one statement read them and written by a second that applies it only if neither the operation
+    nor its job changed (`store.patch_as_seen`). None, and nothing written, for anything else (another
+    site, a finished or lapsed operation, a refusal, a change in between): the general path decides those
+    on the locked rows, and says why.
+    """
+    with statements_commit(session):
+        seen = store.operation_job_and_execution(session, op_id=op_id, execution_id=request.execution_id)
+        if seen is None:
+            return None
+        op, job, execution = seen
+        if op.done or op.site_id != site_id or rules.lease_lapsed(op, now=now):
+            return None
+        seen_versions = store.versions(op, job)
+        try:
+            _apply_patch(op, job, execution, request, by_holder=True, policy=policy, now=now)
+        except RuntimeDomainError:
+            return None
+        written = store.patch_as_seen(session, operation=op, job=job, seen=seen_versions)
+    return None if written is None else Patched(written, execution if written.result_execution_id else None)
 
 
 def cancel_operation(

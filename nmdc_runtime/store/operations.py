@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from nmdc_runtime.domain.errors import Conflict, NotFound
 from nmdc_runtime.ids import new_id
-from nmdc_runtime.models import Job, JobInput, Operation, Site, Workflow
+from nmdc_runtime.models import Execution, Job, JobInput, Operation, Site, Workflow
 from nmdc_runtime.schemas.common import PageParams
 from nmdc_runtime.store.pages import fetch_page
 from nmdc_runtime.store.rules import lapsed_lease
@@ -266,6 +266,162 @@ def claim_as_seen(
     if row is None:
         return None
     # A new row, not loaded through the session: nothing the session would write back.
+    return Operation(**{key: row[column] for key, column in _OPERATION_ATTRIBUTES})
+
+
+_EXECUTION_ATTRIBUTES = [(attr.key, attr.columns[0].name) for attr in Execution.__mapper__.column_attrs]
+_OPERATION_JOB_AND_EXECUTION = _driver_sql(
+    sa.select(
+        *(Operation.__table__.c[column] for _, column in _OPERATION_ATTRIBUTES),
+        *_SEEN_JOB,
+        *(Execution.__table__.c[column] for _, column in _EXECUTION_ATTRIBUTES),
+    )
+    .join(Job, Job.id == Operation.job_id)
+    # No execution named: a join on NULL, which matches nothing.
+    .outerjoin(Execution, Execution.id == sa.bindparam("execution_key"))
+    .where(Operation.id == sa.bindparam("op_key"))
+)
+
+
+class SeenOperation(NamedTuple):
+    """An operation, its job and an execution as one unlocked statement read them: new objects outside the
+    session, so changing them writes nothing by itself."""
+
+    operation: Operation
+    job: SeenJob
+    execution: Execution | None
+
+
+def operation_job_and_execution(
+    session: Session, *, op_id: str, execution_id: str | None
+) -> SeenOperation | None:
+    """The operation, its job and the execution named (None when it is not named or does not exist), in one
+    round trip, unlocked; None for an unknown operation."""
+    params = {"op_key": op_id, "execution_key": execution_id}
+    row = session.connection().exec_driver_sql(_OPERATION_JOB_AND_EXECUTION, params).one_or_none()
+    if row is None:
+        return None
+    ops, jobs = len(_OPERATION_ATTRIBUTES), len(_SEEN_JOB)
+    execution = row[ops + jobs :]
+    return SeenOperation(
+        Operation(**{key: value for (key, _), value in zip(_OPERATION_ATTRIBUTES, row[:ops], strict=True)}),
+        SeenJob(*row[ops : ops + jobs]),
+        None
+        if execution[0] is None
+        else Execution(
+            **{key: value for (key, _), value in zip(_EXECUTION_ATTRIBUTES, execution, strict=True)}
+        ),
+    )
+
+
+_PATCH_FIELDS = (
+    "state",
+    "done",
+    "result_execution_id",
+    "error",
+    "extra_metadata",
+    "lease_expire_time",
+    "update_time",
+    "expire_time",
+)
+"""What a PATCH by the holding site may change of its operation (heartbeat, metadata, finishing)."""
+_OPERATION_VERSION = ("state", "cancel_requested", "update_time")
+"""What tells an open operation as read from one changed since: every change of an open operation sets
+`update_time`; `state` and `cancel_requested` are checked too, at no cost."""
+_JOB_VERSION = ("status", "attempts", "updated_at")
+"""Likewise for its job: every change of a job sets `updated_at`."""
+
+
+def _patch_as_seen_statement() -> sa.Select:
+    """The statement of `patch_as_seen`, built once; parameter names as in `_claim_as_seen_statement`."""
+    locked = (
+        sa.select(Job.id)
+        .where(
+            Job.id == sa.bindparam("job_key"),
+            *(Job.__table__.c[column] == sa.bindparam(f"job_seen_{column}") for column in _JOB_VERSION),
+        )
+        .with_for_update()
+        .cte("locked")
+    )
+    operation_columns = {key: Operation.__mapper__.attrs[key].columns[0] for key in _PATCH_FIELDS}
+    # The job is locked first (the scalar subquery runs before the operation's row is written): the lock
+    # order of the module docstring.
+    updated = (
+        sa.update(Operation)
+        .where(
+            Operation.id == sa.bindparam("op_key"),
+            Operation.job_id == sa.select(locked.c.id).scalar_subquery(),
+            sa.not_(Operation.done),
+            *(
+                Operation.__mapper__.attrs[key].columns[0] == sa.bindparam(f"op_seen_{key}")
+                for key in _OPERATION_VERSION
+            ),
+        )
+        .values(
+            {
+                column: sa.bindparam(f"op_{key}", type_=column.type)
+                for key, column in operation_columns.items()
+            }
+        )
+        .returning(*Operation.__table__.c)
+        .cte("updated")
+    )
+    moved = (
+        sa.update(Job)
+        .where(Job.id == sa.select(updated.c.job_id).scalar_subquery(), sa.bindparam("job_changed"))
+        .values(
+            status=sa.bindparam("job_status"),
+            attempts=sa.bindparam("job_attempts"),
+            updated_at=sa.bindparam("job_updated_at"),
+        )
+        .cte("moved")
+    )
+    return sa.select(*updated.c).add_cte(moved)
+
+
+_PATCH_AS_SEEN = _driver_sql(_patch_as_seen_statement())
+
+
+class Versions(NamedTuple):
+    """What `patch_as_seen` checks is unchanged: an operation's and its job's values as read."""
+
+    operation: tuple[Any, ...]
+    job: tuple[Any, ...]
+
+
+def versions(operation: Operation, job: SeenJob) -> Versions:
+    """The versions of an operation and its job, taken before the rules change them."""
+    return Versions(
+        tuple(getattr(operation, key) for key in _OPERATION_VERSION),
+        tuple(getattr(job, column) for column in _JOB_VERSION),
+    )
+
+
+def patch_as_seen(
+    session: Session, *, operation: Operation, job: SeenJob, seen: Versions
+) -> Operation | None:
+    """Write a PATCH decided on an operation and its job read at the versions `seen`, in one statement: lock
+    the job if it is still as seen, write the operation's `_PATCH_FIELDS` if it is still open and as seen, and
+    the job's status, attempts and update time if the rules changed them. None, and nothing written, when
+    either changed meanwhile."""
+    values = {key: getattr(operation, key) for key in _PATCH_FIELDS}
+    # Driver-level parameters, as in `claim_as_seen`: JSON as text (the statement casts it); NULL stays NULL.
+    for key in ("error", "extra_metadata"):
+        values[key] = None if values[key] is None else json.dumps(values[key])
+    params = {
+        **{f"op_{key}": value for key, value in values.items()},
+        **{f"op_seen_{key}": value for key, value in zip(_OPERATION_VERSION, seen.operation, strict=True)},
+        **{f"job_seen_{column}": value for column, value in zip(_JOB_VERSION, seen.job, strict=True)},
+        "op_key": operation.id,
+        "job_key": job.id,
+        "job_changed": versions(operation, job).job != seen.job,
+        "job_status": job.status,
+        "job_attempts": job.attempts,
+        "job_updated_at": job.updated_at,
+    }
+    row = session.connection().exec_driver_sql(_PATCH_AS_SEEN, params).mappings().one_or_none()
+    if row is None:
+        return None
     return Operation(**{key: row[column] for key, column in _OPERATION_ATTRIBUTES})
 
 
