@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,26 +26,47 @@ def create_data_resource(
     checksums: list[dict[str, Any]],
     description: str | None = None,
     requires_grant: bool = False,
-    execution_id: str | None = None,
 ) -> DataResource:
-    """Insert a data resource of `site_id` (with `execution_id` when an execution's output registers it)."""
-    # One statement: the database fills seq and created_at and hands the row back.
-    return session.scalars(
-        sa.insert(DataResource)
-        .values(
-            id=new_id("dr"),
-            site_id=site_id,
-            name=name,
-            url=url,
-            data_type=data_type,
-            size=size,
-            checksums=checksums,
-            description=description,
-            requires_grant=requires_grant,
-            execution_id=execution_id,
-        )
-        .returning(DataResource)
-    ).one()
+    """Insert a data resource of `site_id`."""
+    fields = {
+        "name": name,
+        "url": url,
+        "data_type": data_type,
+        "size": size,
+        "checksums": checksums,
+        "description": description,
+        "requires_grant": requires_grant,
+    }
+    return create_data_resources(session, site_id=site_id, resources=[fields])[0]
+
+
+def create_data_resources(
+    session: Session,
+    *,
+    site_id: str,
+    resources: Sequence[Mapping[str, Any]],
+    execution_id: str | None = None,
+) -> list[DataResource]:
+    """Insert data resources of `site_id` (`resources`: each one's fields, as `create_data_resource` takes
+    them, with `id` when the caller chose it; `execution_id` when an execution's outputs register them), in the
+    order given."""
+    if not resources:
+        return []
+    rows = [
+        {
+            "description": None,
+            "requires_grant": False,
+            **resource,
+            "id": resource.get("id") or new_id("dr"),
+            "site_id": site_id,
+            "execution_id": execution_id,
+        }
+        for resource in resources
+    ]
+    # One statement for all: the database fills seq and created_at and hands the rows back, in order.
+    return list(
+        session.scalars(sa.insert(DataResource).returning(DataResource, sort_by_parameter_order=True), rows)
+    )
 
 
 def get_data_resource(session: Session, *, data_resource_id: str) -> DataResource:

@@ -16,6 +16,9 @@ from nmdc_runtime.schemas.common import PageParams
 from nmdc_runtime.store import data_resources
 from nmdc_runtime.store.pages import fetch_page
 
+# Built once: the statement keeps its cache key (see `store.operations._locking`).
+_INSERT_EXECUTION = sa.insert(Execution).returning(Execution, sort_by_parameter_order=True)
+
 
 def create_execution(
     session: Session,
@@ -31,30 +34,28 @@ def create_execution(
     details: dict[str, Any],
     now: datetime,
 ) -> Execution:
-    """Insert an execution and register each output as a data resource of `site_id` made by it."""
-    execution = Execution(
-        id=new_id("exec"),
-        job_id=job_id,
-        site_id=site_id,
-        operation_id=operation_id,
-        workflow_id=workflow_id,
-        status=status,
-        started_at=started_at,
-        ended_at=ended_at,
-        output_ids=[],
-        details=details,
-        created_at=now,
-        updated_at=now,
+    """Insert an execution and register each output as a data resource of `site_id` made by it: two
+    statements, whatever the number of outputs."""
+    outputs = [{**output, "id": new_id("dr")} for output in outputs]
+    values = {
+        "id": new_id("exec"),
+        "job_id": job_id,
+        "site_id": site_id,
+        "operation_id": operation_id,
+        "workflow_id": workflow_id,
+        "status": status,
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "output_ids": [output["id"] for output in outputs],
+        "details": details,
+        "created_at": now,
+        "updated_at": now,
+    }
+    execution = session.scalars(_INSERT_EXECUTION, [values]).one()
+    # After the execution: the outputs reference it.
+    data_resources.create_data_resources(
+        session, site_id=site_id, resources=outputs, execution_id=execution.id
     )
-    session.add(execution)
-    # The outputs reference the execution, so it must exist first.
-    session.flush()
-    rows = [
-        data_resources.create_data_resource(session, site_id=site_id, execution_id=execution.id, **output)
-        for output in outputs
-    ]
-    execution.output_ids = [row.id for row in rows]
-    session.flush()
     return execution
 
 

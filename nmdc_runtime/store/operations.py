@@ -28,12 +28,36 @@ from nmdc_runtime.store.rules import lapsed_lease
 OPEN_OPERATION_INDEX = "uq_operations_open_job"
 
 
+def _locking(entity, *, skip_locked: bool = False, **where: sa.ColumnElement[bool]):
+    """SELECT `entity` FOR UPDATE where each keyword's column equals the bound parameter of that name.
+
+    Built once per module, not per call: a statement object remembers its cache key, which SQLAlchemy would
+    otherwise compute again for every execution. populate_existing: a row already in the session must show
+    what the lock just read.
+    """
+    return (
+        sa.select(entity)
+        .where(*where.values())
+        .with_for_update(skip_locked=skip_locked)
+        .execution_options(populate_existing=True)
+    )
+
+
+_LOCK_JOB = {
+    skip: _locking(Job, skip_locked=skip, job=Job.id == sa.bindparam("job_id")) for skip in (False, True)
+}
+# `NOT done`: the partial unique index's predicate.
+_LOCK_OPEN_OPERATION = _locking(
+    Operation, job=Operation.job_id == sa.bindparam("job_id"), open=sa.not_(Operation.done)
+)
+_LOCK_OPERATION = _locking(Operation, op=Operation.id == sa.bindparam("op_id"))
+_OPERATION_JOB_ID = sa.select(Operation.job_id).where(Operation.id == sa.bindparam("op_id"))
+
+
 def lock_job(session: Session, *, job_id: str, skip_locked: bool = False) -> Job | None:
     """The job row, locked FOR UPDATE until the transaction ends; None when there is no such job
     (or, with `skip_locked`, when another transaction holds it)."""
-    stmt = sa.select(Job).where(Job.id == job_id).with_for_update(skip_locked=skip_locked)
-    # populate_existing: a row already in the session must show what the lock just read.
-    return session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
+    return session.scalars(_LOCK_JOB[skip_locked], {"job_id": job_id}).one_or_none()
 
 
 def lock_job_or_404(session: Session, *, job_id: str) -> Job:
@@ -46,21 +70,15 @@ def lock_job_or_404(session: Session, *, job_id: str) -> Job:
 
 def open_operation(session: Session, *, job_id: str) -> Operation | None:
     """The job's unfinished operation (at most one exists), locked FOR UPDATE."""
-    stmt = (
-        sa.select(Operation)
-        .where(Operation.job_id == job_id, sa.not_(Operation.done))  # the partial unique index's predicate
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return session.scalars(stmt).one_or_none()
+    return session.scalars(_LOCK_OPEN_OPERATION, {"job_id": job_id}).one_or_none()
 
 
 def get_operation(session: Session, *, op_id: str, lock: bool = False) -> Operation:
     """One operation, optionally locked FOR UPDATE, or NotFound."""
-    stmt = sa.select(Operation).where(Operation.id == op_id)
     if lock:
-        stmt = stmt.with_for_update().execution_options(populate_existing=True)
-    row = session.scalars(stmt).one_or_none()
+        row = session.scalars(_LOCK_OPERATION, {"op_id": op_id}).one_or_none()
+    else:
+        row = session.get(Operation, op_id)
     if row is None:
         raise NotFound(f"no operation {op_id!r}")
     return row
@@ -73,7 +91,7 @@ def find_operation(session: Session, *, op_id: str) -> Operation | None:
 
 def operation_job_id(session: Session, *, op_id: str) -> str:
     """The job an operation belongs to (unlocked), or NotFound: callers lock the job before the operation."""
-    job_id = session.scalar(sa.select(Operation.job_id).where(Operation.id == op_id))
+    job_id = session.scalar(_OPERATION_JOB_ID, {"op_id": op_id})
     if job_id is None:
         raise NotFound(f"no operation {op_id!r}")
     return job_id
