@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fastapi import Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from nmdc_runtime.models import Execution, Operation
+from nmdc_runtime.models import DataResource, Execution, Operation
 from nmdc_runtime.schemas.data import DataResourceRead
 from nmdc_runtime.schemas.executions import ExecutionRead
 from nmdc_runtime.schemas.operations import OperationMetadata, OperationRead
 from nmdc_runtime.store import executions as executions_store
 
 
-def present_executions(session: Session, executions: Sequence[Execution]) -> list[ExecutionRead]:
-    """Executions as the API shows them, with their outputs in full (one query for all)."""
-    outputs = executions_store.outputs_of(session, executions=executions)
+def present_executions(
+    session: Session,
+    executions: Sequence[Execution],
+    *,
+    outputs: Mapping[str, Sequence[DataResource]] | None = None,
+) -> list[ExecutionRead]:
+    """Executions as the API shows them, with their outputs in full (`outputs`: each one's, by execution id,
+    when the caller has them; else one query for all)."""
+    if outputs is None:
+        outputs = executions_store.outputs_of(session, executions=executions)
     return [
         ExecutionRead.model_validate(
             {
@@ -33,9 +40,12 @@ def present_executions(session: Session, executions: Sequence[Execution]) -> lis
     ]
 
 
-def present_execution(session: Session, execution: Execution) -> ExecutionRead:
-    """One execution as the API shows it."""
-    return present_executions(session, [execution])[0]
+def present_execution(
+    session: Session, execution: Execution, *, outputs: Sequence[DataResource] | None = None
+) -> ExecutionRead:
+    """One execution as the API shows it (`outputs`: its output data resources, when the caller has them)."""
+    known = None if outputs is None else {execution.id: outputs}
+    return present_executions(session, [execution], outputs=known)[0]
 
 
 def present_operations(

@@ -58,7 +58,7 @@ def create_execution(
         details=body.details,
         policy=policy,
         request=idempotent_request(principal, idempotency_key, f"POST /jobs/{job_id}/executions", body),
-        present=lambda row: present_execution(session, row).model_dump(mode="json"),
+        present=lambda row, outputs: present_execution(session, row, outputs=outputs).model_dump(mode="json"),
     )
     return respond(outcome)
 

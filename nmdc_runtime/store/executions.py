@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from nmdc_runtime.domain.errors import NotFound
 from nmdc_runtime.ids import new_id
-from nmdc_runtime.models import DataResource, Execution
+from nmdc_runtime.models import DataResource, Execution, IdempotencyKey, Operation
 from nmdc_runtime.schemas.common import PageParams
-from nmdc_runtime.store import data_resources
+from nmdc_runtime.store import data_resources, idempotency
+from nmdc_runtime.store import operations as operations_store
+from nmdc_runtime.store.idempotency import IdempotentRequest, Outcome
 from nmdc_runtime.store.pages import fetch_page
 
 # Built once: the statement keeps its cache key (see `store.operations._locking`).
@@ -33,9 +38,9 @@ def create_execution(
     outputs: Iterable[dict[str, Any]],
     details: dict[str, Any],
     now: datetime,
-) -> Execution:
+) -> tuple[Execution, list[DataResource]]:
     """Insert an execution and register each output as a data resource of `site_id` made by it: two
-    statements, whatever the number of outputs."""
+    statements, whatever the number of outputs. The execution and the outputs' rows, in order."""
     outputs = [{**output, "id": new_id("dr")} for output in outputs]
     values = {
         "id": new_id("exec"),
@@ -53,10 +58,180 @@ def create_execution(
     }
     execution = session.scalars(_INSERT_EXECUTION, [values]).one()
     # After the execution: the outputs reference it.
-    data_resources.create_data_resources(
+    resources = data_resources.create_data_resources(
         session, site_id=site_id, resources=outputs, execution_id=execution.id
     )
-    return execution
+    return execution, resources
+
+
+def new_execution(
+    *,
+    job_id: str,
+    site_id: str,
+    operation_id: str,
+    workflow_id: str,
+    status: str,
+    started_at: datetime,
+    ended_at: datetime,
+    outputs: Iterable[dict[str, Any]],
+    details: dict[str, Any],
+    now: datetime,
+) -> tuple[Execution, list[DataResource]]:
+    """An execution and its outputs' data resources as `record_as_seen` writes them: new objects, every value
+    chosen here (ids, times), so that the answer can be made before the write."""
+    execution = Execution(
+        id=new_id("exec"),
+        job_id=job_id,
+        site_id=site_id,
+        operation_id=operation_id,
+        workflow_id=workflow_id,
+        status=status,
+        started_at=started_at,
+        ended_at=ended_at,
+        details=details,
+        created_at=now,
+        updated_at=now,
+    )
+    resources = [
+        DataResource(
+            **{"description": None, "requires_grant": False, **output},
+            id=new_id("dr"),
+            site_id=site_id,
+            execution_id=execution.id,
+            created_at=now,
+        )
+        for output in outputs
+    ]
+    execution.output_ids = [resource.id for resource in resources]
+    return execution, resources
+
+
+_EXECUTION_FIELDS = (
+    "id",
+    "job_id",
+    "site_id",
+    "operation_id",
+    "workflow_id",
+    "status",
+    "started_at",
+    "ended_at",
+    "output_ids",
+    "details",
+    "created_at",
+    "updated_at",
+)
+_OUTPUT_FIELDS = {
+    "id": sa.Text,
+    "name": sa.Text,
+    "url": sa.Text,
+    "data_type": sa.Text,
+    "size": sa.BigInteger,
+    "checksums": JSONB,
+    "description": sa.Text,
+    "requires_grant": sa.Boolean,
+}
+"""An output's columns, as the statement reads them from its JSON parameter."""
+_KEY_FIELDS = ("principal", "key", "endpoint", "request_hash", "status_code", "response")
+
+
+def _record_as_seen_statement() -> sa.Select:
+    """The statement of `record_as_seen`, built once: `exec_<column>` parameters for the execution, `outputs`
+    (a JSON array of the outputs' `_OUTPUT_FIELDS`), `key_<column>` and `keyed` for the Idempotency-Key row,
+    and the lock parameters of `store.operations.job_locked_as_seen` and `operation_as_seen`."""
+    locked = operations_store.job_locked_as_seen()
+    held = (
+        sa.select(Operation.id)
+        .where(*operations_store.operation_as_seen(locked))
+        .with_for_update()
+        .cte("held")
+    )
+    # With a key, everything hangs on claiming its row: a repeat (the row exists) writes nothing.
+    keyed = (
+        pg_insert(IdempotencyKey)
+        .from_select(
+            list(_KEY_FIELDS),
+            sa.select(
+                *(
+                    sa.bindparam(f"key_{column}", type_=IdempotencyKey.__table__.c[column].type)
+                    for column in _KEY_FIELDS
+                )
+            ).where(sa.bindparam("keyed", type_=sa.Boolean), sa.exists(sa.select(held.c.id))),
+        )
+        .on_conflict_do_nothing(index_elements=[IdempotencyKey.principal, IdempotencyKey.key])
+        .returning(IdempotencyKey.key)
+        .cte("keyed")
+    )
+    inserted = (
+        pg_insert(Execution)
+        .from_select(
+            list(_EXECUTION_FIELDS),
+            sa.select(
+                *(
+                    sa.bindparam(f"exec_{column}", type_=Execution.__table__.c[column].type)
+                    for column in _EXECUTION_FIELDS
+                )
+            ).where(
+                sa.exists(sa.select(held.c.id)),
+                sa.or_(sa.not_(sa.bindparam("keyed", type_=sa.Boolean)), sa.exists(sa.select(keyed.c.key))),
+            ),
+        )
+        .returning(Execution.id)
+        .cte("inserted")
+    )
+    given = (
+        sa.func.jsonb_to_recordset(sa.bindparam("outputs", type_=JSONB))
+        .table_valued(*(sa.column(name, type_) for name, type_ in _OUTPUT_FIELDS.items()))
+        .render_derived(with_types=True)
+    )
+    outputs = (
+        pg_insert(DataResource)
+        .from_select(
+            [*_OUTPUT_FIELDS, "site_id", "execution_id", "created_at"],
+            sa.select(
+                *(given.c[name] for name in _OUTPUT_FIELDS),
+                sa.bindparam("exec_site_id", type_=sa.Text),
+                inserted.c.id,
+                sa.bindparam("exec_created_at", type_=DataResource.__table__.c.created_at.type),
+            ).select_from(given.join(inserted, sa.true())),
+        )
+        .cte("outputs")
+    )
+    return sa.select(inserted.c.id).add_cte(outputs)
+
+
+_RECORD_AS_SEEN = operations_store.driver_sql(_record_as_seen_statement())
+
+
+def record_as_seen(
+    session: Session,
+    *,
+    execution: Execution,
+    outputs: Sequence[DataResource],
+    operation: Operation,
+    job: operations_store.SeenJob,
+    seen: operations_store.Versions,
+    request: IdempotentRequest,
+    answer: Outcome,
+) -> bool:
+    """Write a new execution and its outputs (`new_execution`) under an operation and its job read at the
+    versions `seen`, in one statement: lock the job if it is still as seen, and the operation if it is still
+    open and as seen, claim the request's Idempotency-Key row with the `answer` (when it has a key), insert
+    the execution and its outputs. False, and nothing written, when the job or the operation changed, or the
+    key is taken (a repeat: `idempotency.run_once` replays it)."""
+    keyed = request.key is not None
+    params = {
+        **{f"exec_{column}": getattr(execution, column) for column in _EXECUTION_FIELDS},
+        "exec_details": json.dumps(execution.details),
+        "outputs": json.dumps([{name: getattr(row, name) for name in _OUTPUT_FIELDS} for row in outputs]),
+        "keyed": keyed,
+        **operations_store.seen_parameters(operation, job, seen),
+        **(
+            idempotency.key_row(request, answer)
+            if keyed
+            else {f"key_{column}": None for column in _KEY_FIELDS}
+        ),
+    }
+    return session.connection().exec_driver_sql(_RECORD_AS_SEEN, params).one_or_none() is not None
 
 
 def get_execution(session: Session, *, job_id: str, execution_id: str, lock: bool = False) -> Execution:

@@ -67,6 +67,19 @@ class IdempotentRequest:
     """The validated body as JSON (`model_dump(mode="json")`)."""
 
 
+def key_row(request: IdempotentRequest, answer: Outcome) -> dict[str, Any]:
+    """The row that stores `answer` to a request with a key, as `key_<column>` statement parameters (for a
+    statement that claims the key and writes what it created at once: `store.executions.record_as_seen`)."""
+    return {
+        "key_principal": request.principal,
+        "key_key": request.key,
+        "key_endpoint": request.endpoint,
+        "key_request_hash": request_hash(request.endpoint, request.payload),
+        "key_status_code": answer.status_code,
+        "key_response": json.dumps(answer.body),
+    }
+
+
 def run_once(
     session: Session, *, request: IdempotentRequest, status_code: int, create: Callable[[], Any]
 ) -> Outcome:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql.psycopg2 import dialect as psycopg2_dialect
 from sqlalchemy.exc import IntegrityError
@@ -167,13 +168,13 @@ _SEEN_JOB = (
 )
 
 
-def _driver_sql(statement: sa.ClauseElement) -> str:
+def driver_sql(statement: sa.ClauseElement) -> str:
     """A statement compiled once, for psycopg2 (`%(name)s` parameters): a hot path that runs it with
     `exec_driver_sql` skips SQLAlchemy's per-execution compile-cache look-up and ORM loading."""
     return str(statement.compile(dialect=psycopg2_dialect()))
 
 
-_JOB_AND_TERMS = _driver_sql(
+_JOB_AND_TERMS = driver_sql(
     sa.select(*_SEEN_JOB, *_terms_columns(sa.bindparam("site_key")))
     .join(Workflow, Workflow.id == Job.workflow_id)
     .where(Job.id == sa.bindparam("job_key"))
@@ -251,7 +252,7 @@ _CLAIM_FIELDS = (
     "update_time",
 )
 """What a new operation is given (`domain.operations.start_operation`'s fields, its id, and no job id)."""
-_CLAIM_AS_SEEN = _driver_sql(_claim_as_seen_statement())
+_CLAIM_AS_SEEN = driver_sql(_claim_as_seen_statement())
 _OPERATION_ATTRIBUTES = [(attr.key, attr.columns[0].name) for attr in Operation.__mapper__.column_attrs]
 
 
@@ -288,7 +289,7 @@ def claim_as_seen(
 
 
 _EXECUTION_ATTRIBUTES = [(attr.key, attr.columns[0].name) for attr in Execution.__mapper__.column_attrs]
-_OPERATION_JOB_AND_EXECUTION = _driver_sql(
+_OPERATION_JOB_AND_EXECUTION = driver_sql(
     sa.select(
         *(Operation.__table__.c[column] for _, column in _OPERATION_ATTRIBUTES),
         *_SEEN_JOB,
@@ -322,7 +323,7 @@ def operation_job_and_execution(
     ops, jobs = len(_OPERATION_ATTRIBUTES), len(_SEEN_JOB)
     execution = row[ops + jobs :]
     return SeenOperation(
-        Operation(**{key: value for (key, _), value in zip(_OPERATION_ATTRIBUTES, row[:ops], strict=True)}),
+        _operation_or_none(row[:ops]),
         SeenJob(*row[ops : ops + jobs]),
         None
         if execution[0] is None
@@ -330,6 +331,55 @@ def operation_job_and_execution(
             **{key: value for (key, _), value in zip(_EXECUTION_ATTRIBUTES, execution, strict=True)}
         ),
     )
+
+
+_OPEN = sa.orm.aliased(Operation, name="open_operation")
+_NAMED = sa.orm.aliased(Operation, name="named_operation")
+_JOB_AND_OPERATIONS = driver_sql(
+    sa.select(
+        *_SEEN_JOB,
+        *(getattr(_OPEN, key) for key, _ in _OPERATION_ATTRIBUTES),
+        *(getattr(_NAMED, key) for key, _ in _OPERATION_ATTRIBUTES),
+    )
+    # `NOT done`: the partial unique index's predicate (at most one row).
+    .outerjoin(_OPEN, sa.and_(_OPEN.job_id == Job.id, sa.not_(_OPEN.done)))
+    .outerjoin(_NAMED, _NAMED.id == sa.bindparam("op_key"))
+    .where(Job.id == sa.bindparam("job_key"))
+)
+
+
+class SeenJobOperations(NamedTuple):
+    """A job, its open operation and an operation named by id, as one unlocked statement read them (new
+    objects outside the session)."""
+
+    job: SeenJob
+    open: Operation | None
+    named: Operation | None
+
+
+def job_and_operations(session: Session, *, job_id: str, op_id: str) -> SeenJobOperations | None:
+    """The job, its open operation (None: none) and the operation `op_id` (None: unknown), in one round trip,
+    unlocked; None for an unknown job."""
+    row = (
+        session.connection()
+        .exec_driver_sql(_JOB_AND_OPERATIONS, {"job_key": job_id, "op_key": op_id})
+        .one_or_none()
+    )
+    if row is None:
+        return None
+    jobs, ops = len(_SEEN_JOB), len(_OPERATION_ATTRIBUTES)
+    return SeenJobOperations(
+        SeenJob(*row[:jobs]),
+        _operation_or_none(row[jobs : jobs + ops]),
+        _operation_or_none(row[jobs + ops :]),
+    )
+
+
+def _operation_or_none(values: Sequence[Any]) -> Operation | None:
+    """An operation from its columns in `_OPERATION_ATTRIBUTES` order; None for the NULLs of an outer join."""
+    if values[0] is None:
+        return None
+    return Operation(**{key: value for (key, _), value in zip(_OPERATION_ATTRIBUTES, values, strict=True)})
 
 
 _PATCH_FIELDS = (
@@ -350,9 +400,10 @@ _JOB_VERSION = ("status", "attempts", "updated_at")
 """Likewise for its job: every change of a job sets `updated_at`."""
 
 
-def _patch_as_seen_statement() -> sa.Select:
-    """The statement of `patch_as_seen`, built once; parameter names as in `_claim_as_seen_statement`."""
-    locked = (
+def job_locked_as_seen() -> sa.CTE:
+    """A CTE that locks the job (`job_key`) FOR UPDATE if it is still at its version as read (`job_seen_<column>`
+    parameters, see `versions`), and yields its id; no row, nothing locked, when it changed."""
+    return (
         sa.select(Job.id)
         .where(
             Job.id == sa.bindparam("job_key"),
@@ -361,20 +412,44 @@ def _patch_as_seen_statement() -> sa.Select:
         .with_for_update()
         .cte("locked")
     )
+
+
+def operation_as_seen(locked: sa.CTE) -> list[sa.ColumnElement[bool]]:
+    """The conditions on `operations` of a write that holds only if the operation (`op_key`) is the locked
+    job's, still open, and at its version as read (`op_seen_<attribute>` parameters, see `versions`).
+
+    The job is locked first (the scalar subquery runs before the operation's row is locked or written): the
+    lock order of the module docstring.
+    """
+    return [
+        Operation.id == sa.bindparam("op_key"),
+        Operation.job_id == sa.select(locked.c.id).scalar_subquery(),
+        sa.not_(Operation.done),
+        *(
+            Operation.__mapper__.attrs[key].columns[0] == sa.bindparam(f"op_seen_{key}")
+            for key in _OPERATION_VERSION
+        ),
+    ]
+
+
+def seen_parameters(operation: Operation, job: SeenJob, seen: Versions) -> dict[str, Any]:
+    """The parameters of `job_locked_as_seen` and `operation_as_seen` for an operation and its job read at
+    the versions `seen`."""
+    return {
+        **{f"op_seen_{key}": value for key, value in zip(_OPERATION_VERSION, seen.operation, strict=True)},
+        **{f"job_seen_{column}": value for column, value in zip(_JOB_VERSION, seen.job, strict=True)},
+        "op_key": operation.id,
+        "job_key": job.id,
+    }
+
+
+def _patch_as_seen_statement() -> sa.Select:
+    """The statement of `patch_as_seen`, built once; parameter names as in `_claim_as_seen_statement`."""
+    locked = job_locked_as_seen()
     operation_columns = {key: Operation.__mapper__.attrs[key].columns[0] for key in _PATCH_FIELDS}
-    # The job is locked first (the scalar subquery runs before the operation's row is written): the lock
-    # order of the module docstring.
     updated = (
         sa.update(Operation)
-        .where(
-            Operation.id == sa.bindparam("op_key"),
-            Operation.job_id == sa.select(locked.c.id).scalar_subquery(),
-            sa.not_(Operation.done),
-            *(
-                Operation.__mapper__.attrs[key].columns[0] == sa.bindparam(f"op_seen_{key}")
-                for key in _OPERATION_VERSION
-            ),
-        )
+        .where(*operation_as_seen(locked))
         .values(
             {
                 column: sa.bindparam(f"op_{key}", type_=column.type)
@@ -397,7 +472,7 @@ def _patch_as_seen_statement() -> sa.Select:
     return sa.select(*updated.c).add_cte(moved)
 
 
-_PATCH_AS_SEEN = _driver_sql(_patch_as_seen_statement())
+_PATCH_AS_SEEN = driver_sql(_patch_as_seen_statement())
 
 
 class Versions(NamedTuple):
@@ -428,10 +503,7 @@ def patch_as_seen(
         values[key] = None if values[key] is None else json.dumps(values[key])
     params = {
         **{f"op_{key}": value for key, value in values.items()},
-        **{f"op_seen_{key}": value for key, value in zip(_OPERATION_VERSION, seen.operation, strict=True)},
-        **{f"job_seen_{column}": value for column, value in zip(_JOB_VERSION, seen.job, strict=True)},
-        "op_key": operation.id,
-        "job_key": job.id,
+        **seen_parameters(operation, job, seen),
         "job_changed": versions(operation, job).job != seen.job,
         "job_status": job.status,
         "job_attempts": job.attempts,

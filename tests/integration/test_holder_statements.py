@@ -1,6 +1,7 @@
-"""What the holding site's PATCH sends to the database: a heartbeat or a finish of its open operation is one
-read and one conditional write without BEGIN or COMMIT, and the write changes nothing unless the operation and
-its job are still as read (else the general path decides, on the locked rows)."""
+"""What the holding site's PATCH and execution send to the database: a heartbeat or a finish of its open
+operation, and an execution recorded under it, are one read and one conditional write without BEGIN or COMMIT,
+and the write changes nothing unless the operation and its job are still as read (else the general path
+decides, on the locked rows)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.domain.states import OperationState
 from nmdc_runtime.ids import new_id
-from nmdc_runtime.models import Execution, Job, Operation, Workflow
-from nmdc_runtime.services import claims, operations
+from nmdc_runtime.models import DataResource, Execution, IdempotencyKey, Job, Operation, Workflow
+from nmdc_runtime.services import claims, executions, operations
 from nmdc_runtime.store import accounts
+from nmdc_runtime.store import executions as executions_store
 from nmdc_runtime.store import operations as store
+from nmdc_runtime.store.idempotency import IdempotentRequest
 
 NOW = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
 LATER = NOW + timedelta(seconds=30)
@@ -219,3 +222,143 @@ def test_a_refusal_is_decided_on_the_locked_rows(clean_database, claimed, princi
         assert (op.state, job.status) == ("expired", "unclaimed")
     else:
         assert (op.state, op.update_time, op.extra_metadata) == ("running", NOW, {})
+
+
+OUTPUT = {
+    "name": "contigs.fna",
+    "url": "https://data.example.org/contigs.fna",
+    "data_type": "contigs",
+    "size": 12,
+    "checksums": [{"type": "md5", "value": "0" * 32}],
+}
+
+
+def _record(database, claimed: Claimed, principal=SITE_E, key: str | None = "k-1", now=LATER, **changes):
+    body = {
+        "operation_id": claimed.op_id,
+        "status": "failed",
+        "started_at": NOW,
+        "ended_at": LATER,
+        "outputs": [OUTPUT, {**OUTPUT, "name": "genes.faa"}],
+        "details": {"exit_code": 1},
+        **changes,
+    }
+    request = IdempotentRequest(
+        principal=principal.key,
+        key=key,
+        endpoint=f"POST /jobs/{claimed.job_id}/executions",
+        payload={**body, "started_at": str(body["started_at"]), "ended_at": str(body["ended_at"])},
+    )
+    with database.sessionmaker() as session:
+        return executions.record_execution(
+            session,
+            job_id=claimed.job_id,
+            site_id=principal.site_id,
+            policy=POLICY,
+            request=request,
+            present=lambda row, outputs: {
+                "id": row.id,
+                "output_ids": list(row.output_ids),
+                "outputs": [[dr.id, dr.name, dr.execution_id] for dr in outputs],
+            },
+            now=now,
+            **body,
+        )
+
+
+def test_an_execution_with_outputs_and_a_key_is_one_read_and_one_write(clean_database, claimed):
+    sent, stop = _sent(clean_database)
+    try:
+        outcome = _record(clean_database, claimed)
+    finally:
+        stop()
+    assert sent == [("SELECT", True), ("WITH", True)]
+    execution_id = outcome.body["id"]
+    with clean_database.session() as session:
+        row = session.get(Execution, execution_id)
+        resources = session.scalars(
+            sa.select(DataResource)
+            .where(DataResource.execution_id == execution_id)
+            .order_by(DataResource.seq)
+        ).all()
+        stored = session.scalars(sa.select(IdempotencyKey).where(IdempotencyKey.key == "k-1")).one()
+    assert (row.status, row.details, row.created_at) == ("failed", {"exit_code": 1}, LATER)
+    assert [dr.id for dr in resources] == row.output_ids == outcome.body["output_ids"]
+    assert [(dr.name, dr.site_id, dr.created_at) for dr in resources] == [
+        ("contigs.fna", "site-e", LATER),
+        ("genes.faa", "site-e", LATER),
+    ]
+    assert resources[0].checksums == OUTPUT["checksums"]
+    # The stored answer is the answer given, written in the same statement.
+    assert (stored.status_code, stored.response) == (201, outcome.body)
+
+
+def test_a_repeated_key_replays_the_first_answer_and_writes_nothing(clean_database, claimed):
+    first = _record(clean_database, claimed)
+    again = _record(clean_database, claimed)
+    assert again.replayed and again.body == first.body
+    with clean_database.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Execution)) == 2  # the fixture's and one
+        assert session.scalar(sa.select(sa.func.count()).select_from(DataResource)) == 2
+
+
+def test_the_execution_is_not_written_when_the_operation_changed_since_it_was_read(clean_database, claimed):
+    with clean_database.sessionmaker() as session:
+        seen = store.job_and_operations(session, job_id=claimed.job_id, op_id=claimed.op_id)
+        session.rollback()
+        seen_versions = store.versions(seen.open, seen.job)
+        # A heartbeat meanwhile: the operation is still open, but not as read.
+        operations.patch_operation(
+            session, op_id=claimed.op_id, principal=SITE_E, policy=POLICY, now=LATER, metadata={}
+        )
+        execution, resources = executions_store.new_execution(
+            job_id=claimed.job_id,
+            site_id="site-e",
+            operation_id=claimed.op_id,
+            workflow_id="wf",
+            status="succeeded",
+            started_at=NOW,
+            ended_at=LATER,
+            outputs=[OUTPUT],
+            details={},
+            now=LATER,
+        )
+        request = IdempotentRequest(principal=SITE_E.key, key="k-2", endpoint="e", payload={})
+        assert not executions_store.record_as_seen(
+            session,
+            execution=execution,
+            outputs=resources,
+            operation=seen.open,
+            job=seen.job,
+            seen=seen_versions,
+            request=request,
+            answer=executions_store.Outcome(status_code=201, body={}),
+        )
+        session.commit()
+    with clean_database.session() as session:
+        for table in (Execution, DataResource, IdempotencyKey):
+            # Nothing of the three: not the key, not the execution, not its output.
+            assert session.scalar(sa.select(sa.func.count()).select_from(table)) == (table is Execution)
+
+
+@pytest.mark.parametrize(
+    ("principal", "now", "changes", "error"),
+    [
+        (SITE_F, LATER, {}, Forbidden),
+        (SITE_E, NOW + timedelta(seconds=61), {}, LeaseLost),
+        (SITE_E, LATER, {"operation_id": "op-unknown"}, InvalidInput),
+    ],
+    ids=["another-site", "lapsed", "unknown-operation"],
+)
+def test_a_refused_execution_is_decided_on_the_locked_rows(
+    clean_database, claimed, principal, now, changes, error
+):
+    sent, stop = _sent(clean_database)
+    try:
+        with pytest.raises(error):
+            _record(clean_database, claimed, principal=principal, now=now, **changes)
+    finally:
+        stop()
+    assert any(not autocommit for _, autocommit in sent)
+    with clean_database.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(DataResource)) == 0
