@@ -4,7 +4,8 @@
     python -m bench --only latency --samples 10
     python -m bench --only burst-db --burst 10000
     python -m bench --only burst-api --client wrk --api-workers 2
-    python -m bench --only claims --profile-to bench/claim-after.svg
+    python -m bench --only claims --profile-to bench/claim-after.svg --profile-cycle-to bench/cycle.svg
+    python -m bench --only history --profile-listing-to bench/listing.svg
     python -m bench --only history
     python -m bench --smoke              # every scenario at toy sizes, in about a minute
 
@@ -88,6 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="every scenario at toy sizes (make test runs it)"
     )
     parser.add_argument("--profile-to", type=Path, help="claims: a py-spy flame graph of the claim (SVG)")
+    parser.add_argument(
+        "--profile-cycle-to",
+        type=Path,
+        help="claims: a py-spy flame graph of the claim → execution → finish cycle",
+    )
+    parser.add_argument(
+        "--profile-listing-to",
+        type=Path,
+        help="history: a py-spy flame graph of the claimable listing behind the largest history",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the figures go")
     parser.add_argument("--samples", type=int, default=20, help="latency samples")
     parser.add_argument("--burst", type=int, default=10_000, help="data resources per burst")
@@ -136,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             # then run against that history, as a system that has been up for a while does.
             if "history" in chosen:
                 print(f"history: {sizes.history} jobs, then {sizes.claimable_many} claimable", flush=True)
-                report["history"] = paths.history_suite(stack, sizes, work=home)
+                report["history"] = paths.history_suite(
+                    stack, sizes, work=home, profile_listing_to=args.profile_listing_to
+                )
                 shown = {k: v for k, v in report["history"].items() if k not in ("curve_history", "plans")}
                 print(f"  -> {json.dumps(shown)}", flush=True)
             if "latency" in chosen:
@@ -163,7 +176,13 @@ def main(argv: list[str] | None = None) -> int:
                 report["sensor_backlog"] = paths.sensor_backlog(stack, sizes)
             if "claims" in chosen:
                 print(f"claims: HTTP, bare FastAPI, psycopg2; cycles; {sizes.repeats} runs each", flush=True)
-                report["claims"] = paths.claim_suite(stack, sizes, work=home, profile_to=args.profile_to)
+                report["claims"] = paths.claim_suite(
+                    stack,
+                    sizes,
+                    work=home,
+                    profile_to=args.profile_to,
+                    profile_cycle_to=args.profile_cycle_to,
+                )
                 print(f"  -> {json.dumps(report['claims'])}", flush=True)
         time.sleep(1)
         report["left_running_after_sigterm"] = leftover_processes(home)

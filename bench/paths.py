@@ -164,11 +164,16 @@ def _listing(url: str, world: World, path: str, seconds: float) -> load.Run:
 
 
 def claim_suite(
-    stack: DevStack, sizes: Sizes, *, work: Path, profile_to: Path | None = None
+    stack: DevStack,
+    sizes: Sizes,
+    *,
+    work: Path,
+    profile_to: Path | None = None,
+    profile_cycle_to: Path | None = None,
 ) -> dict[str, Any]:
     """claims/s over HTTP (one API worker), through the bare app, and through psycopg2 alone; full cycles on
-    `make dev`'s API; the API processes' peak memory. With `profile_to`, one more HTTP run under py-spy
-    (not counted) writes a flame graph there."""
+    `make dev`'s API; the API processes' peak memory. With `profile_to` (`profile_cycle_to`), one more run of
+    claims (of cycles) on the one-worker API under py-spy (not counted) writes a flame graph there."""
     world = make_world(stack, f"claim{int(time.time())}", capability=f"claim{int(time.time())}")
 
     def fresh() -> list[str]:
@@ -183,6 +188,8 @@ def claim_suite(
             http.append(_claims(url, world, fresh(), sizes.seconds))
         if profile_to is not None:
             _profile(pid, profile_to, lambda: _claims(url, world, fresh(), sizes.seconds), sizes.seconds)
+        if profile_cycle_to is not None:
+            _profile(pid, profile_cycle_to, lambda: _cycles(url, world, fresh(), sizes), sizes.seconds)
         rss_one_worker = peak_rss_mb(pid)
     bare_env = dict(os.environ, BENCH_DSN=_dsn(stack), BENCH_SITE=world.exec_site)
     with serve("bench.bare:app", bare_env, work / "bare.log") as (url, _):
@@ -194,18 +201,11 @@ def claim_suite(
                 _dsn(stack), world.exec_site, fresh(), threads=CLAIM_CONNECTIONS, seconds=sizes.seconds
             )
         )
+    busiest = []
     for _ in range(sizes.repeats):
-        cycles.append(
-            load.wrk(
-                stack.api_url,
-                load.CYCLES,
-                threads=CLAIM_CONNECTIONS,
-                connections=CLAIM_CONNECTIONS,
-                seconds=sizes.seconds,
-                authorization=_authorization(world),
-                ids=fresh()[: sizes.claims_per_run // 4],
-            )
-        )
+        with busiest_processes() as busy:
+            cycles.append(_cycles(stack.api_url, world, fresh(), sizes))
+        busiest.append(busy)
     rss_dev = max(peak_rss_mb(pid) for pid in dev_api_pids(stack))
     http_per_s = _median([run.ok_per_s for run in http])
     bare_per_s = _median([run.ok_per_s for run in bare_runs])
@@ -227,7 +227,54 @@ def claim_suite(
             "claim_sql_per_s": [run["per_s"] for run in sql_runs],
             "claim_cycles_per_s": [round(run.cycles_per_s, 1) for run in cycles],
         },
+        # What shared the two cores with each cycle run: a run that stands out says why here.
+        "cycles_busiest_processes": busiest,
     }
+
+
+@contextmanager
+def busiest_processes(top: int = 8) -> Iterator[list[dict[str, Any]]]:
+    """The processes that used the most CPU during the block (cores used, and what they are), and the whole
+    machine's, filled in when the block ends. A process's figure includes its children that ended (the
+    bench's own includes `wrk`'s; the postmaster's, its closed backends')."""
+
+    def times() -> dict[int, tuple[float, str]]:
+        seen = {}
+        for process in psutil.process_iter():
+            try:
+                cpu = process.cpu_times()
+                seen[process.pid] = (
+                    cpu.user + cpu.system + cpu.children_user + cpu.children_system,
+                    " ".join(process.cmdline())[:120] or process.name(),
+                )
+            except psutil.Error:
+                continue
+        return seen
+
+    found: list[dict[str, Any]] = []
+    before, machine, began = times(), psutil.cpu_times(), time.monotonic()
+    yield found
+    after, elapsed = times(), time.monotonic() - began
+    used = sorted(
+        ((spent - before.get(pid, (0.0, ""))[0], what) for pid, (spent, what) in after.items()), reverse=True
+    )
+    busy = sum(psutil.cpu_times()[:3]) - sum(machine[:3])  # user, nice, system
+    found.append({"what": "machine", "cores": round(busy / elapsed, 2)})
+    found.extend({"what": what, "cores": round(spent / elapsed, 2)} for spent, what in used[:top])
+
+
+def _cycles(url: str, world: World, ids: list[str], sizes: Sizes) -> load.Run:
+    """Claim → execution → finish cycles, one per connection at a time (a cycle takes three requests, so a
+    quarter of a claim run's jobs last the run)."""
+    return load.wrk(
+        url,
+        load.CYCLES,
+        threads=CLAIM_CONNECTIONS,
+        connections=CLAIM_CONNECTIONS,
+        seconds=sizes.seconds,
+        authorization=_authorization(world),
+        ids=ids[: sizes.claims_per_run // 4],
+    )
 
 
 def _profile(pid: int, svg: Path, run: Callable[[], Any], seconds: float) -> None:
@@ -288,17 +335,20 @@ def explain(stack: DevStack, site_id: str, *, after: int | None = None, predicat
         return "\n".join(session.scalars(sa.text(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")))
 
 
-def history_suite(stack: DevStack, sizes: Sizes, *, work: Path) -> dict[str, Any]:
+def history_suite(
+    stack: DevStack, sizes: Sizes, *, work: Path, profile_listing_to: Path | None = None
+) -> dict[str, Any]:
     """The claimable listing and the claim against a growing history: at each size (jobs in the table) the
     listing site's open work is 1,000 claimable jobs (some under lapsed leases) behind all its finished
-    ones; then 1,000,000 claimable, first page and a deep one."""
+    ones; then 1,000,000 claimable, first page and a deep one. With `profile_listing_to`, one more run of
+    first pages behind the largest history under py-spy (not counted) writes a flame graph there."""
     tag = int(time.time())
     lister = make_world(stack, f"list{tag}", capability=f"list{tag}")
     claimer = make_world(stack, f"curve{tag}", capability=f"curve{tag}")
     curve = []
     with tempfile.TemporaryDirectory(prefix="nmdc-bench-metrics-") as metrics:
         env = api_env(stack, Path(metrics))
-        with serve("api.main:app", env, work / "api-history.log") as (url, _):
+        with serve("api.main:app", env, work / "api-history.log") as (url, pid):
             for size in sizes.history:
                 _finish_open_work(stack, lister.workflow_id)
                 built = history.add_jobs(
@@ -339,6 +389,13 @@ def history_suite(stack: DevStack, sizes: Sizes, *, work: Path) -> dict[str, Any
                 curve.append(point)
                 print(f"  history {jobs} jobs: {point}", flush=True)
             behind = curve[-1]
+            if profile_listing_to is not None:
+                _profile(
+                    pid,
+                    profile_listing_to,
+                    lambda: _listing(url, lister, _claimable_path(), sizes.seconds),
+                    sizes.seconds,
+                )
             plans = {
                 "history_first_page": explain(stack, lister.exec_site),
                 "history_first_page_as_one_predicate": explain(stack, lister.exec_site, predicate=True),
