@@ -279,12 +279,15 @@ def _cycles(url: str, world: World, ids: list[str], sizes: Sizes) -> load.Run:
 
 
 def _profile(pid: int, svg: Path, run: Callable[[], Any], seconds: float) -> None:
-    """Sample process `pid` with py-spy while `run()` drives it; a flame graph to `svg`."""
+    """Sample process `pid` with py-spy while `run()` drives it; a flame graph to `svg`.
+
+    Only the thread holding the GIL is sampled (`--gil`): the Python work that uses the CPU, not the thread
+    pool's idle threads, which would otherwise fill most of the graph."""
     svg.parent.mkdir(parents=True, exist_ok=True)
     spy = subprocess.Popen(
         [
             *(str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--output", str(svg)),
-            *("--duration", str(max(1, int(seconds))), "--rate", "200", "--format", "flamegraph"),
+            *("--duration", str(max(1, int(seconds))), "--rate", "200", "--format", "flamegraph", "--gil"),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -25,43 +25,21 @@ from nmdc_runtime.store.pages import fetch_page
 _INSERT_EXECUTION = sa.insert(Execution).returning(Execution, sort_by_parameter_order=True)
 
 
-def create_execution(
-    session: Session,
-    *,
-    job_id: str,
-    site_id: str,
-    operation_id: str,
-    workflow_id: str,
-    status: str,
-    started_at: datetime,
-    ended_at: datetime,
-    outputs: Iterable[dict[str, Any]],
-    details: dict[str, Any],
-    now: datetime,
-) -> tuple[Execution, list[DataResource]]:
-    """Insert an execution and register each output as a data resource of `site_id` made by it: two
-    statements, whatever the number of outputs. The execution and the outputs' rows, in order."""
-    outputs = [{**output, "id": new_id("dr")} for output in outputs]
-    values = {
-        "id": new_id("exec"),
-        "job_id": job_id,
-        "site_id": site_id,
-        "operation_id": operation_id,
-        "workflow_id": workflow_id,
-        "status": status,
-        "started_at": started_at,
-        "ended_at": ended_at,
-        "output_ids": [output["id"] for output in outputs],
-        "details": details,
-        "created_at": now,
-        "updated_at": now,
-    }
-    execution = session.scalars(_INSERT_EXECUTION, [values]).one()
+def create_execution(session: Session, **fields: Any) -> tuple[Execution, list[DataResource]]:
+    """Insert an execution made by `new_execution(**fields)` and register each output as a data resource of its
+    site made by it: two statements, whatever the number of outputs. The rows, as inserted, in order."""
+    execution, outputs = new_execution(**fields)
+    row = session.scalars(
+        _INSERT_EXECUTION, [{name: getattr(execution, name) for name in _EXECUTION_FIELDS}]
+    ).one()
     # After the execution: the outputs reference it.
     resources = data_resources.create_data_resources(
-        session, site_id=site_id, resources=outputs, execution_id=execution.id
+        session,
+        site_id=row.site_id,
+        resources=[{name: getattr(output, name) for name in _OUTPUT_FIELDS} for output in outputs],
+        execution_id=row.id,
     )
-    return execution, resources
+    return row, resources
 
 
 def new_execution(
@@ -77,8 +55,8 @@ def new_execution(
     details: dict[str, Any],
     now: datetime,
 ) -> tuple[Execution, list[DataResource]]:
-    """An execution and its outputs' data resources as `record_as_seen` writes them: new objects, every value
-    chosen here (ids, times), so that the answer can be made before the write."""
+    """An execution and its outputs' data resources as `create_execution` and `record_as_seen` write them: new
+    objects, every value chosen here (ids, times), so that an answer can be made before the write."""
     execution = Execution(
         id=new_id("exec"),
         job_id=job_id,
