@@ -112,6 +112,13 @@ _OUTPUT_FIELDS = {
 _KEY_FIELDS = ("principal", "key", "endpoint", "request_hash", "status_code", "response")
 
 
+def _parameters(prefix: str, model: type, columns: tuple[str, ...]) -> sa.Select:
+    """SELECT of one bound parameter per column (`<prefix>_<column>`, of the column's type): the row an
+    `INSERT ... SELECT` writes."""
+    table = model.__table__
+    return sa.select(*(sa.bindparam(f"{prefix}_{column}", type_=table.c[column].type) for column in columns))
+
+
 def _record_as_seen_statement() -> sa.Select:
     """The statement of `record_as_seen`, built once: `exec_<column>` parameters for the execution, `outputs`
     (a JSON array of the outputs' `_OUTPUT_FIELDS`), `key_<column>` and `keyed` for the Idempotency-Key row,
@@ -128,12 +135,9 @@ def _record_as_seen_statement() -> sa.Select:
         pg_insert(IdempotencyKey)
         .from_select(
             list(_KEY_FIELDS),
-            sa.select(
-                *(
-                    sa.bindparam(f"key_{column}", type_=IdempotencyKey.__table__.c[column].type)
-                    for column in _KEY_FIELDS
-                )
-            ).where(sa.bindparam("keyed", type_=sa.Boolean), sa.exists(sa.select(held.c.id))),
+            _parameters("key", IdempotencyKey, _KEY_FIELDS).where(
+                sa.bindparam("keyed", type_=sa.Boolean), sa.exists(sa.select(held.c.id))
+            ),
         )
         .on_conflict_do_nothing(index_elements=[IdempotencyKey.principal, IdempotencyKey.key])
         .returning(IdempotencyKey.key)
@@ -143,12 +147,7 @@ def _record_as_seen_statement() -> sa.Select:
         pg_insert(Execution)
         .from_select(
             list(_EXECUTION_FIELDS),
-            sa.select(
-                *(
-                    sa.bindparam(f"exec_{column}", type_=Execution.__table__.c[column].type)
-                    for column in _EXECUTION_FIELDS
-                )
-            ).where(
+            _parameters("exec", Execution, _EXECUTION_FIELDS).where(
                 sa.exists(sa.select(held.c.id)),
                 sa.or_(sa.not_(sa.bindparam("keyed", type_=sa.Boolean)), sa.exists(sa.select(keyed.c.key))),
             ),

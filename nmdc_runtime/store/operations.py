@@ -194,6 +194,22 @@ def job_and_claim_terms(session: Session, *, job_id: str, site_id: str) -> tuple
     return SeenJob(*row[: len(_SEEN_JOB)]), _terms(row[len(_SEEN_JOB) :])
 
 
+def _job_moved(written: sa.CTE, *conditions: sa.ColumnElement[bool]) -> sa.CTE:
+    """A CTE that gives the job of the operation row `written` returns its new status, attempts and update time
+    (the `job_status`, `job_attempts` and `job_updated_at` parameters), when `conditions` hold: no row, no
+    write."""
+    return (
+        sa.update(Job)
+        .where(Job.id == sa.select(written.c.job_id).scalar_subquery(), *conditions)
+        .values(
+            status=sa.bindparam("job_status"),
+            attempts=sa.bindparam("job_attempts"),
+            updated_at=sa.bindparam("job_updated_at"),
+        )
+        .cte("moved")
+    )
+
+
 def _claim_as_seen_statement() -> sa.Select:
     """The statement of `claim_as_seen`, built once, its values bound parameters: `op_<attribute>` for the
     operation's, `job_<column>` for the job's (names that are no column's: in an UPDATE, a parameter named
@@ -224,17 +240,7 @@ def _claim_as_seen_statement() -> sa.Select:
         .returning(*Operation.__table__.c)
         .cte("inserted")
     )
-    moved = (
-        sa.update(Job)
-        .where(Job.id == sa.select(inserted.c.job_id).scalar_subquery())
-        .values(
-            status=sa.bindparam("job_status"),
-            attempts=sa.bindparam("job_attempts"),
-            updated_at=sa.bindparam("job_updated_at"),
-        )
-        .cte("moved")
-    )
-    return sa.select(*inserted.c).add_cte(moved)
+    return sa.select(*inserted.c).add_cte(_job_moved(inserted))
 
 
 _CLAIM_FIELDS = (
@@ -459,17 +465,7 @@ def _patch_as_seen_statement() -> sa.Select:
         .returning(*Operation.__table__.c)
         .cte("updated")
     )
-    moved = (
-        sa.update(Job)
-        .where(Job.id == sa.select(updated.c.job_id).scalar_subquery(), sa.bindparam("job_changed"))
-        .values(
-            status=sa.bindparam("job_status"),
-            attempts=sa.bindparam("job_attempts"),
-            updated_at=sa.bindparam("job_updated_at"),
-        )
-        .cte("moved")
-    )
-    return sa.select(*updated.c).add_cte(moved)
+    return sa.select(*updated.c).add_cte(_job_moved(updated, sa.bindparam("job_changed")))
 
 
 _PATCH_AS_SEEN = driver_sql(_patch_as_seen_statement())
