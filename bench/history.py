@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from nmdc_runtime.db import Database
+from nmdc_runtime.store import pipeline
 
 # Finished jobs as a long-running system holds them: their operations are past retention and deleted.
 _ADD_JOBS = sa.text(
@@ -112,3 +113,11 @@ def seq_of_nth_claimable(database: Database, *, workflow_id: str, n: int) -> int
             ),
             {"workflow_id": workflow_id, "offset": n - 1},
         )
+
+
+def runtime_status_ms(database: Database) -> float:
+    """How long the health figures take to read (`runtime_status`: each minute, and at each metrics scrape)."""
+    started = time.perf_counter()
+    with database.session() as session:
+        pipeline.runtime_status(session, now=datetime.now(UTC))
+    return (time.perf_counter() - started) * 1000

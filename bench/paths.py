@@ -7,11 +7,13 @@ Short timed runs are repeated (`repeats`) and reported as medians; data sizes ar
 
 from __future__ import annotations
 
+import collections
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from typing import Any
 
 import httpx
 import psutil
+import psycopg2
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
@@ -201,12 +204,13 @@ def claim_suite(
                 _dsn(stack), world.exec_site, fresh(), threads=CLAIM_CONNECTIONS, seconds=sizes.seconds
             )
         )
-    busiest = []
+    busiest, activity = [], []
     for _ in range(sizes.repeats):
         ids = fresh()  # made before the count starts: inserting them is not the cycle's work
-        with busiest_processes() as busy:
+        with busiest_processes() as busy, database_activity(_dsn(stack)) as active:
             cycles.append(_cycles(stack.api_url, world, ids, sizes))
         busiest.append(busy)
+        activity.append(active)
     rss_dev = max(peak_rss_mb(pid) for pid in dev_api_pids(stack))
     http_per_s = _median([run.ok_per_s for run in http])
     bare_per_s = _median([run.ok_per_s for run in bare_runs])
@@ -230,6 +234,7 @@ def claim_suite(
         },
         # What shared the two cores with each cycle run: a run that stands out says why here.
         "cycles_busiest_processes": busiest,
+        "cycles_database_activity": activity,
     }
 
 
@@ -262,6 +267,54 @@ def busiest_processes(top: int = 8) -> Iterator[list[dict[str, Any]]]:
     busy = sum(psutil.cpu_times()[:3]) - sum(machine[:3])  # user, nice, system
     found.append({"what": "machine", "cores": round(busy / elapsed, 2)})
     found.extend({"what": what, "cores": round(spent / elapsed, 2)} for spent, what in used[:top])
+
+
+_ACTIVE_STATEMENTS = """
+    SELECT datname, backend_type, coalesce(wait_event_type || ':' || wait_event, 'running'),
+           left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
+    FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()
+"""
+
+
+@contextmanager
+def database_activity(dsn: str, *, every: float = 0.1, top: int = 10) -> Iterator[list[dict[str, Any]]]:
+    """What the database server was busy with during the block: `pg_stat_activity` sampled every `every`
+    seconds (a thread, on its own connection), the `top` (database, process, wait, statement) seen most,
+    with the share of samples each was active in, filled in when the block ends."""
+    seen: collections.Counter = collections.Counter()
+    samples = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal samples
+        with psycopg2.connect(dsn) as connection:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                while not stop.wait(every):
+                    cursor.execute(_ACTIVE_STATEMENTS)
+                    seen.update(cursor.fetchall())
+                    samples += 1
+
+    sampler = threading.Thread(target=sample, name="pg_stat_activity", daemon=True)
+    found: list[dict[str, Any]] = []
+    sampler.start()
+    try:
+        yield found
+    finally:
+        stop.set()
+        sampler.join(timeout=10)
+    found.append({"samples": samples})
+    found.extend(
+        {
+            "database": database,
+            "process": process,
+            "waiting_on": wait,
+            "statement": statement,
+            "share": round(n / samples, 3),
+        }
+        for (database, process, wait, statement), n in seen.most_common(top)
+        if samples
+    )
 
 
 def _cycles(url: str, world: World, ids: list[str], sizes: Sizes) -> load.Run:
@@ -389,6 +442,9 @@ def history_suite(
                     "claim_p50_ms": _median([r.latency_ms["p50"] for r in claims]),
                     "claim_p99_ms": _median([r.latency_ms["p99"] for r in claims]),
                     "claim_per_s": _median([r.ok_per_s for r in claims]),
+                    "runtime_status_ms": _median(
+                        [history.runtime_status_ms(stack.database) for _ in range(sizes.repeats)]
+                    ),
                 }
                 curve.append(point)
                 print(f"  history {jobs} jobs: {point}", flush=True)

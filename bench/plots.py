@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 
 
 def draw(summary: dict[str, Any], folder: Path) -> list[Path]:
-    """Draw the history curve (claim and listing latency against jobs in the table) and the sensor's
+    """Draw the history curve (claim, listing and health-figure latency against jobs in the table) and the sensor's
     against its backlog into `folder`; the files written."""
     folder.mkdir(parents=True, exist_ok=True)
     commit = summary["commit"][:12]
@@ -26,6 +26,7 @@ def draw(summary: dict[str, Any], folder: Path) -> list[Path]:
                 ("claim_p50_ms", "claim p50 (16 connections)", "o-"),
                 ("claim_p99_ms", "claim p99", "o--"),
                 ("list_claimable_p99_ms", "GET /jobs?claimable=true p99 (4 connections)", "s-"),
+                ("runtime_status_ms", "health figures (runtime_status), one read", "d:"),
             ),
             xlabel="jobs in the table (1,000 claimable behind the rest)",
             ylabel="ms",

@@ -309,3 +309,27 @@ class IdempotencyKey(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = _now()
+
+
+class Tally(Base):
+    """How many rows a table holds (`jobs.<status>`, `executions`), as of the last fold of `tally_changes`.
+
+    Counting every job and execution ever made costs a scan that grows with history; the health figures
+    read these few rows plus the changes not folded yet (migration 0009 has the triggers).
+    """
+
+    __tablename__ = "tallies"
+
+    counted: Mapped[str] = mapped_column(Text, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+# The changes to a tally, appended by the triggers of migration 0009 (never updated in place, so the
+# transactions that change jobs never wait on each other for a counter row) and folded into `tallies`
+# by the reaper. A heap without a key: rows are only appended, summed and deleted.
+tally_changes = sa.Table(
+    "tally_changes",
+    Base.metadata,
+    sa.Column("counted", Text, nullable=False),
+    sa.Column("n", BigInteger, nullable=False),
+)

@@ -23,8 +23,8 @@ names the job, site, attempt, state, error code and message (`operation_id` is a
 operation after which a job is `failed` for good says so in its description and in `job_failed_for_good`.
 
 `runtime_status` is the queue's health: its figures are recorded as a materialization by the
-`runtime_health` sensor at start-up and every `NMDC_HEALTH_INTERVAL_SECONDS` (no run: one query per tick),
-so its metadata plots are always fresh; staff may also materialize it from the UI, which runs the same query
+`runtime_health` sensor at start-up and every `NMDC_HEALTH_INTERVAL_SECONDS` (no run: three short reads),
+so its metadata plots are always fresh; staff may also materialize it from the UI, which runs the same reads
 in a run. The asset checks (`nmdc_runtime.dagster.checks`) are evaluated from the same figures.
 """
 

@@ -1,4 +1,5 @@
-"""What runs on a clock (the Dagster reaper): lapsed leases ended, old operations and idempotency keys dropped."""
+"""What runs on a clock (the Dagster reaper): lapsed leases ended, old operations and idempotency keys dropped,
+the tallies' changes folded."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy.orm import Session
 from nmdc_runtime.domain import operations as rules
 from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.services.transactions import transaction
-from nmdc_runtime.store import idempotency
+from nmdc_runtime.store import idempotency, pipeline
 from nmdc_runtime.store import operations as store
 
 
@@ -49,3 +50,9 @@ def forget_idempotency_keys(session: Session, *, now: datetime, policy: Policy) 
         return idempotency.delete_keys_before(
             session, before=now - timedelta(seconds=policy.idempotency_retention_seconds)
         )
+
+
+def fold_tally_changes(session: Session) -> int:
+    """Fold the changes the triggers appended into `tallies`, so reading them stays a few rows; how many."""
+    with transaction(session):
+        return pipeline.fold_tally_changes(session)

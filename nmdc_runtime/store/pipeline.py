@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from nmdc_runtime.domain.states import JobStatus
-from nmdc_runtime.models import DataResource, Execution, Job, Operation, Workflow
+from nmdc_runtime.models import DataResource, Job, Operation, Tally, Workflow, tally_changes
 from nmdc_runtime.store.jobs import DATA_RESOURCE_DOCUMENT, job_config_sql
 from nmdc_runtime.store.rules import lapsed_lease
 
@@ -269,6 +269,34 @@ def operations_ended_after(
     return [OperationEnding(**r._mapping) for r in rows]
 
 
+_FOLD_TALLY_CHANGES = sa.text(
+    """
+    WITH folded AS (DELETE FROM tally_changes RETURNING counted, n),
+         added AS (
+             INSERT INTO tallies (counted, n) SELECT counted, sum(n) FROM folded GROUP BY counted
+             ON CONFLICT (counted) DO UPDATE SET n = tallies.n + excluded.n
+         )
+    SELECT count(*) FROM folded
+    """
+)
+
+
+def tallies(session: Session) -> dict[str, int]:
+    """Every tally (`jobs.<status>`, `executions`): the folded counts plus the changes not folded yet."""
+    changes = sa.select(tally_changes.c.counted, tally_changes.c.n)
+    rows = sa.union_all(sa.select(Tally.counted, Tally.n), changes).subquery()
+    totals = session.execute(sa.select(rows.c.counted, sa.func.sum(rows.c.n)).group_by(rows.c.counted))
+    return {counted: int(n) for counted, n in totals}
+
+
+def fold_tally_changes(session: Session) -> int:
+    """Add the changes appended by the triggers to `tallies` and delete them; how many there were.
+
+    Changes appended by transactions still open are not visible to the delete and wait for the next fold.
+    """
+    return session.execute(_FOLD_TALLY_CHANGES).scalar_one()
+
+
 def runtime_status(
     session: Session,
     *,
@@ -280,9 +308,10 @@ def runtime_status(
     operations that ended within `window` before `now`, by state.
 
     `lapsed_leases` counts leases lapsed by `now`; `lapsed_leases_overdue` those lapsed for longer than
-    `lease_grace`, which the reaper (every 10 s) should have ended. Two statements.
+    `lease_grace`, which the reaper (every 10 s) should have ended. Three statements, each reading the open
+    work, the last `window` or the tallies: none grows with the jobs and executions of the past.
     """
-    jobs_by_status = sa.select(Job.status, sa.func.count().label("n")).group_by(Job.status).subquery()
+    counts = tallies(session)
     count = sa.func.count
     unmatched = DataResource.matched_at.is_(None)
 
@@ -291,14 +320,6 @@ def runtime_status(
 
     row = session.execute(
         sa.select(
-            scalar(
-                sa.select(
-                    sa.func.coalesce(
-                        sa.func.jsonb_object_agg(jobs_by_status.c.status, jobs_by_status.c.n),
-                        sa.text("'{}'::jsonb"),
-                    )
-                )
-            ).label("jobs_by_status"),
             scalar(sa.select(count()).select_from(DataResource).where(unmatched)).label(
                 "unmatched_data_resources"
             ),
@@ -321,13 +342,20 @@ def runtime_status(
             scalar(sa.select(count()).select_from(Operation).where(lapsed_lease(now - lease_grace))).label(
                 "lapsed_leases_overdue"
             ),
+            # The first by seq, as for data resources: `ix_jobs_unclaimed` finds it at once.
             scalar(
-                sa.select(sa.func.min(Job.created_at)).where(Job.status == JobStatus.UNCLAIMED.value)
+                sa.select(Job.created_at)
+                .where(Job.status == JobStatus.UNCLAIMED.value)
+                .order_by(Job.seq)
+                .limit(1)
             ).label("oldest_unclaimed_job"),
-            scalar(sa.select(count()).select_from(Execution)).label("executions"),
         )
     ).one()
     status = dict(row._mapping)
+    status["jobs_by_status"] = {
+        counted.removeprefix("jobs."): n for counted, n in counts.items() if counted.startswith("jobs.") and n
+    }
+    status["executions"] = counts.get("executions", 0)
     ended = session.execute(
         sa.select(
             Operation.state,

@@ -57,8 +57,14 @@ def test_the_claim_and_listing_scenarios_run_and_report_every_key(
     for key in ("list_claimable_p99_ms_history", "list_jobs_p99_ms_1m", "list_jobs_deep_vs_first"):
         assert history[key] > 0, key
     assert all(
-        point["jobs"] >= size for point, size in zip(history["curve_history"], TOY.history, strict=True)
+        point["jobs"] >= size and point["runtime_status_ms"] > 0
+        for point, size in zip(history["curve_history"], TOY.history, strict=True)
     )
+    # What the database was busy with during each cycle run, sampled (which statements a 1 s run catches
+    # varies: only that the sampler ran and reports shares is checked).
+    for activity in claims["cycles_database_activity"]:
+        assert activity[0]["samples"] > 0
+        assert all(0 < seen["share"] <= 1 and seen["statement"] for seen in activity[1:])
     # The kept plans are the union's: each capable workflow's unclaimed jobs, and the lapsed leases' jobs.
     plan = history["plans"]["history_first_page"]
     assert "ix_operations_open_lease" in plan and "Limit" in plan
