@@ -269,52 +269,91 @@ def busiest_processes(top: int = 8) -> Iterator[list[dict[str, Any]]]:
     found.extend({"what": what, "cores": round(spent / elapsed, 2)} for spent, what in used[:top])
 
 
-_ACTIVE_STATEMENTS = """
+# The statement with its literals as `?` (psycopg2 sends values inline), so each kind counts as one.
+_ACTIVE_STATEMENTS = r"""
     SELECT datname, backend_type, coalesce(wait_event_type || ':' || wait_event, 'running'),
-           left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
+           left(regexp_replace(regexp_replace(query, '\s+', ' ', 'g'), '''[^'']*''|\m\d+\M', '?', 'g'), 160)
     FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()
 """
 
 
+# Server-wide counters read before and after the block: WAL written (and how much of it was full-page images,
+# which the first change of a page after a checkpoint writes), checkpoints, and the runtime database's block
+# reads from outside shared_buffers, transactions and rows.
+_SERVER_COUNTERS = """
+    SELECT w.wal_records, w.wal_fpi, w.wal_bytes::bigint, w.wal_buffers_full,
+           c.num_timed + c.num_requested, c.buffers_written,
+           d.blks_read, d.blks_hit, d.xact_commit, d.tup_inserted, d.tup_updated
+    FROM pg_stat_wal w, pg_stat_checkpointer c, pg_stat_database d
+    WHERE d.datname = current_database()
+"""
+_COUNTER_NAMES = (
+    "wal_records",
+    "wal_full_page_images",
+    "wal_bytes",
+    "wal_buffers_full",
+    "checkpoints",
+    "checkpoint_buffers_written",
+    "blocks_read",
+    "blocks_hit",
+    "commits",
+    "rows_inserted",
+    "rows_updated",
+)
+
+
 @contextmanager
-def database_activity(dsn: str, *, every: float = 0.1, top: int = 10) -> Iterator[list[dict[str, Any]]]:
-    """What the database server was busy with during the block: `pg_stat_activity` sampled every `every`
-    seconds (a thread, on its own connection), the `top` (database, process, wait, statement) seen most,
-    with the share of samples each was active in, filled in when the block ends."""
+def database_activity(dsn: str, *, every: float = 0.1, top: int = 10) -> Iterator[dict[str, Any]]:
+    """What the database server did during the block, filled in when it ends: `pg_stat_activity` sampled every
+    `every` seconds (a thread, on its own connection), the `top` (database, process, wait, statement) seen
+    most with the mean number of backends found in each; and the server's counters, as differences."""
     seen: collections.Counter = collections.Counter()
     samples = 0
     stop = threading.Event()
 
+    def counters() -> dict[str, int]:
+        with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+            cursor.execute(_SERVER_COUNTERS)
+            values = dict(zip(_COUNTER_NAMES, cursor.fetchone(), strict=True))
+        connection.close()
+        return values
+
     def sample() -> None:
         nonlocal samples
-        with psycopg2.connect(dsn) as connection:
-            connection.autocommit = True
+        connection = psycopg2.connect(dsn)
+        connection.autocommit = True
+        try:
             with connection.cursor() as cursor:
                 while not stop.wait(every):
                     cursor.execute(_ACTIVE_STATEMENTS)
                     seen.update(cursor.fetchall())
                     samples += 1
+        finally:
+            connection.close()
 
     sampler = threading.Thread(target=sample, name="pg_stat_activity", daemon=True)
-    found: list[dict[str, Any]] = []
+    found: dict[str, Any] = {}
+    before = counters()
     sampler.start()
     try:
         yield found
     finally:
         stop.set()
         sampler.join(timeout=10)
-    found.append({"samples": samples})
-    found.extend(
+    after = counters()
+    found["counters"] = {name: after[name] - before[name] for name in _COUNTER_NAMES}
+    found["samples"] = samples
+    found["active"] = [
         {
             "database": database,
             "process": process,
             "waiting_on": wait,
             "statement": statement,
-            "share": round(n / samples, 3),
+            "backends": round(n / samples, 3),
         }
         for (database, process, wait, statement), n in seen.most_common(top)
         if samples
-    )
+    ]
 
 
 def _cycles(url: str, world: World, ids: list[str], sizes: Sizes) -> load.Run:

@@ -60,11 +60,12 @@ def test_the_claim_and_listing_scenarios_run_and_report_every_key(
         point["jobs"] >= size and point["runtime_status_ms"] > 0
         for point, size in zip(history["curve_history"], TOY.history, strict=True)
     )
-    # What the database was busy with during each cycle run, sampled (which statements a 1 s run catches
-    # varies: only that the sampler ran and reports shares is checked).
+    # What the database did during each cycle run: which statements a 1 s run catches varies, so only that the
+    # sampler ran and that the counters saw the cycles' commits is checked.
     for activity in claims["cycles_database_activity"]:
-        assert activity[0]["samples"] > 0
-        assert all(0 < seen["share"] <= 1 and seen["statement"] for seen in activity[1:])
+        assert activity["samples"] > 0
+        assert activity["counters"]["commits"] > 0 and activity["counters"]["wal_bytes"] > 0
+        assert all(seen["backends"] > 0 and seen["statement"] for seen in activity["active"])
     # The kept plans are the union's: each capable workflow's unclaimed jobs, and the lapsed leases' jobs.
     plan = history["plans"]["history_first_page"]
     assert "ix_operations_open_lease" in plan and "Limit" in plan
