@@ -238,10 +238,31 @@ def claim_suite(
     }
 
 
+# What a process is, from its command line: the first pattern it contains names it.
+_KINDS = (
+    ("postgres: checkpointer", "PostgreSQL checkpointer"),
+    ("postgres: walwriter", "PostgreSQL WAL writer"),
+    ("postgres: autovacuum", "PostgreSQL autovacuum"),
+    ("postgres: parallel worker", "PostgreSQL parallel workers"),
+    ("_dagster ", "PostgreSQL backends of Dagster's database"),
+    ("postgres: ", "PostgreSQL backends of the runtime's database"),
+    ("pginstall/bin/postgres", "PostgreSQL postmaster (and its ended children)"),
+    ("spawn_main", "API workers (uvicorn)"),
+    ("dagster._daemon", "Dagster daemon"),
+    ("dagster api grpc", "Dagster code server"),
+    ("webserver", "Dagster webserver"),
+    ("-m bench", "the bench (and its ended children: wrk)"),
+)
+
+
+def _kind(what: str) -> str:
+    return next((kind for pattern, kind in _KINDS if pattern in what), "other")
+
+
 @contextmanager
-def busiest_processes(top: int = 8) -> Iterator[list[dict[str, Any]]]:
-    """The processes that used the most CPU during the block (cores used, and what they are), and the whole
-    machine's, filled in when the block ends. A process's figure includes its children that ended (the
+def busiest_processes(top: int = 8) -> Iterator[dict[str, Any]]:
+    """The CPU used during the block, filled in when it ends: the whole machine's (cores busy, and cores
+    stolen by the hypervisor), each kind of process's (`_KINDS`), and the `top` processes'. A process's figure includes its children that ended (the
     bench's own includes `wrk`'s; the postmaster's, its closed backends')."""
 
     def times() -> dict[int, tuple[float, str]]:
@@ -257,16 +278,23 @@ def busiest_processes(top: int = 8) -> Iterator[list[dict[str, Any]]]:
                 continue
         return seen
 
-    found: list[dict[str, Any]] = []
+    found: dict[str, Any] = {}
     before, machine, began = times(), psutil.cpu_times(), time.monotonic()
     yield found
     after, elapsed = times(), time.monotonic() - began
     used = sorted(
         ((spent - before.get(pid, (0.0, ""))[0], what) for pid, (spent, what) in after.items()), reverse=True
     )
-    busy = sum(psutil.cpu_times()[:3]) - sum(machine[:3])  # user, nice, system
-    found.append({"what": "machine", "cores": round(busy / elapsed, 2)})
-    found.extend({"what": what, "cores": round(spent / elapsed, 2)} for spent, what in used[:top])
+    now = psutil.cpu_times()
+    busy = sum(now[:3]) - sum(machine[:3])  # user, nice, system
+    kinds: collections.Counter = collections.Counter()
+    for spent, what in used:
+        kinds[_kind(what)] += spent
+    found["machine_cores"] = round(busy / elapsed, 2)
+    # Time the hypervisor gave this VM's CPUs to others: cores the machine lost, whatever ran here.
+    found["steal_cores"] = round((now.steal - machine.steal) / elapsed, 2)
+    found["by_kind"] = {kind: round(spent / elapsed, 2) for kind, spent in kinds.most_common() if spent > 0}
+    found["busiest"] = [{"what": what, "cores": round(spent / elapsed, 2)} for spent, what in used[:top]]
 
 
 # The statement with its literals as `?` (psycopg2 sends values inline), so each kind counts as one.
