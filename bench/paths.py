@@ -512,6 +512,9 @@ def history_suite(
                     "runtime_status_ms": _median(
                         [history.runtime_status_ms(stack.database) for _ in range(sizes.repeats)]
                     ),
+                    "count_by_status_ms": _median(
+                        [history.count_by_status_ms(stack.database) for _ in range(sizes.repeats)]
+                    ),
                 }
                 curve.append(point)
                 print(f"  history {jobs} jobs: {point}", flush=True)

@@ -64,7 +64,7 @@ def _curve(
     figure, axes = plt.subplots(figsize=(7, 4.2))
     xs = [point[x] for point in points]
     for key, label, style in series:
-        axes.plot(xs, [point[key] or 0 for point in points], style, label=label)
+        axes.plot(xs, [point.get(key) or 0 for point in points], style, label=label)
     if goal is not None:
         axes.axhline(goal[0], color="grey", linewidth=0.8, linestyle=":", label=goal[1])
     axes.set_xscale("log")

@@ -210,20 +210,34 @@ def _job_moved(written: sa.CTE, *conditions: sa.ColumnElement[bool]) -> sa.CTE:
     )
 
 
+def _job_locked_if(*columns: str) -> sa.CTE:
+    """A CTE that locks the job `job_key` FOR UPDATE and yields its id if its `columns` still hold the
+    `job_seen_<column>` parameters; no row when one changed (the lock then lasts only for the statement).
+
+    The job is found by its key alone and compared after: with the version in the same WHERE, the planner
+    may read it through `ix_jobs_status_seq` when its statistics have not seen the status yet (jobs just
+    claimed, say) and walk every job of that status: bench/README.md, "The cycle's slow runs". A CTE that
+    locks rows is never folded into the query that reads it, so the comparison cannot move back into the scan.
+    """
+    table = Job.__table__
+    row = (
+        sa.select(table.c.id, *(table.c[column] for column in columns))
+        .where(table.c.id == sa.bindparam("job_key"))
+        .with_for_update()
+        .cte("job_row")
+    )
+    return (
+        sa.select(row.c.id)
+        .where(*(row.c[column] == sa.bindparam(f"job_seen_{column}") for column in columns))
+        .cte("locked")
+    )
+
+
 def _claim_as_seen_statement() -> sa.Select:
     """The statement of `claim_as_seen`, built once, its values bound parameters: `op_<attribute>` for the
     operation's, `job_<column>` for the job's (names that are no column's: in an UPDATE, a parameter named
     after a column would set it)."""
-    locked = (
-        sa.select(Job.id)
-        .where(
-            Job.id == sa.bindparam("job_key"),
-            Job.status == sa.bindparam("job_seen_status"),
-            Job.attempts == sa.bindparam("job_seen_attempts"),
-        )
-        .with_for_update()
-        .cte("locked")
-    )
+    locked = _job_locked_if("status", "attempts")
     # The job id comes from the locked row: no row, nothing inserted.
     columns = [Operation.__mapper__.attrs[key].columns[0] for key in _CLAIM_FIELDS]
     chosen = sa.select(
@@ -407,17 +421,9 @@ _JOB_VERSION = ("status", "attempts", "updated_at")
 
 
 def job_locked_as_seen() -> sa.CTE:
-    """A CTE that locks the job (`job_key`) FOR UPDATE if it is still at its version as read (`job_seen_<column>`
-    parameters, see `versions`), and yields its id; no row, nothing locked, when it changed."""
-    return (
-        sa.select(Job.id)
-        .where(
-            Job.id == sa.bindparam("job_key"),
-            *(Job.__table__.c[column] == sa.bindparam(f"job_seen_{column}") for column in _JOB_VERSION),
-        )
-        .with_for_update()
-        .cte("locked")
-    )
+    """A CTE that locks the job (`job_key`) FOR UPDATE and yields its id if it is still at its version as read
+    (`job_seen_<column>` parameters, see `versions`); no row when it changed."""
+    return _job_locked_if(*_JOB_VERSION)
 
 
 def operation_as_seen(locked: sa.CTE) -> list[sa.ColumnElement[bool]]:

@@ -57,7 +57,7 @@ def test_the_claim_and_listing_scenarios_run_and_report_every_key(
     for key in ("list_claimable_p99_ms_history", "list_jobs_p99_ms_1m", "list_jobs_deep_vs_first"):
         assert history[key] > 0, key
     assert all(
-        point["jobs"] >= size and point["runtime_status_ms"] > 0
+        point["jobs"] >= size and point["runtime_status_ms"] > 0 and point["count_by_status_ms"] > 0
         for point, size in zip(history["curve_history"], TOY.history, strict=True)
     )
     # What the database did during each cycle run: which statements a 1 s run catches varies, so only that the
