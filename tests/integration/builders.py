@@ -8,10 +8,20 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from nmdc_runtime.db import Database
+from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.services import accounts as account_services
 from tests.integration.conftest import bearer
 
 USER_PASSWORD = "user-password-123"
+
+SERVICE_POLICY = Policy(
+    claim_lease_seconds=60,
+    max_lease_seconds=86400,
+    operation_retention_seconds=3600,
+    idempotency_retention_seconds=3600,
+    max_attempts=2,
+)
+"""The policy of the tests that call the services directly: 60 s claims, two attempts, an hour's retention."""
 
 
 def data_resource_body(name: str = "reads.fastq.gz", **overrides: Any) -> dict[str, Any]:

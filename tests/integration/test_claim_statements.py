@@ -9,22 +9,16 @@ import pytest
 import sqlalchemy as sa
 
 from nmdc_runtime.domain.errors import Conflict
-from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.domain.states import JobStatus
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import Job, Operation, Workflow
 from nmdc_runtime.services import claims
 from nmdc_runtime.store import accounts
 from nmdc_runtime.store import operations as store
+from tests.integration.builders import SERVICE_POLICY
 
 NOW = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
-POLICY = Policy(
-    claim_lease_seconds=60,
-    max_lease_seconds=86400,
-    operation_retention_seconds=3600,
-    idempotency_retention_seconds=3600,
-    max_attempts=2,
-)
+POLICY = SERVICE_POLICY
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import sqlalchemy as sa
 
 from nmdc_runtime.domain import operations as rules
 from nmdc_runtime.domain.errors import Forbidden, InvalidInput, LeaseLost
-from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.domain.states import OperationState
 from nmdc_runtime.ids import new_id
@@ -22,16 +21,11 @@ from nmdc_runtime.store import accounts
 from nmdc_runtime.store import executions as executions_store
 from nmdc_runtime.store import operations as store
 from nmdc_runtime.store.idempotency import IdempotentRequest
+from tests.integration.builders import SERVICE_POLICY
 
 NOW = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
 LATER = NOW + timedelta(seconds=30)
-POLICY = Policy(
-    claim_lease_seconds=60,
-    max_lease_seconds=86400,
-    operation_retention_seconds=3600,
-    idempotency_retention_seconds=3600,
-    max_attempts=2,
-)
+POLICY = SERVICE_POLICY
 SITE_E = Principal(kind="site_client", name="client-e", site_id="site-e")
 SITE_F = Principal(kind="site_client", name="client-f", site_id="site-f")
 ADMIN = Principal(kind="user", name="root", admin=True)

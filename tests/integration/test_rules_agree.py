@@ -18,7 +18,6 @@ import sqlalchemy as sa
 
 from nmdc_runtime.domain import operations as rules
 from nmdc_runtime.domain.errors import Conflict, Forbidden
-from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.domain.states import JobStatus, OperationState
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import Job, Operation, Workflow
@@ -27,17 +26,12 @@ from nmdc_runtime.services.claims import claim_job
 from nmdc_runtime.store import accounts, jobs, pipeline
 from nmdc_runtime.store import operations as operations_store
 from nmdc_runtime.store.rules import claimable_by, lapsed_lease
+from tests.integration.builders import SERVICE_POLICY
 
 NOW = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 MAX_ATTEMPTS = 2
 LEASE_ENDS = {"before": NOW - timedelta(seconds=1), "exactly": NOW, "after": NOW + timedelta(seconds=1)}
-POLICY = Policy(
-    claim_lease_seconds=60,
-    max_lease_seconds=86400,
-    operation_retention_seconds=3600,
-    idempotency_retention_seconds=3600,
-    max_attempts=2,
-)
+POLICY = SERVICE_POLICY
 
 
 @dataclass(frozen=True)

@@ -9,21 +9,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.migrations import upgrade
 from nmdc_runtime.models import Execution, Job, Workflow, tally_changes
 from nmdc_runtime.services import claims, maintenance
 from nmdc_runtime.store import accounts, pipeline
+from tests.integration.builders import SERVICE_POLICY
 
 NOW = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
-POLICY = Policy(
-    claim_lease_seconds=60,
-    max_lease_seconds=86400,
-    operation_retention_seconds=3600,
-    idempotency_retention_seconds=3600,
-    max_attempts=2,
-)
+POLICY = SERVICE_POLICY
 
 
 def _counted(session) -> dict[str, int]:
