@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.util import ClauseAdapter
 
 from nmdc_runtime.domain.errors import NotFound
 from nmdc_runtime.domain.states import JobStatus
@@ -170,14 +171,24 @@ def _claimable_statement(
         .where(lapsed_lease(clock), Operation.workflow_id.in_(capable_workflows(site_id)))
         .scalar_subquery()
     )
-    lapsed = (
+    # Fetched by id alone, then judged (a materialized CTE): with the rule's `status = 'claimed'` in the same
+    # scan, the planner read every claimed job through `ix_jobs_status_seq` whenever its statistics had not
+    # seen that status (as `store.operations._job_locked_if` says for the holder's writes).
+    fetched = (
         sa.select(Job)
-        .join(Operation, Operation.job_id == Job.id)
+        .where(Job.id == sa.any_(sa.func.array(lapsed_jobs)))
+        .cte("lapsed_jobs")
+        .prefix_with("MATERIALIZED")
+    )
+    candidate = aliased(Job, fetched)
+    on_fetched = ClauseAdapter(fetched).traverse
+    lapsed = (
+        sa.select(candidate)
+        .join(Operation, Operation.job_id == candidate.id)
         .where(
-            Job.id == sa.any_(sa.func.array(lapsed_jobs)),
-            claimed_under_lapsed_lease(clock),
-            Job.workflow_id.in_(capable_workflows(site_id)),
-            *conditions,
+            on_fetched(claimed_under_lapsed_lease(clock)),
+            candidate.workflow_id.in_(capable_workflows(site_id)),
+            *(on_fetched(condition) for condition in conditions),
         )
     )
     # The parts differ in status, and a job has at most one open operation (uq_operations_open_job): no job
