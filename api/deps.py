@@ -73,6 +73,14 @@ async def _session(request: Request) -> Session:
     return session
 
 
+async def _read_session(request: Request) -> Session:
+    """A session for a request that only reads (`Database.read_sessionmaker`): no BEGIN or ROLLBACK around its
+    statements, and nothing to roll back when `RequestSessions` closes it. It refuses to write."""
+    session = request.app.state.database.read_sessionmaker()
+    request.scope.setdefault(REQUEST_SESSIONS, []).append(session)
+    return session
+
+
 async def _revocations(request: Request) -> Revocations:
     return request.app.state.revocations
 
@@ -88,6 +96,8 @@ PolicyDep = Annotated[Policy, Depends(_policy)]
 """The numbers the rules run on, for the services."""
 DatabaseDep = Annotated[Database, Depends(_database)]
 SessionDep = Annotated[Session, Depends(_session)]
+ReadSessionDep = Annotated[Session, Depends(_read_session)]
+"""For the routes that only read (every GET)."""
 GrantKeysDep = Annotated[GrantKeys, Depends(_grant_keys)]
 """The keys that sign access grants (the first signs, all are published)."""
 

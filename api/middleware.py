@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import invalid_input
 from api.metrics import LATENCY, REQUESTS
 from nmdc_runtime import logs
+from nmdc_runtime.db import READS_ONLY
 from nmdc_runtime.schemas.common import MAX_JSON_DEPTH
 
 
@@ -216,7 +217,8 @@ class RequestSessions:
     """Close the database sessions a request was given once it is answered, whatever happened.
 
     Making and closing a session does no I/O unless it holds a transaction: a service that committed left
-    none; one left open (a read) is rolled back, a round trip, in the thread pool.
+    none, and a read session (`api.deps.ReadSessionDep`) never holds one on the server; one left open is
+    rolled back, a round trip, in the thread pool.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -227,7 +229,7 @@ class RequestSessions:
             await self.app(scope, receive, send)
         finally:
             for session in scope.get(REQUEST_SESSIONS, ()):
-                if session.in_transaction():
+                if session.in_transaction() and not session.info.get(READS_ONLY):
                     await run_in_threadpool(session.close)
                 else:
                     session.close()

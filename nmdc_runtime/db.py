@@ -288,13 +288,39 @@ def libpq_url(url: str) -> str:
     return urlunsplit(parts._replace(scheme=scheme, query=query))
 
 
+AUTOCOMMIT_ENGINE = "nmdc.autocommit_engine"
+"""Session.info key: the engine whose connections stay in autocommit (`Database.autocommit_engine`)."""
+READS_ONLY = "nmdc.reads_only"
+"""Session.info key, true on the sessions of `Database.read_sessionmaker`."""
+
+
+def _refuse_flush(session: Session, *_) -> None:
+    raise RuntimeError("a read session cannot write: take a session of Database.sessionmaker")
+
+
 class Database:
     """An engine and its session factory for one runtime database."""
 
     def __init__(self, url: str, *, deadline_seconds: float | None = None, **engine_options) -> None:
         self.url = url
         self.engine = create_engine(url, deadline_seconds=deadline_seconds, **engine_options)
-        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        # The one-statement changes (`services.transactions.statements_commit`) get connections of a pool of
+        # their own, put in autocommit once when they connect. Switching a pooled connection to autocommit and
+        # back costs a round trip each time it returns to the pool (psycopg2 restores the isolation level with
+        # a SET): a third of a claim's waits on the database (bench/README.md). Connections are made on first
+        # use, so a process that makes no such change opens none.
+        self.autocommit_engine = create_engine(
+            url, deadline_seconds=deadline_seconds, isolation_level="AUTOCOMMIT", **engine_options
+        )
+        self.sessionmaker = sessionmaker(
+            self.engine, expire_on_commit=False, info={AUTOCOMMIT_ENGINE: self.autocommit_engine}
+        )
+        # Sessions that only read, on the autocommit pool: each statement sees the database as of its start,
+        # as it would in a READ COMMITTED transaction, without the BEGIN and ROLLBACK round trips around it.
+        self.read_sessionmaker = sessionmaker(
+            self.autocommit_engine, expire_on_commit=False, info={READS_ONLY: True}
+        )
+        sa.event.listen(self.read_sessionmaker, "before_flush", _refuse_flush)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -309,3 +335,4 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.autocommit_engine.dispose()

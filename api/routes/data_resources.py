@@ -7,7 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import CurrentPrincipal, GrantKeysDep, PageDep, SessionDep, SettingsDep, SitePrincipal
+from api.deps import (
+    CurrentPrincipal,
+    GrantKeysDep,
+    PageDep,
+    ReadSessionDep,
+    SessionDep,
+    SettingsDep,
+    SitePrincipal,
+)
 from api.idempotency import IdempotencyKeyHeader, idempotent_request, respond
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.data import AccessUrl, DataResourceCreate, DataResourceRead
@@ -47,7 +55,7 @@ def create_data_resource(
 
 @router.get("/data_resources", response_model=Page[DataResourceRead])
 def list_data_resources(
-    session: SessionDep,
+    session: ReadSessionDep,
     _: CurrentPrincipal,
     page: PageDep,
     site_id: Annotated[str | None, Query(max_length=64, description="Hosted by this site.")] = None,
@@ -61,7 +69,9 @@ def list_data_resources(
 
 
 @router.get("/data_resources/{data_resource_id}", response_model=DataResourceRead)
-def get_data_resource(session: SessionDep, _: CurrentPrincipal, data_resource_id: str) -> DataResourceRead:
+def get_data_resource(
+    session: ReadSessionDep, _: CurrentPrincipal, data_resource_id: str
+) -> DataResourceRead:
     """One data resource."""
     return DataResourceRead.model_validate(
         data_resources.get_data_resource(session, data_resource_id=data_resource_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import CurrentPrincipal, PageDep, PolicyDep, SessionDep, SitePrincipal
+from api.deps import CurrentPrincipal, PageDep, PolicyDep, ReadSessionDep, SessionDep, SitePrincipal
 from api.idempotency import IdempotencyKeyHeader, idempotent_request, respond
 from api.presenters import present_execution, present_executions
 from nmdc_runtime.schemas.common import Page
@@ -65,7 +65,7 @@ def create_execution(
 
 @router.get("/jobs/{job_id}/executions", response_model=Page[ExecutionRead], responses={404: _ERRORS[404]})
 def list_executions(
-    job_id: str, session: SessionDep, _: CurrentPrincipal, page: PageDep
+    job_id: str, session: ReadSessionDep, _: CurrentPrincipal, page: PageDep
 ) -> Page[ExecutionRead]:
     """A job's executions, in the order they were reported."""
     get_job(session, job_id=job_id)
@@ -76,7 +76,7 @@ def list_executions(
 @router.get(
     "/jobs/{job_id}/executions/{exec_id}", response_model=ExecutionRead, responses={404: _ERRORS[404]}
 )
-def get_execution(job_id: str, exec_id: str, session: SessionDep, _: CurrentPrincipal) -> ExecutionRead:
+def get_execution(job_id: str, exec_id: str, session: ReadSessionDep, _: CurrentPrincipal) -> ExecutionRead:
     """One execution of a job."""
     return present_execution(session, store.get_execution(session, job_id=job_id, execution_id=exec_id))
 

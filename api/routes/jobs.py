@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, SessionDep
+from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, ReadSessionDep, SessionDep
 from api.presenters import json_response
 from nmdc_runtime.domain.errors import Forbidden
 from nmdc_runtime.domain.states import JobStatus
@@ -42,7 +42,7 @@ def create_job(body: JobCreate, session: SessionDep, policy: PolicyDep, principa
     "/jobs", response_model=Page[JobRead], responses={403: {"description": "claimable=true by a non-site"}}
 )
 def list_jobs(
-    session: SessionDep,
+    session: ReadSessionDep,
     principal: CurrentPrincipal,
     page: PageDep,
     status: Annotated[JobStatus | None, Query(description="Jobs in this status.")] = None,
@@ -80,6 +80,6 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobRead)
-def get_job(session: SessionDep, _: CurrentPrincipal, job_id: str) -> JobRead:
+def get_job(session: ReadSessionDep, _: CurrentPrincipal, job_id: str) -> JobRead:
     """One job."""
     return JobRead.model_validate(jobs.get_job(session, job_id=job_id))

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, SessionDep
+from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, ReadSessionDep, SessionDep
 from api.presenters import json_response, present_operation, present_operations
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.operations import OperationRead, OperationUpdate
@@ -21,7 +21,7 @@ _FINISHED = {409: {"description": "The operation is finished, or its lease lapse
 
 @router.get("/operations", response_model=Page[OperationRead])
 def list_operations(
-    session: SessionDep,
+    session: ReadSessionDep,
     _: CurrentPrincipal,
     page: PageDep,
     job_id: Annotated[str | None, Query(max_length=128, description="Operations of this job.")] = None,
@@ -48,7 +48,7 @@ def list_operations(
 
 
 @router.get("/operations/{op_id}", response_model=OperationRead, responses=_NOT_FOUND)
-def get_operation(op_id: str, session: SessionDep, _: CurrentPrincipal) -> OperationRead:
+def get_operation(op_id: str, session: ReadSessionDep, _: CurrentPrincipal) -> OperationRead:
     """One operation. An open one whose lease has lapsed is shown as it is stored (`running` with a
     `lease_expire_time` in the past) until something acts on it."""
     return present_operation(session, store.get_operation(session, op_id=op_id))

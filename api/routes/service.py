@@ -27,7 +27,8 @@ class Health(BaseModel):
 
 def _ping(database) -> bool:
     try:
-        with database.engine.connect() as conn:
+        # The autocommit pool: one round trip, where a transaction would add a BEGIN and a ROLLBACK.
+        with database.autocommit_engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
         return True
     except sa.exc.SQLAlchemyError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, RevocationsDep, SessionDep
+from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, ReadSessionDep, RevocationsDep, SessionDep
 from nmdc_runtime.domain.errors import Forbidden
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.schemas.accounts import SiteClientRead, SiteCreate, SiteCredentials, SiteRead
@@ -29,14 +29,14 @@ def create_site(body: SiteCreate, session: SessionDep, principal: AdminPrincipal
 
 
 @router.get("/sites", response_model=Page[SiteRead])
-def list_sites(session: SessionDep, _: CurrentPrincipal, page: PageDep) -> Page[SiteRead]:
+def list_sites(session: ReadSessionDep, _: CurrentPrincipal, page: PageDep) -> Page[SiteRead]:
     """Sites, in registration order."""
     rows, token = accounts.list_sites(session, page=page)
     return Page[SiteRead](resources=[SiteRead.model_validate(row) for row in rows], next_page_token=token)
 
 
 @router.get("/sites/{site_id}", response_model=SiteRead)
-def get_site(session: SessionDep, _: CurrentPrincipal, site_id: str) -> SiteRead:
+def get_site(session: ReadSessionDep, _: CurrentPrincipal, site_id: str) -> SiteRead:
     """One site (never its credentials)."""
     return SiteRead.model_validate(accounts.get_site(session, site_id=site_id))
 
@@ -64,7 +64,7 @@ def _may_manage_credentials(principal: Principal, site_id: str, action: str) -> 
     responses={403: {"description": "Neither an admin nor an admin of this site"}},
 )
 def list_site_clients(
-    session: SessionDep, principal: CurrentPrincipal, page: PageDep, site_id: str
+    session: ReadSessionDep, principal: CurrentPrincipal, page: PageDep, site_id: str
 ) -> Page[SiteClientRead]:
     """A site's client credentials, revoked ones included, oldest first: ids and times, never secrets
     (admin, or a user who administers the site)."""

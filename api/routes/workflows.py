@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, SessionDep
+from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, ReadSessionDep, SessionDep
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.data import WorkflowCreate, WorkflowRead, WorkflowUpdate
 from nmdc_runtime.services import catalog
@@ -36,7 +36,7 @@ def create_workflow(
 
 
 @router.get("/workflows", response_model=Page[WorkflowRead])
-def list_workflows(session: SessionDep, _: CurrentPrincipal, page: PageDep) -> Page[WorkflowRead]:
+def list_workflows(session: ReadSessionDep, _: CurrentPrincipal, page: PageDep) -> Page[WorkflowRead]:
     """Workflows, in creation order."""
     rows, token = workflows.list_workflows(session, page=page)
     return Page[WorkflowRead](
@@ -45,7 +45,7 @@ def list_workflows(session: SessionDep, _: CurrentPrincipal, page: PageDep) -> P
 
 
 @router.get("/workflows/{workflow_id}", response_model=WorkflowRead)
-def get_workflow(session: SessionDep, _: CurrentPrincipal, workflow_id: str) -> WorkflowRead:
+def get_workflow(session: ReadSessionDep, _: CurrentPrincipal, workflow_id: str) -> WorkflowRead:
     """One workflow."""
     return WorkflowRead.model_validate(workflows.get_workflow(session, workflow_id=workflow_id))
 

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from nmdc_runtime.db import AUTOCOMMIT_ENGINE, READS_ONLY
 from nmdc_runtime.domain import operations as rules
 from nmdc_runtime.domain.errors import Conflict, LeaseLost, RuntimeDomainError
 from nmdc_runtime.domain.policy import Policy
@@ -30,6 +31,11 @@ def transaction(session: Session) -> Iterator[Session]:
     the ending back with the rest. On a domain error this rolls back, applies the lapse rule again to the jobs
     noted (it is idempotent: a lease lapsed once stays lapsed) and commits that alone, then re-raises.
     """
+    if session.info.get(READS_ONLY):
+        # Its statements would each commit alone: locks released at once, changes made by halves.
+        raise RuntimeError(
+            "a read session cannot hold a transaction: take a session of Database.sessionmaker"
+        )
     session.info[_LAPSES] = {}
     try:
         yield session
@@ -55,14 +61,25 @@ def transaction(session: Session) -> Iterator[Session]:
 def statements_commit(session: Session) -> Iterator[Session]:
     """Each statement on `session` is a transaction of its own (autocommit), for a change that one statement
     makes whole: it saves the BEGIN and COMMIT round trips. It must be the session's first use; after the
-    block the session is as new (its connection back in the pool, ready for ordinary transactions)."""
-    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    block the session is as new (its connection back in the pool, ready for ordinary transactions).
+
+    A session made by `Database.sessionmaker` runs the block on the database's autocommit pool; any other
+    session switches its own connection to autocommit (and back, a round trip, when it returns to the pool).
+    """
+    bound, autocommit = session.bind, session.info.get(AUTOCOMMIT_ENGINE)
+    if autocommit is not None:
+        session.bind = autocommit
+    else:
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     try:
         yield session
     finally:
         # Nothing is open to commit (no round trip): this hands the connection back, and, unlike a rollback,
         # keeps what the statements loaded (the sessions here do not expire on commit).
-        session.commit()
+        try:
+            session.commit()
+        finally:
+            session.bind = bound
 
 
 def _end_if_lapsed(

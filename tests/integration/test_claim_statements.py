@@ -44,12 +44,16 @@ def test_an_unclaimed_job_is_claimed_in_two_statements_outside_a_transaction(cle
     def note(conn, cursor, statement, parameters, context, executemany):
         sent.append((statement.split()[0], conn.connection.dbapi_connection.autocommit))
 
-    sa.event.listen(clean_database.engine, "before_cursor_execute", note)
+    # Both pools: the one-statement paths run on the autocommit one.
+    engines = (clean_database.engine, clean_database.autocommit_engine)
+    for engine in engines:
+        sa.event.listen(engine, "before_cursor_execute", note)
     try:
         with clean_database.sessionmaker() as session:
             claim = claims.claim_job(session, job_id=job_id, site_id="site-e", policy=POLICY, now=NOW)
     finally:
-        sa.event.remove(clean_database.engine, "before_cursor_execute", note)
+        for engine in engines:
+            sa.event.remove(engine, "before_cursor_execute", note)
     # Autocommit: psycopg2 sends no BEGIN, and each statement commits itself.
     assert sent == [("SELECT", True), ("WITH", True)]
     assert claim.created and claim.operation.attempt == 1 and claim.operation.site_id == "site-e"

@@ -70,8 +70,16 @@ def _sent(database):
     def note(conn, cursor, statement, parameters, context, executemany):
         sent.append((statement.split()[0], conn.connection.dbapi_connection.autocommit))
 
-    sa.event.listen(database.engine, "before_cursor_execute", note)
-    return sent, lambda: sa.event.remove(database.engine, "before_cursor_execute", note)
+    # Both pools: the one-statement paths run on the autocommit one.
+    engines = (database.engine, database.autocommit_engine)
+    for engine in engines:
+        sa.event.listen(engine, "before_cursor_execute", note)
+
+    def stop() -> None:
+        for engine in engines:
+            sa.event.remove(engine, "before_cursor_execute", note)
+
+    return sent, stop
 
 
 def _rows(database, claimed: Claimed) -> tuple[Operation, Job]:

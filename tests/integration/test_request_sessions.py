@@ -10,7 +10,7 @@ from tests.integration.builders import create_job, create_workflow, register
 
 
 def _held(client) -> tuple[int, int]:
-    """Connections the app's pool has lent out, and the app's server connections left in a transaction."""
+    """Connections the app's two pools have lent out, and the app's server connections left in a transaction."""
     database = client.app.state.database
     with database.engine.connect() as conn:
         open_transactions = conn.scalar(
@@ -19,7 +19,7 @@ def _held(client) -> tuple[int, int]:
                 "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
             )
         )
-    return database.engine.pool.checkedout(), open_transactions
+    return database.engine.pool.checkedout() + database.autocommit_engine.pool.checkedout(), open_transactions
 
 
 def test_each_kind_of_request_gives_its_session_back(client, admin_headers, site_headers):
