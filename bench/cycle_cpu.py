@@ -5,8 +5,9 @@
 Starts its own `make dev`, as `python -m bench` does, and measures two things:
 
 - per request: the API app called in this process through ASGI, one request at a time (no HTTP, no load
-  generator, no other request beside it), this process's CPU time for each step of `--cycles` cycles,
-  `--rounds` times; the first round warms the caches and is left out of the medians;
+  generator, no other request beside it), this process's CPU time for each step of `--cycles` cycles and for
+  as many of each read in `READS`, `--rounds` times; the first round warms the caches and is left out of the
+  medians;
 - per cycle on `make dev`: `wrk` running the cycle on 16 connections for 5 s, 3 times, and the CPU its API
   workers, PostgreSQL's processes and Dagster's processes used meanwhile, per cycle, beside the whole
   machine's.
@@ -33,9 +34,14 @@ from bench.scenarios import make_world
 
 _STAMP = '"2030-01-01T00:00:00Z"'
 STEPS = ("claim", "execution", "finish")
+READS = ("list_claimable", "get_job")
+"""Reads timed after each round's cycles, as many as its cycles: the site's first page of claimable jobs (a page
+of 20 from a hundred made for it), and one job."""
 
 
-async def _call(app, authorization: bytes, method: str, path: str, body: bytes = b"") -> tuple[int, Any]:
+async def _call(
+    app, authorization: bytes, method: str, path: str, body: bytes = b"", query: bytes = b""
+) -> tuple[int, Any]:
     """One request through the app's ASGI interface; its status and JSON answer."""
     scope = {
         "type": "http",
@@ -45,7 +51,7 @@ async def _call(app, authorization: bytes, method: str, path: str, body: bytes =
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query,
         "root_path": "",
         "headers": [
             (b"host", b"bench"),
@@ -74,7 +80,7 @@ async def _in_process(stack, world, *, cycles: int, rounds: int) -> dict[str, li
     import api.main  # after the environment is set: the app reads its settings when imported
 
     app, authorization = api.main.app, world.exec_headers["Authorization"].encode()
-    per_step: dict[str, list[float]] = {step: [] for step in STEPS}
+    per_step: dict[str, list[float]] = {step: [] for step in STEPS + READS}
     async with app.router.lifespan_context(app):
         for _ in range(rounds):
             spent = dict.fromkeys(STEPS, 0.0)
@@ -103,6 +109,20 @@ async def _in_process(stack, world, *, cycles: int, rounds: int) -> dict[str, li
                     spent[step] += seconds
             for step in STEPS:
                 per_step[step].append(round(1000 * spent[step] / cycles, 2))
+            listed = history.unclaimed_ids(stack.database, workflow_id=world.workflow_id, n=100)
+            start = time.process_time()
+            for _ in range(cycles):
+                status, page = await _call(app, authorization, "GET", "/jobs", query=b"claimable=true")
+                assert status == 200 and len(page["resources"]) == 20, (status, page)
+            read = time.process_time()
+            for _ in range(cycles):
+                status, job = await _call(app, authorization, "GET", f"/jobs/{listed[0]}")
+                assert status == 200, (status, job)
+            steps = (read - start, time.process_time() - read)
+            for step, seconds in zip(READS, steps, strict=True):
+                per_step[step].append(round(1000 * seconds / cycles, 2))
+            # Claimed in no cycle (those claim their own jobs by id): out of the next round's listing.
+            history.finish_unclaimed(stack.database, workflow_id=world.workflow_id)
     return per_step
 
 

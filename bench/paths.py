@@ -306,12 +306,14 @@ _ACTIVE_STATEMENTS = r"""
 
 
 # Server-wide counters read before and after the block: WAL written (and how much of it was full-page images,
-# which the first change of a page after a checkpoint writes), checkpoints, and the runtime database's block
-# reads from outside shared_buffers, transactions and rows.
+# which the first change of a page after a checkpoint writes), checkpoints, the runtime database's block
+# reads from outside shared_buffers, transactions and rows, and the connections (sessions) opened to it and to
+# every database (each one a new server process: Dagster's storage opens one per call, without a pool).
 _SERVER_COUNTERS = """
     SELECT w.wal_records, w.wal_fpi, w.wal_bytes::bigint, w.wal_buffers_full,
            c.num_timed + c.num_requested, c.buffers_written,
-           d.blks_read, d.blks_hit, d.xact_commit, d.tup_inserted, d.tup_updated
+           d.blks_read, d.blks_hit, d.xact_commit, d.tup_inserted, d.tup_updated,
+           d.sessions, (SELECT sum(sessions)::bigint FROM pg_stat_database)
     FROM pg_stat_wal w, pg_stat_checkpointer c, pg_stat_database d
     WHERE d.datname = current_database()
 """
@@ -327,6 +329,8 @@ _COUNTER_NAMES = (
     "commits",
     "rows_inserted",
     "rows_updated",
+    "sessions_opened",
+    "sessions_opened_all_databases",
 )
 
 
