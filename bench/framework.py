@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import statistics
 import time
@@ -45,41 +46,36 @@ async def _two(request: Request, one: Annotated[int, Depends(_one)]) -> int:
     return 2
 
 
+def _answer() -> Response:
+    return Response(b"{}", media_type="application/json")
+
+
+def _plain(job_id: str) -> Response:
+    return _answer()
+
+
+def _with_dependencies(
+    job_id: str,
+    a: Annotated[int, Depends(_one)],
+    b: Annotated[int, Depends(_one, use_cache=False)],
+    c: Annotated[int, Depends(_two)],
+) -> Response:
+    # Four, one of them under another: as the claim's session, policy and site (with its bearer token).
+    return _answer()
+
+
 def _app(*, dependencies: bool, middleware: bool, thread_pool: bool) -> FastAPI:
     """An app with one claim-shaped route that does nothing."""
     app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False})
+    handler = _with_dependencies if dependencies else _plain
+    if not thread_pool:
+        run = handler
 
-    def answer() -> Response:
-        return Response(b"{}", media_type="application/json")
+        async def handler(**kwargs) -> Response:
+            return run(**kwargs)
 
-    if dependencies:
-        # Four, one of them under another: as the claim's session, policy and site (with its bearer token).
-        def with_dependencies(
-            job_id: str,
-            a: Annotated[int, Depends(_one)],
-            b: Annotated[int, Depends(_one, use_cache=False)],
-            c: Annotated[int, Depends(_two)],
-        ) -> Response:
-            return answer()
-
-        async def with_dependencies_async(
-            job_id: str,
-            a: Annotated[int, Depends(_one)],
-            b: Annotated[int, Depends(_one, use_cache=False)],
-            c: Annotated[int, Depends(_two)],
-        ) -> Response:
-            return answer()
-
-        handler = with_dependencies if thread_pool else with_dependencies_async
-    elif thread_pool:
-
-        def handler(job_id: str) -> Response:
-            return answer()
-    else:
-
-        async def handler(job_id: str) -> Response:
-            return answer()
-
+        # FastAPI reads the parameters, and so the dependencies, from the signature.
+        handler.__signature__ = inspect.signature(run)
     app.post("/jobs/{job_id}:claim")(handler)
     if middleware:
         app.add_middleware(RequestSessions)
