@@ -68,15 +68,17 @@ async def _session(request: Request) -> Session:
 
     A plain function rather than a `yield` dependency: FastAPI runs a generator dependency through an exit
     stack of its own, which cost a claim a tenth of its time (bench/README.md)."""
-    session = request.app.state.database.sessionmaker()
-    request.scope.setdefault(REQUEST_SESSIONS, []).append(session)
-    return session
+    return _lent(request, request.app.state.database.sessionmaker())
 
 
 async def _read_session(request: Request) -> Session:
     """A session for a request that only reads (`Database.read_sessionmaker`): no BEGIN or ROLLBACK around its
     statements, and nothing to roll back when `RequestSessions` closes it. It refuses to write."""
-    session = request.app.state.database.read_sessionmaker()
+    return _lent(request, request.app.state.database.read_sessionmaker())
+
+
+def _lent(request: Request, session: Session) -> Session:
+    """`session`, noted for `RequestSessions` to close after the answer."""
     request.scope.setdefault(REQUEST_SESSIONS, []).append(session)
     return session
 

@@ -10,11 +10,13 @@ process; its event log keeps a few connections instead, as the webserver's does.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dagster._serdes import ConfigurableClassData
 from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
+
+if TYPE_CHECKING:
+    from dagster._serdes import ConfigurableClassData
 
 POOL_SIZE = 2
 """Connections kept open: the daemon stores events from a few sensor threads at a time."""
