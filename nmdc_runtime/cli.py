@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from nmdc_runtime.config import get_settings, settings_problem
 from nmdc_runtime.domain.errors import AlreadyExists, InvalidInput, NotFound
 from nmdc_runtime.schemas.common import CHOSEN_ID_PATTERN, TAG_PATTERN
-from nmdc_runtime.services import accounts
+from nmdc_runtime.services import accounts as accounts_service
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="The runtime database.")
@@ -148,7 +148,7 @@ def users_create(
     database = _database()
     try:
         with database.sessionmaker() as session:
-            user = accounts.create_user(
+            user = accounts_service.create_user(
                 session,
                 username=username,
                 password=password,
@@ -182,7 +182,7 @@ def sites_create(
     database = _database()
     try:
         with database.sessionmaker() as session:
-            _, (client, secret) = accounts.create_site(
+            _, (client, secret) = accounts_service.create_site(
                 session,
                 site_id=site_id,
                 name=name or site_id,
@@ -203,18 +203,18 @@ def sites_clients(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on standard output.")] = False,
 ) -> None:
     """List a site's client credentials (ids and times, never secrets), revoked ones included."""
-    from nmdc_runtime.schemas.common import PageParams
-    from nmdc_runtime.store import accounts as store
+    from nmdc_runtime.store import accounts as accounts_store
+    from nmdc_runtime.store.pages import PageParams
 
     rows = []
     with _database().sessionmaker() as session:
         try:
-            store.get_site(session, site_id=site_id)
+            accounts_store.get_site(session, site_id=site_id)
         except NotFound as exc:
             _fail(exc.message, EXIT_CONFLICT)
         page = PageParams(size=1000)
         while True:
-            found, token = store.list_site_clients(session, site_id=site_id, page=page)
+            found, token = accounts_store.list_site_clients(session, site_id=site_id, page=page)
             rows.extend(found)
             if token is None:
                 break
@@ -240,7 +240,7 @@ def sites_clients(
 def sites_revoke(site_id: str, client_id: str) -> None:
     """Revoke a site's client for good: its secret gets no token, its tokens stop working."""
     _change(
-        lambda session: accounts.revoke_site_client(
+        lambda session: accounts_service.revoke_site_client(
             session, site_id=site_id, client_id=client_id, actor=_actor()
         )
     )
@@ -258,7 +258,9 @@ def _change(action):
 
 def _set_site(site_id: str, enabled: bool) -> None:
     site = _change(
-        lambda session: accounts.set_site_enabled(session, site_id=site_id, enabled=enabled, actor=_actor())
+        lambda session: accounts_service.set_site_enabled(
+            session, site_id=site_id, enabled=enabled, actor=_actor()
+        )
     )
     typer.echo(json.dumps({"site_id": site.id, "disabled": site.disabled_at is not None}))
 
@@ -277,7 +279,9 @@ def sites_enable(site_id: str) -> None:
 
 def _set_user(username: str, enabled: bool) -> None:
     user = _change(
-        lambda session: accounts.set_user_enabled(session, username=username, enabled=enabled, actor=_actor())
+        lambda session: accounts_service.set_user_enabled(
+            session, username=username, enabled=enabled, actor=_actor()
+        )
     )
     typer.echo(json.dumps({"username": user.username, "disabled": user.disabled_at is not None}))
 
@@ -306,8 +310,9 @@ def _actor() -> str:
 
 def _rows(list_page, limit: int, **filters) -> list:
     """Up to `limit` rows of a store listing, walked page by page in its keyset order."""
-    from nmdc_runtime.schemas.common import MAX_PAGE_SIZE, PageParams
-    from nmdc_runtime.store.pages import decode_page_token
+    from nmdc_runtime.schemas.common import MAX_PAGE_SIZE
+    from nmdc_runtime.store import pages as pages_store
+    from nmdc_runtime.store.pages import PageParams
 
     rows: list = []
     page = PageParams(size=min(limit, MAX_PAGE_SIZE))
@@ -317,7 +322,9 @@ def _rows(list_page, limit: int, **filters) -> list:
             rows.extend(found)
             if token is None:
                 break
-            page = PageParams(size=min(limit - len(rows), MAX_PAGE_SIZE), after=decode_page_token(token, ""))
+            page = PageParams(
+                size=min(limit - len(rows), MAX_PAGE_SIZE), after=pages_store.decode_page_token(token, "")
+            )
     return rows[:limit]
 
 
@@ -353,7 +360,7 @@ def workflows_create(
     from pydantic import ValidationError
 
     from nmdc_runtime.schemas.data import WorkflowCreate, WorkflowRead
-    from nmdc_runtime.services import catalog
+    from nmdc_runtime.services import catalog as catalog_service
 
     try:
         body = WorkflowCreate(
@@ -374,7 +381,7 @@ def workflows_create(
     settings = get_settings()
     with _database().sessionmaker() as session:
         try:
-            row = catalog.create_workflow(
+            row = catalog_service.create_workflow(
                 session, policy=settings.policy(), **body.model_dump(exclude={"id"}), workflow_id=body.id
             )
         except AlreadyExists as exc:
@@ -390,21 +397,21 @@ def workflows_list(
 ) -> None:
     """List workflows: id, enabled, data types, required capabilities, lease."""
     from nmdc_runtime.schemas.data import WorkflowRead
-    from nmdc_runtime.store import workflows
+    from nmdc_runtime.store import workflows as workflows_store
 
     items = [
         WorkflowRead.model_validate(row).model_dump(mode="json")
-        for row in _rows(workflows.list_workflows, limit)
+        for row in _rows(workflows_store.list_workflows, limit)
     ]
     _print(items, as_json, ["id", "enabled", "data_types", "required_capabilities", "lease_seconds", "name"])
 
 
 def _set_workflow(workflow_id: str, enabled: bool) -> None:
     from nmdc_runtime.schemas.data import WorkflowRead
-    from nmdc_runtime.services import catalog
+    from nmdc_runtime.services import catalog as catalog_service
 
     row = _change(
-        lambda session: catalog.update_workflow(
+        lambda session: catalog_service.update_workflow(
             session, workflow_id=workflow_id, changes={"enabled": enabled}, policy=get_settings().policy()
         )
     )
@@ -429,9 +436,12 @@ def sites_list(
 ) -> None:
     """List sites: id, capabilities, disabled since, name (never credentials)."""
     from nmdc_runtime.schemas.accounts import SiteRead
-    from nmdc_runtime.store import accounts as store
+    from nmdc_runtime.store import accounts as accounts_store
 
-    items = [SiteRead.model_validate(row).model_dump(mode="json") for row in _rows(store.list_sites, limit)]
+    items = [
+        SiteRead.model_validate(row).model_dump(mode="json")
+        for row in _rows(accounts_store.list_sites, limit)
+    ]
     _print(items, as_json, ["id", "capabilities", "disabled_at", "name"])
 
 
@@ -447,13 +457,13 @@ def jobs_list(
     """List jobs, oldest first: id, workflow, status, attempts (the JSON form has their config too)."""
     from nmdc_runtime.domain.states import JobStatus
     from nmdc_runtime.schemas.data import JobRead
-    from nmdc_runtime.store import jobs
+    from nmdc_runtime.store import jobs as jobs_store
 
     try:
         wanted = JobStatus(status) if status else None
     except ValueError:
         _fail(f"--status must be one of {', '.join(JobStatus)}")
-    rows = _rows(jobs.list_jobs, limit, status=wanted, workflow_id=workflow)
+    rows = _rows(jobs_store.list_jobs, limit, status=wanted, workflow_id=workflow)
     items = [JobRead.model_validate(row).model_dump(mode="json") for row in rows]
     _print(items, as_json, ["id", "workflow_id", "status", "attempts", "max_attempts", "created_at"])
 
@@ -465,9 +475,9 @@ def operations_list(
     limit: Annotated[int, LIMIT_OPTION] = 1000,
 ) -> None:
     """List operations, oldest first: id, job, site, state, attempt, lease end (and the error of a failure)."""
-    from nmdc_runtime.store import operations
+    from nmdc_runtime.store import operations as operations_store
 
-    rows = _rows(operations.list_operations, limit, done=False if open_only else None)
+    rows = _rows(operations_store.list_operations, limit, done=False if open_only else None)
     items = [
         {
             "id": op.id,

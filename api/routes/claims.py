@@ -9,7 +9,7 @@ from api.metrics import CLAIM_LATENCY
 from api.presenters import json_response, present_operation
 from nmdc_runtime.schemas.data import ClaimRequest, JobRead
 from nmdc_runtime.schemas.operations import OperationRead
-from nmdc_runtime.services import claims
+from nmdc_runtime.services import claims as claims_service
 
 router = APIRouter(tags=["jobs"])
 
@@ -49,7 +49,7 @@ def claim_job(
     `{"lease_seconds": N}` asks for a shorter one (longer than the workflow allows: 422). Every heartbeat
     renews it by the operation's own `lease_seconds`.
     """
-    claim = claims.claim_job(
+    claim = claims_service.claim_job(
         session,
         job_id=job_id,
         site_id=principal.site_id,
@@ -74,7 +74,7 @@ def claim_job(
 def cancel_job(job_id: str, session: SessionDep, policy: PolicyDep, _: AdminPrincipal) -> JobRead:
     """Cancel a job (admin): it becomes `canceled` for good; its active operation gets `cancel_requested`
     (or ends at once when its lease has lapsed). Canceling a canceled job changes nothing."""
-    return JobRead.model_validate(claims.cancel_job(session, job_id=job_id, policy=policy))
+    return JobRead.model_validate(claims_service.cancel_job(session, job_id=job_id, policy=policy))
 
 
 @router.post(
@@ -86,5 +86,5 @@ def release_job(job_id: str, session: SessionDep, policy: PolicyDep, principal: 
     """Give a claimed job back (the holding site): its operation ends `canceled` (error `CANCELLED`), the job
     returns to `unclaimed`, and the release is not a failed attempt."""
     return JobRead.model_validate(
-        claims.release_job(session, job_id=job_id, site_id=principal.site_id, policy=policy)
+        claims_service.release_job(session, job_id=job_id, site_id=principal.site_id, policy=policy)
     )

@@ -239,6 +239,39 @@ def decide_claim(
     return ClaimDecision.CREATED
 
 
+def claim(
+    job: Job,
+    *,
+    holder_site_id: str | None,
+    site_id: str,
+    site_capabilities: list[str],
+    required_capabilities: list[str],
+    workflow_lease_seconds: int | None,
+    requested_lease_seconds: int | None,
+    default_lease_seconds: int,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """The one decision of a claim, whichever path writes it: None when `site_id` already holds the job's
+    (unlapsed) open operation, else the fields of its new operation (`start_operation`: the job is marked
+    claimed and the attempt counted). Forbidden, Conflict and InvalidInput as `decide_claim` and
+    `lease_for_claim` say."""
+    decision = decide_claim(
+        job_status=JobStatus(job.status),
+        holder_site_id=holder_site_id,
+        site_id=site_id,
+        site_capabilities=site_capabilities,
+        required_capabilities=required_capabilities,
+    )
+    if decision is ClaimDecision.EXISTING:
+        return None
+    lease = lease_for_claim(
+        requested=requested_lease_seconds,
+        workflow_lease_seconds=workflow_lease_seconds,
+        default_seconds=default_lease_seconds,
+    )
+    return start_operation(job, site_id=site_id, now=now, lease_seconds=lease)
+
+
 def job_after_operation(
     *, job_status: JobStatus, attempts: int, max_attempts: int, op_state: OperationState
 ) -> tuple[JobStatus, int]:

@@ -22,8 +22,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 from nmdc_runtime.domain.errors import NotFound
 from nmdc_runtime.domain.states import JobStatus
 from nmdc_runtime.models import Job, JobInput, Operation
-from nmdc_runtime.schemas.common import PageParams
-from nmdc_runtime.store.pages import fetch_page, page_of
+from nmdc_runtime.store.pages import PageParams, fetch_page, page_of
 from nmdc_runtime.store.rules import capable_workflows, claimed_under_lapsed_lease, lapsed_lease, unclaimed
 
 DATA_RESOURCE_DOCUMENT = """

@@ -11,7 +11,7 @@ from dagster import SkipReason
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.dagster.sensors import operations_reaper
 from nmdc_runtime.models import Execution, IdempotencyKey, Job, Operation, tally_changes
-from nmdc_runtime.store import pipeline
+from nmdc_runtime.store import pipeline as pipeline_store
 from tests.dagster.conftest import claimed_job, tick
 
 
@@ -69,7 +69,7 @@ def test_lapsed_leases_expire_and_old_finished_operations_go(runtime, clean_data
         assert session.scalar(sa.select(sa.func.count()).select_from(Execution)) == 2
         # The tallies' changes were folded: what is left to sum is the few tallies themselves.
         assert session.scalar(sa.select(sa.func.count()).select_from(tally_changes)) == 0
-        tallied = {counted: n for counted, n in pipeline.tallies(session).items() if n}
+        tallied = {counted: n for counted, n in pipeline_store.tallies(session).items() if n}
         assert tallied == {"jobs.unclaimed": 1, "jobs.claimed": 1, "jobs.succeeded": 2, "executions": 2}
 
     quiet = tick(operations_reaper, runtime)

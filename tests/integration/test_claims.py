@@ -8,7 +8,7 @@ import pytest
 
 from nmdc_runtime.domain.errors import Conflict
 from nmdc_runtime.domain.operations import start_operation
-from nmdc_runtime.store import operations as store
+from nmdc_runtime.store import operations as operations_store
 from tests.integration.claim_world import (
     claim,
     claimed,
@@ -184,10 +184,10 @@ def test_claimable_listing_drops_a_claimed_job(world):
 def test_a_second_open_operation_is_translated_to_a_conflict(world):
     op = claimed(world)
     with world.database.session() as session:
-        job = store.lock_job_or_404(session, job_id=op["metadata"]["job_id"])
+        job = operations_store.lock_job_or_404(session, job_id=op["metadata"]["job_id"])
         # Bypass the claim's checks: the partial unique index still refuses a second open operation.
         second = start_operation(job, site_id="site-f", now=datetime.now(UTC), lease_seconds=60)
         with pytest.raises(Conflict):
-            store.insert_operation(session, **second)
+            operations_store.insert_operation(session, **second)
         session.rollback()
     assert job_of(world, op)["attempts"] == 1

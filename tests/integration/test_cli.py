@@ -194,7 +194,8 @@ def test_credentials_lifecycle_on_the_command_line(url_env, clean_database):
 
 
 def test_staff_commands_make_and_list_workflows_sites_jobs_and_operations(url_env, clean_database, settings):
-    from nmdc_runtime.services import catalog, claims
+    from nmdc_runtime.services import catalog as catalog_service
+    from nmdc_runtime.services import claims as claims_service
 
     assert run_cli(["--version"], url_env).stdout.startswith("nmdc-runtime ")
     made = run_cli(
@@ -235,7 +236,7 @@ def test_staff_commands_make_and_list_workflows_sites_jobs_and_operations(url_en
         )
     policy = settings.policy()
     with clean_database.sessionmaker() as session:
-        first = catalog.create_job(
+        first = catalog_service.create_job(
             session,
             workflow_id="stats",
             data_resource_ids=["dr-1"],
@@ -243,7 +244,7 @@ def test_staff_commands_make_and_list_workflows_sites_jobs_and_operations(url_en
             max_attempts=3,
             created_by="t",
         )
-        catalog.create_job(
+        catalog_service.create_job(
             session,
             workflow_id="stats",
             data_resource_ids=["dr-1"],
@@ -251,7 +252,7 @@ def test_staff_commands_make_and_list_workflows_sites_jobs_and_operations(url_en
             max_attempts=3,
             created_by="t",
         )
-        claim = claims.claim_job(session, job_id=first.id, site_id="site-e", policy=policy)
+        claim = claims_service.claim_job(session, job_id=first.id, site_id="site-e", policy=policy)
     unclaimed = json.loads(run_cli(["jobs", "list", "--status", "unclaimed", "--json"], url_env).stdout)
     assert len(unclaimed) == 1 and unclaimed[0]["config"]["threads"] == 2
     assert len(json.loads(run_cli(["jobs", "list", "--json", "--limit", "1"], url_env).stdout)) == 1

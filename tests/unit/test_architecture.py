@@ -97,3 +97,61 @@ def test_docs_link_only_files_of_the_repository(path):
         local = (path.parent / target.split("#")[0]).resolve()
         assert local.is_relative_to(ROOT), f"{path.name} links {target}, outside the repository"
         assert local.exists(), f"{path.name} links {target}, which does not exist"
+
+
+# --- names that say their layer ------------------------------------------------------------------------
+
+LAYER_ALIASES = {
+    "nmdc_runtime.domain": "rules",
+    "nmdc_runtime.services": "service",
+    "nmdc_runtime.store": "store",
+}
+"""A module of a layer is imported as `<module>_<suffix>` (`operations_store`, `claims_service`,
+`operations_rules`): five modules are named `operations`, and the name at the call says which is meant."""
+
+
+def _layer_module_imports(path: Path):
+    """(line, layer package, module, alias) of each `from <layer> import <module> [as alias]`."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module in LAYER_ALIASES:
+            for alias in node.names:
+                yield node.lineno, node.module, alias.name, alias.asname
+
+
+@pytest.mark.parametrize("path", _modules("nmdc_runtime", "api"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_layer_modules_are_imported_under_the_alias_of_their_layer(path):
+    wrong = [
+        f"line {line}: `from {package} import {module}` as {alias!r}, not {module}_{LAYER_ALIASES[package]}"
+        for line, package, module, alias in _layer_module_imports(path)
+        if alias != f"{module}_{LAYER_ALIASES[package]}"
+    ]
+    assert not wrong, wrong
+
+
+def _layer_of(module: str) -> str | None:
+    return next((package for package in LAYER_ALIASES if module.startswith(package + ".")), None)
+
+
+@pytest.mark.parametrize("path", _modules("nmdc_runtime", "api"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_functions_of_the_store_and_services_are_called_through_their_module(path):
+    """`jobs_store.create_job(...)`, never a bare `create_job(...)` imported from another layer (the route,
+    the service and the store each have one). Helpers shared within a layer (`store.pages`,
+    `services.transactions`) may be imported by name inside it."""
+    import importlib
+    import inspect
+
+    here = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    wrong = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom) or not node.module:
+            continue
+        layer = _layer_of(node.module)
+        if layer is None or layer == "nmdc_runtime.domain" or _layer_of(here) == layer:
+            continue
+        module = importlib.import_module(node.module)
+        wrong += [
+            f"line {node.lineno}: {alias.name} from {node.module}"
+            for alias in node.names
+            if inspect.isfunction(getattr(module, alias.name, None))
+        ]
+    assert not wrong, wrong
