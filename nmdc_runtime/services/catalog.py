@@ -12,6 +12,7 @@ from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.models import DataResource, Job, Workflow
 from nmdc_runtime.services.transactions import Once, run_once, transaction
 from nmdc_runtime.store import data_resources as data_resources_store
+from nmdc_runtime.store import idempotency as idempotency_store
 from nmdc_runtime.store import jobs as jobs_store
 from nmdc_runtime.store import workflows as workflows_store
 from nmdc_runtime.store.idempotency import IdempotentRequest
@@ -21,14 +22,14 @@ def register_data_resource(
     session: Session, *, site_id: str, fields: dict[str, Any], request: IdempotentRequest
 ) -> Once[DataResource]:
     """Register a data resource hosted by `site_id`, at most once per `request` key (a repeat gets the data
-    resource the first request registered)."""
+    resource the first request registered, as it was)."""
     with transaction(session):
         return run_once(
             session,
             request=request,
             create=lambda: data_resources_store.create_data_resource(session, site_id=site_id, **fields),
-            resource_id=lambda row: row.id,
-            replay=lambda id_: data_resources_store.get_data_resource(session, data_resource_id=id_),
+            document=idempotency_store.row_document,
+            restore=lambda document: idempotency_store.row_from_document(DataResource, document),
         )
 
 

@@ -16,15 +16,16 @@ from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.models import DataResource, Execution
 from nmdc_runtime.services.transactions import Once, locked_job, run_once, statements_commit, transaction
 from nmdc_runtime.store import executions as executions_store
+from nmdc_runtime.store import idempotency as idempotency_store
 from nmdc_runtime.store import operations as operations_store
 from nmdc_runtime.store.idempotency import IdempotentRequest
 
 
 class Recorded(NamedTuple):
-    """An execution and its outputs' data resources (None: not at hand, read them when needed)."""
+    """An execution and its outputs' data resources."""
 
     execution: Execution
-    outputs: list[DataResource] | None
+    outputs: list[DataResource]
 
 
 def record_execution(
@@ -45,7 +46,7 @@ def record_execution(
     """Record what `site_id` did under its active claim on the job; its outputs become its data resources.
 
     At most once per `request` key (see `store.idempotency`): a repeat gets the execution the first request
-    recorded. NotFound (unknown job), Forbidden (another site's claim), Conflict (no active claim),
+    recorded, as it was then. NotFound (unknown job), Forbidden (another site's claim), Conflict (no active claim),
     InvalidInput (an operation that is not this job's, see `executions_rules.operation_for_execution`; details
     over a cap, see `executions_rules.check_details`).
 
@@ -88,19 +89,23 @@ def record_execution(
             )
         )
 
-    def replay(execution_id: str) -> Recorded:
-        return Recorded(
-            executions_store.get_execution(session, job_id=job_id, execution_id=execution_id), None
-        )
-
     with transaction(session):
-        return run_once(
-            session,
-            request=request,
-            create=create,
-            resource_id=lambda recorded: recorded.execution.id,
-            replay=replay,
-        )
+        return run_once(session, request=request, create=create, document=_document, restore=_restore)
+
+
+def _document(recorded: Recorded) -> dict[str, Any]:
+    """What an Idempotency-Key remembers of an execution: it and its outputs, as they were."""
+    return {
+        "execution": idempotency_store.row_document(recorded.execution),
+        "outputs": [idempotency_store.row_document(output) for output in recorded.outputs],
+    }
+
+
+def _restore(document: dict[str, Any]) -> Recorded:
+    return Recorded(
+        idempotency_store.row_from_document(Execution, document["execution"]),
+        [idempotency_store.row_from_document(DataResource, output) for output in document["outputs"]],
+    )
 
 
 def _record_as_holder(
@@ -139,6 +144,7 @@ def _record_as_holder(
             job=seen.job,
             seen=operations_store.versions(op, seen.job),
             request=request,
+            created=_document(Recorded(execution, resources)),
         )
     return Recorded(execution, resources) if written else None
 

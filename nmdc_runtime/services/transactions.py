@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -149,16 +149,17 @@ def run_once(
     *,
     request: IdempotentRequest,
     create: Callable[[], T],
-    resource_id: Callable[[T], str],
-    replay: Callable[[str], T],
+    document: Callable[[T], Any],
+    restore: Callable[[Any], T],
 ) -> Once[T]:
     """Run `create` at most once per (principal, Idempotency-Key) (see `store.idempotency`), inside the caller's
-    transaction: a repeat gets `replay(id)` of what the first request created, and creates nothing."""
+    transaction: its result is remembered as `document(result)`, and a repeat gets `restore(document)`, what
+    the first request created as it was then, and creates nothing."""
     if request.key is None:
         return Once(create(), replayed=False)
     earlier = idempotency_store.claim_key(session, request=request)
     if earlier is not None:
-        return Once(replay(earlier), replayed=True)
+        return Once(restore(earlier), replayed=True)
     value = create()
-    idempotency_store.remember_resource(session, request=request, resource_id=resource_id(value))
+    idempotency_store.remember_created(session, request=request, created=document(value))
     return Once(value, replayed=False)

@@ -173,10 +173,12 @@ def record_as_seen(
     job: operations_store.SeenJob,
     seen: operations_store.Versions,
     request: IdempotentRequest,
+    created: Any,
 ) -> bool:
     """Write a new execution and its outputs (`new_execution`) under an operation and its job read at the
     versions `seen`, in one statement: lock the job if it is still as seen, and the operation if it is still
-    open and as seen, claim the request's Idempotency-Key row with the execution's id (when it has a key),
+    open and as seen, claim the request's Idempotency-Key row with `created` (when it has a key: what it
+    remembers, see `store.idempotency`),
     insert the execution and its outputs. False, and nothing written, when the job or the operation changed,
     or the key is taken (a repeat: the general path replays it)."""
     keyed = request.key is not None
@@ -187,7 +189,7 @@ def record_as_seen(
         "keyed": keyed,
         **operations_store.seen_parameters(operation, job, seen),
         **(
-            idempotency_store.key_row(request, execution.id)
+            idempotency_store.key_row(request, created)
             if keyed
             else {f"key_{column}": None for column in _KEY_FIELDS}
         ),

@@ -1,17 +1,18 @@
-"""`Idempotency-Key` rows: which resource the first request with a key created, to give a repeat the same one.
+"""`Idempotency-Key` rows: what the first request with a key created, as it was, to give a repeat the same.
 
 How a request with a key runs, all inside the caller's one transaction (`services.transactions.run_once`):
 
 1. `claim_key` inserts the (principal, key) row with `ON CONFLICT DO NOTHING`. A concurrent request with the
    same key blocks on the primary key until the first transaction ends, so two repeats never both create.
-2. The row was ours: the caller creates, then `remember_resource` stores the id of what it created (same
-   transaction as what it created). If the creation fails, the rollback removes the row too, and a retry with
-   the key runs afresh.
-3. The row existed: a repeat with the same endpoint and body gets the id of what the first request created; a
-   different endpoint or body is a misuse of the key, refused with `IdempotencyKeyReused` (422).
+2. The row was ours: the caller creates, then `remember_created` stores what it created as rows' documents
+   (`row_document`; same transaction as what it created). If the creation fails, the rollback removes the row
+   too, and a retry with the key runs afresh.
+3. The row existed: a repeat with the same endpoint and body gets those documents back, to make the rows again
+   as they were (`row_from_document`); a different endpoint or body is a misuse of the key, refused with
+   `IdempotencyKeyReused` (422).
 
-Only what was created is remembered, not an answer: the API shapes the answer, and errors are not replayed,
-so a client may fix the cause and retry.
+Rows are remembered, not an answer: the API shapes the answer from them (the same way for a repeat), and errors
+are not remembered, so a client may fix the cause and retry.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -55,25 +56,49 @@ class IdempotentRequest:
     """The validated body as JSON (`model_dump(mode="json")`)."""
 
 
-def key_row(request: IdempotentRequest, resource_id: str) -> dict[str, Any]:
-    """The row that remembers `resource_id` for a request with a key, as `key_<column>` statement parameters
-    (for a statement that claims the key and writes what it created at once: `store.executions.record_as_seen`)."""
+Row = TypeVar("Row")
+
+
+def row_document(row: Any) -> dict[str, Any]:
+    """A row's columns as a JSON document (times in ISO 8601), the shape `to_jsonb(row)` gives in SQL."""
+    return {
+        attr.columns[0].name: (value.isoformat() if isinstance(value, datetime) else value)
+        for attr in row.__mapper__.column_attrs
+        for value in (getattr(row, attr.key),)
+    }
+
+
+def row_from_document(model: type[Row], document: dict[str, Any]) -> Row:
+    """The row `row_document` made a document of, as a new object outside any session."""
+    values = {}
+    for attr in model.__mapper__.column_attrs:
+        value = document.get(attr.columns[0].name)
+        if isinstance(value, str) and isinstance(attr.columns[0].type, sa.DateTime):
+            value = datetime.fromisoformat(value)
+        values[attr.key] = value
+    return model(**values)
+
+
+def key_row(request: IdempotentRequest, created: Any) -> dict[str, Any]:
+    """The row that remembers what a request with a key `created` (a JSON document), as `key_<column>`
+    statement parameters (for a statement that claims the key and writes what it created at once:
+    `store.executions.record_as_seen`)."""
     return {
         "key_principal": request.principal,
         "key_key": request.key,
         "key_endpoint": request.endpoint,
         "key_request_hash": request_hash(request.endpoint, request.payload),
-        "key_resource_id": resource_id,
+        "key_created": json.dumps(created),
     }
 
 
-KEY_COLUMNS = ("principal", "key", "endpoint", "request_hash", "resource_id")
+KEY_COLUMNS = ("principal", "key", "endpoint", "request_hash", "created")
 """The columns `key_row` gives."""
 
 
-def claim_key(session: Session, *, request: IdempotentRequest) -> str | None:
-    """Claim the request's key: None when the row is this request's (create, then `remember_resource`); the id
-    of what the first request created when it is a repeat. IdempotencyKeyReused for another request's key."""
+def claim_key(session: Session, *, request: IdempotentRequest) -> Any | None:
+    """Claim the request's key: None when the row is this request's (create, then `remember_created`); what the
+    first request created (its document) when it is a repeat. IdempotencyKeyReused for another request's key."""
     fingerprint = request_hash(request.endpoint, request.payload)
     claimed = session.execute(
         insert(IdempotencyKey)
@@ -96,15 +121,15 @@ def claim_key(session: Session, *, request: IdempotentRequest) -> str | None:
     ).scalar_one()
     if row.endpoint != request.endpoint or row.request_hash != fingerprint:
         raise IdempotencyKeyReused(field="Idempotency-Key", location="header")
-    return row.resource_id
+    return row.created
 
 
-def remember_resource(session: Session, *, request: IdempotentRequest, resource_id: str) -> None:
-    """Store the id of what the request whose key `claim_key` claimed created."""
+def remember_created(session: Session, *, request: IdempotentRequest, created: Any) -> None:
+    """Store what the request whose key `claim_key` claimed created (a JSON document)."""
     session.execute(
         sa.update(IdempotencyKey)
         .where(IdempotencyKey.principal == request.principal, IdempotencyKey.key == request.key)
-        .values(resource_id=resource_id)
+        .values(created=created)
     )
 
 

@@ -80,7 +80,7 @@ def create_job(
     created_by: str,
 ) -> Job:
     """Insert an unclaimed job of a workflow over data resources, and its inputs; the caller checked they
-    exist (see `nmdc_runtime.services.jobs.create_job`)."""
+    exist (see `nmdc_runtime.services.catalog.create_job`)."""
     ids = list(dict.fromkeys(data_resource_ids))
     job = session.execute(
         sa.select(Job).from_statement(_CREATE_JOB),

@@ -298,8 +298,9 @@ def test_an_execution_with_outputs_and_a_key_is_one_read_and_one_write(clean_dat
         ("genes.faa", "site-e", LATER),
     ]
     assert resources[0].checksums == OUTPUT["checksums"]
-    # The key remembers the execution, written in the same statement.
-    assert stored.resource_id == execution_id
+    # The key remembers the execution and its outputs as written, in the same statement.
+    assert stored.created["execution"]["id"] == execution_id
+    assert [output["id"] for output in stored.created["outputs"]] == row.output_ids
 
 
 def test_a_repeated_key_gets_the_first_execution_and_writes_nothing(clean_database, claimed):
@@ -341,6 +342,7 @@ def test_the_execution_is_not_written_when_the_operation_changed_since_it_was_re
             job=seen.job,
             seen=seen_versions,
             request=request,
+            created={},
         )
         session.commit()
     with clean_database.session() as session:

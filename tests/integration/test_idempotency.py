@@ -27,8 +27,8 @@ def _create_site(database: Database, *, key: str | None, site_id: str, principal
             create=lambda: (
                 accounts_store.create_site(session, site_id=site_id, name=site_id, capabilities=[]).id
             ),
-            resource_id=lambda created: created,
-            replay=lambda id_: id_,
+            document=lambda site_id: {"id": site_id},
+            restore=lambda document: document["id"],
         )
 
 
