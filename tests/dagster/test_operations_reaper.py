@@ -41,8 +41,7 @@ def test_lapsed_leases_expire_and_old_finished_operations_go(runtime, clean_data
                     key=key,
                     endpoint="POST /data_resources",
                     request_hash="h",
-                    status_code=201,
-                    response={},
+                    created={},
                     created_at=now - age,
                 )
             )
