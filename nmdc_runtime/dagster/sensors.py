@@ -54,9 +54,9 @@ from nmdc_runtime.dagster.assets import (
 )
 from nmdc_runtime.dagster.checks import evaluate
 from nmdc_runtime.dagster.resources import RuntimeDatabase
-from nmdc_runtime.services import maintenance
+from nmdc_runtime.services import maintenance as maintenance_service
 from nmdc_runtime.services import pipeline as pipeline_service
-from nmdc_runtime.store import pipeline
+from nmdc_runtime.store import pipeline as pipeline_store
 
 DATA_RESOURCES_SENSOR = "data_resources_sensor"
 EXECUTIONS_SENSOR = "executions_sensor"
@@ -131,7 +131,7 @@ class _JobsMade:
     )
     data_resources_seen: int = 0
 
-    def add(self, reason: str, rows: Iterable[pipeline.MatchedRow]) -> None:
+    def add(self, reason: str, rows: Iterable[pipeline_store.MatchedRow]) -> None:
         for row in rows:
             if row.job_id is None:
                 continue
@@ -259,7 +259,7 @@ def data_resources_sensor(context: SensorEvaluationContext, runtime: RuntimeData
                 break
 
         with runtime.session() as session:
-            pending = pipeline.workflows_needing_backfill(session)
+            pending = pipeline_store.workflows_needing_backfill(session)
         # Progress of workflows no longer waiting (finished elsewhere, disabled) is dropped.
         backfills = {k: v for k, v in backfills.items() if k in {b.workflow_id for b in pending}}
         for backfill in pending:
@@ -317,7 +317,7 @@ def data_resources_sensor(context: SensorEvaluationContext, runtime: RuntimeData
     )
 
 
-def _execution_event(row: pipeline.ExecutionRow) -> AssetMaterialization:
+def _execution_event(row: pipeline_store.ExecutionRow) -> AssetMaterialization:
     path = f"/jobs/{row.job_id}/executions/{row.id}"
     return AssetMaterialization(
         asset_key=EXECUTIONS,
@@ -411,7 +411,7 @@ def executions_sensor(context: SensorEvaluationContext, runtime: RuntimeDatabase
     return _report_feed(
         context,
         runtime,
-        fetch=pipeline.executions_after,
+        fetch=pipeline_store.executions_after,
         seq=lambda row: row.seq,
         event=_execution_event,
         idle="no new executions",
@@ -422,7 +422,7 @@ def executions_sensor(context: SensorEvaluationContext, runtime: RuntimeDatabase
     )
 
 
-def _operation_event(row: pipeline.OperationEnding) -> AssetObservation:
+def _operation_event(row: pipeline_store.OperationEnding) -> AssetObservation:
     # The error is what the holding site sent: only its code and a bounded message are shown.
     error = row.error if isinstance(row.error, dict) else {}
     code = str(error.get("code") or "")[:ERROR_TEXT_CHARS]
@@ -472,7 +472,7 @@ def _operation_event(row: pipeline.OperationEnding) -> AssetObservation:
 def operations_sensor(context: SensorEvaluationContext, runtime: RuntimeDatabase):
     """Record operations that ended and were not recorded yet, in the order they ended (`end_seq`)."""
 
-    def summarize(rows: list[pipeline.OperationEnding]) -> str:
+    def summarize(rows: list[pipeline_store.OperationEnding]) -> str:
         summary = f"recorded {_count(len(rows), 'ended operation')} ({_tally(row.state for row in rows)})"
         final = [row.job_id for row in rows if row.job_failed_for_good]
         if final:
@@ -482,7 +482,7 @@ def operations_sensor(context: SensorEvaluationContext, runtime: RuntimeDatabase
     return _report_feed(
         context,
         runtime,
-        fetch=pipeline.operations_ended_after,
+        fetch=pipeline_store.operations_ended_after,
         seq=lambda row: row.end_seq,
         event=_operation_event,
         idle="no operation ended",
@@ -506,14 +506,14 @@ def operations_reaper(context: SensorEvaluationContext, runtime: RuntimeDatabase
     now = datetime.now(UTC)
     policy = runtime.policy()
     with runtime.session() as session:
-        expired = maintenance.reap_lapsed_leases(session, now=now, policy=policy, limit=REAPER_LIMIT)
+        expired = maintenance_service.reap_lapsed_leases(session, now=now, policy=policy, limit=REAPER_LIMIT)
     with runtime.session() as session:
-        deleted = maintenance.delete_finished_operations(session, now=now, limit=REAPER_LIMIT)
+        deleted = maintenance_service.delete_finished_operations(session, now=now, limit=REAPER_LIMIT)
     with runtime.session() as session:
-        forgotten = maintenance.forget_idempotency_keys(session, now=now, policy=policy)
+        forgotten = maintenance_service.forget_idempotency_keys(session, now=now, policy=policy)
     # Bookkeeping, not news: left out of the summary, so an idle runtime's reaper still says idle.
     with runtime.session() as session:
-        maintenance.fold_tally_changes(session)
+        maintenance_service.fold_tally_changes(session)
     if not expired and not deleted and not forgotten:
         return SkipReason(
             "idle: no lapsed lease, no finished operation past its expire_time, no idempotency key past retention"

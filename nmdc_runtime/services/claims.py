@@ -134,7 +134,9 @@ def release_job(
         job, op = locked_job(session, job_id=job_id, now=now, policy=policy)
         if op is None or op.site_id != site_id:
             raise NotFound(f"site {site_id} holds no active claim on job {job_id}")
-        operations_rules.release(op, job, now=now, retention_seconds=policy.operation_retention_seconds, reason=reason)
+        operations_rules.release(
+            op, job, now=now, retention_seconds=policy.operation_retention_seconds, reason=reason
+        )
         return job
 
 

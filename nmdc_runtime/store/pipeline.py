@@ -35,7 +35,10 @@ _INSERT_JOBS = f"""
            :max_attempts,
            d.id,
            :created_by
-    FROM d JOIN workflows w ON w.enabled AND d.data_type = ANY(w.data_types) WORKFLOW_FILTER
+    FROM d JOIN workflows w ON w.enabled AND d.data_type = ANY(w.data_types)
+        -- NULL: every workflow (the matcher); a backfill names its own. psycopg2 sends the value inline, so the
+        -- planner folds the NULL case away.
+        AND (CAST(:workflow_id AS text) IS NULL OR w.id = :workflow_id)
     ORDER BY d.seq, w.seq
     ON CONFLICT (workflow_id, trigger_data_resource_id) WHERE trigger_data_resource_id IS NOT NULL
     DO NOTHING
@@ -57,7 +60,7 @@ _MATCH_BATCH = sa.text(
         FROM batch WHERE r.id = batch.id
         RETURNING r.*
     ),
-    new_jobs AS ({_INSERT_JOBS.replace("WORKFLOW_FILTER", "")}),
+    new_jobs AS ({_INSERT_JOBS}),
     new_inputs AS (
         INSERT INTO job_inputs (job_id, data_resource_id)
         SELECT id, trigger_data_resource_id FROM new_jobs
@@ -77,7 +80,7 @@ _BACKFILL_BATCH = sa.text(
         ORDER BY r.seq
         LIMIT :limit
     ),
-    new_jobs AS ({_INSERT_JOBS.replace("WORKFLOW_FILTER", "AND w.id = :workflow_id")}),
+    new_jobs AS ({_INSERT_JOBS}),
     new_inputs AS (
         INSERT INTO job_inputs (job_id, data_resource_id)
         SELECT id, trigger_data_resource_id FROM new_jobs
@@ -122,7 +125,8 @@ def match_new_data_resources(
     job made, plus one with `job_id=None` for each data resource that got no new job. The caller commits.
     """
     result = session.execute(
-        _MATCH_BATCH, {"limit": limit, "max_attempts": max_attempts, "created_by": created_by}
+        _MATCH_BATCH,
+        {"limit": limit, "max_attempts": max_attempts, "created_by": created_by, "workflow_id": None},
     )
     return _rows(result)
 

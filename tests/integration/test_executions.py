@@ -130,7 +130,9 @@ def test_a_replay_shows_the_execution_as_first_reported(world):
     headers = {**world.site_e, "Idempotency-Key": "exec-attempt-1"}
     first = world.client.post(executions_url(op), json=body, headers=headers)
     corrected = world.client.patch(
-        f"{executions_url(op)}/{first.json()['id']}", json={"details": {"note": "fixed"}}, headers=world.site_e
+        f"{executions_url(op)}/{first.json()['id']}",
+        json={"details": {"note": "fixed"}},
+        headers=world.site_e,
     )
     assert corrected.status_code == 200 and corrected.json()["details"]["note"] == "fixed"
     again = world.client.post(executions_url(op), json=body, headers=headers)

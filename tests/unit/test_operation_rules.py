@@ -276,7 +276,7 @@ def test_a_lapsed_cancel_request_leaves_a_canceled_job_canceled():
 )
 def test_a_release_ends_canceled_gives_the_attempt_back_and_keeps_its_reason(reason, message, details):
     op, job = _claimed(_job(attempts=2))  # the last attempt: a release still gives it back
-    rules.release(op, job, now=NOW, retention_seconds=0, reason=reason)
+    operations_rules.release(op, job, now=NOW, retention_seconds=0, reason=reason)
     assert (op.state, op.done) == (S.CANCELED, True)
     assert op.error == {"code": "CANCELLED", "message": message, "details": details}
     assert (job.status, job.attempts) == (J.UNCLAIMED, 2)
@@ -285,7 +285,9 @@ def test_a_release_ends_canceled_gives_the_attempt_back_and_keeps_its_reason(rea
 def test_a_release_reason_must_be_a_known_code():
     op, job = _claimed()
     with pytest.raises(ValueError):
-        rules.release(op, job, now=NOW, retention_seconds=0, reason={"code": "BORED", "message": ""})
+        operations_rules.release(
+            op, job, now=NOW, retention_seconds=0, reason={"code": "BORED", "message": ""}
+        )
     assert not op.done
 
 
