@@ -41,6 +41,7 @@ from dagster import (
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
+    ResourceParam,
     asset,
 )
 
@@ -114,7 +115,7 @@ def runtime_status_figures(runtime: RuntimeDatabase, *, now: datetime) -> dict[s
         status = pipeline_store.runtime_status(
             session,
             now=now,
-            lease_grace=timedelta(seconds=runtime.check_lapsed_lease_seconds),
+            lease_grace=timedelta(seconds=runtime.settings.check_lapsed_lease_seconds),
             window=WINDOW,
         )
     jobs_by_status = status["jobs_by_status"]
@@ -153,7 +154,9 @@ def runtime_status_figures(runtime: RuntimeDatabase, *, now: datetime) -> dict[s
         "the runtime_health sensor at start-up and every NMDC_HEALTH_INTERVAL_SECONDS; see the Plots tab."
     ),
 )
-def runtime_status(context: AssetExecutionContext, runtime: RuntimeDatabase) -> MaterializeResult:
+def runtime_status(
+    context: AssetExecutionContext, runtime: ResourceParam[RuntimeDatabase]
+) -> MaterializeResult:
     """Count what is waiting where, so a stuck queue shows on the asset's metadata plots."""
     figures = runtime_status_figures(runtime, now=datetime.now(UTC))
     context.log.info(f"runtime status: {figures}")

@@ -23,7 +23,14 @@ SHA = "a" * 64
 @pytest.fixture
 def runtime(settings: Settings, clean_database: Database) -> RuntimeDatabase:
     """The resource the sensors take, on this run's (emptied-after-use) database."""
-    return RuntimeDatabase.from_settings(settings)
+    return RuntimeDatabase(settings)
+
+
+def unreachable(settings: Settings) -> RuntimeDatabase:
+    """A resource whose database refuses connections (nothing listens on port 9)."""
+    return RuntimeDatabase(
+        settings.model_copy(update={"database_url": "postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"})
+    )
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ import pytest
 import sqlalchemy as sa
 from dagster import SkipReason
 
-from nmdc_runtime.dagster.resources import RuntimeDatabase
-from nmdc_runtime.dagster.sensors import operations_reaper
+from nmdc_runtime.dagster.sensors.reaper import operations_reaper
 from nmdc_runtime.models import Execution, IdempotencyKey, Job, Operation, tally_changes
 from nmdc_runtime.store import pipeline as pipeline_store
-from tests.dagster.conftest import claimed_job, tick
+from tests.dagster.conftest import claimed_job, tick, unreachable
 
 
 def test_lapsed_leases_expire_and_old_finished_operations_go(runtime, clean_database, make_workflow, site):
@@ -114,5 +113,5 @@ def test_database_outage_fails_the_tick(settings):
     with pytest.raises(sa.exc.OperationalError):
         tick(
             operations_reaper,
-            RuntimeDatabase.from_settings(settings, url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"),
+            unreachable(settings),
         )
