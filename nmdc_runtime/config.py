@@ -143,6 +143,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Check data_resources_matched fails when a data resource has waited longer for the sensor.",
     )
+    check_incomplete_group_seconds: int = Field(
+        24 * 3600,
+        gt=0,
+        description="Check groups_complete fails when a group has had some but not all required inputs of an "
+        "enabled workflow for longer than this.",
+    )
     check_failed_operations_share: float = Field(
         0.25,
         ge=0,

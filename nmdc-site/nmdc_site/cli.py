@@ -271,7 +271,8 @@ def run(
 ) -> None:
     """An executing site: claim jobs of WORKFLOW, fetch and verify inputs, run COMMAND, report the outcome.
 
-    COMMAND gets the inputs' paths in place of an argument `{inputs}` (or appended), and the environment
+    COMMAND gets the inputs' paths in place of an argument `{inputs}` (or appended), the path of the input
+    of role ROLE in place of `{inputs.ROLE}` (for a workflow with inputs by role), and the environment
     NMDC_JOB_ID, NMDC_OPERATION_ID, NMDC_WORKFLOW_ID, NMDC_JOB_CONFIG (a JSON file), NMDC_INPUTS (a JSON list
     of paths), NMDC_OUTPUT_DIR (files written there become outputs) and NMDC_PROGRESS_FILE (write
     "<percent> <message>" lines). Exit status 0 is success. See docs/sites.md.

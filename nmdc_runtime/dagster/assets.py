@@ -61,13 +61,17 @@ RUNTIME_STATUS = AssetKey("runtime_status")
 
 WINDOW = timedelta(hours=1)
 """The recent past the health figures look back over: operations ended, jobs failed for good."""
+INCOMPLETE_GROUPS_NAMED = 20
+"""Groups waiting too long for inputs that the figures (and the check) name, oldest first."""
 
 jobs_asset = AssetSpec(
     JOBS,
     description=(
-        "Jobs made by the data_resources sensor: one per (enabled workflow, matching data resource). Each "
-        "materialization is one tick's jobs for one workflow (partition = workflow id); its metadata names "
-        "the jobs and the data resources that triggered them, and the tick that made them (Job.created_by)."
+        "Jobs made by the data_resources sensor: one per (enabled workflow, matching data resource), or, for a "
+        "workflow with inputs by role, one per (workflow, complete group). Each materialization is one tick's "
+        "jobs for one workflow (partition = workflow id); its metadata names the jobs and the data resources "
+        "that triggered them, each job's group and inputs by role (`jobs`), and the tick that made them "
+        "(Job.created_by)."
     ),
     partitions_def=workflow_partitions,
     group_name=GROUP,
@@ -116,7 +120,17 @@ def runtime_status_figures(runtime: RuntimeDatabase, *, now: datetime) -> dict[s
             session,
             now=now,
             lease_grace=timedelta(seconds=runtime.settings.check_lapsed_lease_seconds),
+            incomplete_group_grace=timedelta(seconds=runtime.settings.check_incomplete_group_seconds),
             window=WINDOW,
+        )
+        overdue_groups = (
+            pipeline_store.incomplete_groups(
+                session,
+                before=now - timedelta(seconds=runtime.settings.check_incomplete_group_seconds),
+                limit=INCOMPLETE_GROUPS_NAMED,
+            )
+            if status["incomplete_groups_overdue"]
+            else []
         )
     jobs_by_status = status["jobs_by_status"]
     ended = status["operations_ended_by_state"]
@@ -139,8 +153,23 @@ def runtime_status_figures(runtime: RuntimeDatabase, *, now: datetime) -> dict[s
         operations_failed_last_hour=int(failed),
         failed_operations_share_last_hour=round(failed / ran, 4) if ran else 0.0,
         jobs_failed_for_good_last_hour=int(status["jobs_failed_for_good"]),
+        incomplete_groups=int(status["incomplete_groups"]),
+        incomplete_groups_overdue=int(status["incomplete_groups_overdue"]),
+        oldest_incomplete_group_age_seconds=_age_seconds(now, status["oldest_incomplete_group"]),
     )
     figures["jobs_by_status"] = MetadataValue.json(jobs_by_status)
+    figures["incomplete_groups_overdue_named"] = MetadataValue.json(
+        [
+            {
+                "workflow_id": g.workflow_id,
+                "group": g.group,
+                "missing": g.missing,
+                "filled": g.filled,
+                "waiting_since": g.since.isoformat(),
+            }
+            for g in overdue_groups
+        ]
+    )
     return figures
 
 
@@ -149,7 +178,8 @@ def runtime_status_figures(runtime: RuntimeDatabase, *, now: datetime) -> dict[s
     kinds={"postgres"},
     description=(
         "Queue health: jobs per status, data resources waiting for the sensor and the oldest one's age, "
-        "workflows waiting for a backfill, open operations and lapsed leases, the oldest unclaimed job's age, "
+        "workflows waiting for a backfill, groups waiting for inputs of a workflow with inputs by role, open "
+        "operations and lapsed leases, the oldest unclaimed job's age, "
         "and the operations that ended in the last hour (failed share, jobs failed for good). Recorded by "
         "the runtime_health sensor at start-up and every NMDC_HEALTH_INTERVAL_SECONDS; see the Plots tab."
     ),

@@ -21,6 +21,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    MetadataValue,
     ResourceParam,
     multi_asset_check,
 )
@@ -70,6 +71,18 @@ DATA_RESOURCES_MATCHED = AssetCheckSpec(
         "and read the error of its failed ticks."
     ),
 )
+GROUPS_COMPLETE = AssetCheckSpec(
+    "groups_complete",
+    asset=JOBS,
+    description=(
+        "Fails when a group has had some but not all required inputs of an enabled workflow with inputs by role "
+        "for longer than NMDC_CHECK_INCOMPLETE_GROUP_SECONDS: its job waits for data that has not come. The "
+        "result names the groups (oldest first) and the roles they miss. Find who should register that data "
+        "(GET /data_resources?group=<group> shows what the group has): a data site that has not registered "
+        "it, or the workflow that makes it, whose jobs of the group may have failed (GET /jobs?group=<group>). "
+        "A job can also be made by hand (POST /jobs with its inputs by role)."
+    ),
+)
 JOBS_FAILED_FOR_GOOD = AssetCheckSpec(
     "jobs_failed_for_good",
     asset=JOBS,
@@ -86,6 +99,7 @@ SPECS = [
     FAILED_OPERATIONS_SHARE,
     UNCLAIMED_JOBS_CLAIMED,
     DATA_RESOURCES_MATCHED,
+    GROUPS_COMPLETE,
     JOBS_FAILED_FOR_GOOD,
 ]
 
@@ -137,6 +151,8 @@ def evaluate(figures: Mapping[str, Any], settings: Settings) -> list[Finding]:
     ended, failed = figures["operations_ended_last_hour"], figures["operations_failed_last_hour"]
     share = figures["failed_operations_share_last_hour"]
     failed_for_good = figures["jobs_failed_for_good_last_hour"]
+    overdue_groups = figures["incomplete_groups_overdue"]
+    named = figures["incomplete_groups_overdue_named"].value
     return [
         _at_most(
             LAPSED_LEASES_REAPED,
@@ -171,6 +187,20 @@ def evaluate(figures: Mapping[str, Any], settings: Settings) -> list[Finding]:
             f"(threshold {settings.check_unmatched_data_resource_seconds} s; "
             f"{figures['unmatched_data_resources']} waiting)",
             unmatched_data_resources=figures["unmatched_data_resources"],
+        ),
+        _at_most(
+            GROUPS_COMPLETE,
+            overdue_groups,
+            0,
+            f"{overdue_groups} group(s) have waited longer than {settings.check_incomplete_group_seconds} s "
+            f"for inputs ({figures['incomplete_groups']} waiting in all)"
+            + "".join(
+                f"; {g['group']} (workflow {g['workflow_id']}) misses {', '.join(g['missing'])}"
+                for g in named
+            )
+            + (" ..." if overdue_groups > len(named) else ""),
+            incomplete_groups=figures["incomplete_groups"],
+            groups=MetadataValue.json(named),
         ),
         Finding(
             JOBS_FAILED_FOR_GOOD,

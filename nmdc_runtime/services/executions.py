@@ -85,7 +85,11 @@ def record_execution(
         )
         return Recorded(
             *executions_store.create_execution(
-                session, job_id=job.id, workflow_id=job.workflow_id, **{**fields, "operation_id": op.id}
+                session,
+                job_id=job.id,
+                workflow_id=job.workflow_id,
+                group=job.group,
+                **{**fields, "operation_id": op.id},
             )
         )
 
@@ -134,7 +138,10 @@ def _record_as_holder(
         except RuntimeDomainError:
             return None
         execution, resources = executions_store.new_execution(
-            job_id=seen.job.id, workflow_id=seen.job.workflow_id, **{**fields, "operation_id": op.id}
+            job_id=seen.job.id,
+            workflow_id=seen.job.workflow_id,
+            group=seen.job.group,
+            **{**fields, "operation_id": op.id},
         )
         written = executions_store.record_as_seen(
             session,

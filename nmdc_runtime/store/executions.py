@@ -54,9 +54,11 @@ def new_execution(
     outputs: Iterable[dict[str, Any]],
     details: dict[str, Any],
     now: datetime,
+    group: str | None = None,
 ) -> tuple[Execution, list[DataResource]]:
     """An execution and its outputs' data resources as `create_execution` and `record_as_seen` write them: new
-    objects, every value chosen here (ids, times), so that one statement can write them all."""
+    objects, every value chosen here (ids, times), so that one statement can write them all. An output that
+    names no group takes `group`, its job's."""
     execution = Execution(
         id=new_id("exec"),
         job_id=job_id,
@@ -72,7 +74,7 @@ def new_execution(
     )
     resources = [
         DataResource(
-            **{"description": None, "requires_grant": False, **output},
+            **{"description": None, "requires_grant": False, **output, "group": output.get("group") or group},
             id=new_id("dr"),
             site_id=site_id,
             execution_id=execution.id,

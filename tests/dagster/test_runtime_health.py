@@ -60,7 +60,7 @@ def test_a_quiet_runtime_is_green_and_every_check_is_evaluated(runtime, world):
     assert {(c.asset_key, c.check_name) for c in checks.values()} == {(s.asset_key, s.name) for s in SPECS}
     assert status["jobs_unclaimed"] == 0 and status["operations_ended_last_hour"] == 0
     assert result.skip_reason.skip_message == (
-        "recorded runtime_status (0 unclaimed jobs, 0 open operations); checks: 5 passed"
+        "recorded runtime_status (0 unclaimed jobs, 0 open operations); checks: 6 passed"
     )
 
 
@@ -140,7 +140,7 @@ def test_a_high_share_of_failed_operations_is_red_and_a_job_failed_for_good_warn
     assert status["jobs_failed_for_good_last_hour"] == 1
     result = tick(runtime_health, runtime)
     assert result.skip_reason.skip_message.endswith(
-        "checks: 3 passed, 2 failing: failed_operations_share, jobs_failed_for_good"
+        "checks: 4 passed, 2 failing: failed_operations_share, jobs_failed_for_good"
     )
 
 

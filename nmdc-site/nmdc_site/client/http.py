@@ -419,9 +419,11 @@ class NmdcClient:
         checksums: list[dict[str, str]],
         description: str | None = None,
         requires_grant: bool = False,
+        group: str | None = None,
         idempotency_key: str | None = None,
     ) -> DataResource:
-        """Register a data resource of the caller's site (`requires_grant`: served only with a grant)."""
+        """Register a data resource of the caller's site (`requires_grant`: served only with a grant; `group`:
+        the sample or data generation it belongs to)."""
         body = _drop_none(
             {
                 "name": name,
@@ -432,6 +434,7 @@ class NmdcClient:
                 "description": description,
                 # Sent only when set: servers that predate grants keep accepting the registration.
                 "requires_grant": True if requires_grant else None,
+                "group": group,
             }
         )
         return DataResource.model_validate(
@@ -470,14 +473,18 @@ class NmdcClient:
         config: dict[str, Any] | None = None,
         enabled: bool = True,
         lease_seconds: int | None = None,
+        inputs: dict[str, dict[str, Any]] | None = None,
     ) -> Workflow:
-        """Create a workflow (admin); `lease_seconds` (sent only when given) is how long its claims may last."""
+        """Create a workflow (admin); `lease_seconds` (sent only when given) is how long its claims may last;
+        `inputs` names its inputs by role (`{role: {"data_type", "optional"?}}`), which decide its data types."""
         body = _drop_none(
             {
                 "id": workflow_id,
                 "name": name or workflow_id,
                 "version": version,
-                "data_types": data_types or [],
+                # A workflow's inputs decide its data types: the two are never sent together.
+                "data_types": (data_types or []) if inputs is None else None,
+                "inputs": inputs,
                 "required_capabilities": required_capabilities or [],
                 "config": config or {},
                 "enabled": enabled,
@@ -499,11 +506,24 @@ class NmdcClient:
     # ---- jobs ---------------------------------------------------------------------------------------
 
     def create_job(
-        self, workflow_id: str, data_resource_ids: list[str], config: dict[str, Any] | None = None
+        self,
+        workflow_id: str,
+        data_resource_ids: list[str] | None = None,
+        config: dict[str, Any] | None = None,
+        *,
+        inputs: dict[str, str] | None = None,
+        group: str | None = None,
     ) -> Job:
-        """Make a job by hand (admin)."""
+        """Make a job by hand (admin), over data resources and (`inputs`) data resources by role."""
         body = _drop_none(
-            {"workflow_id": workflow_id, "data_resource_ids": data_resource_ids, "config": config}
+            {
+                "workflow_id": workflow_id,
+                # Left out when only inputs by role are given (servers before roles require the field).
+                "data_resource_ids": data_resource_ids or ([] if inputs is None else None),
+                "inputs": inputs,
+                "group": group,
+                "config": config,
+            }
         )
         return Job.model_validate(self._send("POST", "/jobs", json=body))
 
@@ -513,6 +533,7 @@ class NmdcClient:
         status: str | None = None,
         workflow_id: str | None = None,
         data_resource_id: str | None = None,
+        group: str | None = None,
         claimable: bool | None = None,
         page_size: int = 100,
     ) -> Iterator[Job]:
@@ -524,6 +545,7 @@ class NmdcClient:
             status=status,
             workflow_id=workflow_id,
             data_resource_id=data_resource_id,
+            group=group,
             claimable=True if claimable else None,
         )
 

@@ -3,8 +3,10 @@
 How the command is run (the contract with the site's own code):
 
 * argv: the COMMAND given after ``--``. An argument that is exactly ``{inputs}`` is replaced by the local paths
-  of the job's inputs (one argument each, in the order of ``job.config.data_resources``); without such an
-  argument the paths are appended at the end.
+  of the job's inputs (one argument each, in the order of ``job.config.data_resources``), and ``{inputs.ROLE}``
+  within an argument by the local path of the input of that role (``job.config.inputs``, for a workflow with
+  inputs by role); an argument naming a role the job has no input for (an optional one) is left out. Without
+  either, the paths are appended at the end.
 * environment, on top of the agent's own:
 
   - ``NMDC_JOB_ID``, ``NMDC_OPERATION_ID``, ``NMDC_WORKFLOW_ID``;

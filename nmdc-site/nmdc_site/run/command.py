@@ -8,6 +8,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,15 +34,27 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def command_argv(command: list[str], inputs: list[Path]) -> list[str]:
-    """The argv to run: ``{inputs}`` replaced by the input paths, or the paths appended."""
+ROLE_FIELD = re.compile(r"\{inputs\.([A-Za-z_][A-Za-z0-9_]*)\}")
+"""``{inputs.ROLE}`` in an argument: the local path of the job's input of that role."""
+
+
+def command_argv(
+    command: list[str], inputs: list[Path], roles: Mapping[str, Path] | None = None
+) -> list[str]:
+    """The argv to run: an argument ``{inputs}`` replaced by the input paths, and ``{inputs.ROLE}`` within an
+    argument by the path of the input of that role (`roles`); an argument naming a role the job has no input
+    for (an optional one its group lacked) is left out. With neither, the paths are appended."""
     paths = [str(p) for p in inputs]
-    if "{inputs}" in command:
-        argv: list[str] = []
-        for arg in command:
-            argv.extend(paths if arg == "{inputs}" else [arg])
-        return argv
-    return [*command, *paths]
+    roles = roles or {}
+    if "{inputs}" not in command and not any(ROLE_FIELD.search(arg) for arg in command):
+        return [*command, *paths]
+    argv: list[str] = []
+    for arg in command:
+        if arg == "{inputs}":
+            argv.extend(paths)
+        elif all(role in roles for role in ROLE_FIELD.findall(arg)):
+            argv.append(ROLE_FIELD.sub(lambda m: str(roles[m.group(1)]), arg))
+    return argv
 
 
 def command_environment(

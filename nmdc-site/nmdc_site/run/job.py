@@ -247,8 +247,13 @@ class ClaimedJob:
 
     def _run_command(self, inputs: list[Path], job_dir: Path, out_dir: Path) -> CommandOutcome:
         env, progress_file = command_environment(self.job, self.operation_id, inputs, job_dir, out_dir)
+        # `fetch_inputs` fetched `data_resources`, of which the inputs by role are some.
+        paths = {resource.id: path for resource, path in zip(self.job.data_resources, inputs, strict=True)}
+        roles = {
+            role: paths[resource.id] for role, resource in self.job.inputs.items() if resource.id in paths
+        }
         supervisor = Supervisor(
-            command_argv(self.config.command, inputs),
+            command_argv(self.config.command, inputs, roles),
             env,
             job_dir,
             job_dir / "command.log",
