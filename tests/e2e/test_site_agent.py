@@ -713,6 +713,61 @@ def test_missing_credentials_are_a_usage_error(tmp_path: Path):
     assert "credentials" in result.stderr
 
 
+# ---- inputs by role ---------------------------------------------------------------------------------------
+
+JOIN = "import os, sys; open(os.path.join(os.environ['NMDC_OUTPUT_DIR'], 'joined.txt'), 'w').write(''.join(open(p.split('=')[-1]).read() for p in sys.argv[1:]))"
+"""A command of two inputs: writes the file of `--left=PATH` followed by the file at PATH of the next argument."""
+
+
+def test_run_fills_inputs_by_role_into_the_command_and_the_outputs_keep_the_group(
+    world: World, tmp_path: Path, served
+):
+    root, base = served
+    world.admin.create_workflow(
+        "pair",
+        inputs={"left": {"data_type": "table"}, "right": {"data_type": "table.b"}},
+        required_capabilities=["stats"],
+        config={"output_data_type": "joined"},
+    )
+    ids = {}
+    for role, (name, data_type, text) in {
+        "left": ("l.tsv", "table", "left-bytes\n"),
+        "right": ("r.tsv", "table.b", "right-bytes\n"),
+    }.items():
+        (root / name).write_text(text)
+        ids[role] = world.data_site.create_data_resource(
+            name=name,
+            url=f"{base}/{name}",
+            data_type=data_type,
+            size=len(text),
+            checksums=[{"type": "sha256", "checksum": hashlib.sha256(text.encode()).hexdigest()}],
+            group="sample-9",
+        ).id
+    # Right before left in the order given: the roles, not the order, decide which path goes where.
+    job = world.admin.create_job("pair", inputs={"right": ids["right"], "left": ids["left"]})
+    assert job.inputs["left"].id == ids["left"]
+    args = run_args(tmp_path / "exec", sys.executable, "-c", JOIN, "--left={inputs.left}", "{inputs.right}")
+    args[args.index(WORKFLOW)] = "pair"
+    done = subprocess.run(
+        [str(BIN / "nmdc-site"), *args],
+        env=world.env(world.exec_creds),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [op] = world.operations(job.id)
+    assert op.metadata.state == "succeeded", op.error
+    [output] = world.admin.get_execution(job.id, op.result.id).outputs
+    # The agent ran once and serves nothing now: the registered checksum tells what the command wrote.
+    joined = b"left-bytes\nright-bytes\n"
+    assert (output["size"], output["checksums"][0]["checksum"]) == (
+        len(joined),
+        hashlib.sha256(joined).hexdigest(),
+    )
+    assert output["group"] == "sample-9"
+
+
 # ---- make demo --------------------------------------------------------------------------------------------
 
 
