@@ -177,6 +177,13 @@ def serve(
             "valid access grant for it (from POST /data_resources/{id}:access), checked against the API's keys.",
         ),
     ] = False,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            help="The group (sample, data generation) of the registered resources: a workflow with inputs by "
+            "role makes one job per group.",
+        ),
+    ] = None,
     api_url: ApiUrl = DEFAULT_API_URL,
     client_id: ClientId = None,
     client_secret: ClientSecret = None,
@@ -203,6 +210,7 @@ def serve(
                 site_id=site_id,
                 description=description,
                 requires_grant=require_grant,
+                group=group,
                 gate=gate,
                 on_register=lambda r: typer.echo(json.dumps(r.model_dump(mode="json")), nl=True),
             )

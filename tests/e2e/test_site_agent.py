@@ -788,5 +788,8 @@ def test_the_demo_runs_end_to_end_and_cleans_up():
     assert '"status": "succeeded"' in out and "demo finished" in out
     # Its data is served to grant holders only: refused without one, fetched by the agent with one.
     assert "without a grant: 401" in out and '"requires_grant": true' in out
+    # The statistics, of the table's group, complete it for the two-input workflow, whose command gets both.
+    assert "group demo-sample-1): inputs by role stats=" in out
+    assert re.search(r"\d+ of 500 samples have a depth outside", out)
     home = re.search(r"starting the stack in (\S+)", out).group(1)
     assert not Path(home).exists()  # removed, and with it the demo's embedded server
