@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import array
 
 from bench.devstack import DevStack
-from bench.scenarios import SHA, LatencyResult
+from bench.scenarios import SHA, LatencyResult, count_claimable_over_api, tokens, wait_all
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import DataResource, Job, Workflow
 from nmdc_runtime.services import accounts as accounts_service
@@ -32,6 +32,11 @@ class GroupWorld:
     workflow_id: str
     data_types: dict[str, str]
     """By role."""
+
+    @property
+    def exec_headers(self) -> dict[str, str]:
+        """The executing site's (as `scenarios.World` names them, for its helpers)."""
+        return self.headers["e"]
 
 
 def make_group_world(stack: DevStack, tag: str) -> GroupWorld:
@@ -58,15 +63,7 @@ def make_group_world(stack: DevStack, tag: str) -> GroupWorld:
                 config={"bench": tag},
             )
         )
-    headers = {}
-    for key, (client, secret) in credentials.items():
-        response = httpx.post(
-            stack.api_url + "/token",
-            data={"grant_type": "client_credentials", "client_id": client.client_id, "client_secret": secret},
-            timeout=10,
-        )
-        response.raise_for_status()
-        headers[key] = {"Authorization": f"Bearer {response.json()['access_token']}"}
+    headers = tokens(stack, credentials)
     return GroupWorld(headers, sites, f"wf-bench-{tag}", data_types)
 
 
@@ -116,13 +113,16 @@ def latency(stack: DevStack, *, samples: int, seed: int = 2) -> LatencyResult:
     return result
 
 
-def _jobs_of(stack: DevStack, workflow_id: str, *, whole: bool = False) -> int:
-    """How many unclaimed jobs the workflow has (`whole`: with both inputs by role)."""
-    query = sa.select(sa.func.count()).where(Job.workflow_id == workflow_id, Job.status == "unclaimed")
-    if whole:
-        query = query.where(Job.config["inputs"].has_all(array(list(ROLES))))
+def _jobs_with_every_input(stack: DevStack, workflow_id: str) -> int:
+    """How many unclaimed jobs the workflow has with an input of each role."""
     with stack.database.session() as session:
-        return session.scalar(query)
+        return session.scalar(
+            sa.select(sa.func.count()).where(
+                Job.workflow_id == workflow_id,
+                Job.status == "unclaimed",
+                Job.config["inputs"].has_all(array(list(ROLES))),
+            )
+        )
 
 
 def burst(stack: DevStack, *, n: int, timeout: float = 300) -> dict[str, Any]:
@@ -140,30 +140,12 @@ def burst(stack: DevStack, *, n: int, timeout: float = 300) -> dict[str, Any]:
     with stack.database.session() as session:
         session.execute(sa.insert(DataResource), rows)
     start = time.monotonic()
-    while True:
-        made = _jobs_of(stack, world.workflow_id)
-        if made >= n:
-            elapsed = time.monotonic() - start
-            break
-        if time.monotonic() - start > timeout:
-            raise RuntimeError(f"only {made}/{n} group jobs after {timeout:.0f} s")
-        time.sleep(0.1)
-    claimable, token = 0, None
-    with httpx.Client(base_url=stack.api_url, timeout=30) as http:
-        while True:
-            params = {"claimable": "true", "workflow_id": world.workflow_id, "max_page_size": 1000}
-            if token:
-                params["page_token"] = token
-            page = http.get("/jobs", params=params, headers=world.headers["e"])
-            page.raise_for_status()
-            claimable += len(page.json()["resources"])
-            token = page.json()["next_page_token"]
-            if token is None:
-                break
+    elapsed = wait_all(stack, world, n, start, timeout)
+    claimable = count_claimable_over_api(stack, world)
     return {
         "groups": n,
         "data_resources": 2 * n,
         "all_jobs_claimable_s": round(elapsed, 2),
-        "jobs_with_both_inputs": _jobs_of(stack, world.workflow_id, whole=True),
+        "jobs_with_both_inputs": _jobs_with_every_input(stack, world.workflow_id),
         "claimable_over_api": claimable,
     }

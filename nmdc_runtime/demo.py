@@ -304,8 +304,13 @@ def run() -> int:
                 0.5,
             )
 
-        def show_outputs(job: Job, operation: Operation) -> None:
-            """The execution of a finished operation of `job`, and its outputs' contents."""
+        def show_outcome(job: Job, operation: Operation) -> bool:
+            """A finished operation of `job`, its execution and its outputs' contents; whether it succeeded."""
+            step("the finished operation", started)
+            say(json.dumps(operation.model_dump(mode="json"), indent=2))
+            if operation.result is None:
+                say(f"\nthe operation failed: {operation.error}")
+                return False
             execution = admin.get_execution(job.id, operation.result.id)
             step("its execution (GET /jobs/{job_id}/executions/{exec_id})", started)
             say(json.dumps(execution.model_dump(mode="json"), indent=2))
@@ -313,6 +318,7 @@ def run() -> int:
                 path = home / "exec-site" / job.workflow_id / "outputs" / job.id / output["name"]
                 step(f"output {output['name']} ({output['url']}, group {output['group']})", started)
                 say(path.read_text())
+            return True
 
         step(
             "the executing site claims it, asks for an access grant, fetches the table, runs the statistics "
@@ -322,12 +328,8 @@ def run() -> int:
         command = [sys.executable, "-m", "nmdc_site.examples.stats", "{inputs}"]
         operation = run_agent(job, command, once=False, STATS_DELAY="3")
         time.sleep(1.5)  # let the watcher print the end too
-        step("the finished operation", started)
-        say(json.dumps(operation.model_dump(mode="json"), indent=2))
-        if operation.result is None:
-            say(f"\nthe operation failed: {operation.error}")
+        if not show_outcome(job, operation):
             return 1
-        show_outputs(job, operation)
 
         step(
             f"the statistics belong to group {GROUP}, like the table they were made from: with both, the group "
@@ -353,13 +355,8 @@ def run() -> int:
         script = home / "depth_outliers.py"
         script.write_text(OUTLIERS)
         command = [sys.executable, str(script), "--table={inputs.table}", "--stats={inputs.stats}"]
-        operation = run_agent(job, command, once=True)
-        step("the finished operation", started)
-        say(json.dumps(operation.model_dump(mode="json"), indent=2))
-        if operation.result is None:
-            say(f"\nthe operation failed: {operation.error}")
+        if not show_outcome(job, run_agent(job, command, once=True)):
             return 1
-        show_outputs(job, operation)
         ok = True
         return 0
     except (TimeoutError, RuntimeError, subprocess.CalledProcessError) as exc:

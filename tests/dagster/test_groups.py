@@ -207,6 +207,18 @@ def test_workflows_created_or_enabled_later_get_the_jobs_of_every_complete_group
     }
     assert waiting(clean_database) == {("binning", "g3"), ("binning-later", "g3")}
 
+    # New roles: what the groups miss is judged again, by the backfill the change starts.
+    roles = {role: {"data_type": spec["data_type"], "optional": False} for role, spec in BINNING.items()}
+    with clean_database.sessionmaker() as session:
+        catalog_service.update_workflow(
+            session, workflow_id="binning", changes={"inputs": roles}, policy=settings.policy()
+        )
+    assert waiting(clean_database) == {("binning-later", "g3")}
+    register("site-a", "gff", group="g4")
+    tick(data_resources_sensor, runtime)
+    assert waiting(clean_database) == {("binning", "g3"), ("binning-later", "g3"), ("binning", "g4")}
+    assert len(group_jobs(clean_database)) == 4  # made jobs keep their config
+
 
 def test_optional_roles_are_filled_when_present_at_that_moment(runtime, clean_database, workflow, register):
     workflow()
