@@ -3,12 +3,14 @@ operations that ended, and the queue's health.
 
 Jobs are made set-based: one `INSERT ... SELECT` per batch of data resources, never one statement per row,
 so a burst of ten thousand registrations costs a handful of statements. Every insert is
-`ON CONFLICT DO NOTHING` against the partial unique index `uq_jobs_workflow_trigger`: whatever replays a
-batch (a retried tick, a cursor moved back, a backfill racing the matcher), each (workflow, data resource)
-pair gets one job.
+`ON CONFLICT DO NOTHING` against a partial unique index, `uq_jobs_workflow_trigger` (a workflow without
+inputs by role: one job per data resource) or `uq_jobs_workflow_trigger_group` (with inputs by role: one
+job per group): whatever replays a batch (a retried tick, a cursor moved back, a backfill racing the
+matcher), each (workflow, data resource) or (workflow, group) pair gets one job.
 
 A job's config and id are made as every job's are (`nmdc_runtime.store.jobs.job_config`, the column's
-default): the workflow's config, plus `data_resources`: the triggering data resource as the API shows it.
+default): the workflow's config, plus `data_resources`: the triggering data resource as the API shows it (for
+a group's job: its inputs, also by role in `inputs`), and the `group`.
 
 Every statement is SQLAlchemy Core, built once into a named constant beside the function that runs it (its
 values bound parameters), except `runtime_status`'s, whose clock is a value of each call.

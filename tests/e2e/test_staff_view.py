@@ -267,7 +267,12 @@ def test_asset_checks_exist_and_the_failed_share_is_red(story: Story):
         for asset in ("jobs", "operations")
     }
     assert set(names["operations"]) == {"lapsed_leases_reaped", "failed_operations_share"}
-    assert set(names["jobs"]) == {"unclaimed_jobs_claimed", "data_resources_matched", "jobs_failed_for_good"}
+    assert set(names["jobs"]) == {
+        "unclaimed_jobs_claimed",
+        "data_resources_matched",
+        "groups_complete",
+        "jobs_failed_for_good",
+    }
     # Each check's description says what to do.
     assert "operations_reaper" in names["operations"]["lapsed_leases_reaped"]
 

@@ -179,8 +179,8 @@ def data_resources_sensor(context: SensorEvaluationContext, runtime: ResourcePar
 
     The cursor is informational (`MatcherCursor`): the queue is the `matched_at` column, because sequence
     values can commit out of order and a `seq > cursor` scan would skip a row that commits late. Replays and a
-    cursor moved back make no duplicates: the unique index `uq_jobs_workflow_trigger` and
-    `ON CONFLICT DO NOTHING` see to it.
+    cursor moved back make no duplicates: the unique indexes `uq_jobs_workflow_trigger` (and
+    `uq_jobs_workflow_trigger_group`, for workflows with inputs by role) and `ON CONFLICT DO NOTHING` see to it.
     """
     started = time.monotonic()
     before = MatcherCursor.read(context.cursor)
