@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         24 * 3600, ge=0, description="How long an Idempotency-Key is remembered; a later repeat runs afresh."
     )
     max_attempts: int = Field(3, ge=1, description="Claims a job may use up before it is marked failed.")
+    max_metadata_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="The most bytes (compact UTF-8 JSON) of an operation's site-supplied metadata and of an "
+        "execution's details.",
+    )
     token_expire_seconds: int = Field(3600, gt=0, description="Lifetime of an access token.")
     token_issuer: str = Field(
         "nmdc-runtime", min_length=1, description="`iss` of the access tokens; the same on every replica."
