@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from api.deps import AdminPrincipal, PolicyDep, SessionDep, SitePrincipal
 from api.metrics import CLAIM_LATENCY
 from api.presenters import json_response, present_operation
-from nmdc_runtime.schemas.data import ClaimRequest, JobRead
+from nmdc_runtime.schemas.data import ClaimRequest, JobRead, ReleaseRequest
 from nmdc_runtime.schemas.operations import OperationRead
 from nmdc_runtime.services import claims
 
@@ -80,11 +80,31 @@ def cancel_job(job_id: str, session: SessionDep, policy: PolicyDep, _: AdminPrin
 @router.post(
     "/jobs/{job_id}:release",
     response_model=JobRead,
-    responses={404: {"description": "Unknown job, or the caller holds no active claim on it"}},
+    responses={
+        404: {"description": "Unknown job, or the caller holds no active claim on it"},
+        422: {"description": "A reason code other than SITE_FAULT and SHUTDOWN, a message too long"},
+    },
 )
-def release_job(job_id: str, session: SessionDep, policy: PolicyDep, principal: SitePrincipal) -> JobRead:
+def release_job(
+    job_id: str,
+    session: SessionDep,
+    policy: PolicyDep,
+    principal: SitePrincipal,
+    body: ReleaseRequest | None = None,
+) -> JobRead:
     """Give a claimed job back (the holding site): its operation ends `canceled` (error `CANCELLED`), the job
-    returns to `unclaimed`, and the release is not a failed attempt."""
+    returns to `unclaimed`, and the release is not a failed attempt.
+
+    An optional body `{"reason": {"code", "message"}}` says why: `SITE_FAULT` (the failure was the site's own:
+    its configuration, its resources) or `SHUTDOWN` (a graceful give-back, as no body); it is kept as the
+    operation's `error.details.reason`.
+    """
     return JobRead.model_validate(
-        claims.release_job(session, job_id=job_id, site_id=principal.site_id, policy=policy)
+        claims.release_job(
+            session,
+            job_id=job_id,
+            site_id=principal.site_id,
+            policy=policy,
+            reason=body.reason.model_dump(mode="json") if body else None,
+        )
     )

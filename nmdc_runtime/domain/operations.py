@@ -10,7 +10,8 @@ Choices the API contract leaves open, made here once:
 - **Attempts** are counted when a claim starts (`job.attempts += 1`; the operation's `attempt` is that number),
   so a site that vanishes mid-run has used an attempt even before the lease lapses. A release (or any
   operation that ends with error code `CANCELLED`, a cancel-requested one whose lease lapsed included) gives
-  the attempt back.
+  the attempt back, whatever the release's reason: `SITE_FAULT` (the site's own failure) or `SHUTDOWN` (or
+  none) says whose the failure was, in `error.details.reason`, for whoever judges sites, not for the job.
 - **Job status after an operation ends**: a result makes the job `succeeded`; an error (other than
   `CANCELLED`) or a lapsed lease makes it `failed` once `attempts >= max_attempts`, else `unclaimed`; a
   `CANCELLED` ending returns it to `unclaimed`. A job an admin has canceled stays `canceled` whatever its
@@ -58,7 +59,7 @@ from typing import Any, Protocol
 from nmdc_runtime.domain.caps import check_cap
 from nmdc_runtime.domain.errors import Conflict, Forbidden, InvalidInput
 from nmdc_runtime.domain.principals import Principal
-from nmdc_runtime.domain.states import ErrorCode, ExecutionStatus, JobStatus, OperationState
+from nmdc_runtime.domain.states import ErrorCode, ExecutionStatus, JobStatus, OperationState, ReleaseCode
 
 
 class Job(Protocol):
@@ -494,10 +495,32 @@ def heartbeat(op: Operation, *, now: datetime, by_holder: bool) -> None:
         op.lease_expire_time = now + timedelta(seconds=op.lease_seconds)
 
 
-def release(op: Operation, job: Job, *, now: datetime, retention_seconds: int) -> None:
-    """The holding site gives the job back: `canceled` (CANCELLED), the attempt given back."""
+def release(
+    op: Operation,
+    job: Job,
+    *,
+    now: datetime,
+    retention_seconds: int,
+    reason: Mapping[str, str] | None = None,
+) -> None:
+    """The holding site gives the job back: `canceled` (CANCELLED), the attempt given back, whatever the reason.
+
+    `reason` (`{"code", "message"}`, a `ReleaseCode`) is kept as the error's `details.reason`; without one the
+    details stay empty, as a graceful give-back's always were.
+    """
+    if reason is None:
+        end_canceled(
+            op, job, now=now, retention_seconds=retention_seconds, message="released by the holding site"
+        )
+        return
+    code = ReleaseCode(reason["code"])
     end_canceled(
-        op, job, now=now, retention_seconds=retention_seconds, message="released by the holding site"
+        op,
+        job,
+        now=now,
+        retention_seconds=retention_seconds,
+        message=f"released by the holding site ({code.value})",
+        reason={"code": code.value, "message": reason.get("message", "")},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -105,9 +106,16 @@ def _claim_unclaimed(
 
 
 def release_job(
-    session: Session, *, job_id: str, site_id: str, policy: Policy, now: datetime | None = None
+    session: Session,
+    *,
+    job_id: str,
+    site_id: str,
+    policy: Policy,
+    reason: Mapping[str, str] | None = None,
+    now: datetime | None = None,
 ) -> Job:
-    """The holding site gives the job back: its operation ends canceled; the attempt is given back.
+    """The holding site gives the job back: its operation ends canceled, with `reason` (`{"code", "message"}`)
+    in its error's details when given; the attempt is given back either way.
 
     NotFound when the site holds no active claim on the job (a lapsed one included).
     """
@@ -116,7 +124,7 @@ def release_job(
         job, op = locked_job(session, job_id=job_id, now=now, policy=policy)
         if op is None or op.site_id != site_id:
             raise NotFound(f"site {site_id} holds no active claim on job {job_id}")
-        rules.release(op, job, now=now, retention_seconds=policy.operation_retention_seconds)
+        rules.release(op, job, now=now, retention_seconds=policy.operation_retention_seconds, reason=reason)
         return job
 
 

@@ -249,6 +249,38 @@ def test_a_lapsed_cancel_request_leaves_a_canceled_job_canceled():
     assert (job.status, job.attempts) == (J.CANCELED, 0)
 
 
+@pytest.mark.parametrize(
+    ("reason", "message", "details"),
+    [
+        (None, "released by the holding site", {}),
+        (
+            {"code": "SITE_FAULT", "message": "no space left"},
+            "released by the holding site (SITE_FAULT)",
+            {"reason": {"code": "SITE_FAULT", "message": "no space left"}},
+        ),
+        (
+            {"code": "SHUTDOWN"},
+            "released by the holding site (SHUTDOWN)",
+            {"reason": {"code": "SHUTDOWN", "message": ""}},
+        ),
+    ],
+    ids=["no-reason", "site-fault", "shutdown"],
+)
+def test_a_release_ends_canceled_gives_the_attempt_back_and_keeps_its_reason(reason, message, details):
+    op, job = _claimed(_job(attempts=2))  # the last attempt: a release still gives it back
+    rules.release(op, job, now=NOW, retention_seconds=0, reason=reason)
+    assert (op.state, op.done) == (S.CANCELED, True)
+    assert op.error == {"code": "CANCELLED", "message": message, "details": details}
+    assert (job.status, job.attempts) == (J.UNCLAIMED, 2)
+
+
+def test_a_release_reason_must_be_a_known_code():
+    op, job = _claimed()
+    with pytest.raises(ValueError):
+        rules.release(op, job, now=NOW, retention_seconds=0, reason={"code": "BORED", "message": ""})
+    assert not op.done
+
+
 def test_expiry_sets_deadline_exceeded_and_retention_and_frees_the_job():
     op, job = _claimed()
     later = NOW + timedelta(minutes=5)
