@@ -224,6 +224,16 @@ class Settings(BaseSettings):
         """The numbers the rules run on."""
         return Policy.of(self)
 
+    def uvicorn_proxy_options(self) -> list[str]:
+        """uvicorn's options for forwarded headers, matching NMDC_TRUSTED_PROXIES: with proxies named, their
+        `X-Forwarded-For` and `X-Forwarded-Proto` are believed (networks written as uvicorn reads them);
+        with none, nobody's. uvicorn's own default believes any request from the loopback address, so a
+        local client could pick its address with each request and dodge the per-address login limits."""
+        if not self.trusted_proxies:
+            return ["--no-proxy-headers"]
+        networks = ",".join(str(ipaddress.ip_network(item, strict=False)) for item in self.trusted_proxies)
+        return ["--proxy-headers", "--forwarded-allow-ips", networks]
+
     def jwt_key(self) -> str:
         """The token signing key: the configured one, else one kept in NMDC_HOME."""
         if self.jwt_secret is not None:
