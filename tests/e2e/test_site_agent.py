@@ -318,7 +318,7 @@ def test_a_failing_command_posts_a_failed_execution_and_an_error(world: World, t
     agent.communicate(timeout=60)
     assert agent.returncode == 1
     [op] = world.operations(job_id)
-    assert op.done and op.error.code == "UNKNOWN"
+    assert op.done and op.error.code == "COMMAND_FAILED"
     [execution] = world.admin.list_executions(job_id)
     assert execution.status == "failed"
     assert execution.details["exit_code"] == 3
