@@ -14,7 +14,7 @@ from nmdc_site.client import DataResource
 from nmdc_site.run.egress import AllowedHost, Egress
 from nmdc_site.run.errors import Interrupted, SiteFault
 from nmdc_site.run.inputs import InputError, InputUnavailable, Meter, Pace, download, fetch_inputs
-from tests.site_servers import Recorder, Route, body, flood, redirect
+from tests.site_servers import Recorder, body, drip, flood, redirect
 
 LOCAL = Egress(allowed=(AllowedHost.parse("127.0.0.1"),))
 
@@ -104,24 +104,6 @@ def test_the_meter_says_stalled_only_after_a_whole_window_below_the_floor():
     now[0] = 20.1
     assert meter.stalled()  # only 499 since 10: below 1000 in 10 s
     assert not Meter(Pace(min_rate=0, stall_seconds=1), clock=lambda: 1e9).stalled()  # no floor
-
-
-def drip(every: float, size: int) -> Route:
-    """Declares `size` bytes, then sends one every `every` seconds."""
-
-    def route(handler) -> None:
-        handler.send_response(200)
-        handler.send_header("Content-Length", str(size))
-        handler.end_headers()
-        try:
-            for _ in range(size):
-                handler.wfile.write(b"x")
-                handler.wfile.flush()
-                time.sleep(every)
-        except OSError:
-            pass
-
-    return route
 
 
 def test_a_dripping_data_site_is_unavailable_once_a_window_passes_below_the_floor(tmp_path):
