@@ -362,7 +362,7 @@ def run(
     raise typer.Exit(code)
 
 
-STOP_SECONDS = 4.0
+STOP_SECONDS = 3.5
 """How long `run` waits, after Ctrl-C or SIGTERM, for its work to wind down (the command stopped, the claim
 recorded or given back) before it leaves anyway: it promises to be gone within 5 s."""
 

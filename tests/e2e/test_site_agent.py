@@ -850,6 +850,7 @@ def test_sigterm_mid_download_stops_the_agent_within_5_s_keeping_the_claim_or_gi
             finally:
                 stop(agent, signal.SIGKILL)
             assert agent.returncode == 130
+            print(f"stopped {took:.2f} s after SIGTERM ({' '.join(options) or 'default'})")
             return took
 
         # By default the claim stays recorded, to be taken up at the next start.

@@ -42,7 +42,7 @@ log = logging.getLogger("nmdc_site.run")
 
 IDLE_LOG_SECONDS = 300.0
 """How often, at most, the agent says that it found no work."""
-RELEASE_ON_EXIT_SECONDS = 1.5
+RELEASE_ON_EXIT_SECONDS = 1.0
 """How long the release of `--release-on-exit` may take: the agent is gone within 5 s of a stop request."""
 
 
