@@ -28,7 +28,7 @@ from nmdc_site.files import FileServer, default_public_url
 from nmdc_site.grants import GrantVerifier, PublicKeys
 from nmdc_site.run.config import RunConfig
 from nmdc_site.run.egress import AllowedHost
-from nmdc_site.run.loop import Agent, SetupError
+from nmdc_site.run.loop import Agent, HostProblem, SetupError
 from nmdc_site.watcher import Watcher
 
 app = typer.Typer(
@@ -335,7 +335,12 @@ def run(
         agent = Agent(api, config, public_url or "", stopping=stop)
 
         def work() -> int:
-            plan = agent.check()
+            try:
+                plan = agent.check()
+            except HostProblem as problem:
+                if not check:
+                    agent.settle(problem)  # the job in the state dir, if any: reported, or given back
+                raise
             if check:
                 for line in plan.lines(config):
                     typer.echo(line)

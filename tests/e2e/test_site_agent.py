@@ -700,6 +700,38 @@ def test_a_missing_executable_is_found_by_the_check_before_any_claim(world: Worl
     assert world.operations(job_id) == []
 
 
+def test_a_failed_check_reports_recorded_finished_work_and_gives_back_a_recorded_claim(
+    world: World, tmp_path: Path, served
+):
+    """The executable went missing while a claim was recorded: finished work is still reported (it needs no
+    command), a job not that far is given back, and the run ends with the check's one line."""
+    root, base = served
+    env = world.env(world.exec_creds)
+    for finished in (True, False):
+        job_id = make_job(world, root, base)
+        op = world.exec_site.claim_job(job_id).operation
+        state_dir = tmp_path / f"exec-{finished}"
+        state_dir.mkdir()
+        recorded = {"job_id": job_id, "operation_id": op.id, "workflow_id": WORKFLOW, "phase": "claimed"}
+        if finished:
+            times = {"started_at": "2024-01-01T00:00:00Z", "ended_at": "2024-01-01T00:00:01Z"}
+            recorded.update(phase="ran", exit_code=0, **times)
+        (state_dir / "current.json").write_text(json.dumps(recorded))
+        result = site_command(env, *run_args(state_dir, "no-such-program"))
+        assert result.returncode == 1
+        last = result.stderr.strip().splitlines()[-1]  # after the log lines of what was done meanwhile
+        assert last == "error: the command's executable no-such-program is not found on PATH"
+        assert "Traceback" not in result.stderr
+        [ended] = world.operations(job_id)
+        if finished:
+            assert ended.metadata.state == "succeeded", ended
+        else:
+            assert (ended.metadata.state, ended.error.details["reason"]["code"]) == ("canceled", "SITE_FAULT")
+            assert "executable is missing" in ended.error.details["reason"]["message"]
+            assert world.admin.get_job(job_id).attempts == 0
+        assert not (state_dir / "current.json").exists()
+
+
 def test_a_command_exiting_127_gives_the_job_back_as_the_site_s_fault(world: World, tmp_path: Path, served):
     root, base = served
     job_id = make_job(world, root, base)

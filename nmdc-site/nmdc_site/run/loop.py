@@ -12,6 +12,7 @@ same way, and a supervisor restarting the agent gets the check first.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -48,6 +49,15 @@ RELEASE_ON_EXIT_SECONDS = 1.0
 
 class SetupError(Exception):
     """The agent cannot do what it was asked: unknown workflow, missing capability, not a site's credentials."""
+
+
+class HostProblem(SetupError):
+    """This host cannot run a job: the command's executable, or the state dir. `public` says which in fixed
+    words, for a release's reason (which every token reads)."""
+
+    def __init__(self, message: str, public: str) -> None:
+        super().__init__(message)
+        self.public = public
 
 
 class IdleLog:
@@ -139,12 +149,13 @@ class Agent:
         try:
             found = executable(self.config.command)
         except SiteFault as exc:
-            raise SetupError(str(exc)) from None
+            raise HostProblem(str(exc), "the command's executable is missing or not executable") from None
         try:
             self.state.check_writable()
         except OSError as exc:
-            raise SetupError(
-                f"the state dir {self.state.root} is not writable: {exc.strerror or exc}"
+            raise HostProblem(
+                f"the state dir {self.state.root} is not writable: {exc.strerror or exc}",
+                "the agent's state dir is not writable",
             ) from None
         workflow_id = self.config.workflow_id
         try:
@@ -230,6 +241,23 @@ class Agent:
             )
         self.state.clear()
 
+    def settle(self, problem: HostProblem) -> None:
+        """The host check failed: the job recorded in the state dir is not left to lapse. Finished work is
+        reported (it needs no command); a job not that far is given back (SITE_FAULT)."""
+        saved = self.state.load()
+        if saved is None:
+            return
+        job_id = saved["job_id"]
+        if saved.get("phase") != "claimed":
+            log.info("job %s: reporting what its command finished before stopping", job_id)
+            self.run(recorded_only=True)
+            return
+        message = f"the site's check before taking the job up again failed: {problem.public}"
+        with contextlib.suppress(Conflict, NotFound):  # the claim was gone already
+            self.api.release_job(job_id, reason="SITE_FAULT", message=message)
+        self.state.clear()
+        log.warning("job %s given back (SITE_FAULT): %s", job_id, problem)
+
     def _release_on_exit(self, job_id: str) -> None:
         """`--release-on-exit`: give the job back (SHUTDOWN) unless it holds finished work, which is kept."""
         saved = self.state.load()
@@ -254,13 +282,16 @@ class Agent:
 
     # -- the loop
 
-    def run(self) -> int:
-        """Handle jobs until stopped (or one job with `once`); returns a process exit status.
+    def run(self, *, recorded_only: bool = False) -> int:
+        """Handle jobs until stopped (or one job with `once`, or only the job recorded in the state dir with
+        `recorded_only`); returns a process exit status.
 
         API failures before a claim is held propagate (a `ClientError`) once the client's retries are spent.
         """
         while not self.stopping.is_set():
             saved = self.state.load()
+            if saved is None and recorded_only:
+                return 0
             found = self._resume(saved) if saved else self._next_job()
             if found is None:
                 if saved is None:
