@@ -66,7 +66,7 @@ def dev_api(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         env=env,
         log_path=tmp_path / "api.log",
         probe=f"http://127.0.0.1:{port}/health",
-        stop_timeout=10,
+        stop_timeout=3,  # thrown away after the test: no need to wait out a graceful shutdown
     ):
         yield f"http://127.0.0.1:{port}"
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -849,13 +850,16 @@ def test_a_dripping_data_site_ends_the_attempt_within_the_stall_window(world: Wo
         job_id = _slow_job(world, site, every=0.5, size=10_000)
         window = ("--min-rate", "1000", "--stall-seconds", "2")
         agent = world.site(world.exec_creds, *run_args(tmp_path / "exec", *STATS, options=window))
-        wait_for(lambda: site.requests, 30, "the download to start")
-        started = time.monotonic()
+        wait_for(lambda: site.requests, 30, "the download to start", interval=0.05)
+        started = datetime.now(UTC)
         out = agent.communicate(timeout=30)[0]
-        took = time.monotonic() - started
     assert agent.returncode == 1, out
-    assert 2 <= took < 5, took  # the window, then the finish and the exit
     [op] = world.operations(job_id)
+    took = (op.update_time - started).total_seconds()  # from the download's start to the operation's end
+    print(f"the attempt ended {took:.2f} s after the data site saw the request (window 2 s)")
+    # The window (counted from just before the request, which the test sees a little late), then a look of
+    # the watching thread and the finish.
+    assert 1.5 <= took < 4, took
     assert op.error.code == "UNAVAILABLE"
     assert "sent less than 1000 bytes a second for 2 s" in op.error.message
     job = world.admin.get_job(job_id)
