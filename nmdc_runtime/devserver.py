@@ -106,6 +106,7 @@ def run(settings: Settings, *, verbose: bool = False) -> int:
                 str(settings.api_port),
                 "--workers",
                 str(settings.api_workers),
+                *settings.uvicorn_proxy_options(),
             ],
             {
                 **env,
