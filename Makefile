@@ -29,13 +29,20 @@ TEST_WORKERS ?= 2
 test: install tools
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-# The benchmark's smoke test (tests/e2e/test_bench_smoke.py) drives the API with wrk, Debian's package: installed
-# here when it is missing and this is a Debian machine run as root; elsewhere that test is skipped and says why.
+# Two tests use Debian's packages: the benchmark's smoke test (tests/e2e/test_bench_smoke.py) drives the API with
+# wrk, and tests/integration/test_metrics.py checks /metrics with promtool (package prometheus). Each is installed
+# here when it is missing and this is a Debian machine run as root; elsewhere its test is skipped and says why.
 tools:
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null 2>&1 || \
-	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null 2>&1; }; }; } || \
-	  echo "wrk is not installed (apt-get install wrk): the benchmark's smoke test will be skipped"
+	@$(call debian_tool,wrk,wrk,the benchmark's smoke test)
+	@$(call debian_tool,promtool,prometheus,the promtool check of /metrics)
+
+# $(call debian_tool,COMMAND,PACKAGE,TEST): install PACKAGE unless COMMAND is there (apt-get update only if needed).
+define debian_tool
+command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2) >/dev/null 2>&1 || \
+    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2) >/dev/null 2>&1; }; }; } || \
+  echo "$(1) is not installed (apt-get install $(2)): $(3) will be skipped"
+endef
 
 lint: install
 	$(BIN)/ruff check .
