@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml nmdc-site/pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt -e ./nmdc-site
 	@touch $(STAMP)
 
-# `make dev VERBOSE=1` also shows each API request and Dagster's info lines.
+# `make dev VERBOSE=1` also shows each API request and Dagster's info lines. Not echoed: with
+# NMDC_LOG_FORMAT=json every line it prints is a JSON object (tests/e2e/test_make_dev.py).
 dev: install
-	$(BIN)/nmdc-runtime dev $(if $(VERBOSE),--verbose)
+	@$(BIN)/nmdc-runtime dev $(if $(VERBOSE),--verbose)
 
 # Two processes (pytest-xdist), each with its own databases: much of the suite waits on the servers it starts.
 # `make test TEST_WORKERS=0` runs it in this process alone.
