@@ -119,17 +119,19 @@ def _time(value: Any, default: datetime) -> str:
 def _from_json(line: dict[str, Any], now: datetime, source: str) -> dict[str, Any]:
     """A JSON line of another schema (Dagster's: `event`, `level` in lower case, `timestamp`) in ours."""
     fields = {k: v for k, v in line.items() if k != "color_message"}
-    time = fields.pop("time", None) or fields.pop("timestamp", None) or fields.pop("asctime", None)
-    level = fields.pop("level", None) or fields.pop("levelname", None) or fields.pop("severity", None)
-    logger = fields.pop("logger", None) or fields.pop("name", None) or source
-    message = fields.pop("message", None)
-    if message is None:
-        message = fields.pop("event", None) or fields.pop("msg", None) or ""
+
+    def take(*names: str) -> Any:
+        """The first of these keys the line has (all of them removed from its fields)."""
+        found = [fields.pop(name) for name in names if name in fields]
+        return found[0] if found else None
+
+    message = take("message", "event", "msg")
+    logger = take("logger", "name")
     return {
-        "time": _time(time, now),
-        "level": _level(level),
-        "logger": str(logger),
-        "message": _ANSI.sub("", str(message)),
+        "time": _time(take("time", "timestamp", "asctime"), now),
+        "level": _level(take("level", "levelname", "severity")),
+        "logger": source if logger is None else str(logger),
+        "message": "" if message is None else _ANSI.sub("", str(message)),
         **fields,
     }
 
