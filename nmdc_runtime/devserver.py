@@ -137,17 +137,25 @@ class Readiness:
     def __init__(self, api_url: str, ui_url: str, started: float) -> None:
         self.api_url, self.ui_url, self.started = api_url, ui_url, started
         self.waiting = list(self.WHAT)
+        self.said_at = time.monotonic()
         self.http = httpx.Client(timeout=2)
 
     def close(self) -> None:
         self.http.close()
 
-    def poll(self) -> list[str]:
-        """Check what is still awaited (the tick only once the UI answers); returns what became ready now."""
+    def advance(self) -> bool:
+        """Check what is still awaited (the tick only once the UI answers) and say what became ready, or every
+        30 s what is still awaited; True once everything is ready."""
         ready = [what for what in list(self.waiting) if self._check(what)]
         for what in ready:
             self.waiting.remove(what)
-        return ready
+        if not self.waiting:
+            return True
+        if ready or time.monotonic() - self.said_at >= 30:
+            done = f"{self.names(ready)} ready; " if ready else "still "
+            log.info("%.0f s: %swaiting for %s", time.time() - self.started, done, self.waiting_for())
+            self.said_at = time.monotonic()
+        return False
 
     def _check(self, what: str) -> bool:
         try:
@@ -326,7 +334,6 @@ def run(settings: Settings, *, verbose: bool = False) -> int:
                 relay.start()
                 relays.append(relay)
         log.info("waiting for %s", readiness.waiting_for())
-        said_at = time.monotonic()
         server = None if settings.database_url else embedded_server(settings.home)
         while not stopping:
             for name, proc in children.items():
@@ -337,15 +344,8 @@ def run(settings: Settings, *, verbose: bool = False) -> int:
                 # Without its database the system only answers 503: say so and stop, rather than limp on.
                 log.error("the embedded PostgreSQL server stopped (see %s); stopping the rest", server.log)
                 stopping, code = True, 1
-            if readiness.waiting and not stopping:
-                ready = readiness.poll()
-                elapsed = time.time() - started
-                if not readiness.waiting:
-                    banner.show(elapsed, json_logs)
-                elif ready or time.monotonic() - said_at >= 30:
-                    done = f"{readiness.names(ready)} answered" if ready else "still"
-                    log.info("%s after %.0f s; waiting for %s", done, elapsed, readiness.waiting_for())
-                    said_at = time.monotonic()
+            if readiness.waiting and not stopping and readiness.advance():
+                banner.show(time.time() - started, json_logs)
             time.sleep(0.5)
     finally:
         readiness.close()
