@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from nmdc_runtime.db import Database
-from nmdc_runtime.store import pipeline
+from nmdc_runtime.store import pipeline as pipeline_store
 
 log = logging.getLogger("nmdc_runtime.api")
 
@@ -48,8 +48,8 @@ class DomainCollector(Collector):
         now = datetime.now(UTC)
         try:
             with self.database.sessionmaker() as session:
-                status = pipeline.runtime_status(session, now=now)
-                finished = pipeline.operations_by_state(session)
+                status = pipeline_store.runtime_status(session, now=now)
+                finished = pipeline_store.operations_by_state(session)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("metrics: the database could not be read: %s", exc)
             up.add_metric([], 0)

@@ -48,6 +48,11 @@ def present_execution(
     return present_executions(session, [execution], outputs=known)[0]
 
 
+_METADATA_FROM_ROW = [name for name in OperationMetadata.model_fields if hasattr(Operation, name)]
+"""The metadata keys the server owns: those of `OperationMetadata` that are attributes of the row (a new one is
+shown by adding it to both); the others (`progress`, `message`) are the site's."""
+
+
 def present_operations(
     session: Session, operations: Sequence[Operation], *, results: Sequence[Execution] = ()
 ) -> list[OperationRead]:
@@ -75,18 +80,7 @@ def present_operations(
             result=results.get(op.result_execution_id) if op.result_execution_id else None,
             error=op.error,
             metadata=OperationMetadata.model_validate(
-                {
-                    **(op.extra_metadata or {}),
-                    "job_id": op.job_id,
-                    "site_id": op.site_id,
-                    "workflow_id": op.workflow_id,
-                    "attempt": op.attempt,
-                    "state": op.state,
-                    "lease_expire_time": op.lease_expire_time,
-                    "lease_seconds": op.lease_seconds,
-                    "cancel_requested": op.cancel_requested,
-                    "paused": op.paused,
-                }
+                {**(op.extra_metadata or {}), **{name: getattr(op, name) for name in _METADATA_FROM_ROW}}
             ),
             create_time=op.create_time,
             update_time=op.update_time,

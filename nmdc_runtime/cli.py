@@ -23,7 +23,7 @@ from nmdc_runtime.schemas.accounts import SiteClientRead, SiteRead
 from nmdc_runtime.schemas.common import CHOSEN_ID_PATTERN, TAG_PATTERN, column_header, column_value
 from nmdc_runtime.schemas.data import JobRead, WorkflowRead
 from nmdc_runtime.schemas.operations import OperationRead
-from nmdc_runtime.services import accounts
+from nmdc_runtime.services import accounts as accounts_service
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="The runtime database.")
@@ -158,7 +158,7 @@ def users_create(
     database = _database()
     try:
         with database.sessionmaker() as session:
-            user = accounts.create_user(
+            user = accounts_service.create_user(
                 session,
                 username=username,
                 password=password,
@@ -192,7 +192,7 @@ def sites_create(
     database = _database()
     try:
         with database.sessionmaker() as session:
-            _, (client, secret) = accounts.create_site(
+            _, (client, secret) = accounts_service.create_site(
                 session,
                 site_id=site_id,
                 name=name or site_id,
@@ -211,10 +211,10 @@ def sites_create(
 def sites_clients(
     site_id: str, as_json: Annotated[bool, JSON_OPTION] = False, limit: Annotated[int, LIMIT_OPTION] = 1000
 ) -> None:
-    from nmdc_runtime.store import accounts as store
+    from nmdc_runtime.store import accounts as accounts_store
 
-    _change(lambda session: store.get_site(session, site_id=site_id))
-    rows = _rows(store.list_site_clients, limit, site_id=site_id)
+    _change(lambda session: accounts_store.get_site(session, site_id=site_id))
+    rows = _rows(accounts_store.list_site_clients, limit, site_id=site_id)
     _print(SiteClientRead, rows, as_json)
 
 
@@ -222,7 +222,7 @@ def sites_clients(
 def sites_revoke(site_id: str, client_id: str) -> None:
     """Revoke a site's client for good: its secret gets no token, its tokens stop working."""
     _change(
-        lambda session: accounts.revoke_site_client(
+        lambda session: accounts_service.revoke_site_client(
             session, site_id=site_id, client_id=client_id, actor=_actor()
         )
     )
@@ -240,7 +240,9 @@ def _change(action):
 
 def _set_site(site_id: str, enabled: bool) -> None:
     site = _change(
-        lambda session: accounts.set_site_enabled(session, site_id=site_id, enabled=enabled, actor=_actor())
+        lambda session: accounts_service.set_site_enabled(
+            session, site_id=site_id, enabled=enabled, actor=_actor()
+        )
     )
     typer.echo(json.dumps({"site_id": site.id, "disabled": site.disabled_at is not None}))
 
@@ -259,7 +261,9 @@ def sites_enable(site_id: str) -> None:
 
 def _set_user(username: str, enabled: bool) -> None:
     user = _change(
-        lambda session: accounts.set_user_enabled(session, username=username, enabled=enabled, actor=_actor())
+        lambda session: accounts_service.set_user_enabled(
+            session, username=username, enabled=enabled, actor=_actor()
+        )
     )
     typer.echo(json.dumps({"username": user.username, "disabled": user.disabled_at is not None}))
 
@@ -289,8 +293,9 @@ def _actor() -> str:
 def _rows(list_page, limit: int, present=None, **filters) -> list:
     """Up to `limit` rows of a store listing, walked page by page in its keyset order; `present(session, rows)`
     shapes them while the session is open."""
-    from nmdc_runtime.schemas.common import MAX_PAGE_SIZE, PageParams
-    from nmdc_runtime.store.pages import decode_page_token
+    from nmdc_runtime.schemas.common import MAX_PAGE_SIZE
+    from nmdc_runtime.store import pages as pages_store
+    from nmdc_runtime.store.pages import PageParams
 
     rows: list = []
     page = PageParams(size=min(limit, MAX_PAGE_SIZE))
@@ -300,7 +305,9 @@ def _rows(list_page, limit: int, present=None, **filters) -> list:
             rows.extend(found)
             if token is None:
                 break
-            page = PageParams(size=min(limit - len(rows), MAX_PAGE_SIZE), after=decode_page_token(token, ""))
+            page = PageParams(
+                size=min(limit - len(rows), MAX_PAGE_SIZE), after=pages_store.decode_page_token(token, "")
+            )
         return present(session, rows[:limit]) if present else rows[:limit]
 
 
@@ -351,7 +358,7 @@ def workflows_create(
     from pydantic import ValidationError
 
     from nmdc_runtime.schemas.data import WorkflowCreate, WorkflowRead
-    from nmdc_runtime.services import catalog
+    from nmdc_runtime.services import catalog as catalog_service
 
     try:
         body = WorkflowCreate(
@@ -372,7 +379,7 @@ def workflows_create(
     settings = get_settings()
     with _database().sessionmaker() as session:
         try:
-            row = catalog.create_workflow(
+            row = catalog_service.create_workflow(
                 session, policy=settings.policy(), **body.model_dump(exclude={"id"}), workflow_id=body.id
             )
         except AlreadyExists as exc:
@@ -386,18 +393,18 @@ def workflows_create(
 def workflows_list(
     as_json: Annotated[bool, JSON_OPTION] = False, limit: Annotated[int, LIMIT_OPTION] = 1000
 ) -> None:
-    from nmdc_runtime.store import workflows
+    from nmdc_runtime.store import workflows as workflows_store
 
-    rows = _rows(workflows.list_workflows, limit)
+    rows = _rows(workflows_store.list_workflows, limit)
     _print(WorkflowRead, rows, as_json)
 
 
 def _set_workflow(workflow_id: str, enabled: bool) -> None:
     from nmdc_runtime.schemas.data import WorkflowRead
-    from nmdc_runtime.services import catalog
+    from nmdc_runtime.services import catalog as catalog_service
 
     row = _change(
-        lambda session: catalog.update_workflow(
+        lambda session: catalog_service.update_workflow(
             session, workflow_id=workflow_id, changes={"enabled": enabled}, policy=get_settings().policy()
         )
     )
@@ -420,9 +427,9 @@ def workflows_disable(workflow_id: str) -> None:
 def sites_list(
     as_json: Annotated[bool, JSON_OPTION] = False, limit: Annotated[int, LIMIT_OPTION] = 1000
 ) -> None:
-    from nmdc_runtime.store import accounts as store
+    from nmdc_runtime.store import accounts as accounts_store
 
-    rows = _rows(store.list_sites, limit)
+    rows = _rows(accounts_store.list_sites, limit)
     _print(SiteRead, rows, as_json)
 
 
@@ -436,13 +443,13 @@ def jobs_list(
     limit: Annotated[int, LIMIT_OPTION] = 1000,
 ) -> None:
     from nmdc_runtime.domain.states import JobStatus
-    from nmdc_runtime.store import jobs
+    from nmdc_runtime.store import jobs as jobs_store
 
     try:
         wanted = JobStatus(status) if status else None
     except ValueError:
         _fail(f"--status must be one of {', '.join(JobStatus)}")
-    rows = _rows(jobs.list_jobs, limit, status=wanted, workflow_id=workflow)
+    rows = _rows(jobs_store.list_jobs, limit, status=wanted, workflow_id=workflow)
     _print(JobRead, rows, as_json)
 
 
@@ -457,11 +464,16 @@ def operations_list(
     limit: Annotated[int, LIMIT_OPTION] = 1000,
 ) -> None:
     # The API's own presenter: the same Operation as GET /operations/{id}, results in full.
-    from api.presenters import present_operations
-    from nmdc_runtime.store import operations
+    from api import presenters
+    from nmdc_runtime.store import operations as operations_store
 
-    found = _rows(operations.list_operations, limit, present_operations, done=False if open_only else None)
-    _print(OperationRead, found, as_json)
+    rows = _rows(
+        operations_store.list_operations,
+        limit,
+        presenters.present_operations,
+        done=False if open_only else None,
+    )
+    _print(OperationRead, rows, as_json)
 
 
 @app.command("env")

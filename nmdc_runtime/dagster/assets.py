@@ -41,12 +41,13 @@ from dagster import (
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
+    ResourceParam,
     asset,
 )
 
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.domain.states import JobStatus, OperationState
-from nmdc_runtime.store import pipeline
+from nmdc_runtime.store import pipeline as pipeline_store
 
 GROUP = "nmdc_runtime"
 
@@ -111,10 +112,10 @@ def runtime_status_figures(runtime: RuntimeDatabase, *, now: datetime) -> dict[s
     """The queue's health as metadata: numbers for the plots (every job status and outcome always present,
     so each plot is a continuous line), and the job counts as one JSON entry."""
     with runtime.session() as session:
-        status = pipeline.runtime_status(
+        status = pipeline_store.runtime_status(
             session,
             now=now,
-            lease_grace=timedelta(seconds=runtime.check_lapsed_lease_seconds),
+            lease_grace=timedelta(seconds=runtime.settings.check_lapsed_lease_seconds),
             window=WINDOW,
         )
     jobs_by_status = status["jobs_by_status"]
@@ -153,7 +154,9 @@ def runtime_status_figures(runtime: RuntimeDatabase, *, now: datetime) -> dict[s
         "the runtime_health sensor at start-up and every NMDC_HEALTH_INTERVAL_SECONDS; see the Plots tab."
     ),
 )
-def runtime_status(context: AssetExecutionContext, runtime: RuntimeDatabase) -> MaterializeResult:
+def runtime_status(
+    context: AssetExecutionContext, runtime: ResourceParam[RuntimeDatabase]
+) -> MaterializeResult:
     """Count what is waiting where, so a stuck queue shows on the asset's metadata plots."""
     figures = runtime_status_figures(runtime, now=datetime.now(UTC))
     context.log.info(f"runtime status: {figures}")

@@ -1,7 +1,7 @@
 """Asset checks: red or green in the UI for what staff must act on.
 
 Each check compares one figure of `runtime_status` (`runtime_status_figures`) with a threshold from the
-settings (fields of the `RuntimeDatabase` resource). The `runtime_health` sensor evaluates them on every
+runtime settings (`Settings`, which the `RuntimeDatabase` resource carries). The `runtime_health` sensor evaluates them on every
 tick and records the results without a run (`AssetCheckEvaluation`s in `SensorResult.asset_events`);
 `runtime_health_checks` is the same evaluation as an executable check, so "Execute" in the UI re-evaluates
 them at once (in a run). Checks apply to a whole asset, not to one workflow's partition.
@@ -21,9 +21,11 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    ResourceParam,
     multi_asset_check,
 )
 
+from nmdc_runtime.config import Settings
 from nmdc_runtime.dagster.assets import JOBS, OPERATIONS, runtime_status_figures
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 
@@ -127,8 +129,8 @@ def _at_most(spec: AssetCheckSpec, value: float, threshold: float, found: str, *
     )
 
 
-def evaluate(figures: Mapping[str, Any], runtime: RuntimeDatabase) -> list[Finding]:
-    """Every check of `SPECS` on the figures of `runtime_status_figures`, with the resource's thresholds."""
+def evaluate(figures: Mapping[str, Any], settings: Settings) -> list[Finding]:
+    """Every check of `SPECS` on the figures of `runtime_status_figures`, with the settings' thresholds."""
     overdue = figures["lapsed_leases_overdue"]
     unclaimed_age = figures["oldest_unclaimed_job_age_seconds"]
     unmatched_age = figures["oldest_unmatched_data_resource_age_seconds"]
@@ -141,32 +143,32 @@ def evaluate(figures: Mapping[str, Any], runtime: RuntimeDatabase) -> list[Findi
             overdue,
             0,
             f"{overdue} open operation(s) whose lease lapsed more than "
-            f"{runtime.check_lapsed_lease_seconds} s ago",
+            f"{settings.check_lapsed_lease_seconds} s ago",
             lapsed_leases=figures["lapsed_leases"],
         ),
         _at_most(
             FAILED_OPERATIONS_SHARE,
             share,
-            runtime.check_failed_operations_share,
+            settings.check_failed_operations_share,
             f"{share:.0%} of the operations that ran to an end in the last hour failed or expired "
-            f"({failed} of them; {ended} ended in all); threshold {runtime.check_failed_operations_share:.0%}",
+            f"({failed} of them; {ended} ended in all); threshold {settings.check_failed_operations_share:.0%}",
             operations_failed=failed,
             operations_ended=ended,
         ),
         _at_most(
             UNCLAIMED_JOBS_CLAIMED,
             unclaimed_age,
-            runtime.check_unclaimed_job_seconds,
+            settings.check_unclaimed_job_seconds,
             f"the oldest unclaimed job has waited {unclaimed_age:.0f} s "
-            f"(threshold {runtime.check_unclaimed_job_seconds} s; {figures['jobs_unclaimed']} unclaimed)",
+            f"(threshold {settings.check_unclaimed_job_seconds} s; {figures['jobs_unclaimed']} unclaimed)",
             jobs_unclaimed=figures["jobs_unclaimed"],
         ),
         _at_most(
             DATA_RESOURCES_MATCHED,
             unmatched_age,
-            runtime.check_unmatched_data_resource_seconds,
+            settings.check_unmatched_data_resource_seconds,
             f"the oldest data resource waiting for the sensor has waited {unmatched_age:.0f} s "
-            f"(threshold {runtime.check_unmatched_data_resource_seconds} s; "
+            f"(threshold {settings.check_unmatched_data_resource_seconds} s; "
             f"{figures['unmatched_data_resources']} waiting)",
             unmatched_data_resources=figures["unmatched_data_resources"],
         ),
@@ -185,10 +187,10 @@ def evaluate(figures: Mapping[str, Any], runtime: RuntimeDatabase) -> list[Findi
 # external assets with them, which nothing can).
 @multi_asset_check(specs=SPECS, name="runtime_health_checks", can_subset=True)
 def runtime_health_checks(
-    context: AssetCheckExecutionContext, runtime: RuntimeDatabase
+    context: AssetCheckExecutionContext, runtime: ResourceParam[RuntimeDatabase]
 ) -> Iterator[AssetCheckResult]:
     """The checks of the runtime_health sensor, evaluated now in a run (the UI's "Execute")."""
     selected = context.selected_asset_check_keys
-    for finding in evaluate(runtime_status_figures(runtime, now=datetime.now(UTC)), runtime):
+    for finding in evaluate(runtime_status_figures(runtime, now=datetime.now(UTC)), runtime.settings):
         if AssetCheckKey(finding.spec.asset_key, finding.spec.name) in selected:
             yield finding.result()

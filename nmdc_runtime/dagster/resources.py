@@ -1,8 +1,14 @@
-"""The external system the Dagster code talks to: the runtime database, as a typed resource.
+"""The external system the Dagster code talks to: the runtime database, and the runtime settings with it.
 
-Sensors take it as a parameter, so a test passes one pointing at its own database (or at one that refuses
-connections, to check that an outage fails the tick instead of looking like "nothing new"). It holds every
-setting the sensors need as a field, filled once from the runtime settings by `from_settings` where the
+Sensors, the asset and the checks take a `RuntimeDatabase` as their `runtime` resource, so a test passes one
+pointing at its own database (or at one that refuses connections, to check that an outage fails the tick
+instead of looking like "nothing new"), or with its own thresholds.
+
+It carries the runtime `Settings` whole, as the one object the API and the CLI are given too: a setting the
+sensors need is a field of `Settings` (`nmdc_runtime.config`), read where it is used as `runtime.settings.<name>`,
+and nothing here restates it. Dagster takes the resource as a plain Python object (`ResourceParam`), since its
+config system cannot hold `Settings` (paths, secrets); the price is that the UI does not list the settings'
+values, which also keeps the database URL's password and the signing keys out of it. It is made once where the
 definitions are wired (`nmdc_runtime.definitions`): nothing here reads the environment.
 """
 
@@ -11,10 +17,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import ConfigurableResource
-from pydantic import Field
 from sqlalchemy.orm import Session
 
 from nmdc_runtime.config import Settings
@@ -42,59 +47,26 @@ def _database(url: str) -> Database:
         return database
 
 
-class RuntimeDatabase(ConfigurableResource):
-    """The runtime's PostgreSQL database, the rules' numbers for what the sensors write to it, and the
-    thresholds of the asset checks."""
+@dataclass(frozen=True)
+class RuntimeDatabase:
+    """The runtime's PostgreSQL database, with the settings the sensors, the asset and the checks read (the
+    rules' numbers, the checks' thresholds) and how much the data resources sensor does per statement and tick."""
 
-    url: str | None = Field(
-        description="SQLAlchemy URL of the runtime database. None: the embedded server under `home`."
-    )
-    home: str = Field(description="NMDC_HOME: where the embedded server lives when `url` is None.")
-    claim_lease_seconds: int = Field(gt=0, description="NMDC_CLAIM_LEASE_SECONDS.")
-    max_lease_seconds: int = Field(gt=0, description="NMDC_MAX_LEASE_SECONDS.")
-    operation_retention_seconds: int = Field(ge=0, description="NMDC_OPERATION_RETENTION_SECONDS.")
-    idempotency_retention_seconds: int = Field(ge=0, description="NMDC_IDEMPOTENCY_RETENTION_SECONDS.")
-    max_attempts: int = Field(
-        ge=1, description="max_attempts of the jobs the sensors make (NMDC_MAX_ATTEMPTS)."
-    )
-    batch_size: int = Field(
-        default=2000, gt=0, description="Data resources matched (or executions reported) per statement."
-    )
-    tick_budget_seconds: float = Field(
-        default=20.0,
-        gt=0,
-        description="A tick stops starting new batches after this long; the next tick carries on.",
-    )
-    check_lapsed_lease_seconds: int = Field(gt=0, description="NMDC_CHECK_LAPSED_LEASE_SECONDS.")
-    check_unclaimed_job_seconds: int = Field(gt=0, description="NMDC_CHECK_UNCLAIMED_JOB_SECONDS.")
-    check_unmatched_data_resource_seconds: int = Field(
-        gt=0, description="NMDC_CHECK_UNMATCHED_DATA_RESOURCE_SECONDS."
-    )
-    check_failed_operations_share: float = Field(
-        ge=0, le=1, description="NMDC_CHECK_FAILED_OPERATIONS_SHARE."
-    )
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides) -> RuntimeDatabase:
-        """The resource for these runtime settings (the database URL is resolved at first use)."""
-        # Every field but these two has a setting of the same name.
-        own = {"url": settings.database_url, "home": str(settings.home)}
-        shared = {
-            name: getattr(settings, name)
-            for name in cls.model_fields
-            if name not in own and name in Settings.model_fields
-        }
-        return cls(**{**shared, **own, **overrides})
+    settings: Settings
+    batch_size: int = 2000
+    """Data resources matched (or backfilled) per statement."""
+    tick_budget_seconds: float = 20.0
+    """A tick stops starting new batches after this long; the next tick carries on."""
 
     def policy(self) -> Policy:
         """The numbers the rules run on."""
-        return Policy.of(self)
+        return self.settings.policy()
 
     def resolved_url(self) -> str:
-        """The database URL: `url`, else the embedded server's (started or attached to here)."""
-        if self.url:
-            return normalize_url(self.url)
-        return embedded_runtime_url(Path(self.home))
+        """The database URL: NMDC_DATABASE_URL, else the embedded server's (started or attached to here)."""
+        if self.settings.database_url:
+            return normalize_url(self.settings.database_url)
+        return embedded_runtime_url(Path(self.settings.home))
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -10,7 +10,8 @@ Choices the API contract leaves open, made here once:
 - **Attempts** are counted when a claim starts (`job.attempts += 1`; the operation's `attempt` is that number),
   so a site that vanishes mid-run has used an attempt even before the lease lapses. A release (or any
   operation that ends with error code `CANCELLED`, a cancel-requested one whose lease lapsed included) gives
-  the attempt back.
+  the attempt back, whatever the release's reason: `SITE_FAULT` (the site's own failure) or `SHUTDOWN` (or
+  none) says whose the failure was, in `error.details.reason`, for whoever judges sites, not for the job.
 - **Job status after an operation ends**: a result makes the job `succeeded`; an error (other than
   `CANCELLED`) or a lapsed lease makes it `failed` once `attempts >= max_attempts`, else `unclaimed`; a
   `CANCELLED` ending returns it to `unclaimed`. A job an admin has canceled stays `canceled` whatever its
@@ -58,7 +59,7 @@ from typing import Any, Protocol
 from nmdc_runtime.domain.caps import check_cap
 from nmdc_runtime.domain.errors import Conflict, Forbidden, InvalidInput
 from nmdc_runtime.domain.principals import Principal
-from nmdc_runtime.domain.states import ErrorCode, ExecutionStatus, JobStatus, OperationState
+from nmdc_runtime.domain.states import ErrorCode, ExecutionStatus, JobStatus, OperationState, ReleaseCode
 
 
 class Job(Protocol):
@@ -237,6 +238,39 @@ def decide_claim(
     if holder_site_id is not None:
         raise Conflict("another site holds an active claim on this job")
     return ClaimDecision.CREATED
+
+
+def claim(
+    job: Job,
+    *,
+    holder_site_id: str | None,
+    site_id: str,
+    site_capabilities: list[str],
+    required_capabilities: list[str],
+    workflow_lease_seconds: int | None,
+    requested_lease_seconds: int | None,
+    default_lease_seconds: int,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """The one decision of a claim, whichever path writes it: None when `site_id` already holds the job's
+    (unlapsed) open operation, else the fields of its new operation (`start_operation`: the job is marked
+    claimed and the attempt counted). Forbidden, Conflict and InvalidInput as `decide_claim` and
+    `lease_for_claim` say."""
+    decision = decide_claim(
+        job_status=JobStatus(job.status),
+        holder_site_id=holder_site_id,
+        site_id=site_id,
+        site_capabilities=site_capabilities,
+        required_capabilities=required_capabilities,
+    )
+    if decision is ClaimDecision.EXISTING:
+        return None
+    lease = lease_for_claim(
+        requested=requested_lease_seconds,
+        workflow_lease_seconds=workflow_lease_seconds,
+        default_seconds=default_lease_seconds,
+    )
+    return start_operation(job, site_id=site_id, now=now, lease_seconds=lease)
 
 
 def job_after_operation(
@@ -494,10 +528,32 @@ def heartbeat(op: Operation, *, now: datetime, by_holder: bool) -> None:
         op.lease_expire_time = now + timedelta(seconds=op.lease_seconds)
 
 
-def release(op: Operation, job: Job, *, now: datetime, retention_seconds: int) -> None:
-    """The holding site gives the job back: `canceled` (CANCELLED), the attempt given back."""
+def release(
+    op: Operation,
+    job: Job,
+    *,
+    now: datetime,
+    retention_seconds: int,
+    reason: Mapping[str, str] | None = None,
+) -> None:
+    """The holding site gives the job back: `canceled` (CANCELLED), the attempt given back, whatever the reason.
+
+    `reason` (`{"code", "message"}`, a `ReleaseCode`) is kept as the error's `details.reason`; without one the
+    details stay empty, as a graceful give-back's always were.
+    """
+    if reason is None:
+        end_canceled(
+            op, job, now=now, retention_seconds=retention_seconds, message="released by the holding site"
+        )
+        return
+    code = ReleaseCode(reason["code"])
     end_canceled(
-        op, job, now=now, retention_seconds=retention_seconds, message="released by the holding site"
+        op,
+        job,
+        now=now,
+        retention_seconds=retention_seconds,
+        message=f"released by the holding site ({code.value})",
+        reason={"code": code.value, "message": reason.get("message", "")},
     )
 
 

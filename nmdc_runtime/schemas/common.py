@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC
 from typing import Annotated, ClassVar, Generic, TypeVar
 
@@ -37,14 +36,6 @@ class Page(BaseModel, Generic[T]):
 
     resources: list[T]
     next_page_token: str | None = None
-
-
-@dataclass(frozen=True)
-class PageParams:
-    """Where a page starts (`after` a keyset position) and how long it may be."""
-
-    size: int = DEFAULT_PAGE_SIZE
-    after: int | None = None
 
 
 class ReadModel(BaseModel):

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
-from nmdc_runtime.domain import operations as rules
+from nmdc_runtime.domain import operations as operations_rules
 from nmdc_runtime.domain.errors import Conflict, RuntimeDomainError
 from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.domain.principals import Principal
@@ -20,7 +20,7 @@ from nmdc_runtime.services.transactions import (
     transaction,
 )
 from nmdc_runtime.store import executions as executions_store
-from nmdc_runtime.store import operations as store
+from nmdc_runtime.store import operations as operations_store
 
 
 class Patched(NamedTuple):
@@ -59,7 +59,7 @@ def patch_operation(
     with transaction(session):
         op, job = locked_operation(session, op_id=op_id)
         # Who may touch it comes before whether it is still open: another site learns nothing of its state.
-        rules.authorize_holder(op, principal, admin_allowed=True)
+        operations_rules.authorize_holder(op, principal, admin_allowed=True)
         require_active(session, op, job, now=now, policy=policy)
         found = (
             executions_store.executions_by_id(session, execution_ids=[execution_id]).get(execution_id)
@@ -80,9 +80,9 @@ class _PatchRequest(NamedTuple):
 
 
 def _apply_patch(
-    op: rules.Operation,
-    job: rules.Job,
-    execution: rules.Execution | None,
+    op: operations_rules.Operation,
+    job: operations_rules.Job,
+    execution: operations_rules.Execution | None,
     request: _PatchRequest,
     *,
     by_holder: bool,
@@ -91,14 +91,16 @@ def _apply_patch(
 ) -> None:
     """The PATCH's rules on an open operation that holds its lease, its job, and the execution its result
     names (None: none named, or no such execution): InvalidInput for a bad finish, metadata or result."""
-    state = rules.finishing_state(done=request.done, execution_id=request.execution_id, error=request.error)
+    state = operations_rules.finishing_state(
+        done=request.done, execution_id=request.execution_id, error=request.error
+    )
     if request.metadata is not None:
-        op.extra_metadata = rules.merged_metadata(op, request.metadata)
+        op.extra_metadata = operations_rules.merged_metadata(op, request.metadata)
     if request.execution_id is not None:
-        rules.check_result(op, request.execution_id, execution)
-    rules.heartbeat(op, now=now, by_holder=by_holder and state is None)
+        operations_rules.check_result(op, request.execution_id, execution)
+    operations_rules.heartbeat(op, now=now, by_holder=by_holder and state is None)
     if state is not None:
-        rules.finish_operation(
+        operations_rules.finish_operation(
             op,
             job,
             state=state,
@@ -114,23 +116,25 @@ def _patch_as_holder(
 ) -> Patched | None:
     """The holding site's PATCH of its open operation whose lease holds, decided by `_apply_patch` on the
     rows as one statement read them and written by a second that applies it only if neither the operation
-    nor its job changed (`store.patch_as_seen`). None, and nothing written, for anything else (another
+    nor its job changed (`operations_store.patch_as_seen`). None, and nothing written, for anything else (another
     site, a finished or lapsed operation, a refusal, a change in between): the general path decides those
     on the locked rows, and says why.
     """
     with statements_commit(session):
-        seen = store.operation_job_and_execution(session, op_id=op_id, execution_id=request.execution_id)
+        seen = operations_store.operation_job_and_execution(
+            session, op_id=op_id, execution_id=request.execution_id
+        )
         if seen is None:
             return None
         op, job, execution = seen
-        if op.done or op.site_id != site_id or rules.lease_lapsed(op, now=now):
+        if op.done or op.site_id != site_id or operations_rules.lease_lapsed(op, now=now):
             return None
-        seen_versions = store.versions(op, job)
+        seen_versions = operations_store.versions(op, job)
         try:
             _apply_patch(op, job, execution, request, by_holder=True, policy=policy, now=now)
         except RuntimeDomainError:
             return None
-        written = store.patch_as_seen(session, operation=op, job=job, seen=seen_versions)
+        written = operations_store.patch_as_seen(session, operation=op, job=job, seen=seen_versions)
     return None if written is None else Patched(written, execution if written.result_execution_id else None)
 
 
@@ -142,15 +146,15 @@ def cancel_operation(
     now = now or datetime.now(UTC)
     with transaction(session):
         op, job = locked_operation(session, op_id=op_id)
-        rules.authorize_holder(op, principal, admin_allowed=True)
+        operations_rules.authorize_holder(op, principal, admin_allowed=True)
         if principal.is_site:
             require_active(session, op, job, now=now, policy=policy)
-            rules.release(op, job, now=now, retention_seconds=policy.operation_retention_seconds)
+            operations_rules.release(op, job, now=now, retention_seconds=policy.operation_retention_seconds)
             return op
         # An admin's request comes before the lapse rule: it ends a lapsed operation canceled, not expired.
         if op.done:
             raise Conflict(f"operation {op.id} is finished ({op.state})")
-        rules.request_cancel(
+        operations_rules.request_cancel(
             op,
             job,
             now=now,
@@ -164,14 +168,14 @@ def pause_operation(
     session: Session, *, op_id: str, policy: Policy, now: datetime | None = None
 ) -> Operation:
     """`:pause` (admin): the lease stops lapsing until `:resume`. Pausing a paused operation changes nothing."""
-    return _on_active(session, op_id, policy, now, rules.pause)
+    return _on_active(session, op_id, policy, now, operations_rules.pause)
 
 
 def resume_operation(
     session: Session, *, op_id: str, policy: Policy, now: datetime | None = None
 ) -> Operation:
     """`:resume` (admin): running again with a fresh lease period. Resuming a running one changes nothing."""
-    return _on_active(session, op_id, policy, now, rules.resume)
+    return _on_active(session, op_id, policy, now, operations_rules.resume)
 
 
 def _on_active(session: Session, op_id: str, policy: Policy, now: datetime | None, move) -> Operation:

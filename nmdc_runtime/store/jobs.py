@@ -1,8 +1,8 @@
 """Jobs as resources: made (by hand, or by the sensor's batches in store/pipeline.py), read and listed.
 
-A job's config is fixed when the job is made, and it is made in SQL only, from `job_config_sql()`, wherever the
-job comes from: the workflow's config, overridden by the config given by hand, plus `data_resources`, the input
-data resources in full as the API shows them (`DATA_RESOURCE_DOCUMENT`). Job ids come from the column's
+A job's config is fixed when the job is made, and it is made in SQL only, by `job_config()`, wherever the job
+comes from: the workflow's config, overridden by the config given by hand, plus `data_resources`, the input data
+resources in full as the API shows them (`data_resource_document()`). Job ids come from the column's
 default (`nmdc_runtime.models.JOB_ID_DEFAULT`). Claims, releases and cancels change jobs too; they live with
 the operations (store/operations.py).
 """
@@ -16,59 +16,86 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.util import ClauseAdapter
 
 from nmdc_runtime.domain.errors import NotFound
 from nmdc_runtime.domain.states import JobStatus
-from nmdc_runtime.models import Job, JobInput, Operation
-from nmdc_runtime.schemas.common import PageParams
-from nmdc_runtime.store.pages import fetch_page, page_of
+from nmdc_runtime.models import DataResource, Job, JobInput, Operation, Workflow
+from nmdc_runtime.store.pages import PageParams, fetch_page, page_of
 from nmdc_runtime.store.rules import capable_workflows, claimed_under_lapsed_lease, lapsed_lease, unclaimed
 
-DATA_RESOURCE_DOCUMENT = """
-    jsonb_build_object(
-        'id', d.id,
-        'site_id', d.site_id,
-        'name', d.name,
-        'url', d.url,
-        'data_type', d.data_type,
-        'size', d.size,
-        'checksums', d.checksums,
-        'description', d.description,
-        'requires_grant', d.requires_grant,
-        'created_at',
-            to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
-            || CASE WHEN date_part('microseconds', d.created_at)::bigint % 1000000 = 0 THEN ''
-                    ELSE to_char(d.created_at AT TIME ZONE 'UTC', '.US') END
-            || 'Z'
+
+def data_resource_document(d: sa.FromClause) -> sa.ColumnElement[Any]:
+    """A data resource row of `d` (`data_resources` or a CTE of its rows) as the API shows it (`DataResourceRead`,
+    whose JSON drops a zero fraction of `created_at` too)."""
+    created_utc = sa.func.timezone("UTC", d.c.created_at)
+    fraction = sa.case(
+        (sa.cast(sa.func.date_part("microseconds", d.c.created_at), sa.BigInteger) % 1000000 == 0, ""),
+        else_=sa.func.to_char(created_utc, ".US"),
     )
-"""
-"""A data resource row `d` as the API shows it (`DataResourceRead`, whose JSON drops a zero fraction too)."""
+    created_at = sa.func.to_char(created_utc, 'YYYY-MM-DD"T"HH24:MI:SS', type_=sa.Text) + fraction + "Z"
+    fields = (
+        "id",
+        "site_id",
+        "name",
+        "url",
+        "data_type",
+        "size",
+        "checksums",
+        "description",
+        "requires_grant",
+    )
+    pairs = [part for name in fields for part in (sa.literal(name), d.c[name])]
+    return sa.func.jsonb_build_object(*pairs, sa.literal("created_at"), created_at, type_=JSONB)
 
 
-def job_config_sql(*, documents: str, extra: str = "'{}'::jsonb") -> str:
-    """SQL for a new job's config, for workflow row `w`: its config, overridden by `extra`, plus
-    `data_resources`: `documents`, a JSON array of `DATA_RESOURCE_DOCUMENT`s."""
-    return f"w.config || {extra} || jsonb_build_object('data_resources', {documents})"
+def job_config(
+    workflow: sa.FromClause, *, documents: sa.ColumnElement[Any], extra: sa.ColumnElement[Any] | None = None
+) -> sa.ColumnElement[Any]:
+    """A new job's config, for a row of `workflow`: its config, overridden by `extra`, plus `data_resources`:
+    `documents`, a JSON array of `data_resource_document`s."""
+    config = workflow.c.config
+    if extra is not None:
+        config = config.op("||", return_type=JSONB)(extra)
+    return config.op("||", return_type=JSONB)(sa.func.jsonb_build_object("data_resources", documents))
 
 
-_INPUT_DOCUMENTS = f"""coalesce(
-    (SELECT jsonb_agg({DATA_RESOURCE_DOCUMENT} ORDER BY u.ord)
-     FROM unnest(CAST(:data_resource_ids AS text[])) WITH ORDINALITY AS u(id, ord)
-     JOIN data_resources d ON d.id = u.id),
-    '[]'::jsonb)"""
+def _create_job_statement() -> sa.Insert:
+    """The statement of `create_job`, built once: a job of workflow `:workflow_id` over `:data_resource_ids`
+    (their documents in the order given), `:extra` (JSON text) overriding the workflow's config."""
+    workflow = Workflow.__table__.alias("w")
+    given = (
+        sa.func.unnest(sa.cast(sa.bindparam("data_resource_ids"), ARRAY(sa.Text)))
+        .table_valued("id", with_ordinality="ord")
+        .render_derived(name="u")
+    )
+    d = DataResource.__table__.alias("d")
+    documents = (
+        sa.select(sa.func.jsonb_agg(aggregate_order_by(data_resource_document(d), given.c.ord)))
+        .select_from(given.join(d, d.c.id == given.c.id))
+        .scalar_subquery()
+    )
+    config = job_config(
+        workflow,
+        documents=sa.func.coalesce(documents, sa.func.jsonb_build_array()),
+        extra=sa.cast(sa.bindparam("extra", type_=sa.Text), JSONB),
+    )
+    row = sa.select(
+        workflow.c.id,
+        config,
+        sa.bindparam("max_attempts", type_=sa.Integer),
+        sa.bindparam("created_by", type_=sa.Text),
+    ).where(workflow.c.id == sa.bindparam("workflow_id"))
+    return (
+        sa.insert(Job)
+        .from_select([Job.workflow_id, Job.config, Job.max_attempts, Job.created_by], row)
+        .returning(*Job.__table__.c)
+    )
 
-_CREATE_JOB = sa.text(
-    f"""
-    INSERT INTO jobs (workflow_id, config, max_attempts, created_by)
-    SELECT w.id, {job_config_sql(extra="CAST(:extra AS jsonb)", documents=_INPUT_DOCUMENTS)},
-           :max_attempts, :created_by
-    FROM workflows w
-    WHERE w.id = :workflow_id
-    RETURNING *
-    """
-)
+
+_CREATE_JOB = _create_job_statement()
 
 
 def create_job(
@@ -81,7 +108,7 @@ def create_job(
     created_by: str,
 ) -> Job:
     """Insert an unclaimed job of a workflow over data resources, and its inputs; the caller checked they
-    exist (see `nmdc_runtime.services.jobs.create_job`)."""
+    exist (see `nmdc_runtime.services.catalog.create_job`)."""
     ids = list(dict.fromkeys(data_resource_ids))
     job = session.execute(
         sa.select(Job).from_statement(_CREATE_JOB),

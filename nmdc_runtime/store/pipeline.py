@@ -7,87 +7,40 @@ so a burst of ten thousand registrations costs a handful of statements. Every in
 batch (a retried tick, a cursor moved back, a backfill racing the matcher), each (workflow, data resource)
 pair gets one job.
 
-A job's config and id are made as every job's are (`nmdc_runtime.store.jobs.job_config_sql`, the column's
+A job's config and id are made as every job's are (`nmdc_runtime.store.jobs.job_config`, the column's
 default): the workflow's config, plus `data_resources`: the triggering data resource as the API shows it.
+
+Every statement is SQLAlchemy Core, built once into a named constant beside the function that runs it (its
+values bound parameters), except `runtime_status`'s, whose clock is a value of each call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from nmdc_runtime.domain.states import JobStatus
-from nmdc_runtime.models import DataResource, Job, Operation, Tally, Workflow, tally_changes
-from nmdc_runtime.store.jobs import DATA_RESOURCE_DOCUMENT, job_config_sql
+from nmdc_runtime.models import (
+    DataResource,
+    Execution,
+    Job,
+    JobInput,
+    Operation,
+    Tally,
+    Workflow,
+    tally_changes,
+)
+from nmdc_runtime.store.jobs import data_resource_document, job_config
 from nmdc_runtime.store.rules import lapsed_lease
 
-# Jobs for the rows of CTE `d` (data resources) joined to CTE/table `w` (enabled matching workflows), with the
-# config and id every job gets (store/jobs.py).
-_INSERT_JOBS = f"""
-    INSERT INTO jobs (workflow_id, config, max_attempts, trigger_data_resource_id, created_by)
-    SELECT w.id,
-           {job_config_sql(documents=f"jsonb_build_array({DATA_RESOURCE_DOCUMENT})")},
-           :max_attempts,
-           d.id,
-           :created_by
-    FROM d JOIN workflows w ON w.enabled AND d.data_type = ANY(w.data_types) WORKFLOW_FILTER
-    ORDER BY d.seq, w.seq
-    ON CONFLICT (workflow_id, trigger_data_resource_id) WHERE trigger_data_resource_id IS NOT NULL
-    DO NOTHING
-    RETURNING id, workflow_id, trigger_data_resource_id
-"""
-
-_MATCH_BATCH = sa.text(
-    f"""
-    WITH batch AS (
-        SELECT id FROM data_resources
-        WHERE matched_at IS NULL
-        ORDER BY seq
-        LIMIT :limit
-        -- NO KEY: jobs made elsewhere (POST /jobs) only need KEY SHARE on their data resources.
-        FOR NO KEY UPDATE SKIP LOCKED
-    ),
-    d AS (
-        UPDATE data_resources AS r SET matched_at = now()
-        FROM batch WHERE r.id = batch.id
-        RETURNING r.*
-    ),
-    new_jobs AS ({_INSERT_JOBS.replace("WORKFLOW_FILTER", "")}),
-    new_inputs AS (
-        INSERT INTO job_inputs (job_id, data_resource_id)
-        SELECT id, trigger_data_resource_id FROM new_jobs
-        ON CONFLICT DO NOTHING
-    )
-    SELECT d.id AS data_resource_id, d.seq, j.id AS job_id, j.workflow_id
-    FROM d LEFT JOIN new_jobs j ON j.trigger_data_resource_id = d.id
-    ORDER BY d.seq, j.workflow_id
-    """
-)
-
-_BACKFILL_BATCH = sa.text(
-    f"""
-    WITH d AS (
-        SELECT r.* FROM data_resources r, workflows wf
-        WHERE wf.id = :workflow_id AND r.data_type = ANY(wf.data_types) AND r.seq > :after_seq
-        ORDER BY r.seq
-        LIMIT :limit
-    ),
-    new_jobs AS ({_INSERT_JOBS.replace("WORKFLOW_FILTER", "AND w.id = :workflow_id")}),
-    new_inputs AS (
-        INSERT INTO job_inputs (job_id, data_resource_id)
-        SELECT id, trigger_data_resource_id FROM new_jobs
-        ON CONFLICT DO NOTHING
-    )
-    SELECT d.id AS data_resource_id, d.seq, j.id AS job_id, j.workflow_id
-    FROM d LEFT JOIN new_jobs j ON j.trigger_data_resource_id = d.id
-    ORDER BY d.seq
-    """
-)
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -100,16 +53,89 @@ class MatchedRow:
     workflow_id: str | None
 
 
-@dataclass(frozen=True)
-class Backfill:
-    """A workflow whose matching data resources need jobs: new, re-enabled or changed since its last backfill."""
-
-    workflow_id: str
-    updated_at: datetime
+def _make_jobs(d: sa.CTE, *, workflow_id: sa.BindParameter | None = None) -> sa.Select:
+    """A statement that makes the jobs of the data resources of CTE `d`: one for each enabled workflow that
+    accepts the data type (only `workflow_id`, when given), with the config and id every job gets
+    (store/jobs.py), and the jobs' inputs. It returns a `MatchedRow` per job made, plus one with no job for
+    each data resource that got none, in `seq` order (then by workflow, when there may be several)."""
+    w = Workflow.__table__.alias("w")
+    accepts = [w.c.enabled, d.c.data_type == sa.any_(w.c.data_types)]
+    if workflow_id is not None:
+        accepts.append(w.c.id == workflow_id)
+    rows = (
+        sa.select(
+            w.c.id,
+            job_config(w, documents=sa.func.jsonb_build_array(data_resource_document(d))),
+            sa.bindparam("max_attempts", type_=sa.Integer),
+            d.c.id,
+            sa.bindparam("created_by", type_=sa.Text),
+        )
+        .select_from(d.join(w, sa.and_(*accepts)))
+        .order_by(d.c.seq, w.c.seq)
+    )
+    new_jobs = (
+        pg_insert(Job)
+        .from_select(
+            [Job.workflow_id, Job.config, Job.max_attempts, Job.trigger_data_resource_id, Job.created_by],
+            rows,
+        )
+        .on_conflict_do_nothing(
+            index_elements=[Job.workflow_id, Job.trigger_data_resource_id],
+            index_where=Job.trigger_data_resource_id.is_not(None),
+        )
+        .returning(Job.id, Job.workflow_id, Job.trigger_data_resource_id)
+        .cte("new_jobs")
+    )
+    new_inputs = (
+        pg_insert(JobInput)
+        .from_select(
+            [JobInput.job_id, JobInput.data_resource_id],
+            sa.select(new_jobs.c.id, new_jobs.c.trigger_data_resource_id),
+        )
+        .on_conflict_do_nothing()
+        .cte("new_inputs")
+    )
+    order = (d.c.seq,) if workflow_id is not None else (d.c.seq, new_jobs.c.workflow_id)
+    return (
+        sa.select(
+            d.c.id.label("data_resource_id"),
+            d.c.seq,
+            new_jobs.c.id.label("job_id"),
+            new_jobs.c.workflow_id,
+        )
+        .select_from(d.outerjoin(new_jobs, new_jobs.c.trigger_data_resource_id == d.c.id))
+        .order_by(*order)
+        .add_cte(new_inputs)
+    )
 
 
 def _rows(result: sa.CursorResult) -> list[MatchedRow]:
     return [MatchedRow(r.data_resource_id, r.seq, r.job_id, r.workflow_id) for r in result]
+
+
+def _match_batch_statement() -> sa.Select:
+    data_resources = DataResource.__table__
+    batch = (
+        sa.select(data_resources.c.id)
+        .where(data_resources.c.matched_at.is_(None))
+        .order_by(data_resources.c.seq)
+        .limit(sa.bindparam("limit"))
+        # FOR NO KEY UPDATE (`key_share`): jobs made elsewhere (POST /jobs) only need KEY SHARE on their data
+        # resources.
+        .with_for_update(key_share=True, skip_locked=True)
+        .cte("batch")
+    )
+    d = (
+        sa.update(data_resources)
+        .where(data_resources.c.id == batch.c.id)
+        .values(matched_at=sa.func.now())
+        .returning(*data_resources.c)
+        .cte("d")
+    )
+    return _make_jobs(d)
+
+
+_MATCH_BATCH = _match_batch_statement()
 
 
 def match_new_data_resources(
@@ -127,20 +153,53 @@ def match_new_data_resources(
     return _rows(result)
 
 
+@dataclass(frozen=True)
+class Backfill:
+    """A workflow whose matching data resources need jobs: new, re-enabled or changed since its last backfill."""
+
+    workflow_id: str
+    updated_at: datetime
+
+
+_NEEDS_BACKFILL = sa.and_(
+    Workflow.enabled,
+    sa.or_(Workflow.backfilled_at.is_(None), Workflow.updated_at > Workflow.backfilled_at),
+)
+"""A workflow never backfilled, or changed since its last backfill, and enabled."""
+
+_WORKFLOWS_NEEDING_BACKFILL = (
+    sa.select(Workflow.id, Workflow.updated_at)
+    .where(_NEEDS_BACKFILL)
+    .order_by(Workflow.seq)
+    .limit(sa.bindparam("limit"))
+)
+
+
 def workflows_needing_backfill(session: Session, *, limit: int = 100) -> list[Backfill]:
     """Enabled workflows never backfilled, or changed (`updated_at`) since their last backfill."""
-    rows = session.execute(
-        sa.text(
-            """
-            SELECT id, updated_at FROM workflows
-            WHERE enabled AND (backfilled_at IS NULL OR updated_at > backfilled_at)
-            ORDER BY seq
-            LIMIT :limit
-            """
-        ),
-        {"limit": limit},
-    )
+    rows = session.execute(_WORKFLOWS_NEEDING_BACKFILL, {"limit": limit})
     return [Backfill(workflow_id=r.id, updated_at=r.updated_at) for r in rows]
+
+
+def _backfill_batch_statement() -> sa.Select:
+    data_resources = DataResource.__table__
+    wf = Workflow.__table__.alias("wf")
+    workflow_id = sa.bindparam("workflow_id", type_=sa.Text)
+    d = (
+        sa.select(data_resources)
+        .where(
+            wf.c.id == workflow_id,
+            data_resources.c.data_type == sa.any_(wf.c.data_types),
+            data_resources.c.seq > sa.bindparam("after_seq"),
+        )
+        .order_by(data_resources.c.seq)
+        .limit(sa.bindparam("limit"))
+        .cte("d")
+    )
+    return _make_jobs(d, workflow_id=workflow_id)
+
+
+_BACKFILL_BATCH = _backfill_batch_statement()
 
 
 def backfill_workflow(
@@ -165,29 +224,22 @@ def backfill_workflow(
     return _rows(result)
 
 
+# A parameter named after a column of the updated table would set it: hence `as_of`.
+_MARK_BACKFILLED = (
+    sa.update(Workflow.__table__)
+    .where(Workflow.id == sa.bindparam("workflow_id"), Workflow.updated_at == sa.bindparam("as_of"))
+    .values(backfilled_at=sa.bindparam("as_of"))
+)
+
+
 def mark_backfilled(session: Session, *, workflow_id: str, updated_at: datetime) -> bool:
     """Record that the workflow as of `updated_at` has been backfilled; False if it changed meanwhile.
 
     `backfilled_at` takes the `updated_at` the backfill started from, not the clock: a PATCH that lands
     during the backfill leaves `updated_at > backfilled_at`, so the next tick backfills again.
     """
-    result = session.execute(
-        sa.text(
-            """
-            UPDATE workflows SET backfilled_at = :updated_at
-            WHERE id = :workflow_id AND updated_at = :updated_at
-            """
-        ),
-        {"workflow_id": workflow_id, "updated_at": updated_at},
-    )
+    result = session.execute(_MARK_BACKFILLED, {"workflow_id": workflow_id, "as_of": updated_at})
     return result.rowcount == 1
-
-
-def unmatched_count(session: Session) -> int:
-    """How many data resources wait for the matcher (uses the partial index)."""
-    return session.execute(
-        sa.text("SELECT count(*) FROM data_resources WHERE matched_at IS NULL")
-    ).scalar_one()
 
 
 @dataclass(frozen=True)
@@ -208,24 +260,40 @@ class ExecutionRow:
     created_at: datetime
 
 
+def _feed(rows: sa.Select, seq: sa.ColumnElement[int]) -> sa.Select:
+    """The `:limit` first `rows` in `seq` order whose `seq` is above `:after_seq` or in `:also_seqs` (the gaps a
+    sensor's cursor awaits)."""
+    awaited = sa.bindparam("also_seqs", type_=ARRAY(sa.BigInteger))
+    return (
+        rows.where(sa.or_(seq > sa.bindparam("after_seq"), seq == sa.any_(awaited)))
+        .order_by(seq)
+        .limit(sa.bindparam("limit"))
+    )
+
+
+def _feed_rows(
+    session: Session,
+    statement: sa.Select,
+    row: Callable[..., R],
+    after_seq: int,
+    also_seqs: Sequence[int],
+    limit: int,
+) -> list[R]:
+    """What a `_feed` statement finds, each row made a `row`."""
+    found = session.execute(statement, {"after_seq": after_seq, "also_seqs": list(also_seqs), "limit": limit})
+    return [row(**r._mapping) for r in found]
+
+
+_EXECUTIONS_AFTER = _feed(
+    sa.select(*(Execution.__table__.c[field.name] for field in fields(ExecutionRow))), Execution.seq
+)
+
+
 def executions_after(
     session: Session, *, after_seq: int, also_seqs: Sequence[int] = (), limit: int
 ) -> list[ExecutionRow]:
     """Executions with `seq > after_seq`, or whose `seq` is in `also_seqs` (gaps seen earlier), in seq order."""
-    rows = session.execute(
-        sa.text(
-            """
-            SELECT id, seq, job_id, workflow_id, site_id, operation_id, status, started_at, ended_at,
-                   output_ids, details, created_at
-            FROM executions
-            WHERE seq > :after_seq OR seq = ANY(:also_seqs)
-            ORDER BY seq
-            LIMIT :limit
-            """
-        ),
-        {"after_seq": after_seq, "also_seqs": list(also_seqs), "limit": limit},
-    )
-    return [ExecutionRow(**r._mapping) for r in rows]
+    return _feed_rows(session, _EXECUTIONS_AFTER, ExecutionRow, after_seq, also_seqs, limit)
 
 
 @dataclass(frozen=True)
@@ -248,45 +316,63 @@ class OperationEnding:
     """The job ended `failed` with this operation: its last attempt."""
 
 
+_OPERATIONS_ENDED_AFTER = _feed(
+    sa.select(
+        Operation.id,
+        Operation.end_seq,
+        Operation.job_id,
+        Operation.workflow_id,
+        Operation.site_id,
+        Operation.attempt,
+        Operation.state,
+        Operation.error,
+        Operation.result_execution_id,
+        Operation.update_time.label("ended_at"),
+        Job.status.label("job_status"),
+        Job.max_attempts,
+        sa.and_(Job.status == JobStatus.FAILED.value, Operation.attempt == Job.attempts).label(
+            "job_failed_for_good"
+        ),
+    ).join(Job, Job.id == Operation.job_id),
+    Operation.end_seq,
+)
+
+
 def operations_ended_after(
     session: Session, *, after_seq: int, also_seqs: Sequence[int] = (), limit: int
 ) -> list[OperationEnding]:
     """Operations with `end_seq > after_seq`, or whose `end_seq` is in `also_seqs`, in the order they ended."""
-    rows = session.execute(
-        sa.text(
-            """
-            SELECT o.id, o.end_seq, o.job_id, o.workflow_id, o.site_id, o.attempt, o.state, o.error,
-                   o.result_execution_id, o.update_time AS ended_at, j.status AS job_status, j.max_attempts,
-                   (j.status = 'failed' AND o.attempt = j.attempts) AS job_failed_for_good
-            FROM operations o JOIN jobs j ON j.id = o.job_id
-            WHERE o.end_seq > :after_seq OR o.end_seq = ANY(:also_seqs)
-            ORDER BY o.end_seq
-            LIMIT :limit
-            """
-        ),
-        {"after_seq": after_seq, "also_seqs": list(also_seqs), "limit": limit},
-    )
-    return [OperationEnding(**r._mapping) for r in rows]
+    return _feed_rows(session, _OPERATIONS_ENDED_AFTER, OperationEnding, after_seq, also_seqs, limit)
 
 
-_FOLD_TALLY_CHANGES = sa.text(
-    """
-    WITH folded AS (DELETE FROM tally_changes RETURNING counted, n),
-         added AS (
-             INSERT INTO tallies (counted, n) SELECT counted, sum(n) FROM folded GROUP BY counted
-             ON CONFLICT (counted) DO UPDATE SET n = tallies.n + excluded.n
-         )
-    SELECT count(*) FROM folded
-    """
-)
+def _tallies_statement() -> sa.Select:
+    rows = sa.union_all(
+        sa.select(Tally.counted, Tally.n), sa.select(tally_changes.c.counted, tally_changes.c.n)
+    ).subquery()
+    return sa.select(rows.c.counted, sa.func.sum(rows.c.n)).group_by(rows.c.counted)
+
+
+_TALLIES = _tallies_statement()
 
 
 def tallies(session: Session) -> dict[str, int]:
     """Every tally (`jobs.<status>`, `executions`): the folded counts plus the changes not folded yet."""
-    changes = sa.select(tally_changes.c.counted, tally_changes.c.n)
-    rows = sa.union_all(sa.select(Tally.counted, Tally.n), changes).subquery()
-    totals = session.execute(sa.select(rows.c.counted, sa.func.sum(rows.c.n)).group_by(rows.c.counted))
-    return {counted: int(n) for counted, n in totals}
+    return {counted: int(n) for counted, n in session.execute(_TALLIES)}
+
+
+def _fold_tally_changes_statement() -> sa.Select:
+    folded = sa.delete(tally_changes).returning(tally_changes.c.counted, tally_changes.c.n).cte("folded")
+    insert = pg_insert(Tally).from_select(
+        [Tally.counted, Tally.n],
+        sa.select(folded.c.counted, sa.func.sum(folded.c.n)).group_by(folded.c.counted),
+    )
+    added = insert.on_conflict_do_update(
+        index_elements=[Tally.counted], set_={"n": Tally.n + insert.excluded.n}
+    ).cte("added")
+    return sa.select(sa.func.count()).select_from(folded).add_cte(added)
+
+
+_FOLD_TALLY_CHANGES = _fold_tally_changes_statement()
 
 
 def fold_tally_changes(session: Session) -> int:
@@ -327,14 +413,9 @@ def runtime_status(
             scalar(
                 sa.select(DataResource.created_at).where(unmatched).order_by(DataResource.seq).limit(1)
             ).label("oldest_unmatched_data_resource"),
-            scalar(
-                sa.select(count())
-                .select_from(Workflow)
-                .where(
-                    Workflow.enabled,
-                    sa.or_(Workflow.backfilled_at.is_(None), Workflow.updated_at > Workflow.backfilled_at),
-                )
-            ).label("pending_backfills"),
+            scalar(sa.select(count()).select_from(Workflow).where(_NEEDS_BACKFILL)).label(
+                "pending_backfills"
+            ),
             scalar(sa.select(count()).select_from(Operation).where(sa.not_(Operation.done))).label(
                 "open_operations"
             ),
@@ -372,7 +453,9 @@ def runtime_status(
     return status
 
 
+_OPERATIONS_BY_STATE = sa.select(Operation.state, sa.func.count()).group_by(Operation.state)
+
+
 def operations_by_state(session: Session) -> dict[str, int]:
     """How many operations are stored in each state."""
-    rows = session.execute(sa.select(Operation.state, sa.func.count()).group_by(Operation.state))
-    return {state: count for state, count in rows}
+    return {state: count for state, count in session.execute(_OPERATIONS_BY_STATE)}

@@ -15,7 +15,7 @@ from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.db import Database
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import DataResource, Execution, Job, JobInput, Operation, Workflow
-from nmdc_runtime.store import accounts
+from nmdc_runtime.store import accounts as accounts_store
 
 SHA = "a" * 64
 
@@ -23,14 +23,21 @@ SHA = "a" * 64
 @pytest.fixture
 def runtime(settings: Settings, clean_database: Database) -> RuntimeDatabase:
     """The resource the sensors take, on this run's (emptied-after-use) database."""
-    return RuntimeDatabase.from_settings(settings)
+    return RuntimeDatabase(settings)
+
+
+def unreachable(settings: Settings) -> RuntimeDatabase:
+    """A resource whose database refuses connections (nothing listens on port 9)."""
+    return RuntimeDatabase(
+        settings.model_copy(update={"database_url": "postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"})
+    )
 
 
 @pytest.fixture
 def site(clean_database: Database) -> str:
     """A data site."""
     with clean_database.session() as session:
-        accounts.create_site(session, site_id="site-d", name="Site D", capabilities=[])
+        accounts_store.create_site(session, site_id="site-d", name="Site D", capabilities=[])
     return "site-d"
 
 

@@ -11,10 +11,11 @@ from dagster import SensorEvaluationContext, SensorResult, SkipReason, build_sen
 
 from nmdc_runtime.dagster.assets import JOBS, workflow_partitions
 from nmdc_runtime.dagster.resources import RuntimeDatabase
-from nmdc_runtime.dagster.sensors import DATA_RESOURCES_SENSOR, SAMPLE_SIZE, data_resources_sensor, tick_label
+from nmdc_runtime.dagster.sensors.data_resources import DATA_RESOURCES_SENSOR, data_resources_sensor
+from nmdc_runtime.dagster.sensors.ticks import SAMPLE_SIZE, tick_label
 from nmdc_runtime.models import DataResource, Job, Workflow
 from nmdc_runtime.schemas.data import DataResourceRead
-from tests.dagster.conftest import job_inputs, jobs, pairs, tick
+from tests.dagster.conftest import job_inputs, jobs, pairs, tick, unreachable
 
 
 def _cursor(result) -> dict:
@@ -228,13 +229,13 @@ def test_a_workflow_changed_again_is_backfilled_again_without_duplicates(
 def test_batches_and_tick_budget(clean_database, settings, make_workflow, make_data_resources):
     make_workflow("wf-1", ["metagenome"])
     drs = make_data_resources("metagenome", n=7)
-    small = RuntimeDatabase.from_settings(settings, batch_size=2)
+    small = RuntimeDatabase(settings, batch_size=2)
     tick(data_resources_sensor, small)
     assert len(jobs(clean_database)) == 7
 
     # A budget spent at once: each tick still runs one batch, and the backfill resumes where the last stopped.
     make_workflow("wf-2", ["metagenome"])
-    hurried = RuntimeDatabase.from_settings(settings, batch_size=2, tick_budget_seconds=1e-9)
+    hurried = RuntimeDatabase(settings, batch_size=2, tick_budget_seconds=1e-9)
     cursor = None
     made = []
     for _ in range(3):
@@ -258,7 +259,7 @@ def test_big_batches_name_a_bounded_sample(runtime, clean_database, make_workflo
 
 def test_database_outage_fails_the_tick(settings, clean_database):
     # Port 9 (discard) refuses connections: the tick must raise, not report "nothing new".
-    down = RuntimeDatabase.from_settings(settings, url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc")
+    down = unreachable(settings)
     with pytest.raises(sa.exc.OperationalError):
         tick(data_resources_sensor, down)
 
@@ -290,7 +291,7 @@ def test_an_error_mid_tick_fails_it_but_records_the_committed_batches(
             )
         )
     try:
-        runtime = RuntimeDatabase.from_settings(settings, batch_size=2)
+        runtime = RuntimeDatabase(settings, batch_size=2)
         with (
             instance_for_test() as instance,
             build_sensor_context(instance=instance, resources={"runtime": runtime}) as context,
@@ -304,7 +305,7 @@ def test_an_error_mid_tick_fails_it_but_records_the_committed_batches(
         with clean_database.engine.begin() as conn:
             conn.execute(sa.text("DROP TRIGGER fail_job ON jobs; DROP FUNCTION fail_job()"))
     # The failed batch rolled back: its data resource is still unmatched, and the next tick makes its job.
-    tick(data_resources_sensor, RuntimeDatabase.from_settings(settings))
+    tick(data_resources_sensor, RuntimeDatabase(settings))
     assert pairs(clean_database) == sorted(("wf-1", dr) for dr in drs)
 
 

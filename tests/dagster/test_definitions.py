@@ -10,14 +10,11 @@ from nmdc_runtime import config
 from nmdc_runtime.dagster.assets import runtime_status
 from nmdc_runtime.dagster.checks import SPECS
 from nmdc_runtime.dagster.resources import RuntimeDatabase
-from nmdc_runtime.dagster.sensors import (
-    DATA_RESOURCES_SENSOR,
-    EXECUTIONS_SENSOR,
-    OPERATIONS_REAPER,
-    OPERATIONS_SENSOR,
-    RUNTIME_HEALTH,
-    data_resources_sensor,
-)
+from nmdc_runtime.dagster.sensors.data_resources import DATA_RESOURCES_SENSOR, data_resources_sensor
+from nmdc_runtime.dagster.sensors.executions import EXECUTIONS_SENSOR
+from nmdc_runtime.dagster.sensors.health import RUNTIME_HEALTH
+from nmdc_runtime.dagster.sensors.operations import OPERATIONS_SENSOR
+from nmdc_runtime.dagster.sensors.reaper import OPERATIONS_REAPER
 from nmdc_runtime.definitions import defs
 from tests.dagster.conftest import tick
 
@@ -55,7 +52,10 @@ def test_settings_reach_the_sensor_interval_and_the_thresholds(monkeypatch):
         health = next(s for s in loaded.get_repository_def().sensor_defs if s.name == RUNTIME_HEALTH)
         assert health.minimum_interval_seconds == 5
         resource = loaded.resources["runtime"]
-        assert (resource.check_failed_operations_share, resource.check_unclaimed_job_seconds) == (0.5, 77)
+        assert (
+            resource.settings.check_failed_operations_share,
+            resource.settings.check_unclaimed_job_seconds,
+        ) == (0.5, 77)
     finally:
         monkeypatch.undo()
         config.get_settings.cache_clear()

@@ -10,11 +10,11 @@ import sqlalchemy as sa
 from dagster import SensorResult, SkipReason
 
 from nmdc_runtime.dagster.assets import EXECUTIONS
-from nmdc_runtime.dagster.resources import RuntimeDatabase
-from nmdc_runtime.dagster.sensors import GAP_WINDOW, executions_sensor, next_seq_cursor
+from nmdc_runtime.dagster.sensors.executions import executions_sensor
+from nmdc_runtime.dagster.sensors.ticks import GAP_WINDOW, next_seq_cursor
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import Execution, Job
-from tests.dagster.conftest import tick
+from tests.dagster.conftest import tick, unreachable
 
 
 @pytest.fixture
@@ -107,5 +107,5 @@ def test_database_outage_fails_the_tick(settings):
     with pytest.raises(sa.exc.OperationalError):
         tick(
             executions_sensor,
-            RuntimeDatabase.from_settings(settings, url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"),
+            unreachable(settings),
         )

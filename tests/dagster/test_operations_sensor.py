@@ -10,13 +10,12 @@ import sqlalchemy as sa
 from dagster import SensorResult, SkipReason, TextMetadataValue
 
 from nmdc_runtime.dagster.assets import OPERATIONS, workflow_partitions
-from nmdc_runtime.dagster.resources import RuntimeDatabase
-from nmdc_runtime.dagster.sensors import ERROR_TEXT_CHARS, operations_sensor
+from nmdc_runtime.dagster.sensors.operations import ERROR_TEXT_CHARS, operations_sensor
 from nmdc_runtime.domain.operations import finish_operation
 from nmdc_runtime.domain.states import OperationState
 from nmdc_runtime.models import Job, Operation
 from nmdc_runtime.services.maintenance import reap_lapsed_leases
-from tests.dagster.conftest import claimed_job, tick
+from tests.dagster.conftest import claimed_job, tick, unreachable
 
 RETENTION = 3600
 
@@ -174,5 +173,5 @@ def test_database_outage_fails_the_tick(settings):
     with pytest.raises(sa.exc.OperationalError):
         tick(
             operations_sensor,
-            RuntimeDatabase.from_settings(settings, url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"),
+            unreachable(settings),
         )

@@ -11,12 +11,12 @@ from dagster import AssetCheckKey, AssetCheckSeverity, AssetSelection, SensorRes
 from nmdc_runtime.dagster.assets import JOBS, OPERATIONS, RUNTIME_STATUS, external_assets, runtime_status
 from nmdc_runtime.dagster.checks import SPECS, runtime_health_checks
 from nmdc_runtime.dagster.resources import RuntimeDatabase
-from nmdc_runtime.dagster.sensors import runtime_health_sensor
+from nmdc_runtime.dagster.sensors.health import runtime_health_sensor
 from nmdc_runtime.domain.operations import finish_operation
 from nmdc_runtime.domain.states import OperationState
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import DataResource, Job
-from tests.dagster.conftest import claimed_job, tick
+from tests.dagster.conftest import claimed_job, tick, unreachable
 
 runtime_health = runtime_health_sensor(60)
 
@@ -75,7 +75,8 @@ def test_a_lease_lapsed_past_the_grace_and_not_reaped_is_red(runtime, clean_data
 
     with clean_database.session() as session:
         claimed_job(
-            session, lease_expire_time=now - timedelta(seconds=runtime.check_lapsed_lease_seconds + 30)
+            session,
+            lease_expire_time=now - timedelta(seconds=runtime.settings.check_lapsed_lease_seconds + 30),
         )
     status, checks = _run(runtime)
     assert _failing(checks) == {"lapsed_leases_reaped"}
@@ -87,9 +88,11 @@ def test_a_lease_lapsed_past_the_grace_and_not_reaped_is_red(runtime, clean_data
 def test_old_unclaimed_jobs_and_waiting_data_resources_are_red(
     clean_database, settings, world, make_data_resources
 ):
-    # Thresholds are the resource's fields (the settings, under the daemon).
-    runtime = RuntimeDatabase.from_settings(
-        settings, check_unclaimed_job_seconds=3600, check_unmatched_data_resource_seconds=120
+    # Thresholds are the settings the resource carries.
+    runtime = RuntimeDatabase(
+        settings.model_copy(
+            update={"check_unclaimed_job_seconds": 3600, "check_unmatched_data_resource_seconds": 120}
+        )
     )
     long_ago = datetime.now(UTC) - timedelta(hours=2)
     (dr,) = make_data_resources("metagenome")
@@ -176,5 +179,5 @@ def test_database_outage_fails_the_tick(settings):
     with pytest.raises(sa.exc.OperationalError):
         tick(
             runtime_health,
-            RuntimeDatabase.from_settings(settings, url="postgresql+psycopg2://nmdc@127.0.0.1:9/nmdc"),
+            unreachable(settings),
         )

@@ -24,7 +24,7 @@ import pytest
 
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
-from nmdc_runtime.services import accounts as account_services
+from nmdc_runtime.services import accounts as accounts_service
 from nmdc_site.client import NmdcClient, Operation
 from nmdc_site.files import FileServer
 from tests.integration.conftest import ADMIN_PASSWORD, make_site
@@ -52,7 +52,7 @@ class World:
     def __init__(self, api_url: str, database: Database) -> None:
         self.api_url = api_url
         with database.session() as session:
-            account_services.create_user(
+            accounts_service.create_user(
                 session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
             )
         self.admin = NmdcClient(api_url, username="admin", password=ADMIN_PASSWORD)

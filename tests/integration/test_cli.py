@@ -195,7 +195,9 @@ def test_credentials_lifecycle_on_the_command_line(url_env, clean_database):
 
 
 def test_staff_commands_make_and_list_workflows_sites_jobs_and_operations(url_env, clean_database, settings):
-    from nmdc_runtime.services import catalog, claims, operations
+    from nmdc_runtime.services import catalog as catalog_service
+    from nmdc_runtime.services import claims as claims_service
+    from nmdc_runtime.services import operations as operations_service
 
     assert run_cli(["--version"], url_env).stdout.startswith("nmdc-runtime ")
     made = run_cli(
@@ -238,7 +240,7 @@ def test_staff_commands_make_and_list_workflows_sites_jobs_and_operations(url_en
         )
     policy = settings.policy()
     with clean_database.sessionmaker() as session:
-        first = catalog.create_job(
+        first = catalog_service.create_job(
             session,
             workflow_id="stats",
             data_resource_ids=["dr-1"],
@@ -246,7 +248,7 @@ def test_staff_commands_make_and_list_workflows_sites_jobs_and_operations(url_en
             max_attempts=3,
             created_by="t",
         )
-        catalog.create_job(
+        catalog_service.create_job(
             session,
             workflow_id="stats",
             data_resource_ids=["dr-1"],
@@ -254,7 +256,7 @@ def test_staff_commands_make_and_list_workflows_sites_jobs_and_operations(url_en
             max_attempts=3,
             created_by="t",
         )
-        claim = claims.claim_job(session, job_id=first.id, site_id="site-e", policy=policy)
+        claim = claims_service.claim_job(session, job_id=first.id, site_id="site-e", policy=policy)
     unclaimed = json.loads(run_cli(["jobs", "list", "--status", "unclaimed", "--json"], url_env).stdout)
     assert len(unclaimed) == 1 and unclaimed[0]["config"]["threads"] == 2
     assert len(json.loads(run_cli(["jobs", "list", "--json", "--limit", "1"], url_env).stdout)) == 1
@@ -264,7 +266,7 @@ def test_staff_commands_make_and_list_workflows_sites_jobs_and_operations(url_en
     assert (open_op["id"], open_op["done"]) == (claim.operation.id, False)
     assert (open_op["metadata"]["state"], open_op["metadata"]["job_id"]) == ("running", first.id)
     with clean_database.sessionmaker() as session:
-        operations.patch_operation(
+        operations_service.patch_operation(
             session,
             op_id=claim.operation.id,
             principal=Principal(kind="site_client", name="c", site_id="site-e"),

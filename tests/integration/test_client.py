@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
-from nmdc_runtime.services import accounts as account_services
+from nmdc_runtime.services import accounts as accounts_service
 from nmdc_site import __version__
 from nmdc_site.client import (
     Conflict,
@@ -39,7 +39,7 @@ FAST = RetryPolicy(attempts=4, initial=0.01, maximum=0.02)
 @pytest.fixture
 def admin(client: TestClient, clean_database: Database) -> NmdcClient:
     with clean_database.session() as session:
-        account_services.create_user(
+        accounts_service.create_user(
             session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
         )
     return NmdcClient(http=client, username="admin", password=ADMIN_PASSWORD)
@@ -217,7 +217,7 @@ def test_the_server_receives_the_user_agent_and_a_claim_body_only_when_a_lease_i
         return await call_next(request)
 
     with clean_database.session() as session:
-        account_services.create_user(
+        accounts_service.create_user(
             session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
         )
     creds = make_site(clean_database, "site-e")

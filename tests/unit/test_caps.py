@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from nmdc_runtime.domain import executions as rules
+from nmdc_runtime.domain import executions as executions_rules
 from nmdc_runtime.domain.caps import check_cap, json_size
 from nmdc_runtime.domain.errors import InvalidInput
 
@@ -38,25 +38,25 @@ def test_a_change_that_leaves_an_object_over_a_cap_no_bigger_is_accepted():
 
 
 def test_new_execution_details_are_capped_in_keys_and_bytes():
-    rules.check_details({f"k{i}": i for i in range(rules.MAX_DETAILS_KEYS)})
+    executions_rules.check_details({f"k{i}": i for i in range(executions_rules.MAX_DETAILS_KEYS)})
     with pytest.raises(InvalidInput) as caught:
-        rules.check_details({f"k{i}": i for i in range(rules.MAX_DETAILS_KEYS + 1)})
+        executions_rules.check_details({f"k{i}": i for i in range(executions_rules.MAX_DETAILS_KEYS + 1)})
     assert caught.value.details["field"] == "details"
-    fits = "x" * (rules.MAX_DETAILS_BYTES - len('{"log":""}'))
-    rules.check_details({"log": fits})
+    fits = "x" * (executions_rules.MAX_DETAILS_BYTES - len('{"log":""}'))
+    executions_rules.check_details({"log": fits})
     with pytest.raises(InvalidInput):
-        rules.check_details({"log": fits + "x"})
+        executions_rules.check_details({"log": fits + "x"})
 
 
 def test_corrections_are_capped_on_the_merge_and_may_always_shrink():
-    half = "x" * (rules.MAX_DETAILS_BYTES // 2)
-    stored = rules.merged_details({}, {"a": half})
+    half = "x" * (executions_rules.MAX_DETAILS_BYTES // 2)
+    stored = executions_rules.merged_details({}, {"a": half})
     # Each correction is small enough; the merge is not.
     with pytest.raises(InvalidInput) as caught:
-        rules.merged_details(stored, {"b": half})
+        executions_rules.merged_details(stored, {"b": half})
     assert caught.value.details["field"] == "details"
-    assert rules.merged_details(stored, {"a": None, "b": half}) == {"b": half}
+    assert executions_rules.merged_details(stored, {"a": None, "b": half}) == {"b": half}
     over = {"a": half, "b": half, "c": half}
-    assert rules.merged_details(over, {"c": None}) == {"a": half, "b": half}
+    assert executions_rules.merged_details(over, {"c": None}) == {"a": half, "b": half}
     with pytest.raises(InvalidInput):
-        rules.merged_details(over, {"d": 1})
+        executions_rules.merged_details(over, {"d": 1})
