@@ -350,7 +350,7 @@ def run(settings: Settings, *, verbose: bool = False) -> int:
     finally:
         readiness.close()
         for name, proc in reversed(children.items()):
-            stop_group(proc, name=name)
+            stop_group(proc, name=name, leader_first=name == "dagster")
         for relay in relays:
             # The children have exited; what they wrote last is still to be copied.
             relay.join(timeout=5)
