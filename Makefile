@@ -30,12 +30,14 @@ TEST_WORKERS ?= 2
 test: install tools
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-# Two tests use Debian's packages: the benchmark's smoke test (tests/e2e/test_bench_smoke.py) drives the API with
-# wrk, and tests/integration/test_metrics.py checks /metrics with promtool (package prometheus). Each is installed
-# here when it is missing and this is a Debian machine run as root; elsewhere its test is skipped and says why.
+# Some tests use Debian's packages: the benchmark's smoke test (tests/e2e/test_bench_smoke.py) drives the API with
+# wrk, tests/integration/test_metrics.py checks /metrics with promtool (package prometheus), and the browser tests
+# (tests/e2e/test_staff_view.py, test_api_docs_offline.py) drive chromium. Each is installed here when it is
+# missing and this is a Debian machine run as root; elsewhere its tests are skipped and say why.
 tools:
 	@$(call debian_tool,wrk,wrk,the benchmark's smoke test)
 	@$(call debian_tool,promtool,prometheus,the promtool check of /metrics)
+	@$(call debian_tool,chromium,chromium,the browser tests)
 
 # $(call debian_tool,COMMAND,PACKAGE,TEST): install PACKAGE unless COMMAND is there (apt-get update only if needed).
 define debian_tool
