@@ -207,7 +207,10 @@ def sites_create(
     typer.echo(json.dumps({"site_id": site_id, "client_id": client.client_id, "client_secret": secret}))
 
 
-@sites_app.command("clients", help=_list_help("a site's client credentials (never secrets)", SiteClientRead))
+@sites_app.command(
+    "clients",
+    help=_list_help("a site's client credentials, revoked ones too (never a secret)", SiteClientRead),
+)
 def sites_clients(
     site_id: str, as_json: Annotated[bool, JSON_OPTION] = False, limit: Annotated[int, LIMIT_OPTION] = 1000
 ) -> None:
@@ -319,7 +322,7 @@ def _cell(value: object) -> str:
     if isinstance(value, list):
         return ", ".join(_cell(item) for item in value)
     text = json.dumps(value) if isinstance(value, bool | dict) else str(value)
-    return " ".join(text.split("\t")).replace("\r", " ").replace("\n", " ")
+    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
 
 
 def _print(model, rows: list, as_json: bool) -> None:
