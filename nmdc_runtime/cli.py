@@ -467,7 +467,7 @@ def operations_list(
     limit: Annotated[int, LIMIT_OPTION] = 1000,
 ) -> None:
     # The API's own presenter: the same Operation as GET /operations/{id}, results in full.
-    from api import presenters
+    from nmdc_runtime import presenters
     from nmdc_runtime.store import operations as operations_store
 
     rows = _rows(

@@ -309,7 +309,9 @@ def test_an_input_that_cannot_be_fetched_ends_the_operation_unavailable(world: W
     assert op.error.code == "UNAVAILABLE" and "could not be fetched" in op.error.message
     # What the data site answered stays in the agent's own log (the message names the input: its random id
     # may hold the digits 404 anywhere, so the message is compared whole).
-    assert op.error.message == f"input {resource.id} could not be fetched: the data site answered with an error"
+    assert (
+        op.error.message == f"input {resource.id} could not be fetched: the data site answered with an error"
+    )
 
 
 def test_a_failing_command_posts_a_failed_execution_and_an_error(world: World, tmp_path: Path, served):
