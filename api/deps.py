@@ -21,8 +21,9 @@ from nmdc_runtime.db import Database
 from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.grants import GrantKeys
-from nmdc_runtime.schemas.common import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageParams
-from nmdc_runtime.store.pages import ScopedPage, decode_page_token, page_scope
+from nmdc_runtime.schemas.common import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from nmdc_runtime.store import pages as pages_store
+from nmdc_runtime.store.pages import PageParams, ScopedPage
 
 
 class _BearerToken(OAuth2):
@@ -203,8 +204,8 @@ async def _page(
                 for name in unknown
             ]
         )
-    scope = page_scope(request.url.path, request.query_params.multi_items())
-    after = decode_page_token(page_token, scope) if page_token else None
+    scope = pages_store.page_scope(request.url.path, request.query_params.multi_items())
+    after = pages_store.decode_page_token(page_token, scope) if page_token else None
     return ScopedPage(size=min(max_page_size, MAX_PAGE_SIZE), after=after, scope=scope)
 
 

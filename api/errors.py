@@ -12,20 +12,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
 
-from nmdc_runtime.domain import errors
+from nmdc_runtime.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, RuntimeDomainError
 from nmdc_runtime.schemas.common import MAX_JSON_DEPTH
 
 log = logging.getLogger("nmdc_runtime.api")
 
-STATUS_BY_ERROR: list[tuple[type[errors.RuntimeDomainError], int]] = [
-    (errors.InvalidInput, 422),
-    (errors.NotFound, 404),
-    (errors.Forbidden, 403),
-    (errors.Conflict, 409),
+STATUS_BY_ERROR: list[tuple[type[RuntimeDomainError], int]] = [
+    (InvalidInput, 422),
+    (NotFound, 404),
+    (Forbidden, 403),
+    (Conflict, 409),
 ]
 
 
-def status_of(exc: errors.RuntimeDomainError) -> int:
+def status_of(exc: RuntimeDomainError) -> int:
     """The HTTP status for a domain error (the first matching class wins)."""
     for cls, status in STATUS_BY_ERROR:
         if isinstance(exc, cls):
@@ -39,8 +39,8 @@ def invalid_input(loc: list[str | int], message: str, kind: str = "value_error")
     return JSONResponse({"detail": [{"loc": loc, "msg": message, "type": kind}]}, status_code=422)
 
 
-async def _domain_error(_request: Request, exc: errors.RuntimeDomainError) -> JSONResponse:
-    if isinstance(exc, errors.InvalidInput) and "field" in exc.details:
+async def _domain_error(_request: Request, exc: RuntimeDomainError) -> JSONResponse:
+    if isinstance(exc, InvalidInput) and "field" in exc.details:
         return invalid_input([exc.details.get("location", "query"), exc.details["field"]], exc.message)
     return JSONResponse({"detail": exc.message}, status_code=status_of(exc))
 
@@ -129,6 +129,6 @@ def install(app: FastAPI) -> None:
     """Register the handlers on an app."""
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(ValueError, _unstorable_text)
-    app.add_exception_handler(errors.RuntimeDomainError, _domain_error)
+    app.add_exception_handler(RuntimeDomainError, _domain_error)
     app.add_exception_handler(sa_exc.DBAPIError, _database_refused)
     app.add_exception_handler(sa_exc.TimeoutError, _database_unavailable)

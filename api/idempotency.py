@@ -1,18 +1,20 @@
-"""The `Idempotency-Key` header and the answer of an idempotent POST (the SQL is in store/idempotency.py).
+"""The `Idempotency-Key` header, and the answer of an idempotent POST (the key rows are in
+store/idempotency.py, the once-only run in services/transactions.py).
 
-A route reads the header, hands the service an `idempotent_request(...)`, and answers with `respond(outcome)`.
+A route reads the header, hands the service an `idempotent_request(...)`, and answers with `respond(...)`: 201
+and what was created, also for a repeat, which says so in `Idempotent-Replayed: true`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Header
-from fastapi.responses import JSONResponse
+from fastapi import Header, Response
 from pydantic import BaseModel
 
+from api.presenters import json_response
 from nmdc_runtime.domain.principals import Principal
-from nmdc_runtime.store.idempotency import MAX_KEY_LENGTH, IdempotentRequest, Outcome
+from nmdc_runtime.store.idempotency import MAX_KEY_LENGTH, IdempotentRequest
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -21,7 +23,8 @@ IdempotencyKeyHeader = Annotated[
         min_length=1,
         max_length=MAX_KEY_LENGTH,
         pattern=r"^[\x21-\x7e]+$",
-        description="Repeats with the same key (same caller, same body) get the first answer and create nothing.",
+        description="Repeats with the same key (same caller, same body) get what the first one created, "
+        "and create nothing.",
     ),
 ]
 """The optional `Idempotency-Key` request header: 1-255 printable ASCII characters."""
@@ -32,13 +35,16 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 def idempotent_request(
     principal: Principal, key: str | None, endpoint: str, body: BaseModel
 ) -> IdempotentRequest:
-    """The request as `store.idempotency.run_once` fingerprints it: caller, key, endpoint and body."""
+    """The request as `store.idempotency` fingerprints it: caller, key, endpoint and body."""
     return IdempotentRequest(
         principal=principal.key, key=key, endpoint=endpoint, payload=body.model_dump(mode="json")
     )
 
 
-def respond(outcome: Outcome) -> JSONResponse:
-    """The HTTP answer for an outcome; a replayed one says so in the `Idempotent-Replayed` header."""
-    headers = {REPLAYED_HEADER: "true"} if outcome.replayed else None
-    return JSONResponse(outcome.body, status_code=outcome.status_code, headers=headers)
+def respond(created: BaseModel, *, replayed: bool) -> Response:
+    """201 and what the request (or, for a repeat, the first request with its key) created; a repeat says so
+    in the `Idempotent-Replayed` header."""
+    response = json_response(created, status_code=201)
+    if replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    return response

@@ -23,7 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from nmdc_runtime.db import Database
 from nmdc_runtime.domain.principals import Principal
-from nmdc_runtime.store import accounts
+from nmdc_runtime.store import accounts as accounts_store
 
 log = logging.getLogger("nmdc_runtime.api")
 
@@ -54,7 +54,7 @@ class Revocations:
         """Read the list from the database (blocking: call it from a thread)."""
         since = datetime.now(UTC) - timedelta(seconds=self.token_lifetime_seconds) - _SLACK
         with self.database.sessionmaker() as session:
-            clients, sites, users = accounts.refused_principals(session, revoked_since=since)
+            clients, sites, users = accounts_store.refused_principals(session, revoked_since=since)
         self.clients, self.sites, self.users = clients, sites, users
         self.loaded_at = time.monotonic()
 

@@ -18,12 +18,12 @@ import psycopg2
 import psycopg2.extras
 import psycopg2.pool
 
-from nmdc_runtime.store import operations
+from nmdc_runtime.store import operations as operations_store
 
 # What the API's claim sends for an unclaimed job (nmdc_runtime/services/claims.py, `_claim_unclaimed`), in
 # autocommit as there: the store's own two statements, as compiled for psycopg2.
-_JOB_AND_TERMS = operations._JOB_AND_TERMS
-_CLAIM_AS_SEEN = operations._CLAIM_AS_SEEN
+_JOB_AND_TERMS = operations_store._JOB_AND_TERMS
+_CLAIM_AS_SEEN = operations_store._CLAIM_AS_SEEN
 
 
 def claim(connection, job_id: str, site_id: str) -> dict | None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from nmdc_runtime.db import Database
-from nmdc_runtime.store import pipeline
+from nmdc_runtime.store import pipeline as pipeline_store
 
 # Finished jobs as a long-running system holds them: their operations are past retention and deleted.
 _ADD_JOBS = sa.text(
@@ -119,7 +119,7 @@ def runtime_status_ms(database: Database) -> float:
     """How long the health figures take to read (`runtime_status`: each minute, and at each metrics scrape)."""
     started = time.perf_counter()
     with database.session() as session:
-        pipeline.runtime_status(session, now=datetime.now(UTC))
+        pipeline_store.runtime_status(session, now=datetime.now(UTC))
     return (time.perf_counter() - started) * 1000
 
 

@@ -33,9 +33,9 @@ from bench.scenarios import World, make_world
 from nmdc_runtime.db import database_name, libpq_url, with_database
 from nmdc_runtime.models import Job
 from nmdc_runtime.processes import free_port, stop_group
-from nmdc_runtime.schemas.common import DEFAULT_PAGE_SIZE, PageParams
+from nmdc_runtime.schemas.common import DEFAULT_PAGE_SIZE
 from nmdc_runtime.store.jobs import claimable_page_query
-from nmdc_runtime.store.pages import encode_page_token, page_query, page_scope
+from nmdc_runtime.store.pages import PageParams, encode_page_token, page_query, page_scope
 from nmdc_runtime.store.rules import claimable_by
 
 CLAIM_CONNECTIONS = 16

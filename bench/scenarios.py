@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from bench.devstack import DevStack
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import DataResource, Job, Workflow
-from nmdc_runtime.services import accounts as account_services
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import accounts as accounts_service
+from nmdc_runtime.store import accounts as accounts_store
 
 SHA = "c" * 64
 
@@ -49,8 +49,8 @@ def make_world(stack: DevStack, tag: str, capability: str = "bench") -> World:
         sites = {}
         for role, caps in (("d", []), ("e", [capability])):
             site_id = f"bench-{tag}-{role}"
-            accounts.create_site(session, site_id=site_id, name=site_id, capabilities=caps)
-            sites[role] = account_services.generate_credentials(session, site_id=site_id, actor="bench")
+            accounts_store.create_site(session, site_id=site_id, name=site_id, capabilities=caps)
+            sites[role] = accounts_service.generate_credentials(session, site_id=site_id, actor="bench")
         session.add(
             Workflow(
                 id=f"wf-{data_type}",

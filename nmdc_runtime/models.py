@@ -297,7 +297,7 @@ class Execution(Base):
 
 
 class IdempotencyKey(Base):
-    """The first response to a POST sent with an `Idempotency-Key`, replayed to repeats."""
+    """What the first POST sent with an `Idempotency-Key` created, as it was, given again to repeats."""
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (Index(None, "created_at"),)
@@ -306,8 +306,9 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     endpoint: Mapped[str] = mapped_column(Text)
     request_hash: Mapped[str] = mapped_column(Text)
-    status_code: Mapped[int] = mapped_column(Integer)
-    response: Mapped[dict[str, Any]] = mapped_column()
+    # The rows the first request created, as documents (`store.idempotency.row_document`); NULL only inside
+    # that request's own transaction.
+    created: Mapped[Any | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _now()
 
 

@@ -6,10 +6,11 @@ from fastapi import APIRouter, Response
 
 from api.deps import AdminPrincipal, PolicyDep, SessionDep, SitePrincipal
 from api.metrics import CLAIM_LATENCY
-from api.presenters import json_response, present_operation
-from nmdc_runtime.schemas.data import ClaimRequest, JobRead
+from api.presenters import json_response
+from nmdc_runtime.presenters import present_operation
+from nmdc_runtime.schemas.data import ClaimRequest, JobRead, ReleaseRequest
 from nmdc_runtime.schemas.operations import OperationRead
-from nmdc_runtime.services import claims
+from nmdc_runtime.services import claims as claims_service
 
 router = APIRouter(tags=["jobs"])
 
@@ -49,7 +50,7 @@ def claim_job(
     `{"lease_seconds": N}` asks for a shorter one (longer than the workflow allows: 422). Every heartbeat
     renews it by the operation's own `lease_seconds`.
     """
-    claim = claims.claim_job(
+    claim = claims_service.claim_job(
         session,
         job_id=job_id,
         site_id=principal.site_id,
@@ -74,17 +75,37 @@ def claim_job(
 def cancel_job(job_id: str, session: SessionDep, policy: PolicyDep, _: AdminPrincipal) -> JobRead:
     """Cancel a job (admin): it becomes `canceled` for good; its active operation gets `cancel_requested`
     (or ends at once when its lease has lapsed). Canceling a canceled job changes nothing."""
-    return JobRead.model_validate(claims.cancel_job(session, job_id=job_id, policy=policy))
+    return JobRead.model_validate(claims_service.cancel_job(session, job_id=job_id, policy=policy))
 
 
 @router.post(
     "/jobs/{job_id}:release",
     response_model=JobRead,
-    responses={404: {"description": "Unknown job, or the caller holds no active claim on it"}},
+    responses={
+        404: {"description": "Unknown job, or the caller holds no active claim on it"},
+        422: {"description": "A reason code other than SITE_FAULT and SHUTDOWN, a message too long"},
+    },
 )
-def release_job(job_id: str, session: SessionDep, policy: PolicyDep, principal: SitePrincipal) -> JobRead:
+def release_job(
+    job_id: str,
+    session: SessionDep,
+    policy: PolicyDep,
+    principal: SitePrincipal,
+    body: ReleaseRequest | None = None,
+) -> JobRead:
     """Give a claimed job back (the holding site): its operation ends `canceled` (error `CANCELLED`), the job
-    returns to `unclaimed`, and the release is not a failed attempt."""
+    returns to `unclaimed`, and the release is not a failed attempt.
+
+    An optional body `{"reason": {"code", "message"}}` says why: `SITE_FAULT` (the failure was the site's own:
+    its configuration, its resources) or `SHUTDOWN` (a graceful give-back, as no body); it is kept as the
+    operation's `error.details.reason`.
+    """
     return JobRead.model_validate(
-        claims.release_job(session, job_id=job_id, site_id=principal.site_id, policy=policy)
+        claims_service.release_job(
+            session,
+            job_id=job_id,
+            site_id=principal.site_id,
+            policy=policy,
+            reason=body.reason.model_dump(mode="json") if body else None,
+        )
     )

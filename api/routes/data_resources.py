@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query, Response
 
 from api.deps import (
     CurrentPrincipal,
@@ -19,8 +18,9 @@ from api.deps import (
 from api.idempotency import IdempotencyKeyHeader, idempotent_request, respond
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.data import AccessUrl, DataResourceCreate, DataResourceRead
-from nmdc_runtime.services import catalog, grants
-from nmdc_runtime.store import data_resources
+from nmdc_runtime.services import catalog as catalog_service
+from nmdc_runtime.services import grants as grants_service
+from nmdc_runtime.store import data_resources as data_resources_store
 
 router = APIRouter(tags=["data resources"])
 
@@ -36,21 +36,21 @@ def create_data_resource(
     session: SessionDep,
     principal: SitePrincipal,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> JSONResponse:
+) -> Response:
     """Register a data resource hosted by the calling site (site clients only).
 
     `site_id` is the caller's site. With an `Idempotency-Key` header, a repeat by the same caller with the
-    same body gets the first answer (status and body, plus `Idempotent-Replayed: true`) and creates nothing;
+    same body gets the data resource the first registered (201, plus `Idempotent-Replayed: true`) and creates
+    nothing;
     the same key with a different body is refused with 422, since the key was meant for another request.
     """
-    outcome = catalog.register_data_resource(
+    registered = catalog_service.register_data_resource(
         session,
         site_id=principal.site_id,
         fields=body.model_dump(),
         request=idempotent_request(principal, idempotency_key, "POST /data_resources", body),
-        present=lambda row: DataResourceRead.model_validate(row).model_dump(mode="json"),
     )
-    return respond(outcome)
+    return respond(DataResourceRead.model_validate(registered.value), replayed=registered.replayed)
 
 
 @router.get("/data_resources", response_model=Page[DataResourceRead])
@@ -62,7 +62,9 @@ def list_data_resources(
     data_type: Annotated[str | None, Query(max_length=64, description="Of this data type.")] = None,
 ) -> Page[DataResourceRead]:
     """Data resources, in registration order."""
-    rows, token = data_resources.list_data_resources(session, page=page, site_id=site_id, data_type=data_type)
+    rows, token = data_resources_store.list_data_resources(
+        session, page=page, site_id=site_id, data_type=data_type
+    )
     return Page[DataResourceRead](
         resources=[DataResourceRead.model_validate(row) for row in rows], next_page_token=token
     )
@@ -74,7 +76,7 @@ def get_data_resource(
 ) -> DataResourceRead:
     """One data resource."""
     return DataResourceRead.model_validate(
-        data_resources.get_data_resource(session, data_resource_id=data_resource_id)
+        data_resources_store.get_data_resource(session, data_resource_id=data_resource_id)
     )
 
 
@@ -103,7 +105,7 @@ def access_data_resource(
     keys, whose public halves `GET /.well-known/jwks.json` publishes, and expire within five minutes; the data
     site checks them when a download starts.
     """
-    grant = grants.grant_access(
+    grant = grants_service.grant_access(
         session,
         data_resource_id=data_resource_id,
         principal=principal,

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Response
 
 from api.deps import CurrentPrincipal, PageDep, PolicyDep, ReadSessionDep, SessionDep, SitePrincipal
 from api.idempotency import IdempotencyKeyHeader, idempotent_request, respond
-from api.presenters import present_execution, present_executions
+from nmdc_runtime.presenters import present_execution, present_executions
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.executions import ExecutionCreate, ExecutionRead, ExecutionUpdate
-from nmdc_runtime.services import executions as services
-from nmdc_runtime.store import executions as store
-from nmdc_runtime.store.jobs import get_job
+from nmdc_runtime.services import executions as executions_service
+from nmdc_runtime.store import executions as executions_store
+from nmdc_runtime.store import jobs as jobs_store
 
 router = APIRouter(tags=["executions"])
 
@@ -39,14 +38,14 @@ def create_execution(
     policy: PolicyDep,
     principal: SitePrincipal,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> JSONResponse:
+) -> Response:
     """Record what the calling site did under its active claim on the job (`operation_id` names the claim).
 
     Each output is registered, in the same transaction, as a data resource of the calling site made by this
     execution, so it can trigger the next workflow. Honours `Idempotency-Key` like `POST /data_resources`.
     Another site's claim is 403; no active claim (finished, released, or a lapsed lease) is 409.
     """
-    outcome = services.record_execution(
+    recorded = executions_service.record_execution(
         session,
         job_id=job_id,
         site_id=principal.site_id,
@@ -58,9 +57,9 @@ def create_execution(
         details=body.details,
         policy=policy,
         request=idempotent_request(principal, idempotency_key, f"POST /jobs/{job_id}/executions", body),
-        present=lambda row, outputs: present_execution(session, row, outputs=outputs).model_dump(mode="json"),
     )
-    return respond(outcome)
+    execution, outputs = recorded.value
+    return respond(present_execution(session, execution, outputs=outputs), replayed=recorded.replayed)
 
 
 @router.get("/jobs/{job_id}/executions", response_model=Page[ExecutionRead], responses={404: _ERRORS[404]})
@@ -68,8 +67,8 @@ def list_executions(
     job_id: str, session: ReadSessionDep, _: CurrentPrincipal, page: PageDep
 ) -> Page[ExecutionRead]:
     """A job's executions, in the order they were reported."""
-    get_job(session, job_id=job_id)
-    rows, token = store.list_executions(session, job_id=job_id, page=page)
+    jobs_store.get_job(session, job_id=job_id)
+    rows, token = executions_store.list_executions(session, job_id=job_id, page=page)
     return Page[ExecutionRead](resources=present_executions(session, rows), next_page_token=token)
 
 
@@ -78,7 +77,9 @@ def list_executions(
 )
 def get_execution(job_id: str, exec_id: str, session: ReadSessionDep, _: CurrentPrincipal) -> ExecutionRead:
     """One execution of a job."""
-    return present_execution(session, store.get_execution(session, job_id=job_id, execution_id=exec_id))
+    return present_execution(
+        session, executions_store.get_execution(session, job_id=job_id, execution_id=exec_id)
+    )
 
 
 @router.patch("/jobs/{job_id}/executions/{exec_id}", response_model=ExecutionRead, responses=_ERRORS)
@@ -92,7 +93,7 @@ def update_execution(
 ) -> ExecutionRead:
     """Correct an execution (`status`, `ended_at`, `details` merged): only the executing site, and only while
     the operation it was reported under is open and holds its lease; after that the execution is final (409)."""
-    row = services.update_execution(
+    row = executions_service.update_execution(
         session,
         job_id=job_id,
         execution_id=exec_id,

@@ -12,8 +12,8 @@ from nmdc_runtime.domain.errors import Forbidden
 from nmdc_runtime.domain.states import JobStatus
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.data import JobCreate, JobRead
-from nmdc_runtime.services import catalog
-from nmdc_runtime.store import jobs
+from nmdc_runtime.services import catalog as catalog_service
+from nmdc_runtime.store import jobs as jobs_store
 
 router = APIRouter(tags=["jobs"])
 
@@ -27,7 +27,7 @@ router = APIRouter(tags=["jobs"])
 def create_job(body: JobCreate, session: SessionDep, policy: PolicyDep, principal: AdminPrincipal) -> JobRead:
     """Make a job by hand (admin). Its config is the workflow's config, overridden by `config`, plus
     `data_resources`: the named data resources in full. An unknown workflow or data resource is 404."""
-    row = catalog.create_job(
+    row = catalog_service.create_job(
         session,
         workflow_id=body.workflow_id,
         data_resource_ids=body.data_resource_ids,
@@ -65,7 +65,7 @@ def list_jobs(
         raise Forbidden(
             "claimable=true lists what the calling site could claim: it needs a site client token"
         )
-    rows, token = jobs.list_jobs(
+    rows, token = jobs_store.list_jobs(
         session,
         page=page,
         status=status,
@@ -82,4 +82,4 @@ def list_jobs(
 @router.get("/jobs/{job_id}", response_model=JobRead)
 def get_job(session: ReadSessionDep, _: CurrentPrincipal, job_id: str) -> JobRead:
     """One job."""
-    return JobRead.model_validate(jobs.get_job(session, job_id=job_id))
+    return JobRead.model_validate(jobs_store.get_job(session, job_id=job_id))

@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, ReadSessionDep, SessionDep
-from api.presenters import json_response, present_operation, present_operations
+from api.presenters import json_response
+from nmdc_runtime.presenters import present_operation, present_operations
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.operations import OperationRead, OperationUpdate
-from nmdc_runtime.services import operations as services
-from nmdc_runtime.store import operations as store
+from nmdc_runtime.services import operations as operations_service
+from nmdc_runtime.store import operations as operations_store
 
 router = APIRouter(tags=["operations"])
 
@@ -35,7 +36,7 @@ def list_operations(
     ] = None,
 ) -> Page[OperationRead]:
     """Operations, in creation order. Finished ones are deleted after their `expire_time`."""
-    rows, token = store.list_operations(
+    rows, token = operations_store.list_operations(
         session,
         page=page,
         job_id=job_id,
@@ -51,7 +52,7 @@ def list_operations(
 def get_operation(op_id: str, session: ReadSessionDep, _: CurrentPrincipal) -> OperationRead:
     """One operation. An open one whose lease has lapsed is shown as it is stored (`running` with a
     `lease_expire_time` in the past) until something acts on it."""
-    return present_operation(session, store.get_operation(session, op_id=op_id))
+    return present_operation(session, operations_store.get_operation(session, op_id=op_id))
 
 
 @router.patch(
@@ -80,7 +81,7 @@ def update_operation(
     code `CANCELLED` ends it `canceled` (the attempt is not counted), any other `failed`. The answer carries
     `cancel_requested` and `paused`. A finished operation, or one whose lease lapsed, is 409.
     """
-    patched = services.patch_operation(
+    patched = operations_service.patch_operation(
         session,
         op_id=op_id,
         principal=principal,
@@ -108,14 +109,14 @@ def cancel_operation(
     `CANCELLED`), the job goes back to `unclaimed`, and the attempt is not counted. An admin's cancel sets
     `cancel_requested` for the holder to act on, or ends the operation at once when its lease has lapsed.
     """
-    op = services.cancel_operation(session, op_id=op_id, principal=principal, policy=policy)
+    op = operations_service.cancel_operation(session, op_id=op_id, principal=principal, policy=policy)
     return present_operation(session, op)
 
 
 @router.post("/operations/{op_id}:pause", response_model=OperationRead, responses={**_NOT_FOUND, **_FINISHED})
 def pause_operation(op_id: str, session: SessionDep, policy: PolicyDep, _: AdminPrincipal) -> OperationRead:
     """Pause (admin): state `paused`; its lease does not lapse while paused. Idempotent."""
-    return present_operation(session, services.pause_operation(session, op_id=op_id, policy=policy))
+    return present_operation(session, operations_service.pause_operation(session, op_id=op_id, policy=policy))
 
 
 @router.post(
@@ -123,4 +124,6 @@ def pause_operation(op_id: str, session: SessionDep, policy: PolicyDep, _: Admin
 )
 def resume_operation(op_id: str, session: SessionDep, policy: PolicyDep, _: AdminPrincipal) -> OperationRead:
     """Resume (admin): state `running` with a fresh lease period. Idempotent."""
-    return present_operation(session, services.resume_operation(session, op_id=op_id, policy=policy))
+    return present_operation(
+        session, operations_service.resume_operation(session, op_id=op_id, policy=policy)
+    )

@@ -9,8 +9,8 @@ from nmdc_runtime.domain.errors import Forbidden
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.schemas.accounts import SiteClientRead, SiteCreate, SiteCredentials, SiteRead
 from nmdc_runtime.schemas.common import Page
-from nmdc_runtime.services import accounts as services
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import accounts as accounts_service
+from nmdc_runtime.store import accounts as accounts_store
 
 router = APIRouter(tags=["sites"])
 
@@ -18,7 +18,7 @@ router = APIRouter(tags=["sites"])
 @router.post("/sites", status_code=201, response_model=SiteRead, responses={409: {"description": "Id taken"}})
 def create_site(body: SiteCreate, session: SessionDep, principal: AdminPrincipal) -> SiteRead:
     """Register a site (admin). Its credentials come from `:generateCredentials`."""
-    row, _ = services.create_site(
+    row, _ = accounts_service.create_site(
         session,
         site_id=body.id,
         name=body.name or body.id,
@@ -31,14 +31,14 @@ def create_site(body: SiteCreate, session: SessionDep, principal: AdminPrincipal
 @router.get("/sites", response_model=Page[SiteRead])
 def list_sites(session: ReadSessionDep, _: CurrentPrincipal, page: PageDep) -> Page[SiteRead]:
     """Sites, in registration order."""
-    rows, token = accounts.list_sites(session, page=page)
+    rows, token = accounts_store.list_sites(session, page=page)
     return Page[SiteRead](resources=[SiteRead.model_validate(row) for row in rows], next_page_token=token)
 
 
 @router.get("/sites/{site_id}", response_model=SiteRead)
 def get_site(session: ReadSessionDep, _: CurrentPrincipal, site_id: str) -> SiteRead:
     """One site (never its credentials)."""
-    return SiteRead.model_validate(accounts.get_site(session, site_id=site_id))
+    return SiteRead.model_validate(accounts_store.get_site(session, site_id=site_id))
 
 
 @router.post("/sites/{site_id}:generateCredentials", status_code=201, response_model=SiteCredentials)
@@ -48,7 +48,7 @@ def generate_credentials(session: SessionDep, principal: CurrentPrincipal, site_
     The secret is in this answer only; the runtime keeps just its hash.
     """
     _may_manage_credentials(principal, site_id, "generate its credentials")
-    client, secret = services.generate_credentials(session, site_id=site_id, actor=principal.key)
+    client, secret = accounts_service.generate_credentials(session, site_id=site_id, actor=principal.key)
     return SiteCredentials(client_id=client.client_id, client_secret=secret)
 
 
@@ -69,8 +69,8 @@ def list_site_clients(
     """A site's client credentials, revoked ones included, oldest first: ids and times, never secrets
     (admin, or a user who administers the site)."""
     _may_manage_credentials(principal, site_id, "list its credentials")
-    accounts.get_site(session, site_id=site_id)
-    rows, token = accounts.list_site_clients(session, site_id=site_id, page=page)
+    accounts_store.get_site(session, site_id=site_id)
+    rows, token = accounts_store.list_site_clients(session, site_id=site_id, page=page)
     return Page[SiteClientRead](
         resources=[SiteClientRead.model_validate(row) for row in rows], next_page_token=token
     )
@@ -97,7 +97,7 @@ def revoke_site_client(
     NMDC_REVOCATION_REFRESH_SECONDS on the others). To rotate, generate new credentials, move the site to
     them, then revoke the old client."""
     _may_manage_credentials(principal, site_id, "revoke its credentials")
-    services.revoke_site_client(session, site_id=site_id, client_id=client_id, actor=principal.key)
+    accounts_service.revoke_site_client(session, site_id=site_id, client_id=client_id, actor=principal.key)
     revocations.client_revoked(client_id)
     return Response(status_code=204)
 
@@ -125,6 +125,6 @@ def enable_site(
 
 
 def _set_site(session, principal: Principal, revocations, site_id: str, *, enabled: bool) -> SiteRead:
-    site = services.set_site_enabled(session, site_id=site_id, enabled=enabled, actor=principal.key)
+    site = accounts_service.set_site_enabled(session, site_id=site_id, enabled=enabled, actor=principal.key)
     revocations.site_standing(site_id, enabled=enabled)
     return SiteRead.model_validate(site)

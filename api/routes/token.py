@@ -14,7 +14,7 @@ from nmdc_runtime.auth import issue_token
 from nmdc_runtime.db import Database
 from nmdc_runtime.domain.errors import InvalidInput
 from nmdc_runtime.domain.principals import Principal
-from nmdc_runtime.services import accounts
+from nmdc_runtime.services import accounts as accounts_service
 
 router = APIRouter(tags=["auth"])
 
@@ -34,8 +34,8 @@ class Token(BaseModel):
 def _authenticate(database: Database, grant_type: str, name: str, secret: str) -> Principal | None:
     with database.sessionmaker() as session:
         if grant_type == "client_credentials":
-            return accounts.authenticate_site_client(session, client_id=name, client_secret=secret)
-        return accounts.authenticate_user(session, username=name, password=secret)
+            return accounts_service.authenticate_site_client(session, client_id=name, client_secret=secret)
+        return accounts_service.authenticate_user(session, username=name, password=secret)
 
 
 @router.post(

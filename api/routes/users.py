@@ -6,8 +6,8 @@ from fastapi import APIRouter
 
 from api.deps import AdminPrincipal, CurrentPrincipal, RevocationsDep, SessionDep
 from nmdc_runtime.schemas.accounts import PrincipalRead, UserCreate, UserRead
-from nmdc_runtime.services import accounts
-from nmdc_runtime.store import accounts as store
+from nmdc_runtime.services import accounts as accounts_service
+from nmdc_runtime.store import accounts as accounts_store
 
 router = APIRouter(tags=["users"])
 
@@ -20,7 +20,7 @@ router = APIRouter(tags=["users"])
 )
 def create_user(body: UserCreate, session: SessionDep, principal: AdminPrincipal) -> UserRead:
     """Create a user (admin); the answer never carries the password."""
-    row = accounts.create_user(
+    row = accounts_service.create_user(
         session,
         username=body.username,
         password=body.password,
@@ -58,7 +58,7 @@ def _user_read(session, user) -> UserRead:
     return UserRead(
         username=user.username,
         admin=user.admin,
-        site_admin_of=store.user_site_admin_of(session, username=user.username),
+        site_admin_of=accounts_store.user_site_admin_of(session, username=user.username),
         disabled_at=user.disabled_at,
         created_at=user.created_at,
     )
@@ -85,6 +85,6 @@ def enable_user(
 
 
 def _set_user(session, principal, revocations, username: str, *, enabled: bool) -> UserRead:
-    user = accounts.set_user_enabled(session, username=username, enabled=enabled, actor=principal.key)
+    user = accounts_service.set_user_enabled(session, username=username, enabled=enabled, actor=principal.key)
     revocations.user_standing(username, enabled=enabled)
     return _user_read(session, user)

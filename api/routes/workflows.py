@@ -7,8 +7,8 @@ from fastapi import APIRouter
 from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, ReadSessionDep, SessionDep
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.data import WorkflowCreate, WorkflowRead, WorkflowUpdate
-from nmdc_runtime.services import catalog
-from nmdc_runtime.store import workflows
+from nmdc_runtime.services import catalog as catalog_service
+from nmdc_runtime.store import workflows as workflows_store
 
 router = APIRouter(tags=["workflows"])
 
@@ -20,7 +20,7 @@ def create_workflow(
     body: WorkflowCreate, session: SessionDep, policy: PolicyDep, _: AdminPrincipal
 ) -> WorkflowRead:
     """Define a workflow (admin); the sensor makes one of its jobs per new data resource of its data types."""
-    row = catalog.create_workflow(
+    row = catalog_service.create_workflow(
         session,
         workflow_id=body.id,
         name=body.name,
@@ -38,7 +38,7 @@ def create_workflow(
 @router.get("/workflows", response_model=Page[WorkflowRead])
 def list_workflows(session: ReadSessionDep, _: CurrentPrincipal, page: PageDep) -> Page[WorkflowRead]:
     """Workflows, in creation order."""
-    rows, token = workflows.list_workflows(session, page=page)
+    rows, token = workflows_store.list_workflows(session, page=page)
     return Page[WorkflowRead](
         resources=[WorkflowRead.model_validate(row) for row in rows], next_page_token=token
     )
@@ -47,7 +47,7 @@ def list_workflows(session: ReadSessionDep, _: CurrentPrincipal, page: PageDep) 
 @router.get("/workflows/{workflow_id}", response_model=WorkflowRead)
 def get_workflow(session: ReadSessionDep, _: CurrentPrincipal, workflow_id: str) -> WorkflowRead:
     """One workflow."""
-    return WorkflowRead.model_validate(workflows.get_workflow(session, workflow_id=workflow_id))
+    return WorkflowRead.model_validate(workflows_store.get_workflow(session, workflow_id=workflow_id))
 
 
 @router.patch("/workflows/{workflow_id}", response_model=WorkflowRead)
@@ -59,5 +59,7 @@ def update_workflow(
     Jobs already made keep the config they were made with.
     """
     return WorkflowRead.model_validate(
-        catalog.update_workflow(session, workflow_id=workflow_id, changes=body.changes(), policy=policy)
+        catalog_service.update_workflow(
+            session, workflow_id=workflow_id, changes=body.changes(), policy=policy
+        )
     )

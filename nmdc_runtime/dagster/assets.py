@@ -52,7 +52,7 @@ from dagster import (
 
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.domain.states import JobStatus, OperationState
-from nmdc_runtime.store import pipeline
+from nmdc_runtime.store import pipeline as pipeline_store
 
 GROUP = "nmdc_runtime"
 
@@ -116,7 +116,7 @@ def runtime_status_figures(runtime: RuntimeDatabase, *, now: datetime) -> dict[s
     """The queue's health as metadata: numbers for the plots (every job status and outcome always present,
     so each plot is a continuous line), and the job counts as one JSON entry."""
     with runtime.session() as session:
-        status = pipeline.runtime_status(
+        status = pipeline_store.runtime_status(
             session,
             now=now,
             lease_grace=timedelta(seconds=runtime.settings.check_lapsed_lease_seconds),

@@ -29,7 +29,7 @@ from dagster import (
 from nmdc_runtime.config import Settings
 from nmdc_runtime.dagster.assets import JOBS, OPERATIONS, WINDOW, runtime_status_figures
 from nmdc_runtime.dagster.resources import RuntimeDatabase
-from nmdc_runtime.store import pipeline
+from nmdc_runtime.store import pipeline as pipeline_store
 
 LAPSED_LEASES_REAPED = AssetCheckSpec(
     "lapsed_leases_reaped",
@@ -135,7 +135,7 @@ def _at_most(spec: AssetCheckSpec, value: float, threshold: float, found: str, *
 
 
 def evaluate(
-    figures: Mapping[str, Any], settings: Settings, named: Sequence[pipeline.FailedForGood] = ()
+    figures: Mapping[str, Any], settings: Settings, named: Sequence[pipeline_store.FailedForGood] = ()
 ) -> list[Finding]:
     """Every check of `SPECS` on the figures of `runtime_status_figures`, with the settings' thresholds;
     `named` are the last jobs failed for good that the figures count."""
@@ -183,7 +183,7 @@ def evaluate(
     ]
 
 
-def _failed_for_good(count: int, named: Sequence[pipeline.FailedForGood]) -> Finding:
+def _failed_for_good(count: int, named: Sequence[pipeline_store.FailedForGood]) -> Finding:
     text = f"{count} job(s) ended failed after their last attempt in the last hour"
     if named:
         text += ": " + ", ".join(
@@ -209,10 +209,12 @@ def _failed_for_good(count: int, named: Sequence[pipeline.FailedForGood]) -> Fin
 def health(runtime: RuntimeDatabase, *, now: datetime) -> tuple[dict[str, Any], list[Finding]]:
     """The queue's figures (`runtime_status_figures`) and every check of `SPECS` on them."""
     figures = runtime_status_figures(runtime, now=now)
-    named: list[pipeline.FailedForGood] = []
+    named: list[pipeline_store.FailedForGood] = []
     if figures["jobs_failed_for_good_last_hour"]:
         with runtime.session() as session:
-            named = pipeline.jobs_failed_for_good(session, since=now - WINDOW, limit=FAILED_FOR_GOOD_NAMED)
+            named = pipeline_store.jobs_failed_for_good(
+                session, since=now - WINDOW, limit=FAILED_FOR_GOOD_NAMED
+            )
     return figures, evaluate(figures, runtime.settings, named)
 
 

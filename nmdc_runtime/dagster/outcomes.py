@@ -37,7 +37,7 @@ from nmdc_runtime.dagster.assets import EXECUTIONS, OPERATIONS
 from nmdc_runtime.dagster.checks import Finding
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.domain.states import ExecutionStatus, OperationState
-from nmdc_runtime.store import pipeline
+from nmdc_runtime.store import pipeline as pipeline_store
 
 ERROR_TEXT_CHARS = 500
 """The longest error code or message of an operation shown in Dagster: sites write them."""
@@ -69,7 +69,7 @@ Row = TypeVar("Row")
 AssetEvent = AssetMaterialization | AssetObservation
 
 
-def _execution_metadata(row: pipeline.ExecutionRow) -> dict[str, Any]:
+def _execution_metadata(row: pipeline_store.ExecutionRow) -> dict[str, Any]:
     return {
         "execution_id": row.id,
         "api_path": f"/jobs/{row.job_id}/executions/{row.id}",
@@ -86,15 +86,15 @@ def _execution_metadata(row: pipeline.ExecutionRow) -> dict[str, Any]:
     }
 
 
-def _execution_text(row: pipeline.ExecutionRow) -> str:
+def _execution_text(row: pipeline_store.ExecutionRow) -> str:
     return f"execution {row.id} of job {row.job_id} by site {row.site_id} (workflow {row.workflow_id})"
 
 
-def execution_succeeded(row: pipeline.ExecutionRow) -> bool:
+def execution_succeeded(row: pipeline_store.ExecutionRow) -> bool:
     return row.status == ExecutionStatus.SUCCEEDED
 
 
-def execution_event(row: pipeline.ExecutionRow) -> AssetMaterialization:
+def execution_event(row: pipeline_store.ExecutionRow) -> AssetMaterialization:
     """A succeeded execution: what its site made."""
     return AssetMaterialization(
         asset_key=EXECUTIONS,
@@ -103,7 +103,7 @@ def execution_event(row: pipeline.ExecutionRow) -> AssetMaterialization:
     )
 
 
-def execution_finding(row: pipeline.ExecutionRow) -> Finding:
+def execution_finding(row: pipeline_store.ExecutionRow) -> Finding:
     """`execution_succeeded` on this execution: failing for a failed one, passing for a succeeded one."""
     passed = execution_succeeded(row)
     verdict = "OK: " if passed else "FAILED: "
@@ -115,7 +115,7 @@ def execution_finding(row: pipeline.ExecutionRow) -> Finding:
     )
 
 
-def _operation_text(row: pipeline.OperationEnding) -> tuple[str, dict[str, Any]]:
+def _operation_text(row: pipeline_store.OperationEnding) -> tuple[str, dict[str, Any]]:
     # The error is what the holding site sent: only its code and a bounded message are shown.
     error = row.error if isinstance(row.error, dict) else {}
     code = str(error.get("code") or "")[:ERROR_TEXT_CHARS]
@@ -147,20 +147,20 @@ def _operation_text(row: pipeline.OperationEnding) -> tuple[str, dict[str, Any]]
     return text, metadata
 
 
-def operation_succeeded(row: pipeline.OperationEnding) -> bool | None:
+def operation_succeeded(row: pipeline_store.OperationEnding) -> bool | None:
     """True for a success, False for a failure or an expiry, None for a cancel (given back on purpose)."""
     if row.state == OperationState.CANCELED:
         return None
     return row.state == OperationState.SUCCEEDED
 
 
-def operation_event(row: pipeline.OperationEnding) -> AssetObservation:
+def operation_event(row: pipeline_store.OperationEnding) -> AssetObservation:
     """An operation that ended succeeded or canceled."""
     text, metadata = _operation_text(row)
     return AssetObservation(asset_key=OPERATIONS, description=text, metadata=metadata)
 
 
-def operation_finding(row: pipeline.OperationEnding) -> Finding:
+def operation_finding(row: pipeline_store.OperationEnding) -> Finding:
     """`operation_succeeded` on this operation: failing for a failed or expired one, passing for a success."""
     text, metadata = _operation_text(row)
     passed = bool(operation_succeeded(row))
@@ -212,7 +212,7 @@ def outcome_checks(
     """The checks as "Execute" evaluates them: on the last execution reported, and the last operation that
     ended succeeded, failed or expired (passing when there is none)."""
     with runtime.session() as session:
-        execution, operation = pipeline.latest_outcomes(session)
+        execution, operation = pipeline_store.latest_outcomes(session)
     findings = [
         execution_finding(execution)
         if execution

@@ -10,7 +10,8 @@ Choices the API contract leaves open, made here once:
 - **Attempts** are counted when a claim starts (`job.attempts += 1`; the operation's `attempt` is that number),
   so a site that vanishes mid-run has used an attempt even before the lease lapses. A release (or any
   operation that ends with error code `CANCELLED`, a cancel-requested one whose lease lapsed included) gives
-  the attempt back.
+  the attempt back, whatever the release's reason: `SITE_FAULT` (the site's own failure) or `SHUTDOWN` (or
+  none) says whose the failure was, in `error.details.reason`, for whoever judges sites, not for the job.
 - **Job status after an operation ends**: a result makes the job `succeeded`; an error (other than
   `CANCELLED`) or a lapsed lease makes it `failed` once `attempts >= max_attempts`, else `unclaimed`; a
   `CANCELLED` ending returns it to `unclaimed`. A job an admin has canceled stays `canceled` whatever its
@@ -34,6 +35,9 @@ Choices the API contract leaves open, made here once:
 - **Finishing with a result** needs a *succeeded* execution recorded under this very operation (so of the same
   job, by the holding site); anything else is invalid input (422 on the field `result.execution_id`): a failed
   run is reported as an error. The PATCH that finishes an operation does not renew its lease.
+- **`done: true` alone** (neither result nor error: what NMDC's own site software sends) finishes with the
+  latest execution recorded under the operation: its result when it succeeded, error `EXECUTION_FAILED`
+  naming it when it failed; with none recorded, 422 saying what to send (`outcome_of_latest`).
 - **Lease length**: a claim's lease lasts its workflow's `lease_seconds` (at most `max_lease_seconds`), or
   `claim_lease_seconds` when the workflow sets none; a claim may ask for a shorter one, never a longer one
   (422). The operation keeps its length (`lease_seconds`): every heartbeat by the holder, and a resume, renew
@@ -43,7 +47,8 @@ Choices the API contract leaves open, made here once:
   when sent back;
   other keys are merged shallowly, and a `null` value removes a key. `progress` must be a number in
   [0, 100] and `message` a string. The merged site-supplied keys are capped (`nmdc_runtime.domain.caps`):
-  at most `MAX_METADATA_KEYS` (100) keys and `MAX_METADATA_BYTES` (64 KiB) as compact UTF-8 JSON, else 422
+  at most `MAX_METADATA_KEYS` (100) keys and `Policy.max_metadata_bytes` (`NMDC_MAX_METADATA_BYTES`, 64 KiB
+  by default) as compact UTF-8 JSON, else 422
   on the field `metadata`. A PATCH that leaves the metadata no bigger than it was (in keys and bytes) is
   always accepted, so an operation stored over a cap can still heartbeat and shrink.
 """
@@ -58,7 +63,7 @@ from typing import Any, Protocol
 from nmdc_runtime.domain.caps import check_cap
 from nmdc_runtime.domain.errors import Conflict, Forbidden, InvalidInput
 from nmdc_runtime.domain.principals import Principal
-from nmdc_runtime.domain.states import ErrorCode, ExecutionStatus, JobStatus, OperationState
+from nmdc_runtime.domain.states import ErrorCode, ExecutionStatus, JobStatus, OperationState, ReleaseCode
 
 
 class Job(Protocol):
@@ -108,8 +113,6 @@ SERVER_METADATA = ("state", "lease_expire_time", "lease_seconds", "cancel_reques
 """Metadata keys the server owns; values sent in a PATCH are ignored."""
 MAX_METADATA_KEYS = 100
 """At most this many site-supplied metadata keys once a PATCH is merged."""
-MAX_METADATA_BYTES = 64 * 1024
-"""At most this many bytes of site-supplied metadata, as compact UTF-8 JSON, once a PATCH is merged."""
 
 # --- the moves -----------------------------------------------------------------------------------------
 
@@ -239,6 +242,39 @@ def decide_claim(
     return ClaimDecision.CREATED
 
 
+def claim(
+    job: Job,
+    *,
+    holder_site_id: str | None,
+    site_id: str,
+    site_capabilities: list[str],
+    required_capabilities: list[str],
+    workflow_lease_seconds: int | None,
+    requested_lease_seconds: int | None,
+    default_lease_seconds: int,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """The one decision of a claim, whichever path writes it: None when `site_id` already holds the job's
+    (unlapsed) open operation, else the fields of its new operation (`start_operation`: the job is marked
+    claimed and the attempt counted). Forbidden, Conflict and InvalidInput as `decide_claim` and
+    `lease_for_claim` say."""
+    decision = decide_claim(
+        job_status=JobStatus(job.status),
+        holder_site_id=holder_site_id,
+        site_id=site_id,
+        site_capabilities=site_capabilities,
+        required_capabilities=required_capabilities,
+    )
+    if decision is ClaimDecision.EXISTING:
+        return None
+    lease = lease_for_claim(
+        requested=requested_lease_seconds,
+        workflow_lease_seconds=workflow_lease_seconds,
+        default_seconds=default_lease_seconds,
+    )
+    return start_operation(job, site_id=site_id, now=now, lease_seconds=lease)
+
+
 def job_after_operation(
     *, job_status: JobStatus, attempts: int, max_attempts: int, op_state: OperationState
 ) -> tuple[JobStatus, int]:
@@ -264,7 +300,7 @@ def state_for_error(code: str) -> OperationState:
     return OperationState.CANCELED if code == ErrorCode.CANCELLED else OperationState.FAILED
 
 
-def merged_metadata(op: Operation, patch: Mapping[str, Any]) -> dict[str, Any]:
+def merged_metadata(op: Operation, patch: Mapping[str, Any], *, max_bytes: int) -> dict[str, Any]:
     """The operation's site-supplied metadata with `patch` merged in; InvalidInput for a read-only change."""
     for key in READ_ONLY_METADATA:
         if key in patch and patch[key] != getattr(op, key):
@@ -287,9 +323,7 @@ def merged_metadata(op: Operation, patch: Mapping[str, Any]) -> dict[str, Any]:
     message = merged.get("message")
     if message is not None and not isinstance(message, str):
         raise InvalidInput("metadata.message must be a string", field="metadata.message", location="body")
-    check_cap(
-        "metadata", op.extra_metadata or {}, merged, max_keys=MAX_METADATA_KEYS, max_bytes=MAX_METADATA_BYTES
-    )
+    check_cap("metadata", op.extra_metadata or {}, merged, max_keys=MAX_METADATA_KEYS, max_bytes=max_bytes)
     return merged
 
 
@@ -464,6 +498,27 @@ def finishing_state(
     return OperationState.SUCCEEDED if execution_id is not None else state_for_error(error["code"])
 
 
+def outcome_of_latest(op: Operation, latest: Execution | None) -> tuple[str | None, dict[str, Any] | None]:
+    """What `done: true` alone finishes `op` with: (the execution id, None) when the latest execution recorded
+    under it succeeded; (None, an `EXECUTION_FAILED` error naming it) when it failed. InvalidInput when none
+    was recorded: the PATCH must say how the operation ended."""
+    if latest is None:
+        raise InvalidInput(
+            f"done: true alone finishes operation {op.id} with the latest execution recorded under it, and there "
+            "is none: post the execution first (POST /jobs/{job_id}/executions), or send result "
+            '{"execution_id"} or error {"code", "message"}',
+            field="done",
+            location="body",
+        )
+    if latest.status == ExecutionStatus.SUCCEEDED:
+        return latest.id, None
+    return None, {
+        "code": ErrorCode.EXECUTION_FAILED.value,
+        "message": f"execution {latest.id}, the latest recorded under this operation, failed",
+        "details": {"execution_id": latest.id},
+    }
+
+
 def check_result(op: Operation, execution_id: str, execution: Execution | None) -> None:
     """InvalidInput unless `execution` (looked up by `execution_id`) is a succeeded execution of the
     operation's job by its site."""
@@ -494,10 +549,32 @@ def heartbeat(op: Operation, *, now: datetime, by_holder: bool) -> None:
         op.lease_expire_time = now + timedelta(seconds=op.lease_seconds)
 
 
-def release(op: Operation, job: Job, *, now: datetime, retention_seconds: int) -> None:
-    """The holding site gives the job back: `canceled` (CANCELLED), the attempt given back."""
+def release(
+    op: Operation,
+    job: Job,
+    *,
+    now: datetime,
+    retention_seconds: int,
+    reason: Mapping[str, str] | None = None,
+) -> None:
+    """The holding site gives the job back: `canceled` (CANCELLED), the attempt given back, whatever the reason.
+
+    `reason` (`{"code", "message"}`, a `ReleaseCode`) is kept as the error's `details.reason`; without one the
+    details stay empty, as a graceful give-back's always were.
+    """
+    if reason is None:
+        end_canceled(
+            op, job, now=now, retention_seconds=retention_seconds, message="released by the holding site"
+        )
+        return
+    code = ReleaseCode(reason["code"])
     end_canceled(
-        op, job, now=now, retention_seconds=retention_seconds, message="released by the holding site"
+        op,
+        job,
+        now=now,
+        retention_seconds=retention_seconds,
+        message=f"released by the holding site ({code.value})",
+        reason={"code": code.value, "message": reason.get("message", "")},
     )
 
 

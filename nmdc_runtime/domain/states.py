@@ -65,4 +65,16 @@ class ErrorCode(StrEnum):
 
     CANCELLED = "CANCELLED"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    EXECUTION_FAILED = "EXECUTION_FAILED"
+    """Finished by `done: true` alone, and the latest execution under the operation failed."""
     UNKNOWN = "UNKNOWN"
+
+
+class ReleaseCode(StrEnum):
+    """Why a holding site gives a job back (`POST /jobs/{id}:release`'s optional reason), kept in the
+    operation's `error.details.reason`."""
+
+    SITE_FAULT = "SITE_FAULT"
+    """The failure was the executing site's own (its configuration, its resources), not the job's or the data's."""
+    SHUTDOWN = "SHUTDOWN"
+    """A graceful give-back: the site is stopping (as a release without a reason)."""

@@ -8,7 +8,7 @@ from nmdc_runtime.schemas.accounts import (
     UserCreate,
     UserRead,
 )
-from nmdc_runtime.schemas.common import Page, PageParams
+from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.data import (
     Checksum,
     DataResourceCreate,
@@ -27,7 +27,6 @@ __all__ = [
     "JobCreate",
     "JobRead",
     "Page",
-    "PageParams",
     "PrincipalRead",
     "SiteCreate",
     "SiteCredentials",

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, ClassVar, Generic, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, Strict, StringConstraints
 
@@ -39,18 +38,28 @@ class Page(BaseModel, Generic[T]):
     next_page_token: str | None = None
 
 
-@dataclass(frozen=True)
-class PageParams:
-    """Where a page starts (`after` a keyset position) and how long it may be."""
-
-    size: int = DEFAULT_PAGE_SIZE
-    after: int | None = None
-
-
 class ReadModel(BaseModel):
     """Base of response models read from ORM rows."""
 
     model_config = ConfigDict(from_attributes=True)
+
+    list_columns: ClassVar[tuple[str, ...]] = ()
+    """What `nmdc-runtime ... list` prints of each, in this order (see `column_header`); `--json` prints the
+    whole model, as the API shows it."""
+
+
+def column_header(column: str) -> str:
+    """A list column's header: its field name, dotted into a nested model (`error.code`: `error_code`), without
+    the `metadata.` of an operation's fields."""
+    return column.removeprefix("metadata.").replace(".", "_")
+
+
+def column_value(document: dict, column: str) -> object:
+    """The value of a (dotted) list column in a model's JSON form; None where a part is missing or null."""
+    value: object = document
+    for part in column.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 class StrictModel(BaseModel):

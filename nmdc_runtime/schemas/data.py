@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationInfo, field_validator
 
-from nmdc_runtime.domain.states import JobStatus
+from nmdc_runtime.domain.states import JobStatus, ReleaseCode
 from nmdc_runtime.schemas.common import (
     ChosenId,
     JsonObject,
@@ -181,6 +181,8 @@ class WorkflowUpdate(StrictModel):
 class WorkflowRead(ReadModel):
     """A workflow."""
 
+    list_columns: ClassVar = ("id", "enabled", "data_types", "required_capabilities", "lease_seconds", "name")
+
     id: str
     name: str
     version: str
@@ -204,6 +206,8 @@ class JobCreate(StrictModel):
 class JobRead(ReadModel):
     """A job; `config` was fixed when the job was made."""
 
+    list_columns: ClassVar = ("id", "workflow_id", "status", "attempts", "max_attempts", "created_at")
+
     id: str
     workflow_id: str
     config: dict[str, Any]
@@ -221,3 +225,23 @@ class ClaimRequest(StrictModel):
     lease_seconds: LeaseSeconds | None = Field(
         None, description="A lease shorter than the workflow's (more: 422); unset: the workflow's lease."
     )
+
+
+MAX_RELEASE_MESSAGE = 1024
+"""The longest message a release's reason may carry (characters)."""
+
+
+class ReleaseReason(StrictModel):
+    """Why the holding site gives the job back."""
+
+    code: ReleaseCode = Field(
+        description="`SITE_FAULT`: the failure was the site's own (its configuration, its resources); "
+        "`SHUTDOWN`: a graceful give-back, as a release without a body."
+    )
+    message: Annotated[str, StringConstraints(max_length=MAX_RELEASE_MESSAGE)] = ""
+
+
+class ReleaseRequest(StrictModel):
+    """`POST /jobs/{job_id}:release`'s optional body."""
+
+    reason: ReleaseReason

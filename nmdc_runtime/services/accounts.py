@@ -15,7 +15,7 @@ from nmdc_runtime import auth
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.models import Site, SiteClient, User
 from nmdc_runtime.services.transactions import transaction
-from nmdc_runtime.store import accounts as store
+from nmdc_runtime.store import accounts as accounts_store
 
 audit = logging.getLogger("nmdc_runtime.audit")
 
@@ -37,7 +37,9 @@ def create_site(
 ) -> tuple[Site, tuple[SiteClient, str] | None]:
     """Register a site (AlreadyExists for a taken id); with its first credentials when asked (client, secret)."""
     with transaction(session):
-        site = store.create_site(session, site_id=site_id, name=name, capabilities=list(capabilities))
+        site = accounts_store.create_site(
+            session, site_id=site_id, name=name, capabilities=list(capabilities)
+        )
         credentials = _new_client(session, site_id) if with_credentials else None
     _audit(actor, "created site", site_id, site.created_at)
     if credentials:
@@ -53,7 +55,7 @@ def generate_credentials(session: Session, *, site_id: str, actor: str) -> tuple
     Rotation is generate-then-revoke: the old client keeps working until it is revoked.
     """
     with transaction(session):
-        store.get_site(session, site_id=site_id)
+        accounts_store.get_site(session, site_id=site_id)
         client, secret = _new_client(session, site_id)
     _audit(actor, "generated credentials", f"{client.client_id} of site {site_id}", client.created_at)
     return client, secret
@@ -63,19 +65,23 @@ def revoke_site_client(session: Session, *, site_id: str, client_id: str, actor:
     """Revoke a client of the site for good: its secret gets no token, its tokens stop working. NotFound."""
     now = datetime.now(UTC)
     with transaction(session):
-        client = store.revoke_site_client(session, site_id=site_id, client_id=client_id, now=now)
+        client = accounts_store.revoke_site_client(session, site_id=site_id, client_id=client_id, now=now)
     _audit(actor, "revoked credentials", f"{client_id} of site {site_id}", now)
     return client
 
 
 def set_site_enabled(session: Session, *, site_id: str, enabled: bool, actor: str) -> Site:
     """Disable a site (its clients get no token and their tokens stop working) or enable it again. NotFound."""
-    return _set_standing(session, store.set_site_disabled, "site", {"site_id": site_id}, enabled, actor)
+    return _set_standing(
+        session, accounts_store.set_site_disabled, "site", {"site_id": site_id}, enabled, actor
+    )
 
 
 def set_user_enabled(session: Session, *, username: str, enabled: bool, actor: str) -> User:
     """Disable a user (no token; existing tokens stop working) or enable it again. NotFound."""
-    return _set_standing(session, store.set_user_disabled, "user", {"username": username}, enabled, actor)
+    return _set_standing(
+        session, accounts_store.set_user_disabled, "user", {"username": username}, enabled, actor
+    )
 
 
 def _set_standing(session: Session, set_disabled, what: str, key: dict[str, str], enabled: bool, actor: str):
@@ -88,7 +94,7 @@ def _set_standing(session: Session, set_disabled, what: str, key: dict[str, str]
 
 def _new_client(session: Session, site_id: str) -> tuple[SiteClient, str]:
     secret = auth.new_client_secret()
-    client = store.insert_site_client(
+    client = accounts_store.insert_site_client(
         session, site_id=site_id, client_id=auth.new_client_id(), secret_hash=auth.hash_secret(secret)
     )
     return client, secret
@@ -106,7 +112,7 @@ def create_user(
     """Create a user, its password hashed; AlreadyExists for a taken name, NotFound for an unknown site."""
     password_hash = auth.hash_secret(password)  # slow: before the transaction, so no lock waits on it
     with transaction(session):
-        user = store.create_user(
+        user = accounts_store.create_user(
             session, username=username, password_hash=password_hash, admin=admin, site_admin_of=site_admin_of
         )
     roles = ["admin"] if admin else []
@@ -117,7 +123,7 @@ def create_user(
 
 def authenticate_user(session: Session, *, username: str, password: str) -> Principal | None:
     """The principal for a username and password, or None when they do not match or the user is disabled."""
-    user = store.get_user(session, username=username)
+    user = accounts_store.get_user(session, username=username)
     # The hash is checked whatever the standing, so a disabled account costs as much as any other.
     if not auth.verify_secret(user.password_hash if user else None, password) or user.disabled_at is not None:
         return None
@@ -125,14 +131,14 @@ def authenticate_user(session: Session, *, username: str, password: str) -> Prin
         kind="user",
         name=user.username,
         admin=user.admin,
-        site_admin_of=frozenset(store.user_site_admin_of(session, username=username)),
+        site_admin_of=frozenset(accounts_store.user_site_admin_of(session, username=username)),
     )
 
 
 def authenticate_site_client(session: Session, *, client_id: str, client_secret: str) -> Principal | None:
     """The principal for a site client's credentials, or None when they do not match, the client is revoked
     or its site disabled."""
-    found = store.get_site_client(session, client_id=client_id)
+    found = accounts_store.get_site_client(session, client_id=client_id)
     client, site = found if found else (None, None)
     if not auth.verify_secret(client.secret_hash if client else None, client_secret):
         return None

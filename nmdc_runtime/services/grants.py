@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from nmdc_runtime.domain.grants import grant_expiry
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.grants import GrantKeys, issue_grant
-from nmdc_runtime.store import data_resources
+from nmdc_runtime.store import data_resources as data_resources_store
 from nmdc_runtime.store import operations as operations_store
 
 
@@ -37,7 +37,7 @@ def grant_access(
     It changes nothing: a lapsed claim found here is only not counted (the next request that touches it ends it).
     """
     now = now or datetime.now(UTC)
-    resource = data_resources.get_data_resource(session, data_resource_id=data_resource_id)
+    resource = data_resources_store.get_data_resource(session, data_resource_id=data_resource_id)
     lease_end = None
     if principal.is_site and principal.site_id != resource.site_id:
         lease_end = operations_store.active_claim_lease_end(

@@ -7,16 +7,16 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from nmdc_runtime.services.transactions import transaction
-from nmdc_runtime.store import pipeline as store
+from nmdc_runtime.store import pipeline as pipeline_store
 from nmdc_runtime.store.pipeline import MatchedRow
 
 
 def match_new_data_resources(
     session: Session, *, limit: int, max_attempts: int, created_by: str
 ) -> list[MatchedRow]:
-    """Make the jobs of the next `limit` unmatched data resources (see `store.pipeline`), in one transaction."""
+    """Make the jobs of the next `limit` unmatched data resources (see `pipeline_store.pipeline`), in one transaction."""
     with transaction(session):
-        return store.match_new_data_resources(
+        return pipeline_store.match_new_data_resources(
             session, limit=limit, max_attempts=max_attempts, created_by=created_by
         )
 
@@ -35,7 +35,7 @@ def backfill_workflow(
     (recorded as of `updated_at`; False too when the workflow changed meanwhile, so the next tick starts
     again)."""
     with transaction(session):
-        rows = store.backfill_workflow(
+        rows = pipeline_store.backfill_workflow(
             session,
             workflow_id=workflow_id,
             after_seq=after_seq,
@@ -43,7 +43,7 @@ def backfill_workflow(
             max_attempts=max_attempts,
             created_by=created_by,
         )
-        finished = len({row.data_resource_id for row in rows}) < limit and store.mark_backfilled(
+        finished = len({row.data_resource_id for row in rows}) < limit and pipeline_store.mark_backfilled(
             session, workflow_id=workflow_id, updated_at=updated_at
         )
         return rows, finished

@@ -6,18 +6,21 @@ all follow it, so two of them never wait on each other in a cycle.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from sqlalchemy.orm import Session
 
 from nmdc_runtime.db import AUTOCOMMIT_ENGINE, READS_ONLY
-from nmdc_runtime.domain import operations as rules
+from nmdc_runtime.domain import operations as operations_rules
 from nmdc_runtime.domain.errors import Conflict, LeaseLost, RuntimeDomainError
 from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.models import Job, Operation
-from nmdc_runtime.store import operations as store
+from nmdc_runtime.store import idempotency as idempotency_store
+from nmdc_runtime.store import operations as operations_store
+from nmdc_runtime.store.idempotency import IdempotentRequest
 
 _LAPSES = "nmdc_lapses"
 """session.info key: the jobs whose lapsed lease this transaction ended, with the clock and policy used."""
@@ -45,9 +48,11 @@ def transaction(session: Session) -> Iterator[Session]:
         session.rollback()
         if lapses:
             for job_id, (now, policy) in sorted(lapses.items()):
-                job = store.lock_job(session, job_id=job_id)
+                job = operations_store.lock_job(session, job_id=job_id)
                 if job is not None:
-                    _end_if_lapsed(session, job, store.open_operation(session, job_id=job_id), now, policy)
+                    _end_if_lapsed(
+                        session, job, operations_store.open_operation(session, job_id=job_id), now, policy
+                    )
             session.commit()
         raise
     except BaseException:
@@ -89,9 +94,11 @@ def _end_if_lapsed(
     noted, so that the ending outlives an error this request may still answer: see `transaction`)."""
     if op is None or op.done:
         return None
-    if not rules.lease_lapsed(op, now=now):
+    if not operations_rules.lease_lapsed(op, now=now):
         return op
-    rules.end_lapsed_operation(op, job, now=now, retention_seconds=policy.operation_retention_seconds)
+    operations_rules.end_lapsed_operation(
+        op, job, now=now, retention_seconds=policy.operation_retention_seconds
+    )
     session.flush()
     session.info.setdefault(_LAPSES, {})[job.id] = (now, policy)
     return None
@@ -101,17 +108,21 @@ def locked_job(
     session: Session, *, job_id: str, now: datetime, policy: Policy
 ) -> tuple[Job, Operation | None]:
     """The job, locked, and its active operation (locked), after the lapse rule: an open operation whose
-    lease lapsed is ended here (`rules.end_lapsed_operation`) and None comes back. NotFound for an unknown job.
+    lease lapsed is ended here (`operations_rules.end_lapsed_operation`) and None comes back. NotFound for an unknown job.
     """
-    job = store.lock_job_or_404(session, job_id=job_id)
-    return job, _end_if_lapsed(session, job, store.open_operation(session, job_id=job.id), now, policy)
+    job = operations_store.lock_job_or_404(session, job_id=job_id)
+    return job, _end_if_lapsed(
+        session, job, operations_store.open_operation(session, job_id=job.id), now, policy
+    )
 
 
 def locked_operation(session: Session, *, op_id: str) -> tuple[Operation, Job]:
     """The operation and its job, both locked (job first), as they are: the caller decides what the lapse rule
     means for its request (`require_active`). NotFound for an unknown operation."""
-    job = store.lock_job_or_404(session, job_id=store.operation_job_id(session, op_id=op_id))
-    return store.get_operation(session, op_id=op_id, lock=True), job
+    job = operations_store.lock_job_or_404(
+        session, job_id=operations_store.operation_job_id(session, op_id=op_id)
+    )
+    return operations_store.get_operation(session, op_id=op_id, lock=True), job
 
 
 def require_active(session: Session, op: Operation, job: Job, *, now: datetime, policy: Policy) -> None:
@@ -120,4 +131,35 @@ def require_active(session: Session, op: Operation, job: Job, *, now: datetime, 
     if op.done:
         raise Conflict(f"operation {op.id} is finished ({op.state})")
     if _end_if_lapsed(session, job, op, now, policy) is None:
-        raise LeaseLost(rules.lost_lease_message(op))
+        raise LeaseLost(operations_rules.lost_lease_message(op))
+
+
+T = TypeVar("T")
+
+
+class Once(NamedTuple, Generic[T]):
+    """What an idempotent request made: the resource, and whether an earlier request with its key made it."""
+
+    value: T
+    replayed: bool
+
+
+def run_once(
+    session: Session,
+    *,
+    request: IdempotentRequest,
+    create: Callable[[], T],
+    document: Callable[[T], Any],
+    restore: Callable[[Any], T],
+) -> Once[T]:
+    """Run `create` at most once per (principal, Idempotency-Key) (see `store.idempotency`), inside the caller's
+    transaction: its result is remembered as `document(result)`, and a repeat gets `restore(document)`, what
+    the first request created as it was then, and creates nothing."""
+    if request.key is None:
+        return Once(create(), replayed=False)
+    earlier = idempotency_store.claim_key(session, request=request)
+    if earlier is not None:
+        return Once(restore(earlier), replayed=True)
+    value = create()
+    idempotency_store.remember_created(session, request=request, created=document(value))
+    return Once(value, replayed=False)

@@ -11,8 +11,7 @@ from sqlalchemy.orm import Session
 
 from nmdc_runtime.domain.errors import AlreadyExists, NotFound
 from nmdc_runtime.models import Site, SiteClient, User, UserSiteAdmin
-from nmdc_runtime.schemas.common import PageParams
-from nmdc_runtime.store.pages import fetch_page
+from nmdc_runtime.store.pages import PageParams, fetch_page
 
 
 def create_site(session: Session, *, site_id: str, name: str, capabilities: list[str]) -> Site:

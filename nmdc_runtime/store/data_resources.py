@@ -11,8 +11,7 @@ from sqlalchemy.orm import Session
 from nmdc_runtime.domain.errors import NotFound
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import DataResource
-from nmdc_runtime.schemas.common import PageParams
-from nmdc_runtime.store.pages import fetch_page
+from nmdc_runtime.store.pages import PageParams, fetch_page
 
 
 def create_data_resource(

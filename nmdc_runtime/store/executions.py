@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 from nmdc_runtime.domain.errors import NotFound
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import DataResource, Execution, IdempotencyKey, Operation
-from nmdc_runtime.schemas.common import PageParams
-from nmdc_runtime.store import data_resources, idempotency
+from nmdc_runtime.store import data_resources as data_resources_store
+from nmdc_runtime.store import idempotency as idempotency_store
 from nmdc_runtime.store import operations as operations_store
-from nmdc_runtime.store.idempotency import IdempotentRequest, Outcome
-from nmdc_runtime.store.pages import fetch_page
+from nmdc_runtime.store.idempotency import IdempotentRequest
+from nmdc_runtime.store.pages import PageParams, fetch_page
 
 # Built once: the statement keeps its cache key (see `store.operations._locking`).
 _INSERT_EXECUTION = sa.insert(Execution).returning(Execution, sort_by_parameter_order=True)
@@ -33,7 +33,7 @@ def create_execution(session: Session, **fields: Any) -> tuple[Execution, list[D
         _INSERT_EXECUTION, [{name: getattr(execution, name) for name in _EXECUTION_FIELDS}]
     ).one()
     # After the execution: the outputs reference it.
-    resources = data_resources.create_data_resources(
+    resources = data_resources_store.create_data_resources(
         session,
         site_id=row.site_id,
         resources=[{name: getattr(output, name) for name in _OUTPUT_FIELDS} for output in outputs],
@@ -56,7 +56,7 @@ def new_execution(
     now: datetime,
 ) -> tuple[Execution, list[DataResource]]:
     """An execution and its outputs' data resources as `create_execution` and `record_as_seen` write them: new
-    objects, every value chosen here (ids, times), so that an answer can be made before the write."""
+    objects, every value chosen here (ids, times), so that one statement can write them all."""
     execution = Execution(
         id=new_id("exec"),
         job_id=job_id,
@@ -84,32 +84,17 @@ def new_execution(
     return execution, resources
 
 
-_EXECUTION_FIELDS = (
-    "id",
-    "job_id",
-    "site_id",
-    "operation_id",
-    "workflow_id",
-    "status",
-    "started_at",
-    "ended_at",
-    "output_ids",
-    "details",
-    "created_at",
-    "updated_at",
-)
+_EXECUTION_FIELDS = tuple(attr.key for attr in Execution.__mapper__.column_attrs if attr.key != "seq")
+"""What `record_as_seen` writes of an execution: every column `new_execution` chose (the database numbers
+`seq`)."""
+NOT_GIVEN_BY_OUTPUTS = frozenset({"seq", "site_id", "execution_id", "created_at", "matched_at"})
+"""Columns of an output's data resource that are not in the output itself: the database's, the execution's,
+and the sensor's."""
 _OUTPUT_FIELDS = {
-    "id": sa.Text,
-    "name": sa.Text,
-    "url": sa.Text,
-    "data_type": sa.Text,
-    "size": sa.BigInteger,
-    "checksums": JSONB,
-    "description": sa.Text,
-    "requires_grant": sa.Boolean,
+    column.name: column.type for column in DataResource.__table__.c if column.name not in NOT_GIVEN_BY_OUTPUTS
 }
 """An output's columns, as the statement reads them from its JSON parameter."""
-_KEY_FIELDS = ("principal", "key", "endpoint", "request_hash", "status_code", "response")
+_KEY_FIELDS = idempotency_store.KEY_COLUMNS
 
 
 def _parameters(prefix: str, model: type, columns: tuple[str, ...]) -> sa.Select:
@@ -188,13 +173,14 @@ def record_as_seen(
     job: operations_store.SeenJob,
     seen: operations_store.Versions,
     request: IdempotentRequest,
-    answer: Outcome,
+    created: Any,
 ) -> bool:
     """Write a new execution and its outputs (`new_execution`) under an operation and its job read at the
     versions `seen`, in one statement: lock the job if it is still as seen, and the operation if it is still
-    open and as seen, claim the request's Idempotency-Key row with the `answer` (when it has a key), insert
-    the execution and its outputs. False, and nothing written, when the job or the operation changed, or the
-    key is taken (a repeat: `idempotency.run_once` replays it)."""
+    open and as seen, claim the request's Idempotency-Key row with `created` (when it has a key: what it
+    remembers, see `store.idempotency`),
+    insert the execution and its outputs. False, and nothing written, when the job or the operation changed,
+    or the key is taken (a repeat: the general path replays it)."""
     keyed = request.key is not None
     params = {
         **{f"exec_{column}": getattr(execution, column) for column in _EXECUTION_FIELDS},
@@ -203,7 +189,7 @@ def record_as_seen(
         "keyed": keyed,
         **operations_store.seen_parameters(operation, job, seen),
         **(
-            idempotency.key_row(request, answer)
+            idempotency_store.key_row(request, created)
             if keyed
             else {f"key_{column}": None for column in _KEY_FIELDS}
         ),
@@ -228,6 +214,16 @@ def executions_by_id(session: Session, *, execution_ids: Iterable[str]) -> dict[
     if not wanted:
         return {}
     return {row.id: row for row in session.scalars(sa.select(Execution).where(Execution.id.in_(wanted)))}
+
+
+def latest_of_operation(session: Session, *, operation_id: str) -> Execution | None:
+    """The execution recorded last under an operation (None: none was)."""
+    return session.scalars(
+        sa.select(Execution)
+        .where(Execution.operation_id == operation_id)
+        .order_by(Execution.seq.desc())
+        .limit(1)
+    ).one_or_none()
 
 
 def outputs_of(session: Session, *, executions: Iterable[Execution]) -> dict[str, list[DataResource]]:

@@ -1,25 +1,27 @@
-"""`Idempotency-Key` support for POST endpoints: the first response to a key is stored and replayed.
+"""`Idempotency-Key` rows: what the first request with a key created, as it was, to give a repeat the same.
 
-How a request with a key runs, all inside the caller's one transaction:
+How a request with a key runs, all inside the caller's one transaction (`services.transactions.run_once`):
 
-1. `INSERT ... ON CONFLICT DO NOTHING` claims the (principal, key) row. A concurrent request with the same key
-   blocks on the primary key until the first transaction ends, so two repeats never both create.
-2. The row was ours: run `create`, then store its response in the row (same transaction as what it created).
-   If `create` fails, the rollback removes the row too, and a retry with the key runs afresh.
-3. The row existed: a repeat with the same endpoint and body gets the stored status and body back; a different
-   endpoint or body is a misuse of the key, refused with `IdempotencyKeyReused` (422).
+1. `claim_key` inserts the (principal, key) row with `ON CONFLICT DO NOTHING`. A concurrent request with the
+   same key blocks on the primary key until the first transaction ends, so two repeats never both create.
+2. The row was ours: the caller creates, then `remember_created` stores what it created as rows' documents
+   (`row_document`; same transaction as what it created). If the creation fails, the rollback removes the row
+   too, and a retry with the key runs afresh.
+3. The row existed: a repeat with the same endpoint and body gets those documents back, to make the rows again
+   as they were (`row_from_document`); a different endpoint or body is a misuse of the key, refused with
+   `IdempotencyKeyReused` (422).
 
-Only successful answers are stored: errors are not replayed, so a client may fix the cause and retry.
+Rows are remembered, not an answer: the API shapes the answer from them (the same way for a repeat), and errors
+are not remembered, so a client may fix the cause and retry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -29,23 +31,10 @@ from nmdc_runtime.domain.errors import InvalidInput
 from nmdc_runtime.models import IdempotencyKey
 
 MAX_KEY_LENGTH = 255
-_PENDING = 0
-"""Status stored while the first request runs; only its own transaction can ever see it."""
 
 
 class IdempotencyKeyReused(InvalidInput):
     """This Idempotency-Key was already used for a different request; use a new key for a new request."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The answer to send: the first response to a key, or a fresh one."""
-
-    status_code: int
-    body: Any
-    """JSON-ready (what `model_dump(mode="json")` gives)."""
-    replayed: bool = False
-    """True when this is the stored answer to an earlier request with the same key."""
 
 
 def request_hash(endpoint: str, payload: Any) -> str:
@@ -67,63 +56,81 @@ class IdempotentRequest:
     """The validated body as JSON (`model_dump(mode="json")`)."""
 
 
-def key_row(request: IdempotentRequest, answer: Outcome) -> dict[str, Any]:
-    """The row that stores `answer` to a request with a key, as `key_<column>` statement parameters (for a
-    statement that claims the key and writes what it created at once: `store.executions.record_as_seen`)."""
+Row = TypeVar("Row")
+
+
+def row_document(row: Any) -> dict[str, Any]:
+    """A row's columns as a JSON document (times in ISO 8601), the shape `to_jsonb(row)` gives in SQL."""
+    return {
+        attr.columns[0].name: (value.isoformat() if isinstance(value, datetime) else value)
+        for attr in row.__mapper__.column_attrs
+        for value in (getattr(row, attr.key),)
+    }
+
+
+def row_from_document(model: type[Row], document: dict[str, Any]) -> Row:
+    """The row `row_document` made a document of, as a new object outside any session."""
+    values = {}
+    for attr in model.__mapper__.column_attrs:
+        value = document.get(attr.columns[0].name)
+        if isinstance(value, str) and isinstance(attr.columns[0].type, sa.DateTime):
+            value = datetime.fromisoformat(value)
+        values[attr.key] = value
+    return model(**values)
+
+
+def key_row(request: IdempotentRequest, created: Any) -> dict[str, Any]:
+    """The row that remembers what a request with a key `created` (a JSON document), as `key_<column>`
+    statement parameters (for a statement that claims the key and writes what it created at once:
+    `store.executions.record_as_seen`)."""
     return {
         "key_principal": request.principal,
         "key_key": request.key,
         "key_endpoint": request.endpoint,
         "key_request_hash": request_hash(request.endpoint, request.payload),
-        "key_status_code": answer.status_code,
-        "key_response": json.dumps(answer.body),
+        "key_created": json.dumps(created),
     }
 
 
-def run_once(
-    session: Session, *, request: IdempotentRequest, status_code: int, create: Callable[[], Any]
-) -> Outcome:
-    """Run `create` (which returns the JSON-ready response body) at most once per (principal, key).
+KEY_COLUMNS = ("principal", "key", "endpoint", "request_hash", "created")
+"""The columns `key_row` gives."""
 
-    Without a key, `create` simply runs. The caller commits: the stored answer and what `create` wrote
-    become visible together.
-    """
-    principal, key, endpoint, payload = request.principal, request.key, request.endpoint, request.payload
-    if key is None:
-        return Outcome(status_code=status_code, body=create())
-    fingerprint = request_hash(endpoint, payload)
+
+def claim_key(session: Session, *, request: IdempotentRequest) -> Any | None:
+    """Claim the request's key: None when the row is this request's (create, then `remember_created`); what the
+    first request created (its document) when it is a repeat. IdempotencyKeyReused for another request's key."""
+    fingerprint = request_hash(request.endpoint, request.payload)
     claimed = session.execute(
         insert(IdempotencyKey)
         .values(
-            principal=principal,
-            key=key,
-            endpoint=endpoint,
+            principal=request.principal,
+            key=request.key,
+            endpoint=request.endpoint,
             request_hash=fingerprint,
-            status_code=_PENDING,
-            response={},
         )
         .on_conflict_do_nothing(index_elements=[IdempotencyKey.principal, IdempotencyKey.key])
         .returning(IdempotencyKey.key)
     ).scalar_one_or_none()
-    if claimed is None:
-        return _replay(session, principal=principal, key=key, endpoint=endpoint, fingerprint=fingerprint)
-    body = create()
-    session.execute(
-        sa.update(IdempotencyKey)
-        .where(IdempotencyKey.principal == principal, IdempotencyKey.key == key)
-        .values(status_code=status_code, response=body)
-    )
-    return Outcome(status_code=status_code, body=body)
-
-
-def _replay(session: Session, *, principal: str, key: str, endpoint: str, fingerprint: str) -> Outcome:
+    if claimed is not None:
+        return None
     # A new statement: under READ COMMITTED it sees the row the conflicting transaction committed.
     row = session.execute(
-        sa.select(IdempotencyKey).where(IdempotencyKey.principal == principal, IdempotencyKey.key == key)
+        sa.select(IdempotencyKey).where(
+            IdempotencyKey.principal == request.principal, IdempotencyKey.key == request.key
+        )
     ).scalar_one()
-    if row.endpoint != endpoint or row.request_hash != fingerprint:
+    if row.endpoint != request.endpoint or row.request_hash != fingerprint:
         raise IdempotencyKeyReused(field="Idempotency-Key", location="header")
-    return Outcome(status_code=row.status_code, body=row.response, replayed=True)
+    return row.created
+
+
+def remember_created(session: Session, *, request: IdempotentRequest, created: Any) -> None:
+    """Store what the request whose key `claim_key` claimed created (a JSON document)."""
+    session.execute(
+        sa.update(IdempotencyKey)
+        .where(IdempotencyKey.principal == request.principal, IdempotencyKey.key == request.key)
+        .values(created=created)
+    )
 
 
 def delete_keys_before(session: Session, *, before: datetime) -> int:

@@ -23,8 +23,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 from nmdc_runtime.domain.errors import NotFound
 from nmdc_runtime.domain.states import JobStatus
 from nmdc_runtime.models import DataResource, Job, JobInput, Operation, Workflow
-from nmdc_runtime.schemas.common import PageParams
-from nmdc_runtime.store.pages import fetch_page, page_of
+from nmdc_runtime.store.pages import PageParams, fetch_page, page_of
 from nmdc_runtime.store.rules import capable_workflows, claimed_under_lapsed_lease, lapsed_lease, unclaimed
 
 
@@ -109,7 +108,7 @@ def create_job(
     created_by: str,
 ) -> Job:
     """Insert an unclaimed job of a workflow over data resources, and its inputs; the caller checked they
-    exist (see `nmdc_runtime.services.jobs.create_job`)."""
+    exist (see `nmdc_runtime.services.catalog.create_job`)."""
     ids = list(dict.fromkeys(data_resource_ids))
     job = session.execute(
         sa.select(Job).from_statement(_CREATE_JOB),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import make_dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -19,11 +19,11 @@ from sqlalchemy.dialects.postgresql.psycopg2 import dialect as psycopg2_dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from nmdc_runtime.domain import operations as operations_rules
 from nmdc_runtime.domain.errors import Conflict, NotFound
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import Execution, Job, JobInput, Operation, Site, Workflow
-from nmdc_runtime.schemas.common import PageParams
-from nmdc_runtime.store.pages import fetch_page
+from nmdc_runtime.store.pages import PageParams, fetch_page
 from nmdc_runtime.store.rules import lapsed_lease
 
 OPEN_OPERATION_INDEX = "uq_operations_open_job"
@@ -143,29 +143,25 @@ def claim_terms(session: Session, *, site_id: str, workflow_id: str) -> ClaimTer
     return _terms(row)
 
 
-@dataclass
-class SeenJob:
-    """A job as one statement read it, unlocked: what the rules read and change of a job (the `Job` protocol
-    of `domain.operations`), outside the session, so changing it writes nothing by itself."""
+JOB_FIXED = frozenset({"id", "workflow_id", "max_attempts"})
+"""Fields of the rules' `Job` that a claim or a PATCH never changes."""
+SEEN_JOB_FIELDS = (*operations_rules.Job.__annotations__, "created_at")
+"""What the fast paths read of a job: what the rules read and change of it (the `Job` protocol of
+`domain.operations`, so a field the rules come to need is read without a change here), and `created_at` for the
+claim's latency metric."""
+NOT_READ_BY_FAST_PATHS = frozenset({"seq", "config", "trigger_data_resource_id", "created_by"})
+"""The columns of `jobs` the fast paths neither read nor write: each column of `jobs` is in one of the two
+(tests/unit/test_fast_paths.py)."""
+JOB_MOVED_FIELDS = tuple(name for name in operations_rules.Job.__annotations__ if name not in JOB_FIXED)
+"""What the rules may change of a job (its status, attempts, update time): what the fast paths write of it
+when the rules changed it, and what tells that it changed since it was read (every change sets
+`updated_at`)."""
 
-    id: str
-    workflow_id: str
-    status: str
-    attempts: int
-    max_attempts: int
-    updated_at: datetime
-    created_at: datetime
+SeenJob = make_dataclass("SeenJob", SEEN_JOB_FIELDS)
+SeenJob.__doc__ = """A job as one statement read it, unlocked (`SEEN_JOB_FIELDS`), outside the session, so
+changing it writes nothing by itself."""
 
-
-_SEEN_JOB = (
-    Job.id,
-    Job.workflow_id,
-    Job.status,
-    Job.attempts,
-    Job.max_attempts,
-    Job.updated_at,
-    Job.created_at,
-)
+_SEEN_JOB = tuple(Job.__table__.c[name] for name in SEEN_JOB_FIELDS)
 
 
 def driver_sql(statement: sa.ClauseElement) -> str:
@@ -195,19 +191,19 @@ def job_and_claim_terms(session: Session, *, job_id: str, site_id: str) -> tuple
 
 
 def _job_moved(written: sa.CTE, *conditions: sa.ColumnElement[bool]) -> sa.CTE:
-    """A CTE that gives the job of the operation row `written` returns its new status, attempts and update time
-    (the `job_status`, `job_attempts` and `job_updated_at` parameters), when `conditions` hold: no row, no
-    write."""
+    """A CTE that gives the job of the operation row `written` returns its new `JOB_MOVED_FIELDS` (the
+    `job_<field>` parameters, see `moved_parameters`), when `conditions` hold: no row, no write."""
     return (
         sa.update(Job)
         .where(Job.id == sa.select(written.c.job_id).scalar_subquery(), *conditions)
-        .values(
-            status=sa.bindparam("job_status"),
-            attempts=sa.bindparam("job_attempts"),
-            updated_at=sa.bindparam("job_updated_at"),
-        )
+        .values({name: sa.bindparam(f"job_{name}") for name in JOB_MOVED_FIELDS})
         .cte("moved")
     )
+
+
+def moved_parameters(job: SeenJob) -> dict[str, Any]:
+    """The `job_<field>` parameters of `_job_moved`: the job's `JOB_MOVED_FIELDS` as the rules left them."""
+    return {f"job_{name}": getattr(job, name) for name in JOB_MOVED_FIELDS}
 
 
 def _job_locked_if(*columns: str) -> sa.CTE:
@@ -257,21 +253,15 @@ def _claim_as_seen_statement() -> sa.Select:
     return sa.select(*inserted.c).add_cte(_job_moved(inserted))
 
 
-_CLAIM_FIELDS = (
-    "id",
-    "site_id",
-    "workflow_id",
-    "attempt",
-    "state",
-    "done",
-    "extra_metadata",
-    "cancel_requested",
-    "lease_expire_time",
-    "lease_seconds",
-    "create_time",
-    "update_time",
+NOT_SET_BY_CLAIM = frozenset({"seq", "end_seq", "job_id", "result_execution_id", "error", "expire_time"})
+"""Columns of `operations` a claim does not give: the database numbers `seq` and `end_seq`, the job id comes
+from the locked row, and an open operation has no outcome and no expiry."""
+_CLAIM_FIELDS = tuple(
+    attr.key for attr in Operation.__mapper__.column_attrs if attr.key not in NOT_SET_BY_CLAIM
 )
-"""What a new operation is given (`domain.operations.start_operation`'s fields, its id, and no job id)."""
+"""What a new operation is given (`domain.operations.start_operation`'s fields, its id, and no job id): every
+column but `NOT_SET_BY_CLAIM`, so a new column is written by the claim's statement, and
+`start_operation` must give it (or it goes in `NOT_SET_BY_CLAIM`)."""
 _CLAIM_AS_SEEN = driver_sql(_claim_as_seen_statement())
 _OPERATION_ATTRIBUTES = [(attr.key, attr.columns[0].name) for attr in Operation.__mapper__.column_attrs]
 
@@ -297,9 +287,7 @@ def claim_as_seen(
         "job_key": job.id,
         "job_seen_status": seen_status,
         "job_seen_attempts": seen_attempts,
-        "job_status": job.status,
-        "job_attempts": job.attempts,
-        "job_updated_at": job.updated_at,
+        **moved_parameters(job),
     }
     row = session.connection().exec_driver_sql(_CLAIM_AS_SEEN, params).mappings().one_or_none()
     if row is None:
@@ -402,21 +390,19 @@ def _operation_or_none(values: Sequence[Any]) -> Operation | None:
     return Operation(**{key: value for (key, _), value in zip(_OPERATION_ATTRIBUTES, values, strict=True)})
 
 
-_PATCH_FIELDS = (
-    "state",
-    "done",
-    "result_execution_id",
-    "error",
-    "extra_metadata",
-    "lease_expire_time",
-    "update_time",
-    "expire_time",
+NOT_CHANGED_BY_PATCH = frozenset(
+    {"id", "seq", "job_id", "site_id", "workflow_id", "attempt", "lease_seconds", "create_time", "end_seq"}
 )
-"""What a PATCH by the holding site may change of its operation (heartbeat, metadata, finishing)."""
+"""Columns of `operations` a PATCH never changes: who and what it is, and what the database numbers."""
+_PATCH_FIELDS = tuple(
+    attr.key for attr in Operation.__mapper__.column_attrs if attr.key not in NOT_CHANGED_BY_PATCH
+)
+"""What a PATCH by the holding site writes of its operation (heartbeat, metadata, finishing): every other
+column, as the rules left it (unchanged ones are written back as read, which the version check makes safe)."""
 _OPERATION_VERSION = ("state", "cancel_requested", "update_time")
 """What tells an open operation as read from one changed since: every change of an open operation sets
 `update_time`; `state` and `cancel_requested` are checked too, at no cost."""
-_JOB_VERSION = ("status", "attempts", "updated_at")
+_JOB_VERSION = JOB_MOVED_FIELDS
 """Likewise for its job: every change of a job sets `updated_at`."""
 
 
@@ -507,9 +493,7 @@ def patch_as_seen(
         **{f"op_{key}": value for key, value in values.items()},
         **seen_parameters(operation, job, seen),
         "job_changed": versions(operation, job).job != seen.job,
-        "job_status": job.status,
-        "job_attempts": job.attempts,
-        "job_updated_at": job.updated_at,
+        **moved_parameters(job),
     }
     row = session.connection().exec_driver_sql(_PATCH_AS_SEEN, params).mappings().one_or_none()
     if row is None:

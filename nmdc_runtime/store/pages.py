@@ -20,11 +20,18 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from nmdc_runtime.domain.errors import InvalidInput
-from nmdc_runtime.schemas.common import PageParams
 
 TOKEN_VERSION = 2
 # Query parameters that do not change which list is walked: the position itself, and the page length.
 UNSCOPED_PARAMS = frozenset({"page_token", "max_page_size"})
+
+
+@dataclass(frozen=True)
+class PageParams:
+    """Where a page starts (`after` a keyset position) and how long it may be."""
+
+    size: int
+    after: int | None = None
 
 
 @dataclass(frozen=True)

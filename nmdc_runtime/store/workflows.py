@@ -11,8 +11,7 @@ from sqlalchemy.orm import Session
 
 from nmdc_runtime.domain.errors import AlreadyExists, NotFound
 from nmdc_runtime.models import Workflow
-from nmdc_runtime.schemas.common import PageParams
-from nmdc_runtime.store.pages import fetch_page
+from nmdc_runtime.store.pages import PageParams, fetch_page
 
 UPDATABLE = frozenset(
     {"name", "version", "data_types", "required_capabilities", "config", "enabled", "lease_seconds"}

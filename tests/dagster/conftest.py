@@ -15,7 +15,7 @@ from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.db import Database
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import DataResource, Execution, Job, JobInput, Operation, Workflow
-from nmdc_runtime.store import accounts
+from nmdc_runtime.store import accounts as accounts_store
 
 SHA = "a" * 64
 
@@ -37,7 +37,7 @@ def unreachable(settings: Settings) -> RuntimeDatabase:
 def site(clean_database: Database) -> str:
     """A data site."""
     with clean_database.session() as session:
-        accounts.create_site(session, site_id="site-d", name="Site D", capabilities=[])
+        accounts_store.create_site(session, site_id="site-d", name="Site D", capabilities=[])
     return "site-d"
 
 

@@ -10,7 +10,7 @@ from dagster import SkipReason
 
 from nmdc_runtime.dagster.sensors.reaper import operations_reaper
 from nmdc_runtime.models import Execution, IdempotencyKey, Job, Operation, tally_changes
-from nmdc_runtime.store import pipeline
+from nmdc_runtime.store import pipeline as pipeline_store
 from tests.dagster.conftest import claimed_job, tick, unreachable
 
 
@@ -40,8 +40,7 @@ def test_lapsed_leases_expire_and_old_finished_operations_go(runtime, clean_data
                     key=key,
                     endpoint="POST /data_resources",
                     request_hash="h",
-                    status_code=201,
-                    response={},
+                    created={},
                     created_at=now - age,
                 )
             )
@@ -68,7 +67,7 @@ def test_lapsed_leases_expire_and_old_finished_operations_go(runtime, clean_data
         assert session.scalar(sa.select(sa.func.count()).select_from(Execution)) == 2
         # The tallies' changes were folded: what is left to sum is the few tallies themselves.
         assert session.scalar(sa.select(sa.func.count()).select_from(tally_changes)) == 0
-        tallied = {counted: n for counted, n in pipeline.tallies(session).items() if n}
+        tallied = {counted: n for counted, n in pipeline_store.tallies(session).items() if n}
         assert tallied == {"jobs.unclaimed": 1, "jobs.claimed": 1, "jobs.succeeded": 2, "executions": 2}
 
     quiet = tick(operations_reaper, runtime)

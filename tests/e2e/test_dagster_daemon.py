@@ -23,8 +23,8 @@ from dagster import AssetKey, DagsterInstance
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
 from nmdc_runtime.models import Job, Workflow
-from nmdc_runtime.services import accounts as account_services
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import accounts as accounts_service
+from nmdc_runtime.store import accounts as accounts_store
 from tests.processes import BIN, REPO, live_api, runtime_env, stop_group, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -34,8 +34,8 @@ JOB_TIMEOUT = 90.0
 
 def site_credentials(database: Database, site_id: str, capabilities: list[str]) -> dict[str, str]:
     with database.session() as session:
-        accounts.create_site(session, site_id=site_id, name=site_id, capabilities=capabilities)
-        client, secret = account_services.generate_credentials(session, site_id=site_id, actor="tests")
+        accounts_store.create_site(session, site_id=site_id, name=site_id, capabilities=capabilities)
+        client, secret = accounts_service.generate_credentials(session, site_id=site_id, actor="tests")
     return {"grant_type": "client_credentials", "client_id": client.client_id, "client_secret": secret}
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import APP_DATABASE, Database
-from nmdc_runtime.services import accounts
+from nmdc_runtime.services import accounts as accounts_service
 from tests.processes import BIN, embedded_home, live_api, runtime_env, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -100,7 +100,7 @@ def test_a_stopped_database_gives_503_in_time_no_database_routes_answer_and_the_
     ):
         database = Database(f"postgresql+psycopg2://postgres:@/{APP_DATABASE}?host={home / 'pg'}")
         with database.sessionmaker() as session:
-            accounts.create_user(
+            accounts_service.create_user(
                 session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
             )
         database.dispose()

@@ -31,7 +31,7 @@ import pytest
 
 from nmdc_runtime.db import Database, database_name, drop_database, ensure_database, with_database
 from nmdc_runtime.models import Workflow
-from nmdc_runtime.services import accounts as account_services
+from nmdc_runtime.services import accounts as accounts_service
 from nmdc_site.client import NmdcClient
 from tests.conftest import empty_tables
 from tests.processes import live_api, live_dagster, wait_for
@@ -195,7 +195,7 @@ def latest_check(dagster: str, asset: str, check: str) -> dict[str, Any] | None:
 
 def _site(database: Database, site_id: str, capabilities: list[str]) -> tuple[str, str]:
     with database.sessionmaker() as session:
-        _, credentials = account_services.create_site(
+        _, credentials = accounts_service.create_site(
             session,
             site_id=site_id,
             name=site_id,

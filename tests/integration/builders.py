@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from nmdc_runtime.db import Database
 from nmdc_runtime.domain.policy import Policy
-from nmdc_runtime.services import accounts as account_services
+from nmdc_runtime.services import accounts as accounts_service
 from tests.integration.conftest import bearer
 
 USER_PASSWORD = "user-password-123"
@@ -58,7 +58,7 @@ def make_user_headers(
 ) -> dict[str, str]:
     """Create a user through the store and return the auth headers of its token."""
     with database.session() as session:
-        account_services.create_user(
+        accounts_service.create_user(
             session,
             username=username,
             password=USER_PASSWORD,

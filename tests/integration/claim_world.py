@@ -15,7 +15,7 @@ from nmdc_runtime.auth import issue_token
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
 from nmdc_runtime.domain.principals import Principal
-from nmdc_runtime.store import accounts
+from nmdc_runtime.store import accounts as accounts_store
 
 _names = itertools.count()
 
@@ -52,9 +52,9 @@ def make_world(
 ) -> World:
     """Sites D, E, F with tokens, a plain user, and a workflow `wf` on `fastq` needing nothing special."""
     with database.session() as session:
-        accounts.create_site(session, site_id="site-d", name="Site D", capabilities=[])
-        accounts.create_site(session, site_id="site-e", name="Site E", capabilities=["gpu"])
-        accounts.create_site(session, site_id="site-f", name="Site F", capabilities=["gpu"])
+        accounts_store.create_site(session, site_id="site-d", name="Site D", capabilities=[])
+        accounts_store.create_site(session, site_id="site-e", name="Site E", capabilities=["gpu"])
+        accounts_store.create_site(session, site_id="site-f", name="Site F", capabilities=["gpu"])
     world = World(
         client=client,
         database=database,

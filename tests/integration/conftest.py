@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
-from nmdc_runtime.services import accounts as account_services
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import accounts as accounts_service
+from nmdc_runtime.store import accounts as accounts_store
 
 ADMIN_PASSWORD = "admin-password-123"
 
@@ -33,7 +33,7 @@ def bearer(client: TestClient, **form) -> dict[str, str]:
 @pytest.fixture
 def admin_headers(client: TestClient, clean_database: Database) -> dict[str, str]:
     with clean_database.session() as session:
-        account_services.create_user(
+        accounts_service.create_user(
             session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
         )
     return bearer(client, grant_type="password", username="admin", password=ADMIN_PASSWORD)
@@ -42,8 +42,8 @@ def admin_headers(client: TestClient, clean_database: Database) -> dict[str, str
 def make_site(database: Database, site_id: str, capabilities: list[str] = ()) -> dict[str, str]:
     """Create a site with credentials; return the token form fields for it."""
     with database.session() as session:
-        accounts.create_site(session, site_id=site_id, name=site_id, capabilities=list(capabilities))
-        site_client, secret = account_services.generate_credentials(session, site_id=site_id, actor="tests")
+        accounts_store.create_site(session, site_id=site_id, name=site_id, capabilities=list(capabilities))
+        site_client, secret = accounts_service.generate_credentials(session, site_id=site_id, actor="tests")
     return {"grant_type": "client_credentials", "client_id": site_client.client_id, "client_secret": secret}
 
 

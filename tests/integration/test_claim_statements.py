@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from nmdc_runtime.domain import operations as operations_rules
 from nmdc_runtime.domain.errors import Conflict
 from nmdc_runtime.domain.states import JobStatus
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import Job, Operation, Workflow
-from nmdc_runtime.services import claims
-from nmdc_runtime.store import accounts
-from nmdc_runtime.store import operations as store
+from nmdc_runtime.services import claims as claims_service
+from nmdc_runtime.store import accounts as accounts_store
+from nmdc_runtime.store import operations as operations_store
 from tests.integration.builders import SERVICE_POLICY
 
 NOW = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -23,8 +24,8 @@ POLICY = SERVICE_POLICY
 
 @pytest.fixture
 def job_id(session) -> str:
-    accounts.create_site(session, site_id="site-e", name="E", capabilities=["gpu"])
-    accounts.create_site(session, site_id="site-f", name="F", capabilities=["gpu"])
+    accounts_store.create_site(session, site_id="site-e", name="E", capabilities=["gpu"])
+    accounts_store.create_site(session, site_id="site-f", name="F", capabilities=["gpu"])
     session.add(Workflow(id="wf", name="w", version="1", data_types=[], required_capabilities=["gpu"]))
     session.flush()
     job = Job(workflow_id="wf", max_attempts=2)
@@ -50,7 +51,7 @@ def test_an_unclaimed_job_is_claimed_in_two_statements_outside_a_transaction(cle
         sa.event.listen(engine, "before_cursor_execute", note)
     try:
         with clean_database.sessionmaker() as session:
-            claim = claims.claim_job(session, job_id=job_id, site_id="site-e", policy=POLICY, now=NOW)
+            claim = claims_service.claim_job(session, job_id=job_id, site_id="site-e", policy=POLICY, now=NOW)
     finally:
         for engine in engines:
             sa.event.remove(engine, "before_cursor_execute", note)
@@ -67,15 +68,17 @@ def test_an_unclaimed_job_is_claimed_in_two_statements_outside_a_transaction(cle
 
 def test_the_write_does_nothing_when_the_job_changed_since_it_was_read(clean_database, job_id):
     with clean_database.sessionmaker() as session:
-        job, _ = store.job_and_claim_terms(session, job_id=job_id, site_id="site-e")
+        job, _ = operations_store.job_and_claim_terms(session, job_id=job_id, site_id="site-e")
         session.rollback()
-        fields = claims.rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=60)
+        fields = operations_rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=60)
         # Another claim counted an attempt meanwhile (and was released): the job is unclaimed again, but
         # not as seen.
         session.execute(sa.update(Job).where(Job.id == job_id).values(attempts=1))
         session.commit()
         assert (
-            store.claim_as_seen(session, job=job, seen_status="unclaimed", seen_attempts=0, operation=fields)
+            operations_store.claim_as_seen(
+                session, job=job, seen_status="unclaimed", seen_attempts=0, operation=fields
+            )
             is None
         )
         session.commit()
@@ -99,10 +102,12 @@ def test_an_open_operation_stops_the_write_whole_without_a_savepoint(clean_datab
             )
         )
     with clean_database.sessionmaker() as session:
-        job, _ = store.job_and_claim_terms(session, job_id=job_id, site_id="site-e")
-        fields = claims.rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=60)
+        job, _ = operations_store.job_and_claim_terms(session, job_id=job_id, site_id="site-e")
+        fields = operations_rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=60)
         assert (
-            store.claim_as_seen(session, job=job, seen_status="unclaimed", seen_attempts=0, operation=fields)
+            operations_store.claim_as_seen(
+                session, job=job, seen_status="unclaimed", seen_attempts=0, operation=fields
+            )
             is None
         )
         session.commit()
@@ -113,16 +118,16 @@ def test_an_open_operation_stops_the_write_whole_without_a_savepoint(clean_datab
 def test_a_job_that_changed_between_the_statements_takes_the_general_path(
     clean_database, job_id, monkeypatch
 ):
-    seen = store.job_and_claim_terms
+    seen = operations_store.job_and_claim_terms
 
     def read_then_another_site_claims(session, **kwargs):
         view = seen(session, **kwargs)
         if kwargs["site_id"] == "site-e":
             with clean_database.sessionmaker() as other:
-                claims.claim_job(other, job_id=job_id, site_id="site-f", policy=POLICY, now=NOW)
+                claims_service.claim_job(other, job_id=job_id, site_id="site-f", policy=POLICY, now=NOW)
         return view
 
-    monkeypatch.setattr(store, "job_and_claim_terms", read_then_another_site_claims)
+    monkeypatch.setattr(operations_store, "job_and_claim_terms", read_then_another_site_claims)
     with clean_database.sessionmaker() as session, pytest.raises(Conflict, match="another site"):
-        claims.claim_job(session, job_id=job_id, site_id="site-e", policy=POLICY, now=NOW)
+        claims_service.claim_job(session, job_id=job_id, site_id="site-e", policy=POLICY, now=NOW)
     assert _job(clean_database, job_id) == (JobStatus.CLAIMED.value, 1)

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from nmdc_runtime.models import Workflow
-from nmdc_runtime.schemas.common import PageParams
-from nmdc_runtime.store import accounts
+from nmdc_runtime.store import accounts as accounts_store
 from nmdc_runtime.store.jobs import claimable_page_query, list_jobs
+from nmdc_runtime.store.pages import PageParams
 
 _JOBS = sa.text(
     """
@@ -24,7 +24,7 @@ _JOBS = sa.text(
 
 
 def _plan(session, site_id: str) -> dict:
-    stmt, params, _ = claimable_page_query(site_id=site_id, page=PageParams())
+    stmt, params, _ = claimable_page_query(site_id=site_id, page=PageParams(size=20))
     sql = stmt.params(**params).compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
     return session.execute(sa.text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")).scalar()[0]["Plan"]
 
@@ -46,8 +46,8 @@ _LAPSED = sa.text(
 
 
 def test_the_first_page_reads_the_sites_own_open_work_not_what_lies_ahead_or_beside_it(session):
-    accounts.create_site(session, site_id="lister", name="L", capabilities=["mine"])
-    accounts.create_site(session, site_id="other", name="O", capabilities=["theirs"])
+    accounts_store.create_site(session, site_id="lister", name="L", capabilities=["mine"])
+    accounts_store.create_site(session, site_id="other", name="O", capabilities=["theirs"])
     session.add_all(
         [
             Workflow(id="busy", name="b", version="1", data_types=[], required_capabilities=["theirs"]),
@@ -72,5 +72,5 @@ def test_the_first_page_reads_the_sites_own_open_work_not_what_lies_ahead_or_bes
     # the 20,000 finished.
     assert read <= 21 + 1, json.dumps(plan)
 
-    jobs, next_token = list_jobs(session, page=PageParams(), claimable_by_site="lister")
+    jobs, next_token = list_jobs(session, page=PageParams(size=20), claimable_by_site="lister")
     assert len(jobs) == 20 and {job.workflow_id for job in jobs} == {"own"} and next_token

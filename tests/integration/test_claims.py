@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 
 from nmdc_runtime.domain.errors import Conflict
 from nmdc_runtime.domain.operations import start_operation
-from nmdc_runtime.store import operations as store
+from nmdc_runtime.store import operations as operations_store
 from tests.integration.claim_world import (
     claim,
     claimed,
@@ -130,6 +131,60 @@ def test_release_without_an_active_claim_is_404(world):
     assert world.client.post(f"/jobs/{job_id}:release", headers=world.site_e).status_code == 404
 
 
+def test_a_release_with_a_reason_keeps_it_on_the_error_and_gives_the_attempt_back(world):
+    op = claimed(world)
+    job_id = op["metadata"]["job_id"]
+    reason = {"code": "SITE_FAULT", "message": "the command's executable is missing"}
+    response = world.client.post(f"/jobs/{job_id}:release", headers=world.site_e, json={"reason": reason})
+    assert response.status_code == 200, response.text
+    assert (response.json()["status"], response.json()["attempts"]) == ("unclaimed", 0)
+    ended = operation(world, op["id"])
+    assert ended["metadata"]["state"] == "canceled"
+    assert ended["error"]["code"] == "CANCELLED"
+    assert ended["error"]["details"] == {"reason": reason}
+    # Queryable where the site-draining rules look for it.
+    with world.database.engine.connect() as conn:
+        codes = (
+            conn.execute(
+                sa.text("SELECT error -> 'details' -> 'reason' ->> 'code' FROM operations WHERE id = :id"),
+                {"id": op["id"]},
+            )
+            .scalars()
+            .all()
+        )
+    assert codes == ["SITE_FAULT"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"reason": {"code": "BORED", "message": "x"}},
+        {"reason": {"code": "SITE_FAULT", "message": "x" * 1025}},
+        {"reason": {"code": "SITE_FAULT", "extra": 1}},
+        {"reason": "SITE_FAULT"},
+        {"why": {"code": "SITE_FAULT"}},
+    ],
+    ids=["unknown-code", "long-message", "unknown-field", "not-an-object", "no-reason"],
+)
+def test_a_release_with_a_bad_reason_is_422_and_releases_nothing(world, body):
+    op = claimed(world)
+    job_id = op["metadata"]["job_id"]
+    response = world.client.post(f"/jobs/{job_id}:release", headers=world.site_e, json=body)
+    assert response.status_code == 422, response.text
+    assert operation(world, op["id"])["done"] is False
+    assert job_of(world, op)["status"] == "claimed"
+
+
+def test_a_shutdown_release_and_a_bodiless_one_are_alike_but_for_the_reason(world):
+    op = claimed(world)
+    job_id = op["metadata"]["job_id"]
+    body = {"reason": {"code": "SHUTDOWN", "message": "SIGTERM"}}
+    assert world.client.post(f"/jobs/{job_id}:release", headers=world.site_e, json=body).status_code == 200
+    ended = operation(world, op["id"])
+    assert ended["error"]["details"] == {"reason": {"code": "SHUTDOWN", "message": "SIGTERM"}}
+    assert job_of(world, op)["attempts"] == 0
+
+
 def test_admin_cancel_of_an_unclaimed_job(world):
     job = new_job(world)
     response = world.client.post(f"/jobs/{job['id']}:cancel", headers=world.admin)
@@ -184,10 +239,10 @@ def test_claimable_listing_drops_a_claimed_job(world):
 def test_a_second_open_operation_is_translated_to_a_conflict(world):
     op = claimed(world)
     with world.database.session() as session:
-        job = store.lock_job_or_404(session, job_id=op["metadata"]["job_id"])
+        job = operations_store.lock_job_or_404(session, job_id=op["metadata"]["job_id"])
         # Bypass the claim's checks: the partial unique index still refuses a second open operation.
         second = start_operation(job, site_id="site-f", now=datetime.now(UTC), lease_seconds=60)
         with pytest.raises(Conflict):
-            store.insert_operation(session, **second)
+            operations_store.insert_operation(session, **second)
         session.rollback()
     assert job_of(world, op)["attempts"] == 1

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from nmdc_runtime.models import Job, Operation
-from nmdc_runtime.store import accounts
+from nmdc_runtime.store import accounts as accounts_store
 from tests.integration.claim_world import headers_for, make_world, new_job, site_principal
 from tests.processes import live_api
 
@@ -29,7 +29,7 @@ def world(client, clean_database, admin_headers, settings):
 def _racers(world, settings) -> list[tuple[str, dict[str, str]]]:
     with world.database.session() as session:
         for n in range(SITES):
-            accounts.create_site(session, site_id=f"racer-{n}", name=f"Racer {n}", capabilities=["gpu"])
+            accounts_store.create_site(session, site_id=f"racer-{n}", name=f"Racer {n}", capabilities=["gpu"])
     return [(f"racer-{n}", headers_for(settings, site_principal(f"racer-{n}"))) for n in range(SITES)]
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from nmdc_runtime.domain.executions import MAX_DETAILS_BYTES, MAX_DETAILS_KEYS
+from nmdc_runtime.config import Settings
+from nmdc_runtime.domain.executions import MAX_DETAILS_KEYS
 from nmdc_runtime.models import DataResource, Execution
 from tests.integration.claim_world import (
     claimed,
@@ -16,6 +17,8 @@ from tests.integration.claim_world import (
     new_job,
     post_execution,
 )
+
+MAX_DETAILS_BYTES = Settings.model_fields["max_metadata_bytes"].default
 
 
 @pytest.fixture
@@ -121,6 +124,23 @@ def test_idempotency_key_replays_the_first_answer_and_creates_nothing_more(world
     with world.database.session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Execution)) == 1
         assert session.scalar(sa.select(sa.func.count()).select_from(DataResource)) == 2
+
+
+def test_a_replay_shows_the_execution_as_first_reported(world):
+    """docs/api.md: the answer as it was, not the execution as corrected since."""
+    op = claimed(world)
+    body = execution_body(op["id"], outputs=1)
+    headers = {**world.site_e, "Idempotency-Key": "exec-attempt-1"}
+    first = world.client.post(executions_url(op), json=body, headers=headers)
+    corrected = world.client.patch(
+        f"{executions_url(op)}/{first.json()['id']}",
+        json={"details": {"note": "fixed"}},
+        headers=world.site_e,
+    )
+    assert corrected.status_code == 200 and corrected.json()["details"]["note"] == "fixed"
+    again = world.client.post(executions_url(op), json=body, headers=headers)
+    assert again.status_code == 201 and again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json() == first.json()
 
 
 def test_list_and_get_executions(world):

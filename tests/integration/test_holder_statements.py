@@ -10,16 +10,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from nmdc_runtime.domain import operations as rules
+from nmdc_runtime.domain import operations as operations_rules
 from nmdc_runtime.domain.errors import Forbidden, InvalidInput, LeaseLost
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.domain.states import OperationState
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import DataResource, Execution, IdempotencyKey, Job, Operation, Workflow
-from nmdc_runtime.services import claims, executions, operations
-from nmdc_runtime.store import accounts
+from nmdc_runtime.services import claims as claims_service
+from nmdc_runtime.services import executions as executions_service
+from nmdc_runtime.services import operations as operations_service
+from nmdc_runtime.store import accounts as accounts_store
 from nmdc_runtime.store import executions as executions_store
-from nmdc_runtime.store import operations as store
+from nmdc_runtime.store import operations as operations_store
 from nmdc_runtime.store.idempotency import IdempotentRequest
 from tests.integration.builders import SERVICE_POLICY
 
@@ -40,14 +42,16 @@ class Claimed:
 def claimed(clean_database) -> Claimed:
     """A job claimed by site-e at NOW, with a succeeded execution recorded under the claim."""
     with clean_database.sessionmaker() as session:
-        accounts.create_site(session, site_id="site-e", name="E", capabilities=[])
-        accounts.create_site(session, site_id="site-f", name="F", capabilities=[])
+        accounts_store.create_site(session, site_id="site-e", name="E", capabilities=[])
+        accounts_store.create_site(session, site_id="site-f", name="F", capabilities=[])
         session.add(Workflow(id="wf", name="w", version="1", data_types=[], required_capabilities=[]))
         session.flush()
         job = Job(workflow_id="wf", max_attempts=2)
         session.add(job)
         session.commit()
-        op = claims.claim_job(session, job_id=job.id, site_id="site-e", policy=POLICY, now=NOW).operation
+        op = claims_service.claim_job(
+            session, job_id=job.id, site_id="site-e", policy=POLICY, now=NOW
+        ).operation
         execution = Execution(
             id=new_id("exec"),
             job_id=job.id,
@@ -90,9 +94,9 @@ def _rows(database, claimed: Claimed) -> tuple[Operation, Job]:
         )
 
 
-def _patch(database, claimed: Claimed, principal=SITE_E, now=LATER, **body) -> operations.Patched:
+def _patch(database, claimed: Claimed, principal=SITE_E, now=LATER, **body) -> operations_service.Patched:
     with database.sessionmaker() as session:
-        return operations.patch_operation(
+        return operations_service.patch_operation(
             session, op_id=claimed.op_id, principal=principal, policy=POLICY, now=now, **body
         )
 
@@ -141,14 +145,19 @@ def test_a_finish_with_an_error_counts_the_attempt(clean_database, claimed):
 
 def test_the_write_changes_nothing_when_the_operation_changed_since_it_was_read(clean_database, claimed):
     with clean_database.sessionmaker() as session:
-        seen = store.operation_job_and_execution(session, op_id=claimed.op_id, execution_id=None)
+        seen = operations_store.operation_job_and_execution(session, op_id=claimed.op_id, execution_id=None)
         session.rollback()
-        seen_versions = store.versions(seen.operation, seen.job)
+        seen_versions = operations_store.versions(seen.operation, seen.job)
         # An admin asks for cancellation meanwhile.
-        operations.cancel_operation(session, op_id=claimed.op_id, principal=ADMIN, policy=POLICY, now=NOW)
+        operations_service.cancel_operation(
+            session, op_id=claimed.op_id, principal=ADMIN, policy=POLICY, now=NOW
+        )
         seen.operation.update_time = LATER
         assert (
-            store.patch_as_seen(session, operation=seen.operation, job=seen.job, seen=seen_versions) is None
+            operations_store.patch_as_seen(
+                session, operation=seen.operation, job=seen.job, seen=seen_versions
+            )
+            is None
         )
         session.commit()
     op, _ = _rows(clean_database, claimed)
@@ -157,14 +166,14 @@ def test_the_write_changes_nothing_when_the_operation_changed_since_it_was_read(
 
 def test_the_write_changes_nothing_when_the_job_changed_since_it_was_read(clean_database, claimed):
     with clean_database.sessionmaker() as session:
-        seen = store.operation_job_and_execution(
+        seen = operations_store.operation_job_and_execution(
             session, op_id=claimed.op_id, execution_id=claimed.execution_id
         )
         session.rollback()
-        seen_versions = store.versions(seen.operation, seen.job)
+        seen_versions = operations_store.versions(seen.operation, seen.job)
         session.execute(sa.update(Job).where(Job.id == claimed.job_id).values(updated_at=LATER))
         session.commit()
-        rules.finish_operation(
+        operations_rules.finish_operation(
             seen.operation,
             seen.job,
             state=OperationState.SUCCEEDED,
@@ -173,7 +182,10 @@ def test_the_write_changes_nothing_when_the_job_changed_since_it_was_read(clean_
             execution_id=claimed.execution_id,
         )
         assert (
-            store.patch_as_seen(session, operation=seen.operation, job=seen.job, seen=seen_versions) is None
+            operations_store.patch_as_seen(
+                session, operation=seen.operation, job=seen.job, seen=seen_versions
+            )
+            is None
         )
         session.commit()
     op, job = _rows(clean_database, claimed)
@@ -183,15 +195,15 @@ def test_the_write_changes_nothing_when_the_job_changed_since_it_was_read(clean_
 def test_a_change_between_the_statements_sends_the_patch_down_the_general_path(
     clean_database, claimed, monkeypatch
 ):
-    read = store.operation_job_and_execution
+    read = operations_store.operation_job_and_execution
 
     def read_then_an_admin_cancels_the_job(session, **kwargs):
         seen = read(session, **kwargs)
         with clean_database.sessionmaker() as other:
-            claims.cancel_job(other, job_id=claimed.job_id, policy=POLICY, now=NOW)
+            claims_service.cancel_job(other, job_id=claimed.job_id, policy=POLICY, now=NOW)
         return seen
 
-    monkeypatch.setattr(store, "operation_job_and_execution", read_then_an_admin_cancels_the_job)
+    monkeypatch.setattr(operations_store, "operation_job_and_execution", read_then_an_admin_cancels_the_job)
     patched = _patch(clean_database, claimed, done=True, execution_id=claimed.execution_id)
     op, job = _rows(clean_database, claimed)
     # Decided on the locked rows: the operation succeeds, and the admin's cancel of the job stands.
@@ -252,17 +264,12 @@ def _record(database, claimed: Claimed, principal=SITE_E, key: str | None = "k-1
         payload={**body, "started_at": str(body["started_at"]), "ended_at": str(body["ended_at"])},
     )
     with database.sessionmaker() as session:
-        return executions.record_execution(
+        return executions_service.record_execution(
             session,
             job_id=claimed.job_id,
             site_id=principal.site_id,
             policy=POLICY,
             request=request,
-            present=lambda row, outputs: {
-                "id": row.id,
-                "output_ids": list(row.output_ids),
-                "outputs": [[dr.id, dr.name, dr.execution_id] for dr in outputs],
-            },
             now=now,
             **body,
         )
@@ -275,7 +282,7 @@ def test_an_execution_with_outputs_and_a_key_is_one_read_and_one_write(clean_dat
     finally:
         stop()
     assert sent == [("SELECT", True), ("WITH", True)]
-    execution_id = outcome.body["id"]
+    execution_id = outcome.value.execution.id
     with clean_database.session() as session:
         row = session.get(Execution, execution_id)
         resources = session.scalars(
@@ -285,20 +292,21 @@ def test_an_execution_with_outputs_and_a_key_is_one_read_and_one_write(clean_dat
         ).all()
         stored = session.scalars(sa.select(IdempotencyKey).where(IdempotencyKey.key == "k-1")).one()
     assert (row.status, row.details, row.created_at) == ("failed", {"exit_code": 1}, LATER)
-    assert [dr.id for dr in resources] == row.output_ids == outcome.body["output_ids"]
+    assert [dr.id for dr in resources] == row.output_ids == outcome.value.execution.output_ids
     assert [(dr.name, dr.site_id, dr.created_at) for dr in resources] == [
         ("contigs.fna", "site-e", LATER),
         ("genes.faa", "site-e", LATER),
     ]
     assert resources[0].checksums == OUTPUT["checksums"]
-    # The stored answer is the answer given, written in the same statement.
-    assert (stored.status_code, stored.response) == (201, outcome.body)
+    # The key remembers the execution and its outputs as written, in the same statement.
+    assert stored.created["execution"]["id"] == execution_id
+    assert [output["id"] for output in stored.created["outputs"]] == row.output_ids
 
 
-def test_a_repeated_key_replays_the_first_answer_and_writes_nothing(clean_database, claimed):
+def test_a_repeated_key_gets_the_first_execution_and_writes_nothing(clean_database, claimed):
     first = _record(clean_database, claimed)
     again = _record(clean_database, claimed)
-    assert again.replayed and again.body == first.body
+    assert again.replayed and again.value.execution.id == first.value.execution.id
     with clean_database.session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Execution)) == 2  # the fixture's and one
         assert session.scalar(sa.select(sa.func.count()).select_from(DataResource)) == 2
@@ -306,11 +314,11 @@ def test_a_repeated_key_replays_the_first_answer_and_writes_nothing(clean_databa
 
 def test_the_execution_is_not_written_when_the_operation_changed_since_it_was_read(clean_database, claimed):
     with clean_database.sessionmaker() as session:
-        seen = store.job_and_operations(session, job_id=claimed.job_id, op_id=claimed.op_id)
+        seen = operations_store.job_and_operations(session, job_id=claimed.job_id, op_id=claimed.op_id)
         session.rollback()
-        seen_versions = store.versions(seen.open, seen.job)
+        seen_versions = operations_store.versions(seen.open, seen.job)
         # A heartbeat meanwhile: the operation is still open, but not as read.
-        operations.patch_operation(
+        operations_service.patch_operation(
             session, op_id=claimed.op_id, principal=SITE_E, policy=POLICY, now=LATER, metadata={}
         )
         execution, resources = executions_store.new_execution(
@@ -334,7 +342,7 @@ def test_the_execution_is_not_written_when_the_operation_changed_since_it_was_re
             job=seen.job,
             seen=seen_versions,
             request=request,
-            answer=executions_store.Outcome(status_code=201, body={}),
+            created={},
         )
         session.commit()
     with clean_database.session() as session:

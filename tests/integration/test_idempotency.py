@@ -1,4 +1,4 @@
-"""`Idempotency-Key`: a repeat gets the first answer and creates nothing, even when repeats race."""
+"""`Idempotency-Key`: a repeat gets what the first created and creates nothing, even when repeats race."""
 
 from __future__ import annotations
 
@@ -10,23 +10,25 @@ import sqlalchemy as sa
 from nmdc_runtime.db import Database
 from nmdc_runtime.domain.errors import AlreadyExists
 from nmdc_runtime.models import IdempotencyKey, Site
-from nmdc_runtime.store import accounts, idempotency
-from nmdc_runtime.store.idempotency import IdempotencyKeyReused
+from nmdc_runtime.services.transactions import run_once
+from nmdc_runtime.store import accounts as accounts_store
+from nmdc_runtime.store.idempotency import IdempotencyKeyReused, IdempotentRequest
 from tests.integration.builders import data_resource_body, error_locations
 
 
 def _create_site(database: Database, *, key: str | None, site_id: str, principal: str = "user:alice"):
-    """The store helper around a creation, as a route uses it; one transaction per call."""
+    """The once-only run around a creation, as a service uses it; one transaction per call."""
     with database.session() as session:
-        return idempotency.run_once(
+        return run_once(
             session,
-            request=idempotency.IdempotentRequest(
+            request=IdempotentRequest(
                 principal=principal, key=key, endpoint="POST /sites", payload={"id": site_id}
             ),
-            status_code=201,
-            create=lambda: {
-                "id": accounts.create_site(session, site_id=site_id, name=site_id, capabilities=[]).id
-            },
+            create=lambda: (
+                accounts_store.create_site(session, site_id=site_id, name=site_id, capabilities=[]).id
+            ),
+            document=lambda site_id: {"id": site_id},
+            restore=lambda document: document["id"],
         )
 
 
@@ -35,11 +37,11 @@ def _count(database: Database, model) -> int:
         return session.scalar(sa.select(sa.func.count()).select_from(model))
 
 
-def test_store_repeat_replays_the_first_answer(clean_database):
+def test_store_repeat_gets_what_the_first_created(clean_database):
     first = _create_site(clean_database, key="k1", site_id="s1")
     again = _create_site(clean_database, key="k1", site_id="s1")
-    assert (first.status_code, first.body, first.replayed) == (201, {"id": "s1"}, False)
-    assert (again.status_code, again.body, again.replayed) == (201, {"id": "s1"}, True)
+    assert first == ("s1", False)
+    assert again == ("s1", True)
     assert _count(clean_database, Site) == 1
 
 
@@ -92,7 +94,7 @@ def test_store_concurrent_repeats_create_once(clean_database):
     assert errors == []
     assert len(outcomes) == threads_n
     assert sum(not outcome.replayed for outcome in outcomes) == 1
-    assert {(o.status_code, o.body["id"]) for o in outcomes} == {(201, "s-race")}
+    assert {outcome.value for outcome in outcomes} == {"s-race"}
     assert _count(clean_database, Site) == 1
 
 

@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from nmdc_runtime.schemas.common import PageParams
-from nmdc_runtime.store import operations as store
+from nmdc_runtime.store import operations as operations_store
 from nmdc_runtime.store.jobs import claimable_page_query
 from nmdc_runtime.store.operations import driver_sql
+from nmdc_runtime.store.pages import PageParams
 
 FINISHED, CLAIMED = 20_000, 2_000
 
@@ -83,8 +83,11 @@ def test_the_job_is_locked_through_its_key_when_the_statistics_have_not_seen_its
     seen = {"job_key": job_id, "job_seen_status": "claimed", "job_seen_attempts": attempts}
 
     for locked, params in (
-        (store.job_locked_as_seen(), {**seen, "job_seen_updated_at": updated_at}),  # PATCH, execution
-        (store._job_locked_if("status", "attempts"), seen),  # the claim
+        (
+            operations_store.job_locked_as_seen(),
+            {**seen, "job_seen_updated_at": updated_at},
+        ),  # PATCH, execution
+        (operations_store._job_locked_if("status", "attempts"), seen),  # the claim
     ):
         plan = _plan(session, sa.select(locked.c.id), params)
         jobs_read = _jobs_read(plan)

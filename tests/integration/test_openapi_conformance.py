@@ -26,7 +26,7 @@ from schemathesis.checks import (
 from api.main import create_app
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
-from nmdc_runtime.services import accounts as account_services
+from nmdc_runtime.services import accounts as accounts_service
 from tests.conftest import empty_tables
 from tests.integration.claim_world import World, claimed, make_world, post_execution
 from tests.integration.conftest import ADMIN_PASSWORD, bearer
@@ -53,7 +53,7 @@ def world(settings: Settings, database: Database) -> Iterator[World]:
     execution, so that some requests reach real rows; emptied when the module is done."""
     with TestClient(create_app(settings)) as client:
         with database.session() as session:
-            account_services.create_user(
+            accounts_service.create_user(
                 session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
             )
         admin = bearer(client, grant_type="password", username="admin", password=ADMIN_PASSWORD)

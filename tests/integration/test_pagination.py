@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nmdc_runtime.store import accounts, data_resources
+from nmdc_runtime.store import accounts as accounts_store
+from nmdc_runtime.store import data_resources as data_resources_store
 from nmdc_runtime.store.pages import encode_page_token, page_scope
 from tests.integration.builders import create_job, create_workflow, error_locations, register
 
@@ -28,10 +29,10 @@ def _walk(client, path, headers, size, **params):
 
 def _bulk_data_resources(database, count: int, site_id: str = "site-d") -> list[str]:
     with database.session() as session:
-        if session.get(accounts.Site, site_id) is None:
-            accounts.create_site(session, site_id=site_id, name=site_id, capabilities=[])
+        if session.get(accounts_store.Site, site_id) is None:
+            accounts_store.create_site(session, site_id=site_id, name=site_id, capabilities=[])
         return [
-            data_resources.create_data_resource(
+            data_resources_store.create_data_resource(
                 session,
                 site_id=site_id,
                 name=f"r{i}",

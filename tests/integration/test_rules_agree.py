@@ -16,15 +16,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from nmdc_runtime.domain import operations as rules
+from nmdc_runtime.domain import operations as operations_rules
 from nmdc_runtime.domain.errors import Conflict, Forbidden
 from nmdc_runtime.domain.states import JobStatus, OperationState
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import Job, Operation, Workflow
-from nmdc_runtime.schemas.common import PageParams
 from nmdc_runtime.services.claims import claim_job
-from nmdc_runtime.store import accounts, jobs, pipeline
+from nmdc_runtime.store import accounts as accounts_store
+from nmdc_runtime.store import jobs as jobs_store
 from nmdc_runtime.store import operations as operations_store
+from nmdc_runtime.store import pipeline as pipeline_store
+from nmdc_runtime.store.pages import PageParams
 from nmdc_runtime.store.rules import claimable_by, lapsed_lease
 from tests.integration.builders import SERVICE_POLICY
 
@@ -53,10 +55,10 @@ DONE_CASES = [OpCase(OperationState.EXPIRED, cancel, ends) for cancel in (False,
 
 @pytest.fixture
 def world(session):
-    accounts.create_site(session, site_id="site-d", name="D", capabilities=[])
-    accounts.create_site(session, site_id="holder", name="H", capabilities=["gpu"])
-    accounts.create_site(session, site_id="capable", name="C", capabilities=["gpu"])
-    accounts.create_site(session, site_id="incapable", name="I", capabilities=[])
+    accounts_store.create_site(session, site_id="site-d", name="D", capabilities=[])
+    accounts_store.create_site(session, site_id="holder", name="H", capabilities=["gpu"])
+    accounts_store.create_site(session, site_id="capable", name="C", capabilities=["gpu"])
+    accounts_store.create_site(session, site_id="incapable", name="I", capabilities=[])
     session.add(Workflow(id="wf-gpu", name="g", version="1", data_types=[], required_capabilities=["gpu"]))
     session.add(Workflow(id="wf-any", name="a", version="1", data_types=[], required_capabilities=[]))
     session.flush()
@@ -106,7 +108,7 @@ def test_the_lapse_rule_agrees_in_python_and_sql_and_in_the_queries_built_on_it(
         .tuples()
         .all()
     )
-    expected = {op.id: rules.lease_lapsed(op, now=NOW) for _, op in ops}
+    expected = {op.id: operations_rules.lease_lapsed(op, now=NOW) for _, op in ops}
     assert in_sql == expected
     # The cases mean what the rule says, not only that the two forms agree.
     lapsed_cases = {case for case, op in ops if expected[op.id]}
@@ -120,7 +122,7 @@ def test_the_lapse_rule_agrees_in_python_and_sql_and_in_the_queries_built_on_it(
     # leases ending exactly now included.
     reaped = {op_id for op_id, _ in operations_store.lapsed_operation_jobs(session, now=NOW, limit=1000)}
     assert reaped == {op_id for op_id, lapsed in expected.items() if lapsed}
-    assert pipeline.runtime_status(session, now=NOW)["lapsed_leases"] == len(reaped)
+    assert pipeline_store.runtime_status(session, now=NOW)["lapsed_leases"] == len(reaped)
 
 
 def test_claimability_agrees_in_python_and_sql_and_with_the_claim_itself(world, clean_database):
@@ -142,13 +144,13 @@ def test_claimability_agrees_in_python_and_sql_and_with_the_claim_itself(world, 
     required = {"wf-gpu": ["gpu"], "wf-any": []}
 
     for site_id, capabilities in (("capable", ["gpu"]), ("incapable", [])):
-        listed, _ = jobs.list_jobs(
+        listed, _ = jobs_store.list_jobs(
             session, page=PageParams(size=len(cases) + 1), claimable_by_site=site_id, now=NOW
         )
         expected = {
             job.id
             for job, op in cases
-            if rules.claimable(
+            if operations_rules.claimable(
                 job,
                 op,
                 site_capabilities=capabilities,

@@ -10,12 +10,12 @@ from sqlalchemy.exc import IntegrityError
 
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import DataResource, Job, Operation, Workflow
-from nmdc_runtime.store import accounts
+from nmdc_runtime.store import accounts as accounts_store
 
 
 def _world(session):
-    accounts.create_site(session, site_id="site-e", name="E", capabilities=["gpu"])
-    accounts.create_site(session, site_id="site-d", name="D", capabilities=[])
+    accounts_store.create_site(session, site_id="site-e", name="E", capabilities=["gpu"])
+    accounts_store.create_site(session, site_id="site-d", name="D", capabilities=[])
     session.add(Workflow(id="wf", name="wf", version="1", data_types=["fastq"], required_capabilities=[]))
     session.flush()
     dr = DataResource(
@@ -108,7 +108,7 @@ def test_foreign_keys_hold(session):
 
 
 def test_negative_size_is_refused(session):
-    accounts.create_site(session, site_id="site-d", name="D", capabilities=[])
+    accounts_store.create_site(session, site_id="site-d", name="D", capabilities=[])
     session.add(
         DataResource(id=new_id("dr"), site_id="site-d", name="a", url="https://x/a", data_type="t", size=-1)
     )

@@ -12,8 +12,10 @@ import sqlalchemy as sa
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.migrations import upgrade
 from nmdc_runtime.models import Execution, Job, Workflow, tally_changes
-from nmdc_runtime.services import claims, maintenance
-from nmdc_runtime.store import accounts, pipeline
+from nmdc_runtime.services import claims as claims_service
+from nmdc_runtime.services import maintenance as maintenance_service
+from nmdc_runtime.store import accounts as accounts_store
+from nmdc_runtime.store import pipeline as pipeline_store
 from tests.integration.builders import SERVICE_POLICY
 
 NOW = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -32,7 +34,7 @@ def _counted(session) -> dict[str, int]:
 
 
 def _tallied(session) -> dict[str, int]:
-    tallied = {counted: n for counted, n in pipeline.tallies(session).items() if n}
+    tallied = {counted: n for counted, n in pipeline_store.tallies(session).items() if n}
     session.rollback()
     return tallied
 
@@ -44,7 +46,7 @@ def _pending(session) -> int:
 @pytest.fixture
 def workflow(clean_database) -> str:
     with clean_database.sessionmaker() as session:
-        accounts.create_site(session, site_id="site-e", name="E", capabilities=[])
+        accounts_store.create_site(session, site_id="site-e", name="E", capabilities=[])
         session.add(Workflow(id="wf", name="w", version="1", data_types=[], required_capabilities=[]))
         session.commit()
     return "wf"
@@ -62,10 +64,12 @@ def test_every_write_of_jobs_and_executions_moves_the_tallies_and_a_fold_keeps_t
         session.rollback()
 
         # A claim through the service, then a lapse that sends its job back (the reaper's rule).
-        claims.claim_job(session, job_id=first, site_id="site-e", policy=POLICY, now=NOW)
-        claimed = claims.claim_job(session, job_id=second, site_id="site-e", policy=POLICY, now=NOW).operation
+        claims_service.claim_job(session, job_id=first, site_id="site-e", policy=POLICY, now=NOW)
+        claimed = claims_service.claim_job(
+            session, job_id=second, site_id="site-e", policy=POLICY, now=NOW
+        ).operation
         assert _tallied(session) == {"jobs.unclaimed": 3, "jobs.claimed": 2}
-        maintenance.reap_lapsed_leases(session, now=NOW + timedelta(minutes=5), policy=POLICY)
+        maintenance_service.reap_lapsed_leases(session, now=NOW + timedelta(minutes=5), policy=POLICY)
         assert _tallied(session) == _counted(session)
 
         # An execution, a job finished and one canceled in one statement, one deleted, one updated in place.
@@ -91,12 +95,12 @@ def test_every_write_of_jobs_and_executions_moves_the_tallies_and_a_fold_keeps_t
         assert _tallied(session) == counted
         assert _pending(session) > 0
 
-        folded = maintenance.fold_tally_changes(session)
+        folded = maintenance_service.fold_tally_changes(session)
 
         assert folded > 0 and _pending(session) == 0
         assert _tallied(session) == counted
         # Folding nothing changes nothing.
-        assert maintenance.fold_tally_changes(session) == 0
+        assert maintenance_service.fold_tally_changes(session) == 0
         assert _tallied(session) == counted
 
 
@@ -104,10 +108,10 @@ def test_a_change_not_yet_committed_waits_for_the_next_fold(clean_database, work
     with clean_database.engine.connect() as writer, clean_database.sessionmaker() as session:
         writer.execute(sa.insert(Job).values(workflow_id=workflow, max_attempts=1))
         # The writer's transaction is still open: its change is invisible to the fold and must not be lost.
-        assert maintenance.fold_tally_changes(session) == 0
+        assert maintenance_service.fold_tally_changes(session) == 0
         writer.commit()
         assert _tallied(session) == {"jobs.unclaimed": 1}
-        assert maintenance.fold_tally_changes(session) == 1
+        assert maintenance_service.fold_tally_changes(session) == 1
         assert _tallied(session) == {"jobs.unclaimed": 1}
 
 
@@ -115,7 +119,7 @@ def test_truncating_a_table_empties_its_tallies(clean_database, workflow):
     with clean_database.sessionmaker() as session:
         session.execute(sa.insert(Job), [{"workflow_id": workflow, "max_attempts": 1} for _ in range(3)])
         session.commit()
-        maintenance.fold_tally_changes(session)
+        maintenance_service.fold_tally_changes(session)
         session.execute(sa.insert(Job).values(workflow_id=workflow, max_attempts=1))
         session.commit()
         session.execute(sa.text("TRUNCATE jobs CASCADE"))
@@ -127,7 +131,7 @@ def test_the_health_figures_are_read_from_the_tallies(clean_database, workflow):
     with clean_database.sessionmaker() as session:
         session.execute(sa.insert(Job), [{"workflow_id": workflow, "max_attempts": 1} for _ in range(2)])
         session.commit()
-        maintenance.fold_tally_changes(session)
+        maintenance_service.fold_tally_changes(session)
         # Had the figures counted the rows, this would not show.
         session.execute(sa.text("UPDATE tallies SET n = n + 1000000 WHERE counted = 'jobs.unclaimed'"))
         session.execute(
@@ -135,7 +139,7 @@ def test_the_health_figures_are_read_from_the_tallies(clean_database, workflow):
         )
         session.commit()
 
-        status = pipeline.runtime_status(session, now=datetime.now(UTC))
+        status = pipeline_store.runtime_status(session, now=datetime.now(UTC))
 
     assert status["jobs_by_status"] == {"unclaimed": 1000002, "succeeded": 7}
     assert status["executions"] == 9

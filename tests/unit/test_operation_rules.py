@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from nmdc_runtime.domain import operations as rules
+from nmdc_runtime.domain import operations as operations_rules
 from nmdc_runtime.domain.caps import json_size
 from nmdc_runtime.domain.errors import Conflict, Forbidden, InvalidInput
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.domain.states import JobStatus, OperationState
 from nmdc_runtime.models import Job, Operation
 
+MAX_BYTES = 64 * 1024
+_merged_metadata = functools.partial(operations_rules.merged_metadata, max_bytes=MAX_BYTES)
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 S = OperationState
 J = JobStatus
@@ -41,27 +44,29 @@ ALLOWED_JOB_MOVES = {
 @pytest.mark.parametrize("source", list(S))
 @pytest.mark.parametrize("target", list(S))
 def test_operation_moves(source, target):
-    assert rules.can_move_operation(source, target) == ((source, target) in ALLOWED_OPERATION_MOVES)
+    assert operations_rules.can_move_operation(source, target) == (
+        (source, target) in ALLOWED_OPERATION_MOVES
+    )
 
 
 @pytest.mark.parametrize("source", list(J))
 @pytest.mark.parametrize("target", list(J))
 def test_job_moves(source, target):
-    assert rules.can_move_job(source, target) == ((source, target) in ALLOWED_JOB_MOVES)
+    assert operations_rules.can_move_job(source, target) == ((source, target) in ALLOWED_JOB_MOVES)
 
 
 def test_finished_operations_never_move_and_paused_ones_never_expire():
     for state in S:
         if state.done:
-            assert not any(rules.can_move_operation(state, target) for target in S)
-    assert not rules.can_move_operation(S.PAUSED, S.EXPIRED)
+            assert not any(operations_rules.can_move_operation(state, target) for target in S)
+    assert not operations_rules.can_move_operation(S.PAUSED, S.EXPIRED)
 
 
 # --- claims --------------------------------------------------------------------------------------------
 
 
 def _decide(job_status=J.UNCLAIMED, holder=None, site="site-e", caps=("gpu",), required=("gpu",)):
-    return rules.decide_claim(
+    return operations_rules.decide_claim(
         job_status=job_status,
         holder_site_id=holder,
         site_id=site,
@@ -71,16 +76,16 @@ def _decide(job_status=J.UNCLAIMED, holder=None, site="site-e", caps=("gpu",), r
 
 
 def test_claim_of_an_unclaimed_job_creates_an_operation():
-    assert _decide() is rules.ClaimDecision.CREATED
+    assert _decide() is operations_rules.ClaimDecision.CREATED
 
 
 def test_claim_of_a_job_marked_claimed_without_a_live_operation_creates_one():
     # A lapsed operation is expired before the decision, so no holder remains.
-    assert _decide(job_status=J.CLAIMED, holder=None) is rules.ClaimDecision.CREATED
+    assert _decide(job_status=J.CLAIMED, holder=None) is operations_rules.ClaimDecision.CREATED
 
 
 def test_repeated_claim_by_the_holder_returns_the_same_operation():
-    assert _decide(job_status=J.CLAIMED, holder="site-e") is rules.ClaimDecision.EXISTING
+    assert _decide(job_status=J.CLAIMED, holder="site-e") is operations_rules.ClaimDecision.EXISTING
 
 
 def test_claim_while_another_site_holds_it_conflicts():
@@ -102,9 +107,9 @@ def test_claim_without_a_required_capability_is_forbidden_and_names_it():
 
 
 def test_capabilities_cover():
-    assert rules.capabilities_cover([], [])
-    assert rules.capabilities_cover(["a", "b"], ["a"])
-    assert not rules.capabilities_cover(["a"], ["a", "b"])
+    assert operations_rules.capabilities_cover([], [])
+    assert operations_rules.capabilities_cover(["a", "b"], ["a"])
+    assert not operations_rules.capabilities_cover(["a"], ["a", "b"])
 
 
 # --- the job after its operation ends --------------------------------------------------------------------
@@ -124,7 +129,7 @@ def test_capabilities_cover():
     ],
 )
 def test_job_after_its_operation_ends(op_state, attempts, expected):
-    got = rules.job_after_operation(
+    got = operations_rules.job_after_operation(
         job_status=J.CLAIMED, attempts=attempts, max_attempts=3, op_state=op_state
     )
     assert got == expected
@@ -132,7 +137,7 @@ def test_job_after_its_operation_ends(op_state, attempts, expected):
 
 @pytest.mark.parametrize("op_state", [S.SUCCEEDED, S.FAILED, S.EXPIRED, S.CANCELED])
 def test_a_canceled_job_stays_canceled_whatever_its_operation_ends_with(op_state):
-    status, _ = rules.job_after_operation(
+    status, _ = operations_rules.job_after_operation(
         job_status=J.CANCELED, attempts=1, max_attempts=3, op_state=op_state
     )
     assert status is J.CANCELED
@@ -141,13 +146,15 @@ def test_a_canceled_job_stays_canceled_whatever_its_operation_ends_with(op_state
 @pytest.mark.parametrize("op_state", [S.RUNNING, S.PAUSED])
 def test_an_open_state_is_not_an_ending(op_state):
     with pytest.raises(ValueError):
-        rules.job_after_operation(job_status=J.CLAIMED, attempts=1, max_attempts=3, op_state=op_state)
+        operations_rules.job_after_operation(
+            job_status=J.CLAIMED, attempts=1, max_attempts=3, op_state=op_state
+        )
 
 
 def test_error_codes_map_to_states():
-    assert rules.state_for_error("CANCELLED") is S.CANCELED
-    assert rules.state_for_error("INTERNAL") is S.FAILED
-    assert rules.state_for_error("DEADLINE_EXCEEDED") is S.FAILED
+    assert operations_rules.state_for_error("CANCELLED") is S.CANCELED
+    assert operations_rules.state_for_error("INTERNAL") is S.FAILED
+    assert operations_rules.state_for_error("DEADLINE_EXCEEDED") is S.FAILED
 
 
 # --- leases, starting and finishing (ORM objects in memory, no database) -------------------------------
@@ -162,7 +169,8 @@ def _job(**values) -> Job:
 def _claimed(job: Job | None = None, lease_seconds: int = 60) -> tuple[Operation, Job]:
     job = job or _job()
     op = Operation(
-        id="op-1", **rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=lease_seconds)
+        id="op-1",
+        **operations_rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=lease_seconds),
     )
     return op, job
 
@@ -182,40 +190,42 @@ def test_start_is_refused_unless_the_job_is_unclaimed_or_claimed(status):
     job = _job(status=status.value)
     if status is J.CLAIMED:
         # Re-claiming a job whose previous operation lapsed: it stays claimed.
-        rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=60)
+        operations_rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=60)
         assert job.status == J.CLAIMED
     else:
         with pytest.raises(Conflict):
-            rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=60)
+            operations_rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=60)
 
 
 def test_lease_lapses_at_its_end_unless_paused_or_done():
     op, _ = _claimed(lease_seconds=10)
-    assert not rules.lease_lapsed(op, now=NOW + timedelta(seconds=9))
-    assert rules.lease_lapsed(op, now=NOW + timedelta(seconds=10))
+    assert not operations_rules.lease_lapsed(op, now=NOW + timedelta(seconds=9))
+    assert operations_rules.lease_lapsed(op, now=NOW + timedelta(seconds=10))
     op.state = S.PAUSED.value
     assert op.paused
-    assert not rules.lease_lapsed(op, now=NOW + timedelta(days=1))
+    assert not operations_rules.lease_lapsed(op, now=NOW + timedelta(days=1))
     op.state = S.RUNNING.value
     op.done = True
-    assert not rules.lease_lapsed(op, now=NOW + timedelta(days=1))
+    assert not operations_rules.lease_lapsed(op, now=NOW + timedelta(days=1))
 
 
 def test_a_cancel_request_makes_even_a_paused_lease_lapse():
     op, _ = _claimed(lease_seconds=10)
     op.cancel_requested = True
-    assert not rules.lease_lapsed(op, now=NOW + timedelta(seconds=9))
-    assert rules.lease_lapsed(op, now=NOW + timedelta(seconds=10))
+    assert not operations_rules.lease_lapsed(op, now=NOW + timedelta(seconds=9))
+    assert operations_rules.lease_lapsed(op, now=NOW + timedelta(seconds=10))
     op.state = S.PAUSED.value
-    assert not rules.lease_lapsed(op, now=NOW + timedelta(seconds=9))
-    assert rules.lease_lapsed(op, now=NOW + timedelta(seconds=10))
+    assert not operations_rules.lease_lapsed(op, now=NOW + timedelta(seconds=9))
+    assert operations_rules.lease_lapsed(op, now=NOW + timedelta(seconds=10))
     op.done = True
-    assert not rules.lease_lapsed(op, now=NOW + timedelta(days=1))
+    assert not operations_rules.lease_lapsed(op, now=NOW + timedelta(days=1))
 
 
 def test_a_lapse_without_a_cancel_request_expires():
     op, job = _claimed()
-    ended = rules.end_lapsed_operation(op, job, now=NOW + timedelta(minutes=5), retention_seconds=0)
+    ended = operations_rules.end_lapsed_operation(
+        op, job, now=NOW + timedelta(minutes=5), retention_seconds=0
+    )
     assert ended is S.EXPIRED
     assert (op.state, op.error["code"]) == (S.EXPIRED, "DEADLINE_EXCEEDED")
     assert (job.status, job.attempts) == (J.UNCLAIMED, 1)
@@ -228,7 +238,7 @@ def test_a_lapsed_cancel_request_ends_canceled_and_gives_the_attempt_back(paused
     if paused:
         op.state = S.PAUSED.value
     later = NOW + timedelta(minutes=5)
-    ended = rules.end_lapsed_operation(op, job, now=later, retention_seconds=100)
+    ended = operations_rules.end_lapsed_operation(op, job, now=later, retention_seconds=100)
     assert ended is S.CANCELED
     assert (op.state, op.done, op.paused, op.result_execution_id) == (S.CANCELED, True, False, None)
     assert op.error["code"] == "CANCELLED"
@@ -244,15 +254,50 @@ def test_a_lapsed_cancel_request_leaves_a_canceled_job_canceled():
     op.cancel_requested = True
     job.status = J.CANCELED.value
     assert (
-        rules.end_lapsed_operation(op, job, now=NOW + timedelta(minutes=5), retention_seconds=0) is S.CANCELED
+        operations_rules.end_lapsed_operation(op, job, now=NOW + timedelta(minutes=5), retention_seconds=0)
+        is S.CANCELED
     )
     assert (job.status, job.attempts) == (J.CANCELED, 0)
+
+
+@pytest.mark.parametrize(
+    ("reason", "message", "details"),
+    [
+        (None, "released by the holding site", {}),
+        (
+            {"code": "SITE_FAULT", "message": "no space left"},
+            "released by the holding site (SITE_FAULT)",
+            {"reason": {"code": "SITE_FAULT", "message": "no space left"}},
+        ),
+        (
+            {"code": "SHUTDOWN"},
+            "released by the holding site (SHUTDOWN)",
+            {"reason": {"code": "SHUTDOWN", "message": ""}},
+        ),
+    ],
+    ids=["no-reason", "site-fault", "shutdown"],
+)
+def test_a_release_ends_canceled_gives_the_attempt_back_and_keeps_its_reason(reason, message, details):
+    op, job = _claimed(_job(attempts=2))  # the last attempt: a release still gives it back
+    operations_rules.release(op, job, now=NOW, retention_seconds=0, reason=reason)
+    assert (op.state, op.done) == (S.CANCELED, True)
+    assert op.error == {"code": "CANCELLED", "message": message, "details": details}
+    assert (job.status, job.attempts) == (J.UNCLAIMED, 2)
+
+
+def test_a_release_reason_must_be_a_known_code():
+    op, job = _claimed()
+    with pytest.raises(ValueError):
+        operations_rules.release(
+            op, job, now=NOW, retention_seconds=0, reason={"code": "BORED", "message": ""}
+        )
+    assert not op.done
 
 
 def test_expiry_sets_deadline_exceeded_and_retention_and_frees_the_job():
     op, job = _claimed()
     later = NOW + timedelta(minutes=5)
-    rules.expire_operation(op, job, now=later, retention_seconds=100)
+    operations_rules.expire_operation(op, job, now=later, retention_seconds=100)
     assert (op.state, op.done) == (S.EXPIRED, True)
     assert op.error["code"] == "DEADLINE_EXCEEDED"
     assert op.result_execution_id is None
@@ -262,31 +307,39 @@ def test_expiry_sets_deadline_exceeded_and_retention_and_frees_the_job():
 
 def test_expiry_of_the_last_attempt_fails_the_job():
     op, job = _claimed(_job(attempts=2))
-    rules.expire_operation(op, job, now=NOW, retention_seconds=0)
+    operations_rules.expire_operation(op, job, now=NOW, retention_seconds=0)
     assert (job.status, job.attempts) == (J.FAILED, 3)
 
 
 def test_a_finished_operation_cannot_be_finished_again():
     op, job = _claimed()
-    rules.finish_operation(op, job, state=S.SUCCEEDED, now=NOW, retention_seconds=0, execution_id="exec-1")
+    operations_rules.finish_operation(
+        op, job, state=S.SUCCEEDED, now=NOW, retention_seconds=0, execution_id="exec-1"
+    )
     assert (op.state, job.status) == (S.SUCCEEDED, J.SUCCEEDED)
     for state in (S.FAILED, S.EXPIRED, S.CANCELED):
         with pytest.raises(Conflict):
-            rules.finish_operation(op, job, state=state, now=NOW, retention_seconds=0, error={"code": "X"})
+            operations_rules.finish_operation(
+                op, job, state=state, now=NOW, retention_seconds=0, error={"code": "X"}
+            )
 
 
 def test_finishing_needs_exactly_one_outcome_matching_the_state():
     op, job = _claimed()
     with pytest.raises(ValueError):
-        rules.finish_operation(op, job, state=S.FAILED, now=NOW, retention_seconds=0)
+        operations_rules.finish_operation(op, job, state=S.FAILED, now=NOW, retention_seconds=0)
     with pytest.raises(ValueError):
-        rules.finish_operation(
+        operations_rules.finish_operation(
             op, job, state=S.FAILED, now=NOW, retention_seconds=0, execution_id="e", error={"code": "X"}
         )
     with pytest.raises(ValueError):
-        rules.finish_operation(op, job, state=S.FAILED, now=NOW, retention_seconds=0, execution_id="e")
+        operations_rules.finish_operation(
+            op, job, state=S.FAILED, now=NOW, retention_seconds=0, execution_id="e"
+        )
     with pytest.raises(ValueError):
-        rules.finish_operation(op, job, state=S.SUCCEEDED, now=NOW, retention_seconds=0, error={"code": "X"})
+        operations_rules.finish_operation(
+            op, job, state=S.SUCCEEDED, now=NOW, retention_seconds=0, error={"code": "X"}
+        )
 
 
 # --- metadata --------------------------------------------------------------------------------------------
@@ -295,7 +348,7 @@ def test_finishing_needs_exactly_one_outcome_matching_the_state():
 def test_metadata_merge_keeps_read_only_keys_and_ignores_server_keys():
     op, _ = _claimed()
     op.extra_metadata = {"progress": 10, "stage": "download"}
-    merged = rules.merged_metadata(
+    merged = _merged_metadata(
         op,
         {
             "job_id": "job-1",
@@ -320,7 +373,7 @@ def test_metadata_merge_keeps_read_only_keys_and_ignores_server_keys():
 def test_changing_a_read_only_metadata_key_is_invalid(key, value):
     op, _ = _claimed()
     with pytest.raises(InvalidInput) as caught:
-        rules.merged_metadata(op, {key: value})
+        _merged_metadata(op, {key: value})
     assert caught.value.details["field"] == f"metadata.{key}"
 
 
@@ -328,14 +381,14 @@ def test_changing_a_read_only_metadata_key_is_invalid(key, value):
 def test_progress_must_be_a_percentage(progress):
     op, _ = _claimed()
     with pytest.raises(InvalidInput):
-        rules.merged_metadata(op, {"progress": progress})
+        _merged_metadata(op, {"progress": progress})
 
 
 def test_message_must_be_a_string():
     op, _ = _claimed()
     with pytest.raises(InvalidInput):
-        rules.merged_metadata(op, {"message": 5})
-    assert rules.merged_metadata(op, {"message": "ok", "progress": 99.5}) == {
+        _merged_metadata(op, {"message": 5})
+    assert _merged_metadata(op, {"message": "ok", "progress": 99.5}) == {
         "message": "ok",
         "progress": 99.5,
     }
@@ -343,40 +396,40 @@ def test_message_must_be_a_string():
 
 def test_metadata_is_capped_in_keys():
     op, _ = _claimed()
-    op.extra_metadata = {f"k{i}": i for i in range(rules.MAX_METADATA_KEYS - 1)}
-    assert len(rules.merged_metadata(op, {"last": 1})) == rules.MAX_METADATA_KEYS
+    op.extra_metadata = {f"k{i}": i for i in range(operations_rules.MAX_METADATA_KEYS - 1)}
+    assert len(_merged_metadata(op, {"last": 1})) == operations_rules.MAX_METADATA_KEYS
     with pytest.raises(InvalidInput) as caught:
-        rules.merged_metadata(op, {"one": 1, "two": 2})
+        _merged_metadata(op, {"one": 1, "two": 2})
     assert caught.value.details["field"] == "metadata"
-    assert str(rules.MAX_METADATA_KEYS) in str(caught.value)
+    assert str(operations_rules.MAX_METADATA_KEYS) in str(caught.value)
 
 
 def test_metadata_is_capped_in_bytes_as_compact_json():
     op, _ = _claimed()
     # {"a":"..."} is 8 bytes around the value; a non-ASCII character counts as its UTF-8 bytes.
-    fits = "x" * (rules.MAX_METADATA_BYTES - 8 - 2) + "é"
-    assert json_size({"a": fits}) == rules.MAX_METADATA_BYTES
-    assert rules.merged_metadata(op, {"a": fits}) == {"a": fits}
+    fits = "x" * (MAX_BYTES - 8 - 2) + "é"
+    assert json_size({"a": fits}) == MAX_BYTES
+    assert _merged_metadata(op, {"a": fits}) == {"a": fits}
     with pytest.raises(InvalidInput) as caught:
-        rules.merged_metadata(op, {"a": fits + "x"})
+        _merged_metadata(op, {"a": fits + "x"})
     assert caught.value.details["field"] == "metadata"
     # The cap is on the merge, not on one PATCH: many small additions cannot pass it either.
-    op.extra_metadata = {"a": "x" * (rules.MAX_METADATA_BYTES // 2)}
+    op.extra_metadata = {"a": "x" * (MAX_BYTES // 2)}
     with pytest.raises(InvalidInput):
-        rules.merged_metadata(op, {"b": "y" * (rules.MAX_METADATA_BYTES // 2)})
+        _merged_metadata(op, {"b": "y" * (MAX_BYTES // 2)})
 
 
 def test_metadata_stored_over_a_cap_may_stay_or_shrink_but_not_grow():
     op, _ = _claimed()
-    big = {f"k{i}": "v" * 1000 for i in range(rules.MAX_METADATA_KEYS + 10)}
+    big = {f"k{i}": "v" * 1000 for i in range(operations_rules.MAX_METADATA_KEYS + 10)}
     op.extra_metadata = dict(big)
-    assert rules.merged_metadata(op, {}) == big
-    assert rules.merged_metadata(op, dict(big)) == big
-    assert len(rules.merged_metadata(op, {"k0": None, "k1": "short"})) == len(big) - 1
+    assert _merged_metadata(op, {}) == big
+    assert _merged_metadata(op, dict(big)) == big
+    assert len(_merged_metadata(op, {"k0": None, "k1": "short"})) == len(big) - 1
     with pytest.raises(InvalidInput):
-        rules.merged_metadata(op, {"new": 1})
+        _merged_metadata(op, {"new": 1})
     with pytest.raises(InvalidInput):
-        rules.merged_metadata(op, {"k0": "v" * 1001})
+        _merged_metadata(op, {"k0": "v" * 1001})
 
 
 # --- who may act ----------------------------------------------------------------------------------------
@@ -388,9 +441,9 @@ def test_authorize_holder():
     other = Principal(kind="site_client", name="c2", site_id="site-f")
     admin = Principal(kind="user", name="root", admin=True)
     user = Principal(kind="user", name="bob", site_admin_of=frozenset({"site-e"}))
-    rules.authorize_holder(op, holder, admin_allowed=True)
-    rules.authorize_holder(op, holder, admin_allowed=False)
-    rules.authorize_holder(op, admin, admin_allowed=True)
+    operations_rules.authorize_holder(op, holder, admin_allowed=True)
+    operations_rules.authorize_holder(op, holder, admin_allowed=False)
+    operations_rules.authorize_holder(op, admin, admin_allowed=True)
     for principal, admin_allowed in [(other, True), (user, True), (admin, False), (user, False)]:
         with pytest.raises(Forbidden):
-            rules.authorize_holder(op, principal, admin_allowed=admin_allowed)
+            operations_rules.authorize_holder(op, principal, admin_allowed=admin_allowed)

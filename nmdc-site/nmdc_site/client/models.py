@@ -2,7 +2,8 @@
 
 These models mirror the API's contract, not the server's own schemas, so the client can ship on
 its own. Unknown fields are kept (``extra="allow"``): a newer server may add fields without breaking older
-clients, and ``model_dump()`` hands them back unchanged.
+clients, and ``model_dump()`` hands them back unchanged. The server's tests check each model against the API's
+OpenAPI document (`tests/unit/test_site_client_contract.py`).
 """
 
 from __future__ import annotations

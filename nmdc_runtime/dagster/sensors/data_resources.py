@@ -34,7 +34,7 @@ from nmdc_runtime.dagster.sensors.ticks import (
     tick_label,
 )
 from nmdc_runtime.services import pipeline as pipeline_service
-from nmdc_runtime.store import pipeline
+from nmdc_runtime.store import pipeline as pipeline_store
 
 DATA_RESOURCES_SENSOR = "data_resources_sensor"
 DESCRIPTION = (
@@ -80,7 +80,7 @@ class _JobsMade:
     )
     data_resources_seen: int = 0
 
-    def add(self, reason: str, rows: Iterable[pipeline.MatchedRow]) -> None:
+    def add(self, reason: str, rows: Iterable[pipeline_store.MatchedRow]) -> None:
         for row in rows:
             if row.job_id is None:
                 continue
@@ -183,7 +183,7 @@ def data_resources_sensor(context: SensorEvaluationContext, runtime: ResourcePar
                 break
 
         with runtime.session() as session:
-            pending = pipeline.workflows_needing_backfill(session)
+            pending = pipeline_store.workflows_needing_backfill(session)
         # Progress of workflows no longer waiting (finished elsewhere, disabled) is dropped.
         waiting = {b.workflow_id for b in pending}
         cursor.backfills = {k: v for k, v in cursor.backfills.items() if k in waiting}

@@ -11,7 +11,7 @@ from nmdc_runtime.dagster import outcomes
 from nmdc_runtime.dagster.assets import EXECUTIONS
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.dagster.sensors.ticks import count, report_feed, runtime_sensor, tally
-from nmdc_runtime.store import pipeline
+from nmdc_runtime.store import pipeline as pipeline_store
 
 EXECUTIONS_SENSOR = "executions_sensor"
 DESCRIPTION = (
@@ -23,7 +23,7 @@ DESCRIPTION = (
 """What the UI says of the sensor."""
 
 
-def _summary(rows: list[pipeline.ExecutionRow]) -> str:
+def _summary(rows: list[pipeline_store.ExecutionRow]) -> str:
     return (
         f"reported {count(len(rows), 'execution')} ({tally(row.status for row in rows)}) "
         f"of {count(len({row.workflow_id for row in rows}), 'workflow')}"
@@ -36,7 +36,7 @@ def executions_sensor(context: SensorEvaluationContext, runtime: ResourceParam[R
     return report_feed(
         context,
         runtime,
-        fetch=pipeline.executions_after,
+        fetch=pipeline_store.executions_after,
         seq=lambda row: row.seq,
         report=outcomes.EXECUTION_OUTCOMES.record,
         idle="no new executions",

@@ -11,7 +11,7 @@ from nmdc_runtime.dagster import outcomes
 from nmdc_runtime.dagster.assets import OPERATIONS
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.dagster.sensors.ticks import count, first, report_feed, runtime_sensor, tally
-from nmdc_runtime.store import pipeline
+from nmdc_runtime.store import pipeline as pipeline_store
 
 OPERATIONS_SENSOR = "operations_sensor"
 DESCRIPTION = (
@@ -24,7 +24,7 @@ DESCRIPTION = (
 """What the UI says of the sensor."""
 
 
-def _summary(rows: list[pipeline.OperationEnding]) -> str:
+def _summary(rows: list[pipeline_store.OperationEnding]) -> str:
     summary = f"recorded {count(len(rows), 'ended operation')} ({tally(row.state for row in rows)})"
     final = [row.job_id for row in rows if row.job_failed_for_good]
     if final:
@@ -38,7 +38,7 @@ def operations_sensor(context: SensorEvaluationContext, runtime: ResourceParam[R
     return report_feed(
         context,
         runtime,
-        fetch=pipeline.operations_ended_after,
+        fetch=pipeline_store.operations_ended_after,
         seq=lambda row: row.end_seq,
         report=outcomes.OPERATION_OUTCOMES.record,
         idle="no operation ended",

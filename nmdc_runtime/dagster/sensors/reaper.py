@@ -10,7 +10,7 @@ from dagster import AssetSelection, ResourceParam, SensorEvaluationContext, Skip
 from nmdc_runtime.dagster.assets import OPERATIONS
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.dagster.sensors.ticks import count, first, runtime_sensor
-from nmdc_runtime.services import maintenance
+from nmdc_runtime.services import maintenance as maintenance_service
 
 OPERATIONS_REAPER = "operations_reaper"
 DESCRIPTION = (
@@ -33,14 +33,14 @@ def operations_reaper(context: SensorEvaluationContext, runtime: ResourceParam[R
     now = datetime.now(UTC)
     policy = runtime.policy()
     with runtime.session() as session:
-        expired = maintenance.reap_lapsed_leases(session, now=now, policy=policy, limit=REAPER_LIMIT)
+        expired = maintenance_service.reap_lapsed_leases(session, now=now, policy=policy, limit=REAPER_LIMIT)
     with runtime.session() as session:
-        deleted = maintenance.delete_finished_operations(session, now=now, limit=REAPER_LIMIT)
+        deleted = maintenance_service.delete_finished_operations(session, now=now, limit=REAPER_LIMIT)
     with runtime.session() as session:
-        forgotten = maintenance.forget_idempotency_keys(session, now=now, policy=policy)
+        forgotten = maintenance_service.forget_idempotency_keys(session, now=now, policy=policy)
     # Bookkeeping, not news: left out of the summary, so an idle runtime's reaper still says idle.
     with runtime.session() as session:
-        maintenance.fold_tally_changes(session)
+        maintenance_service.fold_tally_changes(session)
     if not expired and not deleted and not forgotten:
         return SkipReason(
             "idle: no lapsed lease, no finished operation past its expire_time, no idempotency key past retention"
