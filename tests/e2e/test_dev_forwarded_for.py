@@ -37,7 +37,7 @@ def make_dev_api(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[l
     """The argv and environment `make dev` starts its API with, for `settings`."""
     started: dict[str, tuple[list[str], dict[str, str]]] = {}
 
-    def start(name, argv, env, cwd=REPO):
+    def start(name, argv, env, cwd=REPO, **_options):
         started[name] = (argv, env)
         return _Exited()
 

@@ -420,6 +420,9 @@ def test_a_restart_in_the_middle_resumes_the_same_claim_without_double_work(
     world: World, tmp_path: Path, served
 ):
     root, base = served
+    # A lease longer than the restart takes on a loaded machine: what is tested is the resumption, not a race
+    # with the lease (its lapse while the agent is down is the outage test's).
+    world.admin.update_workflow(WORKFLOW, lease_seconds=60)
     job_id = make_job(world, root, base)
     runs = tmp_path / "runs"
     script = (
