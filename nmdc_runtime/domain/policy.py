@@ -19,6 +19,9 @@ class Policy:
     """How long an Idempotency-Key is remembered."""
     max_attempts: int
     """Claims a job may use up before it is marked failed."""
+    max_metadata_bytes: int = 64 * 1024
+    """The most bytes of an operation's site-supplied metadata and of an execution's details
+    (`NMDC_MAX_METADATA_BYTES`)."""
 
     @classmethod
     def of(cls, source: object) -> Policy:

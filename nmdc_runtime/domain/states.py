@@ -65,6 +65,8 @@ class ErrorCode(StrEnum):
 
     CANCELLED = "CANCELLED"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    EXECUTION_FAILED = "EXECUTION_FAILED"
+    """Finished by `done: true` alone, and the latest execution under the operation failed."""
     UNKNOWN = "UNKNOWN"
 
 

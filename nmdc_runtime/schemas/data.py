@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -249,6 +249,8 @@ class WorkflowUpdate(StrictModel):
 class WorkflowRead(ReadModel):
     """A workflow."""
 
+    list_columns: ClassVar = ("id", "enabled", "data_types", "required_capabilities", "lease_seconds", "name")
+
     id: str
     name: str
     version: str
@@ -293,6 +295,8 @@ class JobCreate(StrictModel):
 
 class JobRead(ReadModel):
     """A job; `config` was fixed when the job was made."""
+
+    list_columns: ClassVar = ("id", "workflow_id", "status", "attempts", "max_attempts", "created_at")
 
     id: str
     workflow_id: str

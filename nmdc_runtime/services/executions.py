@@ -57,7 +57,7 @@ def record_execution(
     "Following a claim").
     """
     now = now or datetime.now(UTC)
-    executions_rules.check_details(details)
+    executions_rules.check_details(details, max_bytes=policy.max_metadata_bytes)
     fields = {
         "site_id": site_id,
         "operation_id": operation_id,
@@ -192,6 +192,8 @@ def update_execution(
         if ended_at is not None:
             execution.ended_at = ended_at
         if details is not None:
-            execution.details = executions_rules.merged_details(execution.details or {}, details)
+            execution.details = executions_rules.merged_details(
+                execution.details or {}, details, max_bytes=policy.max_metadata_bytes
+            )
         execution.updated_at = now
         return execution

@@ -218,6 +218,16 @@ def executions_by_id(session: Session, *, execution_ids: Iterable[str]) -> dict[
     return {row.id: row for row in session.scalars(sa.select(Execution).where(Execution.id.in_(wanted)))}
 
 
+def latest_of_operation(session: Session, *, operation_id: str) -> Execution | None:
+    """The execution recorded last under an operation (None: none was)."""
+    return session.scalars(
+        sa.select(Execution)
+        .where(Execution.operation_id == operation_id)
+        .order_by(Execution.seq.desc())
+        .limit(1)
+    ).one_or_none()
+
+
 def outputs_of(session: Session, *, executions: Iterable[Execution]) -> dict[str, list[DataResource]]:
     """Each execution's output data resources, in the order it reported them (one query for all)."""
     executions = list(executions)

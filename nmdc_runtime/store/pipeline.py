@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from nmdc_runtime.domain.states import JobStatus
+from nmdc_runtime.domain.states import JobStatus, OperationState
 from nmdc_runtime.models import (
     DataResource,
     Execution,
@@ -531,6 +531,22 @@ def executions_after(
     return _feed_rows(session, _EXECUTIONS_AFTER, ExecutionRow, after_seq, also_seqs, limit)
 
 
+_FAILED_FOR_GOOD = sa.and_(Job.status == JobStatus.FAILED.value, Operation.attempt == Job.attempts)
+"""Over an operation and its job: the job failed with this operation, its last attempt."""
+
+
+_OPERATION_EXECUTION = sa.func.coalesce(
+    Operation.result_execution_id,
+    sa.select(Execution.id)
+    .where(Execution.operation_id == Operation.id)
+    .order_by(Execution.seq.desc())
+    .limit(1)
+    .scalar_subquery(),
+)
+"""An ended operation's execution: its result, else the last execution its holder recorded under it (a run that
+failed is recorded, then the operation is finished with an error)."""
+
+
 @dataclass(frozen=True)
 class OperationEnding:
     """An operation that ended, with its job as it stands now, as the Dagster UI shows it."""
@@ -543,7 +559,9 @@ class OperationEnding:
     attempt: int
     state: str
     error: dict[str, Any] | None
-    result_execution_id: str | None
+    execution_id: str | None
+    """Its execution: the result of a succeeded operation, else the last one its holder recorded under it (a
+    failed run), if any."""
     ended_at: datetime
     job_status: str
     max_attempts: int
@@ -561,13 +579,11 @@ _OPERATIONS_ENDED_AFTER = _feed(
         Operation.attempt,
         Operation.state,
         Operation.error,
-        Operation.result_execution_id,
+        _OPERATION_EXECUTION.label("execution_id"),
         Operation.update_time.label("ended_at"),
         Job.status.label("job_status"),
         Job.max_attempts,
-        sa.and_(Job.status == JobStatus.FAILED.value, Operation.attempt == Job.attempts).label(
-            "job_failed_for_good"
-        ),
+        _FAILED_FOR_GOOD.label("job_failed_for_good"),
     ).join(Job, Job.id == Operation.job_id),
     Operation.end_seq,
 )
@@ -578,6 +594,53 @@ def operations_ended_after(
 ) -> list[OperationEnding]:
     """Operations with `end_seq > after_seq`, or whose `end_seq` is in `also_seqs`, in the order they ended."""
     return _feed_rows(session, _OPERATIONS_ENDED_AFTER, OperationEnding, after_seq, also_seqs, limit)
+
+
+_LATEST_EXECUTION = _EXECUTIONS_AFTER.order_by(None).order_by(Execution.seq.desc()).limit(1)
+_LATEST_OPERATION_OUTCOME = (
+    _OPERATIONS_ENDED_AFTER.where(Operation.state != OperationState.CANCELED.value)
+    .order_by(None)
+    .order_by(Operation.end_seq.desc())
+    .limit(1)
+)
+
+
+def latest_outcomes(session: Session) -> tuple[ExecutionRow | None, OperationEnding | None]:
+    """The last execution reported, and the last operation that ended succeeded, failed or expired."""
+    feed = {"after_seq": 0, "also_seqs": [], "limit": 1}
+    execution = session.execute(_LATEST_EXECUTION, feed).first()
+    operation = session.execute(_LATEST_OPERATION_OUTCOME, feed).first()
+    return (
+        ExecutionRow(**execution._mapping) if execution else None,
+        OperationEnding(**operation._mapping) if operation else None,
+    )
+
+
+@dataclass(frozen=True)
+class FailedForGood:
+    """A job that failed after its last attempt, the operation it ended with and that operation's execution."""
+
+    job_id: str
+    operation_id: str
+    execution_id: str | None
+
+
+_JOBS_FAILED_FOR_GOOD = (
+    sa.select(
+        Operation.job_id, Operation.id.label("operation_id"), _OPERATION_EXECUTION.label("execution_id")
+    )
+    .join(Job, Job.id == Operation.job_id)
+    # `done`, as the partial index on update_time says.
+    .where(Operation.done, Operation.update_time > sa.bindparam("since"), _FAILED_FOR_GOOD)
+    .order_by(Operation.update_time.desc())
+    .limit(sa.bindparam("limit"))
+)
+
+
+def jobs_failed_for_good(session: Session, *, since: datetime, limit: int) -> list[FailedForGood]:
+    """The last `limit` jobs that failed for good after `since`, latest first."""
+    rows = session.execute(_JOBS_FAILED_FOR_GOOD, {"since": since, "limit": limit})
+    return [FailedForGood(**r._mapping) for r in rows]
 
 
 def _tallies_statement() -> sa.Select:
@@ -691,7 +754,7 @@ def runtime_status(
         sa.select(
             Operation.state,
             count(),
-            count().filter(sa.and_(Job.status == JobStatus.FAILED.value, Operation.attempt == Job.attempts)),
+            count().filter(_FAILED_FOR_GOOD),
         )
         .join(Job, Job.id == Operation.job_id)
         # `done`, as the partial index on update_time says.

@@ -13,6 +13,7 @@ from typing import Any
 from dagster import (
     AddDynamicPartitionsRequest,
     AssetMaterialization,
+    AssetSelection,
     MetadataValue,
     ResourceParam,
     SensorEvaluationContext,
@@ -39,7 +40,9 @@ DATA_RESOURCES_SENSOR = "data_resources_sensor"
 DESCRIPTION = (
     "Makes one job per enabled workflow whose data_types contain a new data resource's data_type (for a "
     "workflow with inputs by role: one job per group once the group has every required role), and backfills "
-    "workflows created, re-enabled or changed later. Cursor: the last data resource seq matched."
+    "workflows created, re-enabled or changed later. What it made: the jobs asset's Events tab, one "
+    "materialization per workflow and tick (created_by names the tick). Every tick shows as skipped, since it "
+    "launches no run; the ones that made jobs say so. Cursor: the last data resource seq matched."
 )
 """What the UI says of the sensor."""
 
@@ -173,7 +176,7 @@ class _JobsMade:
         return events
 
 
-@runtime_sensor(DATA_RESOURCES_SENSOR, every=1, description=DESCRIPTION)
+@runtime_sensor(DATA_RESOURCES_SENSOR, every=1, description=DESCRIPTION, shows=AssetSelection.assets(JOBS))
 def data_resources_sensor(context: SensorEvaluationContext, runtime: ResourceParam[RuntimeDatabase]):
     """Match unmatched data resources (queue: `matched_at IS NULL`, in seq order), then run pending backfills.
 
