@@ -12,7 +12,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import array
 
 from bench.devstack import DevStack
-from bench.scenarios import SHA, LatencyResult, count_claimable_over_api, tokens, wait_all
+from bench.scenarios import (
+    SHA,
+    LatencyResult,
+    count_claimable_over_api,
+    tokens,
+    wait_all,
+    wait_claimable,
+)
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import DataResource, Job, Workflow
 from nmdc_runtime.services import accounts as accounts_service
@@ -97,17 +104,7 @@ def latency(stack: DevStack, *, samples: int, seed: int = 2) -> LatencyResult:
                 "/data_resources", json=_body(world, "mapping", i), headers=world.headers["mapping"]
             )
             last.raise_for_status()
-            group = last.json()["group"]
-            while True:
-                page = http.get(
-                    "/jobs", params={"claimable": "true", "group": group}, headers=world.headers["e"]
-                )
-                page.raise_for_status()
-                if page.json()["resources"]:
-                    break
-                if time.monotonic() - start > 120:
-                    raise RuntimeError(f"no job for group {group} after 120 s")
-                time.sleep(0.1)
+            wait_claimable(http, world.exec_headers, start, group=last.json()["group"])
             result.samples.append(time.monotonic() - start)
             print(f"  group latency sample {i + 1}/{samples}: {result.samples[-1]:.2f} s", flush=True)
     return result

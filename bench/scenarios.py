@@ -120,21 +120,23 @@ def latency(stack: DevStack, *, samples: int, seed: int = 1) -> LatencyResult:
             response = http.post("/data_resources", json=_body(world, i), headers=world.data_headers)
             response.raise_for_status()
             dr_id = response.json()["id"]
-            while True:
-                page = http.get(
-                    "/jobs",
-                    params={"claimable": "true", "data_resource_id": dr_id},
-                    headers=world.exec_headers,
-                )
-                page.raise_for_status()
-                if page.json()["resources"]:
-                    break
-                if time.monotonic() - start > 120:
-                    raise RuntimeError(f"no job for {dr_id} after 120 s")
-                time.sleep(0.1)
+            wait_claimable(http, world.exec_headers, start, data_resource_id=dr_id)
             result.samples.append(time.monotonic() - start)
             print(f"  latency sample {i + 1}/{samples}: {result.samples[-1]:.2f} s", flush=True)
     return result
+
+
+def wait_claimable(http: httpx.Client, headers: dict[str, str], start: float, **filters: str) -> None:
+    """Poll `GET /jobs?claimable=true` with `filters` every 0.1 s until it lists a job; at most 120 s after
+    `start`."""
+    while True:
+        page = http.get("/jobs", params={"claimable": "true", **filters}, headers=headers)
+        page.raise_for_status()
+        if page.json()["resources"]:
+            return
+        if time.monotonic() - start > 120:
+            raise RuntimeError(f"no claimable job of {filters} after 120 s")
+        time.sleep(0.1)
 
 
 def _unclaimed(stack: DevStack, workflow_id: str) -> int:
