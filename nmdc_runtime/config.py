@@ -110,6 +110,18 @@ class Settings(BaseSettings):
     login_queue_limit: int = Field(
         32, ge=0, description="POST /token requests that may wait for a check; more get 429 at once."
     )
+    max_waiters: int = Field(
+        1000,
+        ge=0,
+        description="Requests that may wait at once in each API process (POST /jobs:claimNext with a "
+        "wait_seconds, GET /operations/{op_id}:wait); past it they get 429.",
+    )
+    max_waiters_per_site: int = Field(
+        16,
+        ge=0,
+        description="Of those, the requests one site (or one user) may have waiting at once in each API "
+        "process; past it they get 429.",
+    )
     api_port: int = Field(8000, gt=0, lt=65536, description="Port of the REST API under `make dev`.")
     api_workers: int = Field(
         2, ge=1, le=64, description="uvicorn worker processes of the API under `make dev`."

@@ -322,6 +322,15 @@ class Database:
         )
         sa.event.listen(self.read_sessionmaker, "before_flush", _refuse_flush)
 
+    def listening_connection(self) -> psycopg2.extensions.connection:
+        """A psycopg2 connection of its own, outside the pools, in autocommit and with the pools' deadline, for
+        LISTEN (`store.notices`): a LISTEN holds on to its server session, which a pooled connection would carry
+        to other requests. The caller closes it."""
+        pooled = self.autocommit_engine.raw_connection()
+        connection = pooled.driver_connection
+        pooled.detach()
+        return connection
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session whose work is committed on success and rolled back on any error."""
