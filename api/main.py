@@ -52,7 +52,10 @@ def create_app(settings: Settings) -> FastAPI:
         )
         refresher = asyncio.create_task(app.state.revocations.keep_fresh())
         app.state.waiters = Waiters(
-            app.state.database, max_waiters=active.max_waiters, max_per_site=active.max_waiters_per_site
+            app.state.database,
+            max_waiters=active.max_waiters,
+            max_per_site=active.max_waiters_per_site,
+            listen_url=active.listen_database_url,
         )
         await app.state.waiters.start()
         log.info("NMDC Runtime API ready")

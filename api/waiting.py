@@ -76,8 +76,12 @@ class _Waiter:
 class Waiters:
     """The waiting requests of this process, and what wakes them (see the module docstring)."""
 
-    def __init__(self, database: Database, *, max_waiters: int, max_per_site: int) -> None:
+    def __init__(
+        self, database: Database, *, max_waiters: int, max_per_site: int, listen_url: str | None = None
+    ) -> None:
         self.database = database
+        self.listen_url = listen_url
+        """Where to LISTEN (None: where the database's pools connect)."""
         self.max_waiters = max_waiters
         self.max_per_site = max_per_site
         self.closing = False
@@ -277,7 +281,7 @@ class Waiters:
 
     async def _listen(self) -> None:
         def connect() -> Any:
-            connection = self.database.listening_connection()
+            connection = self.database.listening_connection(self.listen_url)
             try:
                 notices_store.listen(connection)
             except BaseException:

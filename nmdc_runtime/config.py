@@ -59,6 +59,11 @@ class Settings(BaseSettings):
         None,
         description="Dagster's own storage. Unset: a database named `<runtime db>_dagster` on the same server.",
     )
+    listen_database_url: str | None = Field(
+        None,
+        description="Where each API process LISTENs for jobs becoming claimable: a session connection to the "
+        "runtime's database (not PgBouncer's transaction mode). Unset: NMDC_DATABASE_URL (or the embedded one).",
+    )
     jwt_secret: SecretStr | None = Field(
         None,
         description="Key that signs access tokens, at least 32 bytes. Unset: generated once and kept in "
@@ -196,7 +201,7 @@ class Settings(BaseSettings):
         # subprocesses and uvicorn workers may run elsewhere.
         return value.expanduser().resolve()
 
-    @field_validator("database_url", "dagster_database_url")
+    @field_validator("database_url", "dagster_database_url", "listen_database_url")
     @classmethod
     def _postgresql_url(cls, value: str | None) -> str | None:
         # The messages never repeat the URL: it may hold a password. Set but empty is unset (compose files).
