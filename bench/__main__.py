@@ -7,6 +7,7 @@
     python -m bench --only claims --profile-to bench/claim-after.svg --profile-cycle-to bench/cycle.svg
     python -m bench --only history --profile-listing-to bench/listing.svg
     python -m bench --only history
+    python -m bench --only waiting       # claimNext: job to claim, 1,000 waiters, a herd of 50 sites
     python -m bench --smoke              # every scenario at toy sizes, in about a minute
 
 Figures go to standard output and to bench/results/<UTC time>.json; a run of every scenario also writes
@@ -26,7 +27,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import paths, plots, scenarios
+from bench import paths, plots, scenarios, waiting
 from bench.devstack import REPO, dev_stack, leftover_processes
 from nmdc_runtime.config import Settings
 
@@ -40,8 +41,12 @@ TARGETS = {
     "list_jobs_p99_ms_1m": 50,
     "list_jobs_deep_vs_first": 1.5,
     "api_peak_rss_mb": 300,
+    "job_to_claim_p50_ms": 100,
+    "waiters_1000_rss_mb": 100,
+    "waiters_1000_cpu_cores": 0.05,
+    "herd_claim_next_vs_list_then_claim": 1.0,
 }
-SCENARIOS = ["latency", "burst-db", "burst-api", "sensor-backlog", "claims", "history"]
+SCENARIOS = ["latency", "burst-db", "burst-api", "sensor-backlog", "claims", "history", "waiting"]
 
 
 def _commit() -> str:
@@ -68,6 +73,9 @@ def summary(report: dict) -> dict:
         **{k: v for k, v in listed.items() if k not in ("curve_history", "plans")},
         "data_to_job_p50_s": report["latency"]["median_s"],
         "sensor_burst_10k_s": report["burst_api"]["first_post_to_all_jobs_claimable_s"],
+        **{
+            k: v for k, v in report["waiting"].items() if not k.endswith(("_runs", "_machine", "_samples_ms"))
+        },
         "curve_history": listed["curve_history"],
         "curve_sensor_backlog": report["sensor_backlog"],
         "targets": TARGETS,
@@ -174,6 +182,16 @@ def main(argv: list[str] | None = None) -> int:
             if "sensor-backlog" in chosen:
                 print(f"sensor-backlog: {sizes.backlogs} data resources, each in one transaction", flush=True)
                 report["sensor_backlog"] = paths.sensor_backlog(stack, sizes)
+            if "waiting" in chosen:
+                sized = waiting.SMOKE if args.smoke else waiting.WaitSizes()
+                print(
+                    f"waiting: job to claim, {sized.waiters} waiters, {sized.herd_sites} sites draining "
+                    f"{sized.herd_jobs} jobs",
+                    flush=True,
+                )
+                report["waiting"] = waiting.waiting_suite(stack, sized, work=home)
+                shown = {k: v for k, v in report["waiting"].items() if not k.endswith(("_runs", "_machine"))}
+                print(f"  -> {json.dumps(shown)}", flush=True)
             if "claims" in chosen:
                 print(f"claims: HTTP, bare FastAPI, psycopg2; cycles; {sizes.repeats} runs each", flush=True)
                 report["claims"] = paths.claim_suite(
