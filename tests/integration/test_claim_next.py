@@ -4,6 +4,7 @@ shutdown: tests/e2e/test_waiting_processes.py."""
 
 from __future__ import annotations
 
+import select
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,8 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from nmdc_runtime.models import Operation
 from nmdc_runtime.processes import wait_for
+from nmdc_runtime.services import maintenance as maintenance_service
+from nmdc_runtime.store import notices as notices_store
 from tests.integration.claim_world import (
     World,
     claimed,
@@ -82,6 +85,53 @@ def test_a_lapsed_lease_s_job_is_claimed_and_its_operation_ended(world):
     assert world.client.get(f"/operations/{op['id']}", headers=world.admin).json()["metadata"]["state"] == (
         "expired"
     )
+
+
+def test_jobs_notify_only_when_they_become_unclaimed(world, settings):
+    """The triggers of migration 0013: a job made, released, given back by an error or by the reaper sends its
+    workflow on the channel; a claim, a heartbeat, an execution and a success send nothing."""
+    listener = world.database.listening_connection()
+    notices_store.listen(listener)
+
+    def heard() -> list[str]:
+        # A notification leaves at the commit, before the API answers: it is on its way, or never comes.
+        select.select([listener], [], [], 0.3)
+        return notices_store.received(listener)
+
+    try:
+        job = new_job(world)
+        assert heard() == ["wf"]
+        op = claimed(world, job=job)
+        world.client.patch(
+            f"/operations/{op['id']}", json={"metadata": {"progress": 5}}, headers=world.site_e
+        )
+        assert heard() == []
+        assert world.client.post(f"/jobs/{job['id']}:release", headers=world.site_e).status_code == 200
+        assert heard() == ["wf"]
+        op = claimed(world, job=job)
+        failed = {"done": True, "error": {"code": "UNAVAILABLE", "message": "no input"}}
+        assert (
+            world.client.patch(f"/operations/{op['id']}", json=failed, headers=world.site_e).status_code
+            == 200
+        )
+        assert heard() == ["wf"]
+        op = claimed(world, job=job)
+        with world.database.session() as session:
+            session.execute(
+                sa.update(Operation)
+                .where(Operation.id == op["id"])
+                .values(lease_expire_time=datetime.now(UTC) - timedelta(seconds=1))
+            )
+        assert heard() == []
+        with world.database.session() as session:
+            assert maintenance_service.reap_lapsed_leases(
+                session, now=datetime.now(UTC), policy=settings.policy()
+            )
+        assert heard() == ["wf"]
+        finish_with_result(world, claimed(world, job=job))
+        assert heard() == []
+    finally:
+        listener.close()
 
 
 def test_refusals(world, settings):
