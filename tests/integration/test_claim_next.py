@@ -4,6 +4,7 @@ shutdown: tests/e2e/test_waiting_processes.py."""
 
 from __future__ import annotations
 
+import asyncio
 import select
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -198,6 +199,59 @@ def test_a_waiter_holds_no_connection_and_is_woken_by_a_job_made_and_by_a_job_re
         assert time.monotonic() - released_at < 1
         assert answer.status_code == 201 and answer.json()["job"]["id"] == job["id"]
         assert answer.json()["metadata"]["attempt"] == 1  # the release gave the attempt back
+
+
+def test_a_client_that_goes_away_stops_waiting(world):
+    """The request's ASGI `http.disconnect` (what uvicorn sends when the connection closes) ends its wait."""
+    app = world.client.app
+    body = b'{"wait_seconds": 20}'
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/jobs:claimNext",
+        "raw_path": b"/jobs:claimNext",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"authorization", world.site_e["Authorization"].encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+
+    async def go_away() -> tuple[float, list[int], int]:
+        gone = asyncio.Event()
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        statuses: list[int] = []
+
+        async def receive():
+            if messages:
+                return messages.pop()
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        request = asyncio.create_task(app(scope, receive, send))
+        while app.state.waiters.count != 1:
+            await asyncio.sleep(0.01)
+        gone.set()
+        began = time.monotonic()
+        await asyncio.wait_for(request, 10)
+        return time.monotonic() - began, statuses, app.state.waiters.count
+
+    took, statuses, left = world.client.portal.call(go_away)
+    assert took < 1 and left == 0
+    assert statuses == [204]  # answered into the void: nothing was claimed
 
 
 def test_idempotency_key_replays_the_claim_and_a_204_is_not_remembered(world):
