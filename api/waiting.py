@@ -247,7 +247,10 @@ class Waiters:
     @staticmethod
     async def _watch(receive: Receive, waiter: _Waiter) -> None:
         """Wake `waiter` as gone when its client disconnects (the request's body has been read already)."""
-        while (await receive())["type"] != "http.disconnect":
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # a connection that cannot be read from is gone too
             pass
         waiter.gone = True
         waiter.woken.set()
@@ -330,6 +333,7 @@ class Waiters:
         """The sweeps (module docstring); a failed one is logged and tried again at its next turn."""
         swept_to = datetime.now(UTC)
         next_sweep = next_check = self._loop.time()
+        quiet_until = 0.0
         while True:
             await asyncio.sleep(OPERATION_POLL_SECONDS)
             try:
@@ -345,7 +349,10 @@ class Waiters:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("waiters' sweep failed (%s: %s); trying again", type(exc).__name__, exc)
+                # Said once a minute at most: with the database down it fails at every turn.
+                if self._loop.time() >= quiet_until:
+                    quiet_until = self._loop.time() + 60
+                    log.warning("waiters' sweep failed (%s: %s); trying again", type(exc).__name__, exc)
 
     async def _poll_operations(self) -> None:
         awaited = list(self._operations)
