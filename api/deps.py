@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.middleware import REQUEST_SESSIONS
 from api.revocations import Revocations
+from api.waiting import Waiters
 from nmdc_runtime.auth import InvalidToken
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
@@ -92,6 +93,10 @@ async def _grant_keys(request: Request) -> GrantKeys:
     return request.app.state.grant_keys
 
 
+async def _waiters(request: Request) -> Waiters:
+    return request.app.state.waiters
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RevocationsDep = Annotated[Revocations, Depends(_revocations)]
 """The refused tokens of this process: a change of credentials applies it at once."""
@@ -103,6 +108,8 @@ ReadSessionDep = Annotated[Session, Depends(_read_session)]
 """For the routes that only read (every GET)."""
 GrantKeysDep = Annotated[GrantKeys, Depends(_grant_keys)]
 """The keys that sign access grants (the first signs, all are published)."""
+WaitersDep = Annotated[Waiters, Depends(_waiters)]
+"""The requests of this process that wait, and what wakes them (`api/waiting.py`)."""
 
 
 def _unauthorized(message: str) -> HTTPException:

@@ -13,6 +13,7 @@ from api.login_guard import LoginGuard
 from api.middleware import BodyLimitMiddleware, JsonBodyMiddleware, RequestSessions, RequestTelemetry
 from api.revocations import Revocations
 from api.routes import PUBLIC_ROUTERS, ROUTERS, TAGS
+from api.waiting import Waiters
 from nmdc_runtime import logs
 from nmdc_runtime.auth import VerifiedTokens
 from nmdc_runtime.config import Settings, get_settings
@@ -50,10 +51,18 @@ def create_app(settings: Settings) -> FastAPI:
             queue_limit=active.login_queue_limit,
         )
         refresher = asyncio.create_task(app.state.revocations.keep_fresh())
+        app.state.waiters = Waiters(
+            app.state.database,
+            max_waiters=active.max_waiters,
+            max_per_site=active.max_waiters_per_site,
+            listen_url=active.listen_database_url,
+        )
+        await app.state.waiters.start()
         log.info("NMDC Runtime API ready")
         try:
             yield
         finally:
+            await app.state.waiters.close()
             refresher.cancel()
             app.state.login_guard.close()
             app.state.database.dispose()

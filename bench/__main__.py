@@ -8,6 +8,7 @@
     python -m bench --only history --profile-listing-to bench/listing.svg
     python -m bench --only history
     python -m bench --only groups-latency --only groups-burst
+    python -m bench --only waiting       # claimNext: job to claim, 1,000 waiters, a herd of 50 sites
     python -m bench --smoke              # every scenario at toy sizes, in about a minute
 
 Figures go to standard output and to bench/results/<UTC time>.json; a run of every scenario also writes
@@ -27,7 +28,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import groups, paths, plots, scenarios
+from bench import groups, paths, plots, scenarios, waiting
 from bench.devstack import REPO, dev_stack, leftover_processes
 from nmdc_runtime.config import Settings
 
@@ -43,6 +44,10 @@ TARGETS = {
     "api_peak_rss_mb": 300,
     "groups_data_to_job_p50_s": 8.0,
     "groups_burst_10k_s": 60.0,
+    "job_to_claim_p50_ms": 100,
+    "waiters_1000_rss_mb": 100,
+    "waiters_1000_cpu_cores": 0.05,
+    "herd_claim_next_vs_list_then_claim": 1.0,
 }
 SCENARIOS = [
     "latency",
@@ -53,6 +58,7 @@ SCENARIOS = [
     "history",
     "groups-latency",
     "groups-burst",
+    "waiting",
 ]
 
 
@@ -82,6 +88,9 @@ def summary(report: dict) -> dict:
         "sensor_burst_10k_s": report["burst_api"]["first_post_to_all_jobs_claimable_s"],
         "groups_data_to_job_p50_s": report["groups_latency"]["median_s"],
         "groups_burst_10k_s": report["groups_burst"]["all_jobs_claimable_s"],
+        **{
+            k: v for k, v in report["waiting"].items() if not k.endswith(("_runs", "_machine", "_samples_ms"))
+        },
         "curve_history": listed["curve_history"],
         "curve_sensor_backlog": report["sensor_backlog"],
         "targets": TARGETS,
@@ -197,6 +206,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"groups-burst: {args.burst} groups of two inputs in one transaction", flush=True)
                 report["groups_burst"] = groups.burst(stack, n=args.burst)
                 print(f"  -> {json.dumps(report['groups_burst'])}", flush=True)
+            if "waiting" in chosen:
+                sized = waiting.SMOKE if args.smoke else waiting.WaitSizes()
+                print(
+                    f"waiting: job to claim, {sized.waiters} waiters, {sized.herd_sites} sites draining "
+                    f"{sized.herd_jobs} jobs",
+                    flush=True,
+                )
+                report["waiting"] = waiting.waiting_suite(stack, sized, work=home)
+                shown = {k: v for k, v in report["waiting"].items() if not k.endswith(("_runs", "_machine"))}
+                print(f"  -> {json.dumps(shown)}", flush=True)
             if "claims" in chosen:
                 print(f"claims: HTTP, bare FastAPI, psycopg2; cycles; {sizes.repeats} runs each", flush=True)
                 report["claims"] = paths.claim_suite(

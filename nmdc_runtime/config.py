@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         None,
         description="Dagster's own storage. Unset: a database named `<runtime db>_dagster` on the same server.",
     )
+    listen_database_url: str | None = Field(
+        None,
+        description="Where each API process LISTENs for jobs becoming claimable: a session connection to the "
+        "runtime's database (not PgBouncer's transaction mode). Unset: NMDC_DATABASE_URL (or the embedded one).",
+    )
     jwt_secret: SecretStr | None = Field(
         None,
         description="Key that signs access tokens, at least 32 bytes of 8 different values. Unset: generated "
@@ -128,6 +133,18 @@ class Settings(BaseSettings):
     )
     login_queue_limit: int = Field(
         32, ge=0, description="POST /token requests that may wait for a check; more get 429 at once."
+    )
+    max_waiters: int = Field(
+        1000,
+        ge=0,
+        description="Requests that may wait at once in each API process (POST /jobs:claimNext with a "
+        "wait_seconds, GET /operations/{op_id}:wait); past it they get 429.",
+    )
+    max_waiters_per_site: int = Field(
+        16,
+        ge=0,
+        description="Of those, the requests one site (or one user) may have waiting at once in each API "
+        "process; past it they get 429.",
     )
     api_port: int = Field(8000, gt=0, lt=65536, description="Port of the REST API under `make dev`.")
     api_workers: int = Field(
@@ -209,7 +226,7 @@ class Settings(BaseSettings):
         # subprocesses and uvicorn workers may run elsewhere.
         return value.expanduser().resolve()
 
-    @field_validator("database_url", "dagster_database_url")
+    @field_validator("database_url", "dagster_database_url", "listen_database_url")
     @classmethod
     def _postgresql_url(cls, value: str | None) -> str | None:
         # The messages never repeat the URL: it may hold a password. Set but empty is unset (compose files).

@@ -303,6 +303,7 @@ class Database:
 
     def __init__(self, url: str, *, deadline_seconds: float | None = None, **engine_options) -> None:
         self.url = url
+        self.deadline_seconds = deadline_seconds
         self.engine = create_engine(url, deadline_seconds=deadline_seconds, **engine_options)
         # The one-statement changes (`services.transactions.statements_commit`) get connections of a pool of
         # their own, put in autocommit once when they connect. Switching a pooled connection to autocommit and
@@ -321,6 +322,25 @@ class Database:
             self.autocommit_engine, expire_on_commit=False, info={READS_ONLY: True}
         )
         sa.event.listen(self.read_sessionmaker, "before_flush", _refuse_flush)
+
+    def listening_connection(self, url: str | None = None) -> psycopg2.extensions.connection:
+        """A psycopg2 connection of its own, outside the pools, in autocommit and with the pools' deadline, for
+        LISTEN (`store.notices`): a LISTEN holds on to its server session, which a pooled connection would carry
+        to other requests. To `url` when given (a session connection past a pooler in transaction mode), else
+        as the pools connect. The caller closes it."""
+        engine = self.autocommit_engine
+        if url is not None:
+            engine = create_engine(
+                normalize_url(url), deadline_seconds=self.deadline_seconds, isolation_level="AUTOCOMMIT"
+            )
+        try:
+            pooled = engine.raw_connection()
+            connection = pooled.driver_connection
+            pooled.detach()
+        finally:
+            if engine is not self.autocommit_engine:
+                engine.dispose()
+        return connection
 
     @contextmanager
     def session(self) -> Iterator[Session]:

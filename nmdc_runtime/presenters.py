@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy.orm import Session
 
-from nmdc_runtime.models import DataResource, Execution, Operation
-from nmdc_runtime.schemas.data import DataResourceRead
+from nmdc_runtime.models import DataResource, Execution, Job, Operation
+from nmdc_runtime.schemas.data import DataResourceRead, JobRead
 from nmdc_runtime.schemas.executions import ExecutionRead
-from nmdc_runtime.schemas.operations import OperationMetadata, OperationRead
+from nmdc_runtime.schemas.operations import ClaimedOperationRead, OperationMetadata, OperationRead
 from nmdc_runtime.store import executions as executions_store
 
 
@@ -94,3 +94,11 @@ def present_operation(
 ) -> OperationRead:
     """One operation as the API shows it (`results` as in `present_operations`)."""
     return present_operations(session, [operation], results=results)[0]
+
+
+def present_claim(session: Session, operation: Operation, job: Job) -> ClaimedOperationRead:
+    """A claim the caller did not name the job of: the operation as a claim shows it, and the job."""
+    shown = present_operation(session, operation)
+    return ClaimedOperationRead(
+        **{name: getattr(shown, name) for name in type(shown).model_fields}, job=JobRead.model_validate(job)
+    )

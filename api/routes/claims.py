@@ -2,17 +2,89 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
-from api.deps import AdminPrincipal, PolicyDep, SessionDep, SitePrincipal
+from api.deps import AdminPrincipal, DatabaseDep, PolicyDep, SessionDep, SitePrincipal, WaitersDep
+from api.idempotency import IdempotencyKeyHeader, idempotent_request, respond
 from api.metrics import CLAIM_LATENCY
 from api.presenters import json_response
-from nmdc_runtime.presenters import present_operation
-from nmdc_runtime.schemas.data import ClaimRequest, JobRead, ReleaseRequest
-from nmdc_runtime.schemas.operations import OperationRead
+from nmdc_runtime.presenters import present_claim, present_operation
+from nmdc_runtime.schemas.data import ClaimNextRequest, ClaimRequest, JobRead, ReleaseRequest
+from nmdc_runtime.schemas.operations import ClaimedOperationRead, OperationRead
 from nmdc_runtime.services import claims as claims_service
 
 router = APIRouter(tags=["jobs"])
+
+
+@router.post(
+    "/jobs:claimNext",
+    status_code=201,
+    response_model=ClaimedOperationRead,
+    responses={
+        204: {"description": "Nothing claimable, now or (with `wait_seconds`) before the time was up"},
+        403: {
+            "description": "The caller is a user, or the site lacks a capability a job's workflow requires"
+        },
+        409: {"description": "The claim decision refused this site"},
+        422: {
+            "description": "Invalid body; lease_seconds longer than the claimed job's workflow allows; an "
+            "Idempotency-Key reused for another request"
+        },
+        429: {"description": "Too many requests waiting, in this process or for this site (`Retry-After`)"},
+    },
+)
+async def claim_next(
+    request: Request,
+    database: DatabaseDep,
+    policy: PolicyDep,
+    principal: SitePrincipal,
+    waiters: WaitersDep,
+    body: ClaimNextRequest | None = None,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Claim the next job for the calling site (site clients only): of the jobs it may claim now (those
+    `GET /jobs?claimable=true` lists, of `workflow_ids` when given), the one made first that no other claim
+    is taking at this moment. 201 and the new Operation, as `POST /jobs/{job_id}:claim` answers it, with the
+    claimed `job`; 204 when there is none.
+
+    Concurrent callers never get the same job, and never 409 for a job another took first. With
+    `wait_seconds` (at most 60) and nothing claimable, the request waits and claims as soon as a job becomes
+    claimable (made, released, given back; a lapsed lease within a few seconds), else 204 when the time is up
+    or the server stops. An `Idempotency-Key` makes a repeat get the first claim again (201,
+    `Idempotent-Replayed: true`), also after the client went away while waiting; a 204 is not remembered.
+    """
+    asked = body or ClaimNextRequest()
+    claimant = idempotent_request(principal, idempotency_key, "POST /jobs:claimNext", asked)
+
+    def attempt():
+        # In the thread pool; a session per attempt, none held while the request waits.
+        with database.sessionmaker() as session:
+            claimed = claims_service.claim_next(
+                session,
+                site_id=principal.site_id,
+                policy=policy,
+                request=claimant,
+                workflow_ids=asked.workflow_ids,
+                lease_seconds=asked.lease_seconds,
+            )
+            if claimed is None:
+                return None
+            return claimed, present_claim(session, claimed.value.operation, claimed.value.job)
+
+    found = await waiters.claim(
+        attempt,
+        key=principal.site_id,
+        workflow_ids=asked.workflow_ids,
+        wait_seconds=asked.wait_seconds,
+        receive=request.receive,
+    )
+    if found is None:
+        return Response(status_code=204)
+    claimed, answer = found
+    if not claimed.replayed:
+        operation, job = claimed.value.operation, claimed.value.job
+        CLAIM_LATENCY.observe((operation.create_time - job.created_at).total_seconds())
+    return respond(answer, replayed=claimed.replayed)
 
 
 @router.post(

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, ReadSessionDep, SessionDep
+from api.deps import (
+    AdminPrincipal,
+    CurrentPrincipal,
+    DatabaseDep,
+    PageDep,
+    PolicyDep,
+    ReadSessionDep,
+    SessionDep,
+    WaitersDep,
+)
 from api.presenters import json_response
 from nmdc_runtime.presenters import present_operation, present_operations
 from nmdc_runtime.schemas.common import Page
+from nmdc_runtime.schemas.data import MAX_WAIT_SECONDS
 from nmdc_runtime.schemas.operations import OperationRead, OperationUpdate
 from nmdc_runtime.services import operations as operations_service
 from nmdc_runtime.store import operations as operations_store
@@ -46,6 +56,43 @@ def list_operations(
         done=done,
     )
     return Page[OperationRead](resources=present_operations(session, rows), next_page_token=token)
+
+
+# Before `/operations/{op_id}`, whose `{op_id}` would take `op-...:wait` whole.
+@router.get(
+    "/operations/{op_id}:wait",
+    response_model=OperationRead,
+    responses={
+        **_NOT_FOUND,
+        429: {"description": "Too many requests waiting, in this process or for this caller (`Retry-After`)"},
+    },
+)
+async def wait_operation(
+    op_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: CurrentPrincipal,
+    waiters: WaitersDep,
+    timeout_seconds: Annotated[
+        int, Query(ge=0, le=MAX_WAIT_SECONDS, description="How long to wait for the operation to be done.")
+    ] = MAX_WAIT_SECONDS,
+) -> Response:
+    """The operation once it is done, as soon as it is; or as it is when `timeout_seconds` (at most 60) are up
+    or the server stops. Any caller, as `GET /operations/{op_id}`."""
+
+    def read():
+        with database.read_sessionmaker() as session:
+            return present_operation(session, operations_store.get_operation(session, op_id=op_id))
+
+    shown = await waiters.operation(
+        read,
+        lambda operation: operation.done,
+        op_id=op_id,
+        key=principal.site_id or principal.key,
+        timeout_seconds=timeout_seconds,
+        receive=request.receive,
+    )
+    return json_response(shown, status_code=200)
 
 
 @router.get("/operations/{op_id}", response_model=OperationRead, responses=_NOT_FOUND)

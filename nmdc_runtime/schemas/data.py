@@ -317,6 +317,26 @@ class ClaimRequest(StrictModel):
     )
 
 
+MAX_WAIT_SECONDS = 60
+"""The longest a request may ask to wait (`:claimNext`'s `wait_seconds`, `:wait`'s `timeout_seconds`)."""
+
+
+class ClaimNextRequest(StrictModel):
+    """`POST /jobs:claimNext`'s optional body."""
+
+    workflow_ids: Annotated[list[ChosenId], Field(min_length=1, max_length=MAX_TAGS)] | None = Field(
+        None, description="Only jobs of these workflows; unset: of any workflow the site may run."
+    )
+    wait_seconds: Annotated[StrictInt, Field(ge=0, le=MAX_WAIT_SECONDS)] = Field(
+        0,
+        description="With nothing claimable now, how long to wait for a job to become claimable (claimed "
+        "as soon as it does); 0: answer at once.",
+    )
+    lease_seconds: LeaseSeconds | None = Field(
+        None, description="A lease shorter than the workflow's (more: 422); unset: the workflow's lease."
+    )
+
+
 MAX_RELEASE_MESSAGE = 1024
 """The longest message a release's reason may carry (characters)."""
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from nmdc_runtime.domain.states import OperationState
 from nmdc_runtime.schemas.common import JsonObject, StrictBool, StrictModel, Text
-from nmdc_runtime.schemas.data import OpaqueId
+from nmdc_runtime.schemas.data import JobRead, OpaqueId
 from nmdc_runtime.schemas.executions import ExecutionRead
 
 ResultT = TypeVar("ResultT")
@@ -87,6 +87,13 @@ class Operation(BaseModel, Generic[ResultT, MetadataT]):
 
 OperationRead = Operation[ExecutionRead, OperationMetadata]
 """The operation a claim returns."""
+
+
+class ClaimedOperationRead(OperationRead):
+    """What `POST /jobs:claimNext` answers: the Operation as `POST /jobs/{job_id}:claim` answers it, and the
+    job it claimed (the caller did not name one)."""
+
+    job: JobRead
 
 
 class ResultRef(StrictModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -13,8 +13,10 @@ from nmdc_runtime.domain.errors import NotFound
 from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.domain.states import JobStatus
 from nmdc_runtime.models import Job, Operation
-from nmdc_runtime.services.transactions import locked_job, statements_commit, transaction
+from nmdc_runtime.services.transactions import Once, locked_job, run_once, statements_commit, transaction
+from nmdc_runtime.store import idempotency as idempotency_store
 from nmdc_runtime.store import operations as operations_store
+from nmdc_runtime.store.idempotency import IdempotentRequest
 
 
 class Claim(NamedTuple):
@@ -61,6 +63,114 @@ def claim_job(
         if fields is None:
             return Claim(current, created=False, job=job)
         return Claim(operations_store.insert_operation(session, **fields), created=True, job=job)
+
+
+CLAIM_NEXT_TRIES = 3
+"""How often `claim_next` looks again at once when every job it looked at was held by other claims."""
+
+
+class _NothingClaimed(Exception):
+    """No job was claimed: the transaction rolls back (with the Idempotency-Key's row, so that a 204 is not
+    remembered). `contended`: jobs were there, but other claims held them all."""
+
+    def __init__(self, *, contended: bool) -> None:
+        self.contended = contended
+
+
+def claim_next(
+    session: Session,
+    *,
+    site_id: str,
+    policy: Policy,
+    request: IdempotentRequest,
+    workflow_ids: Sequence[str] | None = None,
+    lease_seconds: int | None = None,
+    now: datetime | None = None,
+) -> Once[Claim] | None:
+    """Claim for a site the claimable job (of `workflow_ids`, when given) that was made first among those no
+    other claim holds at this moment; None when there is none. Concurrent callers never get the same job, and
+    a job another claim took meanwhile is passed over, never refused: the only refusals are the claim
+    decision's about the site itself (`_decide`, as for `claim_job`), and a lease too long (422).
+
+    Once per `request`'s Idempotency-Key: a repeat gets the first claim again, as it was (and a claim made for
+    a request whose caller went away is found by its retry). Nothing claimed is not remembered.
+    """
+    now = now or datetime.now(UTC)
+    for _ in range(CLAIM_NEXT_TRIES):
+        try:
+            with transaction(session):
+                return run_once(
+                    session,
+                    request=request,
+                    create=lambda: _claim_first_free(
+                        session,
+                        site_id=site_id,
+                        policy=policy,
+                        workflow_ids=workflow_ids,
+                        lease_seconds=lease_seconds,
+                        now=now,
+                    ),
+                    document=lambda claim: {
+                        "operation": idempotency_store.row_document(claim.operation),
+                        "job": idempotency_store.row_document(claim.job),
+                    },
+                    restore=lambda document: Claim(
+                        idempotency_store.row_from_document(Operation, document["operation"]),
+                        created=True,
+                        job=idempotency_store.row_from_document(Job, document["job"]),
+                    ),
+                )
+        except _NothingClaimed as nothing:
+            if not nothing.contended:
+                return None
+    return None
+
+
+def _claim_first_free(
+    session: Session,
+    *,
+    site_id: str,
+    policy: Policy,
+    workflow_ids: Sequence[str] | None,
+    lease_seconds: int | None,
+    now: datetime,
+) -> Claim:
+    """Inside the caller's transaction: lock the first claimable job no other claim holds
+    (`operations_store.lock_next_claimable`) and claim it, decided by `_decide` as `claim_job` decides;
+    _NothingClaimed when there is none, or when the job locked is no longer claimable (a holder heartbeated).
+
+    An unclaimed job is written as `claim_job`'s fast path writes it (`claim_as_seen`, on the row this
+    transaction holds); a job claimed under a lapsed lease goes through its general path's steps: the lapse
+    rule on the locked rows (`locked_job`), the claimable rule (`operations_rules.claimable`), the decision.
+    """
+    found = operations_store.lock_next_claimable(session, site_id=site_id, now=now, workflow_ids=workflow_ids)
+    if found.job is None:
+        raise _NothingClaimed(contended=found.candidates > 0)
+    job, terms = found.job, found.terms
+    if job.status == JobStatus.UNCLAIMED:
+        seen_status, seen_attempts = job.status, job.attempts
+        fields = _decide(
+            job, None, site_id=site_id, terms=terms, policy=policy, lease_seconds=lease_seconds, now=now
+        )
+        operation = operations_store.claim_as_seen(
+            session, job=job, seen_status=seen_status, seen_attempts=seen_attempts, operation=fields
+        )
+        if operation is None:  # Not while this transaction holds the job; the index would say so.
+            raise _NothingClaimed(contended=True)
+        return Claim(operation, created=True, job=job)
+    locked, current = locked_job(session, job_id=job.id, now=now, policy=policy)
+    if not operations_rules.claimable(
+        locked,
+        current,
+        site_capabilities=terms.site_capabilities,
+        required_capabilities=terms.required_capabilities,
+        now=now,
+    ):
+        raise _NothingClaimed(contended=True)
+    fields = _decide(
+        locked, None, site_id=site_id, terms=terms, policy=policy, lease_seconds=lease_seconds, now=now
+    )
+    return Claim(operations_store.insert_operation(session, **fields), created=True, job=locked)
 
 
 def _claim_unclaimed(

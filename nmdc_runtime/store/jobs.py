@@ -194,10 +194,18 @@ def _conditions(
 
 @functools.cache
 def _claimable_statement(
-    *, status: bool, workflow_id: bool, data_resource_id: bool, group: bool, after: bool, now: bool
+    *,
+    status: bool,
+    workflow_id: bool,
+    data_resource_id: bool,
+    group: bool,
+    after: bool,
+    now: bool,
+    workflow_ids: bool = False,
 ) -> tuple[sa.Select, Any]:
     """A page of the jobs `rules.claimable_by` keeps, for the filters named (as bound parameters: `site_key`,
-    `filter_*`, `after`, `page_limit`, and `now` when given, else the database's clock): built so that a page
+    `filter_*`, `after`, `page_limit`, and `now` when given, else the database's clock; `workflow_ids`: jobs
+    of any of the workflows `filter_workflow_ids` names): built so that a page
     costs what the open work costs, not every job ever made, as the union of the two parts of
     `rules.open_for_claim`, each from an index of its own, merged in `seq` order.
 
@@ -216,6 +224,10 @@ def _claimable_statement(
         sa.bindparam("filter_data_resource_id") if data_resource_id else None,
         sa.bindparam("filter_group") if group else None,
     )
+    if workflow_ids:
+        conditions.append(
+            Job.workflow_id == sa.any_(sa.bindparam("filter_workflow_ids", type_=ARRAY(sa.Text)))
+        )
     if after:
         conditions.append(Job.seq > sa.bindparam("after"))
     limit = sa.bindparam("page_limit", type_=sa.Integer)
@@ -267,6 +279,20 @@ def _claimable_statement(
     return sa.select(job).order_by(job.seq).limit(limit), job.seq
 
 
+def claimable_first_page(*, workflow_ids: bool) -> sa.Select:
+    """The claimable listing's first page as a statement to build on (`store.operations.lock_next_claimable`):
+    its parameters are `claimable_page_query`'s (`now` included; `filter_workflow_ids` when `workflow_ids`)."""
+    return _claimable_statement(
+        status=False,
+        workflow_id=False,
+        data_resource_id=False,
+        group=False,
+        after=False,
+        now=True,
+        workflow_ids=workflow_ids,
+    )[0]
+
+
 def claimable_page_query(
     *,
     site_id: str,
@@ -275,10 +301,12 @@ def claimable_page_query(
     workflow_id: str | None = None,
     data_resource_id: str | None = None,
     group: str | None = None,
+    workflow_ids: Sequence[str] | None = None,
     now: datetime | None = None,
 ) -> tuple[sa.Select, dict[str, Any], Any]:
     """The statement of one page of the claimable listing (one row more than the page, which tells whether
-    another follows), its parameters, and the `seq` it is ordered by."""
+    another follows), its parameters, and the `seq` it is ordered by. `workflow_ids` keeps the jobs of any of
+    those workflows."""
     stmt, seq = _claimable_statement(
         status=status is not None,
         workflow_id=workflow_id is not None,
@@ -286,6 +314,7 @@ def claimable_page_query(
         group=group is not None,
         after=page.after is not None,
         now=now is not None,
+        workflow_ids=workflow_ids is not None,
     )
     params = {"site_key": site_id, "page_limit": page.size + 1, "after": page.after, "now": now}
     params.update(
@@ -293,6 +322,7 @@ def claimable_page_query(
         filter_workflow_id=workflow_id,
         filter_data_resource_id=data_resource_id,
         filter_group=group,
+        filter_workflow_ids=list(workflow_ids) if workflow_ids is not None else None,
     )
     return stmt, {k: v for k, v in params.items() if v is not None}, seq
 

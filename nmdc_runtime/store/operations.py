@@ -6,6 +6,7 @@ all follow it, so two of them never wait on each other in a cycle.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import make_dataclass
@@ -23,8 +24,9 @@ from nmdc_runtime.domain import operations as operations_rules
 from nmdc_runtime.domain.errors import Conflict, NotFound
 from nmdc_runtime.ids import new_id
 from nmdc_runtime.models import Execution, Job, JobInput, Operation, Site, Workflow
+from nmdc_runtime.store import jobs as jobs_store
 from nmdc_runtime.store.pages import PageParams, fetch_page
-from nmdc_runtime.store.rules import lapsed_lease
+from nmdc_runtime.store.rules import claimed_under_lapsed_lease, lapsed_lease
 
 OPEN_OPERATION_INDEX = "uq_operations_open_job"
 
@@ -124,10 +126,12 @@ class ClaimTerms(NamedTuple):
     """The workflow's lease length; None: the default."""
 
 
-def _terms_columns(site_id: str | sa.BindParameter) -> tuple[sa.ColumnElement, ...]:
-    """The columns of ClaimTerms, for a query that joins `workflows`."""
+def _terms_columns(
+    site_id: str | sa.BindParameter, workflow: sa.FromClause = Workflow.__table__
+) -> tuple[sa.ColumnElement, ...]:
+    """The columns of ClaimTerms, for a query that joins `workflows` (or the alias `workflow` of it)."""
     site = sa.select(Site.capabilities).where(Site.id == site_id).scalar_subquery()
-    return site, Workflow.required_capabilities, Workflow.lease_seconds
+    return site, workflow.c.required_capabilities, workflow.c.lease_seconds
 
 
 def _terms(row: Sequence[Any]) -> ClaimTerms:
@@ -190,6 +194,82 @@ def job_and_claim_terms(session: Session, *, job_id: str, site_id: str) -> tuple
     if row is None or row[len(_SEEN_JOB)] is None:
         return None
     return SeenJob(*row[: len(_SEEN_JOB)]), _terms(row[len(_SEEN_JOB) :])
+
+
+NEXT_CANDIDATES = 32
+"""How many of the first claimable jobs `lock_next_claimable` looks at: it takes the first that no other claim
+holds, so up to this many claims at once (of every API process) never take each other's job."""
+_JOB_ATTRIBUTES = [(attr.key, attr.columns[0].name) for attr in Job.__mapper__.column_attrs]
+
+
+class NextClaimable(NamedTuple):
+    """What `lock_next_claimable` found: the job it locked and the terms of a claim on it (None: none), and how
+    many claimable jobs it looked at (up to `NEXT_CANDIDATES`)."""
+
+    job: Job | None
+    terms: ClaimTerms | None
+    candidates: int
+
+
+@functools.cache
+def _next_claimable_statement(*, workflow_ids: bool) -> sa.Select:
+    """The statement of `lock_next_claimable`: the claimable listing's first `NEXT_CANDIDATES` jobs (its
+    parameters), each joined to itself in `jobs` as the listing saw it (status, attempts, update time), the
+    first in creation order that no other transaction holds locked FOR UPDATE SKIP LOCKED; and, on the same
+    row, how many the listing gave (none locked: no job, and that count).
+
+    The version is compared in the join, not after: a job claimed and committed since the listing read it is
+    locked in its new version, on which PostgreSQL evaluates the join again (READ COMMITTED's recheck of a
+    locked row), so it is skipped as one held by another claim would be.
+    """
+    listing = jobs_store.claimable_first_page(workflow_ids=workflow_ids).subquery("claimable_first")
+    seen = ("id", "status", "attempts", "updated_at")
+    candidates = sa.select(*(listing.c[name] for name in seen)).cte("candidates")
+    job = Job.__table__.alias("next_job")
+    workflow = Workflow.__table__.alias("next_workflow")
+    picked = (
+        sa.select(
+            *(job.c[column] for _, column in _JOB_ATTRIBUTES),
+            *_terms_columns(sa.bindparam("site_key"), workflow),
+        )
+        .select_from(
+            job.join(candidates, sa.and_(*(candidates.c[name] == job.c[name] for name in seen))).join(
+                workflow, workflow.c.id == job.c.workflow_id
+            )
+        )
+        .order_by(job.c.seq)
+        .limit(1)
+        .with_for_update(of=job, skip_locked=True)
+        .lateral("picked")
+    )
+    counted = sa.select(sa.func.count().label("candidates")).select_from(candidates).subquery("counted")
+    return sa.select(counted.c.candidates, picked).select_from(counted.outerjoin(picked, sa.true()))
+
+
+def lock_next_claimable(
+    session: Session,
+    *,
+    site_id: str,
+    now: datetime,
+    workflow_ids: Sequence[str] | None = None,
+) -> NextClaimable:
+    """The job `site_id` may claim at `now` (`rules.claimable_by`, as the claimable listing says: of any of
+    `workflow_ids` when given) that was made first among those no other transaction holds, locked FOR UPDATE
+    until the caller's transaction ends (a new object outside the session), with the terms of its claim.
+
+    A job found here may still not be claimable once locked: one under a lapsed lease whose holder has
+    heartbeated since (a heartbeat changes the operation, not the job); the caller applies the rule to the
+    locked rows."""
+    statement = _next_claimable_statement(workflow_ids=workflow_ids is not None)
+    params: dict[str, Any] = {"site_key": site_id, "page_limit": NEXT_CANDIDATES, "now": now}
+    if workflow_ids is not None:
+        params["filter_workflow_ids"] = list(workflow_ids)
+    row = session.execute(statement, params).one()
+    jobs = len(_JOB_ATTRIBUTES)
+    if row[1] is None:
+        return NextClaimable(None, None, row[0])
+    job = Job(**{key: value for (key, _), value in zip(_JOB_ATTRIBUTES, row[1 : 1 + jobs], strict=True)})
+    return NextClaimable(job, _terms(row[1 + jobs :]), row[0])
 
 
 def _job_moved(written: sa.CTE, *conditions: sa.ColumnElement[bool]) -> sa.CTE:
@@ -563,6 +643,29 @@ def lapsed_operation_jobs(session: Session, *, now: datetime, limit: int) -> lis
         .limit(limit)
     )
     return [(op_id, job_id) for op_id, job_id in rows]
+
+
+def workflows_with_leases_lapsed(session: Session, *, since: datetime, now: datetime) -> list[str]:
+    """The workflows of jobs whose claim's lease lapsed after `since` and by `now`, and whose ending gives the
+    job back (`rules.claimed_under_lapsed_lease`): the jobs that became claimable in that time without an
+    event (nothing notifies a lapse until something ends it, `store.notices`).
+
+    A range of the partial index on open operations by lease end (`ix_operations_open_lease`)."""
+    return list(
+        session.scalars(
+            sa.select(Job.workflow_id)
+            .distinct()
+            .join(Operation, Operation.job_id == Job.id)
+            .where(claimed_under_lapsed_lease(now), Operation.lease_expire_time > since)
+        )
+    )
+
+
+def not_done(session: Session, *, op_ids: Sequence[str]) -> set[str]:
+    """Of the operations named, those that exist and are not done."""
+    return set(
+        session.scalars(sa.select(Operation.id).where(Operation.id.in_(op_ids), sa.not_(Operation.done)))
+    )
 
 
 def delete_finished(session: Session, *, now: datetime, limit: int) -> int:

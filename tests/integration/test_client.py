@@ -31,7 +31,9 @@ from nmdc_site.client import (
     UnexpectedAnswer,
     ValidationError,
 )
+from nmdc_site.run.config import RunConfig
 from nmdc_site.run.heartbeat import heartbeat_interval, lease_seconds
+from nmdc_site.run.loop import Agent
 from tests.integration.conftest import ADMIN_PASSWORD, make_site
 
 FAST = RetryPolicy(attempts=4, initial=0.01, maximum=0.02)
@@ -179,6 +181,73 @@ def test_a_whole_job_through_the_client(admin: NmdcClient, site):
     assert e.get_execution(job.id, execution.id).outputs[0]["site_id"] == "site-e"
     assert [x.id for x in d.list_executions(job.id)] == [execution.id]
     assert admin.get_job(job.id).status == "succeeded"
+
+
+def test_claim_next_and_wait_operation(admin: NmdcClient, site):
+    d, e = site("site-d"), site("site-e", ["stats"])
+    admin.create_workflow("stats", data_types=["table"], required_capabilities=["stats"])
+    assert e.claim_next(workflow_ids=["stats"]) is None
+    job = admin.create_job("stats", [register(d, "a.tsv").id])
+
+    claim = e.claim_next(workflow_ids=["stats"], wait_seconds=5, lease_seconds=60)
+
+    assert claim.new and claim.job.id == job.id and claim.job.status == "claimed"
+    assert claim.operation.job_id == job.id and claim.operation.metadata.lease_seconds == 60
+    assert e.wait_operation(claim.operation.id, timeout_seconds=0).state == "running"
+    e.release_job(job.id)
+    assert d.wait_operation(claim.operation.id, timeout_seconds=5).state == "canceled"
+
+
+def _hiding_claim_next(app, seen: list[str]):
+    """`app` as an API without POST /jobs:claimNext (404, as an older server answers), noting each path."""
+
+    async def older(scope, receive, send):
+        if scope["type"] == "http":
+            seen.append(f"{scope['method']} {scope['path']}")
+            if scope["path"] == "/jobs:claimNext":
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 404,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b'{"detail": "Not Found"}'})
+                return
+        await app(scope, receive, send)
+
+    return older
+
+
+@pytest.mark.parametrize("has_claim_next", [True, False], ids=["claimNext", "an older API"])
+def test_the_agent_claims_with_claim_next_or_else_lists_then_claims(
+    has_claim_next, settings: Settings, clean_database: Database, tmp_path
+):
+    seen: list[str] = []
+    app = create_app(settings)
+    with TestClient(app if has_claim_next else _hiding_claim_next(app, seen)) as http:
+        with clean_database.session() as session:
+            accounts_service.create_user(
+                session, username="admin", password=ADMIN_PASSWORD, admin=True, actor="tests"
+            )
+        admin = NmdcClient(http=http, username="admin", password=ADMIN_PASSWORD)
+        creds = make_site(clean_database, "site-e")
+        e = NmdcClient(http=http, client_id=creds["client_id"], client_secret=creds["client_secret"])
+        admin.create_workflow("stats", data_types=["table"])
+        agent = Agent(
+            e, RunConfig(workflow_id="stats", command=["true"], state_dir=tmp_path, poll_interval=0.1), ""
+        )
+        assert agent._next_job() is None
+        job = admin.create_job("stats", [])
+
+        found, operation, new = agent._next_job()
+
+        assert found.id == job.id and operation.job_id == job.id and new
+        assert admin.get_job(job.id).status == "claimed"
+    if not has_claim_next:
+        assert not agent.claim_next
+        assert seen.count("POST /jobs:claimNext") == 1  # asked once, then never again
+        assert f"POST /jobs/{job.id}:claim" in seen
 
 
 def test_cancel_pause_and_release(admin: NmdcClient, site):

@@ -45,6 +45,7 @@ MIRRORS: dict[type[BaseModel], str] = {
     models.OperationError: "Status",
     models.OperationMetadata: "OperationMetadata",
     models.Operation: "Operation_ExecutionRead_OperationMetadata_",
+    models.ClaimedOperation: "ClaimedOperationRead",
     # One page stands for all: every list's page has the same two fields, its items typed per list (and
     # `test_each_answer_the_client_reads_is_the_schema_its_model_mirrors` checks every page the client reads).
     models.Page: "Page_JobRead_",

@@ -28,6 +28,7 @@ from nmdc_site.client.http import USER_AGENT, Claim, NmdcClient, RetryNotice, Re
 from nmdc_site.client.models import (
     AccessUrl,
     Checksum,
+    ClaimedOperation,
     Credentials,
     DataResource,
     Execution,
@@ -48,6 +49,7 @@ __all__ = [
     "ApiError",
     "Checksum",
     "Claim",
+    "ClaimedOperation",
     "ClientError",
     "Conflict",
     "Credentials",

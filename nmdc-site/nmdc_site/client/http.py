@@ -45,6 +45,7 @@ from nmdc_site.client.errors import (
 )
 from nmdc_site.client.models import (
     AccessUrl,
+    ClaimedOperation,
     Credentials,
     DataResource,
     Execution,
@@ -66,10 +67,16 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class Claim:
-    """The answer to a claim: the operation, and whether this call created it (201) or found ours (200)."""
+    """The answer to a claim: the operation, and whether this call created it (201) or found ours (200); for
+    `claim_next`, the job it claimed."""
 
     operation: Operation
     new: bool
+    job: Job | None = None
+
+
+WAIT_MARGIN_SECONDS = 10.0
+"""How much longer than the server may wait a waiting request is given before the client gives up on it."""
 
 
 @dataclass(frozen=True)
@@ -316,6 +323,7 @@ class NmdcClient:
         authenticate: bool = True,
         idempotency_key: str | None = None,
         response_hook: list[httpx.Response] | None = None,
+        timeout: float | None = None,
     ) -> Any:
         # Per request, not per connection pool: a pool passed in (FastAPI's TestClient) would not carry it.
         headers: dict[str, str] = {"User-Agent": USER_AGENT}
@@ -326,11 +334,15 @@ class NmdcClient:
             k: ("true" if v is True else "false" if v is False else v) for k, v in (params or {}).items()
         }
         query = _drop_none(query)
-
         tries = 0
         policy = self._policy()
-        # httpx's own default ("use the client's") is a sentinel that cannot be passed on explicitly.
-        timeout = {} if policy.timeout is None else {"timeout": policy.timeout}
+        # httpx's own default ("use the client's") is a sentinel that cannot be passed on explicitly. A request
+        # the server may hold (a wait) gets that long on top of the policy's (or the client's) timeout.
+        if timeout is None:
+            options = {} if policy.timeout is None else {"timeout": policy.timeout}
+        else:
+            base = policy.timeout if policy.timeout is not None else self._http.timeout.read
+            options = {"timeout": (base or 0.0) + timeout}
 
         def attempt() -> httpx.Response:
             nonlocal tries
@@ -340,13 +352,13 @@ class NmdcClient:
                 if token:
                     headers["Authorization"] = f"Bearer {token}"
             response = self._http.request(
-                method, path, params=query, json=json, data=data, headers=headers, **timeout
+                method, path, params=query, json=json, data=data, headers=headers, **options
             )
             if response.status_code == 401 and authenticate and self._grant is not None:
                 # The token may have been revoked by a key change or clock skew: one fresh token, one retry.
                 headers["Authorization"] = f"Bearer {self._bearer(force=True)}"
                 response = self._http.request(
-                    method, path, params=query, json=json, data=data, headers=headers, **timeout
+                    method, path, params=query, json=json, data=data, headers=headers, **options
                 )
             if response.status_code >= 400:
                 raise error_for(response)
@@ -580,6 +592,41 @@ class NmdcClient:
         body = self._send("POST", f"/jobs/{job_id}:claim", json=body, response_hook=responses)
         return Claim(operation=Operation.model_validate(body), new=responses[-1].status_code == 201)
 
+    def claim_next(
+        self,
+        *,
+        workflow_ids: list[str] | None = None,
+        wait_seconds: int = 0,
+        lease_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Claim | None:
+        """Claim the next job this site may claim (of `workflow_ids`, when given): the one made first that no
+        other claim is taking. With `wait_seconds` (at most 60) and none claimable, the server waits for one;
+        None when none came. Never a `Conflict` for a job another site took first.
+
+        The call's `Idempotency-Key` (one per call, kept across its retries, or `idempotency_key`) makes a
+        retry after a lost answer get the claim it made. A server without this call answers `NotFound`
+        (404): list the claimable jobs and claim one (`list_jobs`, `claim_job`) instead.
+        """
+        body = _drop_none(
+            {
+                "workflow_ids": workflow_ids,
+                "wait_seconds": wait_seconds or None,
+                "lease_seconds": lease_seconds,
+            }
+        )
+        answer = self._send(
+            "POST",
+            "/jobs:claimNext",
+            json=body or None,
+            idempotency_key=idempotency_key,
+            timeout=wait_seconds + WAIT_MARGIN_SECONDS if wait_seconds else None,
+        )
+        if answer is None:
+            return None
+        claimed = ClaimedOperation.model_validate(answer)
+        return Claim(operation=claimed, new=True, job=claimed.job)
+
     def cancel_job(self, job_id: str) -> Job:
         """Cancel a job (admin); an active operation gets `cancel_requested`."""
         return Job.model_validate(self._send("POST", f"/jobs/{job_id}:cancel"))
@@ -618,6 +665,17 @@ class NmdcClient:
 
     def get_operation(self, operation_id: str) -> Operation:
         return self._get(f"/operations/{operation_id}", Operation)
+
+    def wait_operation(self, operation_id: str, *, timeout_seconds: int = 60) -> Operation:
+        """The operation once it is done, as soon as it is, or as it is after `timeout_seconds` (at most 60)."""
+        return Operation.model_validate(
+            self._send(
+                "GET",
+                f"/operations/{operation_id}:wait",
+                params={"timeout_seconds": timeout_seconds},
+                timeout=timeout_seconds + WAIT_MARGIN_SECONDS,
+            )
+        )
 
     def update_operation(
         self,

@@ -184,6 +184,12 @@ class Operation(ApiModel):
         return self.metadata.state
 
 
+class ClaimedOperation(Operation):
+    """What `POST /jobs:claimNext` answers: the operation of the new claim, and the job it claimed."""
+
+    job: Job
+
+
 class Page(ApiModel):
     """One page of a list, as the server sent it (items not yet typed)."""
 

@@ -6,6 +6,10 @@ exists and the site has its capabilities. Before the agent holds a claim, an API
 retried as the client's policy says (each retry is logged) and then ends the run: the caller reports it and
 exits 1. While it holds one, requests are retried for as long as the lease lasts (`nmdc_site.run.heartbeat`).
 
+New work is claimed with `POST /jobs:claimNext`: the server picks the job and, while there is none, holds the
+request for up to `CLAIM_WAIT_SECONDS` and answers as soon as one becomes claimable. Against an API without
+it (404), the agent lists the claimable jobs and claims one, every `--poll-interval` seconds.
+
 A job given back as the site's own fault (`SITE_FAULT`) ends the run too (exit 1): the next job would fail the
 same way, and a supervisor restarting the agent gets the check first.
 """
@@ -22,6 +26,7 @@ from typing import Any
 
 from nmdc_site.client import (
     ApiError,
+    Claim,
     ClientError,
     Conflict,
     Forbidden,
@@ -45,6 +50,8 @@ IDLE_LOG_SECONDS = 300.0
 """How often, at most, the agent says that it found no work."""
 RELEASE_ON_EXIT_SECONDS = 1.0
 """How long the release of `--release-on-exit` may take: the agent is gone within 5 s of a stop request."""
+CLAIM_WAIT_SECONDS = 30
+"""How long one `POST /jobs:claimNext` may wait for a job (the server answers as soon as there is one)."""
 
 
 class SetupError(Exception):
@@ -89,6 +96,11 @@ class IdleLog:
         """Work was found: the next empty look is said again at once."""
         self._since = None
         self._looks = 0
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the last look found nothing (and none found work since)."""
+        return self._since is not None
 
 
 @dataclass
@@ -142,6 +154,10 @@ class Agent:
         self.idle = IdleLog(config.workflow_id, config.poll_interval)
         self.fault: str | None = None
         """Why the run ended with a job given back as the site's own fault, when it did."""
+        self.claim_next = True
+        """Whether the API has `POST /jobs:claimNext` (until it answers 404)."""
+        self._waited = False
+        """Whether the last look waited on the server (no sleep before the next), after an empty one."""
 
     def check(self) -> Plan:
         """The checks before any claim: this host first (the command's executable, a writable state dir), then
@@ -184,6 +200,69 @@ class Agent:
     # -- finding work
 
     def _next_job(self) -> tuple[Job, Operation, bool] | None:
+        self._waited = False
+        if self.claim_next:
+            # The first look after work is at once, so that an empty one is said at once; the next ones wait.
+            wait = CLAIM_WAIT_SECONDS if self.idle.waiting else 0
+            try:
+                claim = self._claim_next(wait)
+            except NotFound:
+                log.info(
+                    "the API has no POST /jobs:claimNext: listing claimable jobs every %g s instead",
+                    self.config.poll_interval,
+                )
+                self.claim_next = False
+            except ApiError as exc:
+                if exc.status_code != 429:
+                    raise
+                log.warning(
+                    "could not wait for a job (%s); looking again in %g s",
+                    exc.detail,
+                    self.config.poll_interval,
+                )
+                return None
+            else:
+                if claim is None:
+                    self._waited = True
+                    self.idle.poll_interval = CLAIM_WAIT_SECONDS
+                    return None
+                if claim.job.id not in self.failed_here:
+                    log.info("claimed job %s: operation %s", claim.job.id, claim.operation.id)
+                    return claim.job, claim.operation, True
+                # A job this process failed or gave back: given back again (the attempt too), and passed over.
+                log.info("giving back job %s, which failed here", claim.job.id)
+                self.api.release_job(claim.job.id)
+        return self._list_then_claim()
+
+    def _claim_next(self, wait: int) -> Claim | None:
+        """`POST /jobs:claimNext` for the workflow, waiting up to `wait` seconds, on a thread of its own: a stop
+        does not wait for its answer (the process ends, its connection with it, and the server stops waiting).
+        One Idempotency-Key per call, kept across the client's retries: a claim whose answer was lost is
+        found again."""
+        answer: dict[str, Any] = {}
+        finished = threading.Event()
+
+        def call() -> None:
+            try:
+                answer["claim"] = self.api.claim_next(
+                    workflow_ids=[self.config.workflow_id],
+                    wait_seconds=wait,
+                    lease_seconds=self.config.lease_seconds,
+                )
+            except BaseException as exc:
+                answer["error"] = exc
+            finally:
+                finished.set()
+
+        threading.Thread(target=call, name="claim-next", daemon=True).start()
+        while not finished.wait(0.2):
+            if self.stopping.is_set():
+                return None
+        if "error" in answer:
+            raise answer["error"]
+        return answer["claim"]
+
+    def _list_then_claim(self) -> tuple[Job, Operation, bool] | None:
         for job in self.api.list_jobs(claimable=True, workflow_id=self.config.workflow_id):
             if job.id in self.failed_here:
                 continue
@@ -296,7 +375,8 @@ class Agent:
             if found is None:
                 if saved is None:
                     self.idle.empty()
-                    self.stopping.wait(self.config.poll_interval)
+                    if not self._waited:
+                        self.stopping.wait(self.config.poll_interval)
                 continue  # else the saved job was dropped: look for new work right away
             self.idle.found()
             job, operation, new = found
