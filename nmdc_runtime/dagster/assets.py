@@ -47,6 +47,7 @@ from dagster import (
 
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.domain.states import JobStatus, OperationState
+from nmdc_runtime.store import drains as drains_store
 from nmdc_runtime.store import pipeline as pipeline_store
 
 GROUP = "nmdc_runtime"
@@ -118,6 +119,7 @@ def runtime_status_figures(runtime: RuntimeDatabase, *, now: datetime) -> dict[s
             lease_grace=timedelta(seconds=runtime.settings.check_lapsed_lease_seconds),
             window=WINDOW,
         )
+        drained = drains_store.drained_sites(session, drain_after=runtime.settings.site_drain_after)
     jobs_by_status = status["jobs_by_status"]
     ended = status["operations_ended_by_state"]
     failed = ended.get(OperationState.FAILED, 0) + ended.get(OperationState.EXPIRED, 0)
@@ -139,6 +141,8 @@ def runtime_status_figures(runtime: RuntimeDatabase, *, now: datetime) -> dict[s
         operations_failed_last_hour=int(failed),
         failed_operations_share_last_hour=round(failed / ran, 4) if ran else 0.0,
         jobs_failed_for_good_last_hour=int(status["jobs_failed_for_good"]),
+        drained_sites=len(drained),
+        drained_site_ids=", ".join(drained),
     )
     figures["jobs_by_status"] = MetadataValue.json(jobs_by_status)
     return figures

@@ -81,12 +81,25 @@ JOBS_FAILED_FOR_GOOD = AssetCheckSpec(
     ),
 )
 
+SITES_NOT_DRAINED = AssetCheckSpec(
+    "sites_not_drained",
+    asset=OPERATIONS,
+    description=(
+        "Fails when a site is drained: its last NMDC_SITE_DRAIN_AFTER judged operations in a row each failed "
+        "at the site (expired, failed with a code other than DATA_LOSS or UNAVAILABLE, or released with "
+        "SITE_FAULT), so it claims no new job. GET /sites/<id> names those operations: read their errors, ask "
+        "the site's staff to fix its configuration, then lift the drain (`nmdc-runtime sites undrain <id>`, "
+        "or POST /sites/<id>:undrain)."
+    ),
+)
+
 SPECS = [
     LAPSED_LEASES_REAPED,
     FAILED_OPERATIONS_SHARE,
     UNCLAIMED_JOBS_CLAIMED,
     DATA_RESOURCES_MATCHED,
     JOBS_FAILED_FOR_GOOD,
+    SITES_NOT_DRAINED,
 ]
 
 
@@ -137,6 +150,7 @@ def evaluate(figures: Mapping[str, Any], settings: Settings) -> list[Finding]:
     ended, failed = figures["operations_ended_last_hour"], figures["operations_failed_last_hour"]
     share = figures["failed_operations_share_last_hour"]
     failed_for_good = figures["jobs_failed_for_good_last_hour"]
+    drained = figures["drained_sites"]
     return [
         _at_most(
             LAPSED_LEASES_REAPED,
@@ -179,6 +193,13 @@ def evaluate(figures: Mapping[str, Any], settings: Settings) -> list[Finding]:
             + f"{failed_for_good} job(s) ended failed after their last attempt in the last hour",
             {"value": failed_for_good, "threshold": 0},
             severity=AssetCheckSeverity.WARN,
+        ),
+        _at_most(
+            SITES_NOT_DRAINED,
+            drained,
+            0,
+            f"{drained} drained site(s)" + (f": {figures['drained_site_ids']}" if drained else ""),
+            sites=figures["drained_site_ids"],
         ),
     ]
 

@@ -19,6 +19,14 @@ class Policy:
     """How long an Idempotency-Key is remembered."""
     max_attempts: int
     """Claims a job may use up before it is marked failed."""
+    site_drain_after: int
+    """Faults in a row (`domain.drains`) that drain a site."""
+    cancel_grace_seconds: int
+    """The longest an operation's lease lasts after a cancel request: heartbeats no longer renew it."""
+    grant_seconds: int
+    """The longest an access grant lasts."""
+    max_executions_per_operation: int
+    """Executions one claim may record."""
 
     @classmethod
     def of(cls, source: object) -> Policy:

@@ -66,6 +66,10 @@ class ErrorCode(StrEnum):
     CANCELLED = "CANCELLED"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     UNKNOWN = "UNKNOWN"
+    DATA_LOSS = "DATA_LOSS"
+    """An input could not be read whole or did not match its size or checksums: the data's fault."""
+    UNAVAILABLE = "UNAVAILABLE"
+    """An input's data site could not be reached: its fault, not the executing site's."""
 
 
 class ReleaseCode(StrEnum):

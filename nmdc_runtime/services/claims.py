@@ -42,7 +42,8 @@ def claim_job(
     Twin paths, one decision (`_decide`, i.e. `operations_rules.claim`): an unclaimed job (the common case) is
     claimed in two statements and no BEGIN or COMMIT (`_claim_unclaimed`, the fast path); anything else, or a
     job that changed between the two, takes the general path below on the locked rows (docs/architecture.md,
-    "Following a claim").
+    "Following a claim"). A drained site's claim is refused on either path by that decision (SiteDrained), its
+    drain read with the claim's terms, in the statement that reads them.
     """
     now = now or datetime.now(UTC)
     claim = _claim_unclaimed(
@@ -53,7 +54,9 @@ def claim_job(
     # The general path (twin of `_claim_unclaimed`).
     with transaction(session):
         job, current = locked_job(session, job_id=job_id, now=now, policy=policy)
-        terms = operations_store.claim_terms(session, site_id=site_id, workflow_id=job.workflow_id)
+        terms = operations_store.claim_terms(
+            session, site_id=site_id, workflow_id=job.workflow_id, drain_after=policy.site_drain_after
+        )
         holder = current.site_id if current else None
         fields = _decide(
             job, holder, site_id=site_id, terms=terms, policy=policy, lease_seconds=lease_seconds, now=now
@@ -76,7 +79,9 @@ def _claim_unclaimed(
     there is no lease to end, and the holder is nobody.
     """
     with statements_commit(session):
-        seen = operations_store.job_and_claim_terms(session, job_id=job_id, site_id=site_id)
+        seen = operations_store.job_and_claim_terms(
+            session, job_id=job_id, site_id=site_id, drain_after=policy.site_drain_after
+        )
         if seen is None or seen[0].status != JobStatus.UNCLAIMED:
             return None
         job, terms = seen
@@ -108,6 +113,8 @@ def _decide(
         site_id=site_id,
         site_capabilities=terms.site_capabilities,
         required_capabilities=terms.required_capabilities,
+        fault_streak=terms.fault_streak,
+        drain_after=policy.site_drain_after,
         workflow_lease_seconds=terms.lease_seconds,
         requested_lease_seconds=lease_seconds,
         default_lease_seconds=policy.claim_lease_seconds,
@@ -150,5 +157,11 @@ def cancel_job(session: Session, *, job_id: str, policy: Policy, now: datetime |
     with transaction(session):
         job = operations_store.lock_job_or_404(session, job_id=job_id)
         op = operations_store.open_operation(session, job_id=job.id)
-        operations_rules.cancel_job(job, op, now=now, retention_seconds=policy.operation_retention_seconds)
+        operations_rules.cancel_job(
+            job,
+            op,
+            now=now,
+            retention_seconds=policy.operation_retention_seconds,
+            grace_seconds=policy.cancel_grace_seconds,
+        )
         return job

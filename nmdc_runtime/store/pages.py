@@ -4,6 +4,11 @@ A token says where the next page starts (`after` a keyset position) and, as a sh
 which list it belongs to: the request path plus the filters. Without the fingerprint a token from
 /data_resources would be taken by /jobs, and a token reused with other filters would silently start a
 wrong page. The page size is not part of it: a client may change `max_page_size` between pages.
+
+A page is bounded by bytes as well as by count (`PageParams.max_bytes`): the database weighs each item of the
+page as JSON (`row_bytes`, plus what the answer shows with it, such as an execution's outputs) and sends only
+the items up to the bound (at least one), so neither the answer nor what the API process reads for it grows
+with what sites stored; the next page starts after the last item sent.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from nmdc_runtime.domain.errors import InvalidInput
 
@@ -28,10 +33,12 @@ UNSCOPED_PARAMS = frozenset({"page_token", "max_page_size"})
 
 @dataclass(frozen=True)
 class PageParams:
-    """Where a page starts (`after` a keyset position) and how long it may be."""
+    """Where a page starts (`after` a keyset position) and how long it may be: `size` items at most, and,
+    unless `max_bytes` is None, no more items than fit in `max_bytes` (at least one)."""
 
     size: int
     after: int | None = None
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -89,12 +96,67 @@ def page_query(stmt: sa.Select, seq_column: Any, page: PageParams) -> sa.Select:
     return stmt.order_by(seq_column).limit(page.size + 1)
 
 
+def row_bytes(rows: sa.FromClause) -> sa.ColumnElement[int]:
+    """What a row of `rows` (a table, or a subquery of one) weighs in a page: its JSON, field names included, in
+    bytes: about what the API shows of it."""
+    return sa.func.octet_length(sa.cast(sa.func.to_jsonb(rows.table_valued()), sa.Text))
+
+
+FETCHED = "page_fetched"
+"""The column of a bounded page's statement (`weighed_page`) that says how many items the count's limit let
+through, before the byte bound."""
+
+
+def weighed_page(
+    limited: sa.Select,
+    seq_column: Any,
+    *,
+    weight: sa.ColumnElement[int],
+    size: int | sa.ColumnElement[int],
+    max_bytes: int | sa.ColumnElement[int],
+) -> sa.Select:
+    """A page statement (`limited`: one entity, ordered by `seq_column` and limited to `size` + 1 items) cut
+    by bytes too: the items, each weighing `weight` (an expression over `limited`'s rows), while their running
+    total stays within `max_bytes` (the first one whatever it weighs), at most `size`; with each, the column
+    `FETCHED`. The database weighs the items; only those kept are sent."""
+    entity = sa.inspect(limited.column_descriptions[0]["entity"]).mapper.class_
+    items = limited.add_columns(weight.label("page_item_bytes")).subquery("page_items")
+    order = items.c[seq_column.key]
+    weighed = sa.select(
+        items,
+        sa.func.sum(items.c.page_item_bytes).over(order_by=order).label("page_bytes"),
+        sa.func.row_number().over(order_by=order).label("page_position"),
+        sa.func.count().over().label(FETCHED),
+    ).subquery("weighed")
+    return (
+        sa.select(aliased(entity, weighed), weighed.c[FETCHED])
+        .where(
+            sa.or_(weighed.c.page_bytes <= max_bytes, weighed.c.page_position == 1),
+            weighed.c.page_position <= size,
+        )
+        .order_by(weighed.c[seq_column.key])
+    )
+
+
 def fetch_page(
-    session: Session, stmt: sa.Select, seq_column: Any, page: PageParams
+    session: Session,
+    stmt: sa.Select,
+    seq_column: Any,
+    page: PageParams,
+    *,
+    weight: sa.ColumnElement[int] | None = None,
 ) -> tuple[Sequence[Any], str | None]:
-    """Run `stmt` for one page ordered by `seq_column`; return the rows and the next page's token (or None)."""
-    # One row more than asked tells whether another page follows, without a count.
-    return page_of(session.scalars(page_query(stmt, seq_column, page)).all(), seq_column, page)
+    """Run `stmt` for one page ordered by `seq_column`; return the rows and the next page's token (or None).
+
+    `weight` is what an item weighs against `page.max_bytes` (default: its row, `row_bytes`)."""
+    limited = page_query(stmt, seq_column, page)
+    if page.max_bytes is None:
+        # One row more than asked tells whether another page follows, without a count.
+        return page_of(session.scalars(limited).all(), seq_column, page)
+    if weight is None:
+        weight = row_bytes(seq_column.expression.table)
+    bounded = weighed_page(limited, seq_column, weight=weight, size=page.size, max_bytes=page.max_bytes)
+    return weighed_page_of(session.execute(bounded).all(), seq_column, page)
 
 
 def page_of(rows: Sequence[Any], seq_column: Any, page: PageParams) -> tuple[Sequence[Any], str | None]:
@@ -105,6 +167,17 @@ def page_of(rows: Sequence[Any], seq_column: Any, page: PageParams) -> tuple[Seq
     rows = rows[: page.size]
     # A plain PageParams (a caller outside the API) makes tokens of the empty scope.
     return rows, encode_page_token(_seq_of(rows[-1], seq_column), getattr(page, "scope", ""))
+
+
+def weighed_page_of(
+    rows: Sequence[Any], seq_column: Any, page: PageParams
+) -> tuple[Sequence[Any], str | None]:
+    """The page of a `weighed_page` statement's `rows` (each an item and `FETCHED`), and the next page's token:
+    another page follows when the count's limit let more items through than the page kept."""
+    items = [row[0] for row in rows]
+    if not rows or rows[0][1] <= len(items):
+        return items, None
+    return items, encode_page_token(_seq_of(items[-1], seq_column), getattr(page, "scope", ""))
 
 
 def _seq_of(row: Any, seq_column: Any) -> int:
