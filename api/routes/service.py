@@ -42,7 +42,9 @@ async def health(database: DatabaseDep):
     """Liveness and database reachability; needs no token."""
     if await run_in_threadpool(_ping, database):
         return Health(status="ok", database="ok")
-    return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    return JSONResponse(
+        {"status": "unavailable", "database": "unreachable"}, status_code=503, headers={"Retry-After": "5"}
+    )
 
 
 @router.get(
