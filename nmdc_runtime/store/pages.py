@@ -116,9 +116,11 @@ def weighed_page(
     max_bytes: int | sa.ColumnElement[int],
 ) -> sa.Select:
     """A page statement (`limited`: one entity, ordered by `seq_column` and limited to `size` + 1 items) cut
-    by bytes too: the items, each weighing `weight` (an expression over `limited`'s rows), while their running
-    total stays within `max_bytes` (the first one whatever it weighs), at most `size`; with each, the column
-    `FETCHED`. The database weighs the items; only those kept are sent."""
+    by bytes too, in one statement: the items, each weighing `weight` (an expression over `limited`'s rows),
+    while their running total stays within `max_bytes` (the first one whatever it weighs), at most `size`
+    (`bytes_cut` in SQL); with each, the column `FETCHED`. The database weighs the items; only those kept are
+    sent. Costly to build (milliseconds of SQLAlchemy's work): for a statement built once, as the claimable
+    listing's is."""
     entity = sa.inspect(limited.column_descriptions[0]["entity"]).mapper.class_
     items = limited.add_columns(weight.label("page_item_bytes")).subquery("page_items")
     order = items.c[seq_column.key]
@@ -148,15 +150,42 @@ def fetch_page(
 ) -> tuple[Sequence[Any], str | None]:
     """Run `stmt` for one page ordered by `seq_column`; return the rows and the next page's token (or None).
 
-    `weight` is what an item weighs against `page.max_bytes` (default: its row, `row_bytes`)."""
-    limited = page_query(stmt, seq_column, page)
+    With `page.max_bytes`, two statements: the first weighs the page's items (`weight`, default their rows',
+    `row_bytes`; only their `seq` and weight are sent), the second fetches those that fit (`bytes_cut`). Built
+    for each request, one statement nesting the page in subqueries would cost the API more (milliseconds of
+    SQLAlchemy's work on every list) than the second round trip does."""
     if page.max_bytes is None:
         # One row more than asked tells whether another page follows, without a count.
-        return page_of(session.scalars(limited).all(), seq_column, page)
+        return page_of(session.scalars(page_query(stmt, seq_column, page)).all(), seq_column, page)
     if weight is None:
         weight = row_bytes(seq_column.expression.table)
-    bounded = weighed_page(limited, seq_column, weight=weight, size=page.size, max_bytes=page.max_bytes)
-    return weighed_page_of(session.execute(bounded).all(), seq_column, page)
+    weights = session.execute(page_query(stmt.with_only_columns(seq_column, weight), seq_column, page)).all()
+    kept = bytes_cut([item_bytes for _, item_bytes in weights], page)
+    if not kept:
+        return [], None
+    last = weights[kept - 1][0]
+    rows = page_of(
+        session.scalars(page_query(stmt.where(seq_column <= last), seq_column, page)).all(), seq_column, page
+    )[0]
+    if len(weights) == kept:
+        return rows, None
+    # A row that committed between the two statements may stand in for the last one: the token follows what
+    # was sent (or the cut, when what was weighed has gone since).
+    end = _seq_of(rows[-1], seq_column) if rows else last
+    return rows, encode_page_token(end, getattr(page, "scope", ""))
+
+
+def bytes_cut(weights: Sequence[int], page: PageParams) -> int:
+    """How many of a page's items (of `weights` bytes each, in order: `page.size` + 1 at most) the page holds:
+    as many as fit in `page.max_bytes` together, at least one, at most `page.size` (the SQL form is
+    `weighed_page`'s)."""
+    total = kept = 0
+    for item_bytes in weights[: page.size]:
+        total += item_bytes
+        if kept and total > page.max_bytes:
+            break
+        kept += 1
+    return kept
 
 
 def page_of(rows: Sequence[Any], seq_column: Any, page: PageParams) -> tuple[Sequence[Any], str | None]:

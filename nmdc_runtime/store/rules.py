@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.dialects.postgresql import JSONB
 
 from nmdc_runtime.domain.states import JobStatus
-from nmdc_runtime.models import Job, Operation, Site, SiteEnding, Workflow
+from nmdc_runtime.models import Job, Operation, Site, Workflow
 
 
 def lapsed_lease(now: datetime | sa.ColumnElement) -> sa.ColumnElement[bool]:
@@ -82,52 +82,28 @@ def ending_kind() -> sa.ColumnElement[str]:
     return sa.func.operation_ending_kind(Operation.state, Operation.cancel_requested, Operation.error)
 
 
-_ZERO = sa.literal_column("0", sa.BigInteger)
+_ZERO = sa.literal_column("0", sa.Integer)
 """A constant written into the statement, not a parameter: the fast paths' statements are compiled once and
 given only their named parameters (`store.operations.driver_sql`)."""
 
 
-def _streak(site_id: str | sa.ColumnElement, limit: int | sa.ColumnElement) -> sa.Subquery:
-    """The first `limit` faults of the site's streak (`domain.drains.fault_streak`), oldest first: its
-    `site_endings` after its last success or undrain, which are all faults. Two index probes and at most
-    `limit` rows (`ix_site_endings_resets`, then `ix_site_endings_site_id_seq`)."""
-    # `correlate_except`: a `site_id` of the enclosing query (a column of `sites`) is that query's, not another
-    # table of this one.
-    last_reset = (
-        sa.select(sa.func.max(SiteEnding.seq))
-        .where(SiteEnding.site_id == site_id, sa.not_(SiteEnding.fault))
-        .correlate_except(SiteEnding)
-        .scalar_subquery()
-    )
-    return (
-        sa.select(SiteEnding.seq, SiteEnding.operation_id, SiteEnding.ended_at)
-        .where(SiteEnding.site_id == site_id, SiteEnding.seq > sa.func.coalesce(last_reset, _ZERO))
-        .order_by(SiteEnding.seq)
-        .limit(limit)
-        .correlate_except(SiteEnding)
-        .subquery("streak")
-    )
-
-
-def fault_streak(site_id: str | sa.ColumnElement, limit: int | sa.ColumnElement) -> sa.ScalarSelect:
+def fault_streak(site_id: str | sa.ColumnElement, limit: int | sa.ColumnElement) -> sa.ColumnElement:
     """`domain.drains.fault_streak`, its first `limit` faults, as a JSON list of `[operation id, ended at]`
-    (NULL when there are none): what `domain.drains.drain_of` reads."""
-    streak = _streak(site_id, limit)
-    return sa.select(
-        sa.func.jsonb_agg(
-            aggregate_order_by(
-                sa.func.jsonb_build_array(streak.c.operation_id, streak.c.ended_at), streak.c.seq
-            )
-        )
-    ).scalar_subquery()
+    (NULL when there are none): what `domain.drains.drain_of` reads. The database function
+    `site_fault_streak` (migration 0012): the site's `site_endings` after its last success or undrain, which
+    are all faults, found by two index probes (`ix_site_endings_resets`, `ix_site_endings_site_id_seq`)."""
+    return sa.func.site_fault_streak(
+        sa.type_coerce(site_id, sa.Text), sa.type_coerce(limit, sa.Integer), type_=JSONB
+    )
 
 
 def site_drained(
     site_id: str | sa.ColumnElement, drain_after: int | sa.ColumnElement
 ) -> sa.ColumnElement[bool]:
     """`domain.drains.drain_of(...) is not None`: the site's streak holds `drain_after` faults."""
-    streak = _streak(site_id, drain_after)
-    return sa.select(sa.func.count()).select_from(streak).scalar_subquery() >= drain_after
+    return (
+        sa.func.coalesce(sa.func.jsonb_array_length(fault_streak(site_id, drain_after)), _ZERO) >= drain_after
+    )
 
 
 def execution_room(max_executions: int | sa.ColumnElement) -> sa.ColumnElement[bool]:

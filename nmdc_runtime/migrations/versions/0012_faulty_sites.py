@@ -6,6 +6,7 @@ Each ending of an operation is judged by `operation_ending_kind` (the SQL form o
 operations become done,
 whichever code ends them, so a site's streak of faults (what drains it) is right on every path; rows are only
 appended (and pruned by the reaper), so endings never queue behind each other on a row of their site.
+`site_fault_streak` reads a site's streak (the SQL form of `domain.drains.fault_streak`).
 
 `operations.execution_count` counts the executions recorded under each operation, for their cap.
 
@@ -69,6 +70,32 @@ def upgrade() -> None:
         $$
         """
     )
+    # The SQL form of `domain.drains.fault_streak`, its first `n` faults: the site's rows after its last success
+    # or undrain, all faults, as a JSON list of [operation id, ended at] (NULL when there are none). A function
+    # of PL/pgSQL, whose statements are planned once per connection: the claim reads it in its first statement,
+    # and planning these subqueries afresh with each claim cost that statement as much again as the rest.
+    op.execute(
+        """
+        CREATE FUNCTION site_fault_streak(site text, n integer) RETURNS jsonb
+        LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+        BEGIN
+            RETURN (
+                SELECT jsonb_agg(jsonb_build_array(streak.operation_id, streak.ended_at) ORDER BY streak.seq)
+                FROM (
+                    SELECT e.seq, e.operation_id, e.ended_at
+                    FROM site_endings e
+                    WHERE e.site_id = site
+                      AND e.seq > coalesce(
+                          (SELECT max(r.seq) FROM site_endings r WHERE r.site_id = site AND NOT r.fault), 0
+                      )
+                    ORDER BY e.seq
+                    LIMIT n
+                ) streak
+            );
+        END
+        $$
+        """
+    )
     # Operations are inserted open and end by an UPDATE of `done` (every path: the holder's PATCH, fast or
     # not, a lapse wherever it is noticed, the reaper, a release, a cancel), once: finished ones never change.
     op.execute(
@@ -97,6 +124,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP TRIGGER operations_note_site_ending ON operations")
     op.execute("DROP FUNCTION operations_note_site_ending()")
+    op.execute("DROP FUNCTION site_fault_streak(text, integer)")
     op.execute("DROP FUNCTION operation_ending_kind(text, boolean, jsonb)")
     op.drop_index("ix_site_endings_resets", table_name="site_endings", postgresql_where=sa.text("NOT fault"))
     op.drop_index(op.f("ix_site_endings_site_id_seq"), table_name="site_endings")
