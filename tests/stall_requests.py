@@ -4,17 +4,16 @@ database's processes stopped), to show that each answers 503 with `Retry-After`,
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
-from nmdc_runtime.auth import issue_token
+from nmdc_runtime.config import Settings
 from nmdc_runtime.domain.principals import Principal
+from tests.integration.claim_world import data_resource_body, execution_body, headers_for, site_principal
 
 _names = itertools.count()
 
@@ -41,33 +40,6 @@ class Request:
         return client.request(self.method, self.path, headers=self.headers, json=self.json, data=self.data)
 
 
-def bearer(principal: Principal, key: str) -> dict[str, str]:
-    """Headers with a token signed for `principal`, as POST /token would issue it."""
-    return {"Authorization": f"Bearer {issue_token(principal, key=key, expires_in=3600)}"}
-
-
-def _data_resource(data_type: str = "fastq") -> dict[str, Any]:
-    name = f"stall-{next(_names)}.fastq"
-    return {
-        "name": name,
-        "url": f"https://data.example.org/{name}",
-        "data_type": data_type,
-        "size": 42,
-        "checksums": [{"type": "md5", "checksum": hashlib.md5(name.encode()).hexdigest()}],
-    }
-
-
-def _execution(operation_id: str) -> dict[str, Any]:
-    ended = datetime.now(UTC)
-    return {
-        "operation_id": operation_id,
-        "status": "succeeded",
-        "started_at": (ended - timedelta(minutes=1)).isoformat(),
-        "ended_at": ended.isoformat(),
-        "outputs": [_data_resource("contigs")],
-    }
-
-
 @dataclass
 class Stage:
     """What the requests act on, made through the API by `build`."""
@@ -79,15 +51,15 @@ class Stage:
     ids: dict[str, str] = field(default_factory=dict)
 
 
-def build(client, *, key: str, admin_login: dict[str, str]) -> Stage:
+def build(client, *, settings: Settings, admin_login: dict[str, str]) -> Stage:
     """Sites D (data), E (executes) and F, a workflow, jobs and the operations of site E's claims on them, an
     execution, a user and site E's credentials, made through `client` (a TestClient or an httpx.Client) by an
     admin whose login is `admin_login` (the password grant's form; the admin user exists already)."""
-    admin = bearer(Principal(kind="user", name=admin_login["username"], admin=True), key)
+    admin = headers_for(settings, Principal(kind="user", name=admin_login["username"], admin=True))
     stage = Stage(
         admin=admin,
-        site_d=bearer(Principal(kind="site_client", name="sc-stall-d", site_id="site-d"), key),
-        site_e=bearer(Principal(kind="site_client", name="sc-stall-e", site_id="site-e"), key),
+        site_d=headers_for(settings, site_principal("site-d")),
+        site_e=headers_for(settings, site_principal("site-e")),
         admin_login=admin_login,
     )
 
@@ -105,9 +77,9 @@ def build(client, *, key: str, admin_login: dict[str, str]) -> Stage:
         )
     )
     ids = stage.ids
-    ids["data_resource"] = ok(client.post("/data_resources", json=_data_resource(), headers=stage.site_d))[
-        "id"
-    ]
+    ids["data_resource"] = ok(
+        client.post("/data_resources", json=data_resource_body(), headers=stage.site_d)
+    )["id"]
 
     def job() -> str:
         return ok(
@@ -127,7 +99,7 @@ def build(client, *, key: str, admin_login: dict[str, str]) -> Stage:
     ids["execution"] = ok(
         client.post(
             f"/jobs/{ids['executing_job']}/executions",
-            json=_execution(ids["executing"]),
+            json=execution_body(ids["executing"]),
             headers=stage.site_e,
         )
     )["id"]
@@ -181,8 +153,8 @@ def requests(stage: Stage) -> list[Request]:
         req("GET", "/operations", admin, reads=True),
         req("GET", "/operations/{op_id}", admin, reads=True, op_id=ids["held"]),
         # Executions: the holder's (fast), one naming another job's operation (the general path decides).
-        req("POST", executions, site_e, job_id=ids["executing_job"], json=_execution(ids["executing"])),
-        req("POST", executions, site_e, job_id=ids["executing_job"], json=_execution(ids["held"])),
+        req("POST", executions, site_e, job_id=ids["executing_job"], json=execution_body(ids["executing"])),
+        req("POST", executions, site_e, job_id=ids["executing_job"], json=execution_body(ids["held"])),
         req("GET", executions, admin, reads=True, job_id=ids["executing_job"]),
         req("GET", executions + "/{exec_id}", admin, reads=True, job_id=ids["executing_job"]),
         req(
@@ -220,7 +192,7 @@ def requests(stage: Stage) -> list[Request]:
         req("GET", "/users/me", admin, reads=True),
         req("POST", "/users/{username}:disable", admin),
         req("POST", "/users/{username}:enable", admin),
-        req("POST", "/data_resources", stage.site_d, json=_data_resource()),
+        req("POST", "/data_resources", stage.site_d, json=data_resource_body()),
         req("GET", "/data_resources", admin, reads=True),
         req("GET", "/data_resources/{data_resource_id}", admin, reads=True),
         req("POST", "/data_resources/{data_resource_id}:access", admin, reads=True),

@@ -114,7 +114,7 @@ def test_a_stopped_database_gives_503_in_time_no_database_routes_answer_and_the_
         database.dispose()
         login = {"grant_type": "password", "username": "admin", "password": ADMIN_PASSWORD}
         stage = build(
-            client, key=settings.jwt_key(), admin_login={"username": "admin", "password": ADMIN_PASSWORD}
+            client, settings=settings, admin_login={"username": "admin", "password": ADMIN_PASSWORD}
         )
         every_route = requests(stage)
         assert uncovered(client.get("/openapi.json").json(), every_route) == set()

@@ -27,7 +27,7 @@ def stalled(settings, clean_database, admin_headers) -> Iterator[tuple[TestClien
     app = create_app(settings.model_copy(update={"database_timeout_seconds": DEADLINE}))
     with TestClient(app, raise_server_exceptions=False) as client:
         login = {"username": "admin", "password": ADMIN_PASSWORD}
-        yield client, build(client, key=settings.jwt_key(), admin_login=login)
+        yield client, build(client, settings=settings, admin_login=login)
 
 
 @contextlib.contextmanager
