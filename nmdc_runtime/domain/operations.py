@@ -44,7 +44,7 @@ Choices the API contract leaves open, made here once:
 - **Lease length**: a claim's lease lasts its workflow's `lease_seconds` (at most `max_lease_seconds`), or
   `claim_lease_seconds` when the workflow sets none; a claim may ask for a shorter one, never a longer one
   (422). The operation keeps its length (`lease_seconds`): every heartbeat by the holder, and a resume, renew
-  the lease by that much.
+  the lease by that much (`renew_lease`), until a cancel is requested.
 - **Metadata**: the keys `job_id`, `site_id`, `workflow_id`, `attempt` are read-only (422 when changed); the
   server-owned keys `state`, `lease_expire_time`, `lease_seconds`, `cancel_requested`, `paused` are ignored
   when sent back;
