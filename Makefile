@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml nmdc-site/pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt -e ./nmdc-site
 	@touch $(STAMP)
 
-# `make dev VERBOSE=1` also shows each API request and Dagster's info lines.
+# `make dev VERBOSE=1` also shows each API request and Dagster's info lines. Not echoed: with
+# NMDC_LOG_FORMAT=json every line it prints is a JSON object (tests/e2e/test_make_dev.py).
 dev: install
-	$(BIN)/nmdc-runtime dev $(if $(VERBOSE),--verbose)
+	@$(BIN)/nmdc-runtime dev $(if $(VERBOSE),--verbose)
 
 # Two processes (pytest-xdist), each with its own databases: much of the suite waits on the servers it starts.
 # `make test TEST_WORKERS=0` runs it in this process alone.
@@ -29,13 +30,22 @@ TEST_WORKERS ?= 2
 test: install tools
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-# The benchmark's smoke test (tests/e2e/test_bench_smoke.py) drives the API with wrk, Debian's package: installed
-# here when it is missing and this is a Debian machine run as root; elsewhere that test is skipped and says why.
+# Some tests use Debian's packages: the benchmark's smoke test (tests/e2e/test_bench_smoke.py) drives the API with
+# wrk, tests/integration/test_metrics.py checks /metrics with promtool (package prometheus), and the browser tests
+# (tests/e2e/test_staff_view.py, test_api_docs_offline.py) drive chromium. Each is installed here when it is
+# missing and this is a Debian machine run as root; elsewhere its tests are skipped and say why.
 tools:
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null 2>&1 || \
-	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null 2>&1; }; }; } || \
-	  echo "wrk is not installed (apt-get install wrk): the benchmark's smoke test will be skipped"
+	@$(call debian_tool,wrk,wrk,the benchmark's smoke test)
+	@$(call debian_tool,promtool,prometheus,the promtool check of /metrics)
+	@$(call debian_tool,chromium,chromium,the browser tests)
+
+# $(call debian_tool,COMMAND,PACKAGE,TEST): install PACKAGE unless COMMAND is there (apt-get update only if needed).
+define debian_tool
+command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2) >/dev/null 2>&1 || \
+    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2) >/dev/null 2>&1; }; }; } || \
+  echo "$(1) is not installed (apt-get install $(2)): $(3) will be skipped"
+endef
 
 lint: install
 	$(BIN)/ruff check .

@@ -68,6 +68,9 @@ def create_app(settings: Settings) -> FastAPI:
         description="Sites register data, claim jobs, report operations and executions.",
         lifespan=lifespan,
         openapi_tags=TAGS,
+        # The OpenAPI pages are api/routes/docs.py's, which serve the files FastAPI's would fetch from CDNs.
+        docs_url=None,
+        redoc_url=None,
         # The API's figures are Prometheus's (api/metrics.py), and no OpenTelemetry provider is set up: left
         # on, FastAPI would look for one on every request to learn that (bench/README.md).
         telemetry={"tracing": False, "metrics": False, "logs": False},

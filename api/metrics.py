@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from nmdc_runtime.db import Database
@@ -97,12 +97,14 @@ class DomainCollector(Collector):
                 if status["oldest_unclaimed_job"]
                 else 0,
             ),
-            ("nmdc_executions", "Executions recorded.", status["executions"]),
             ("nmdc_drained_sites", "Sites drained: they claim no new job until lifted.", len(drained)),
         ):
             gauge = GaugeMetricFamily(name, help_text)
             gauge.add_metric([], value)
             yield gauge
+        # Executions are kept for good, so their number only grows: a counter (`nmdc_executions_total`),
+        # which lets Prometheus's rate() give executions per second.
+        yield CounterMetricFamily("nmdc_executions", "Executions recorded.", value=status["executions"])
 
 
 def exposition(database: Database, *, drain_after: int) -> bytes:

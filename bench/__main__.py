@@ -7,6 +7,7 @@
     python -m bench --only claims --profile-to bench/claim-after.svg --profile-cycle-to bench/cycle.svg
     python -m bench --only history --profile-listing-to bench/listing.svg
     python -m bench --only history
+    python -m bench --only groups-latency --only groups-burst
     python -m bench --smoke              # every scenario at toy sizes, in about a minute
 
 Figures go to standard output and to bench/results/<UTC time>.json; a run of every scenario also writes
@@ -26,7 +27,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import paths, plots, scenarios
+from bench import groups, paths, plots, scenarios
 from bench.devstack import REPO, dev_stack, leftover_processes
 from nmdc_runtime.config import Settings
 
@@ -40,8 +41,19 @@ TARGETS = {
     "list_jobs_p99_ms_1m": 50,
     "list_jobs_deep_vs_first": 1.5,
     "api_peak_rss_mb": 300,
+    "groups_data_to_job_p50_s": 8.0,
+    "groups_burst_10k_s": 60.0,
 }
-SCENARIOS = ["latency", "burst-db", "burst-api", "sensor-backlog", "claims", "history"]
+SCENARIOS = [
+    "latency",
+    "burst-db",
+    "burst-api",
+    "sensor-backlog",
+    "claims",
+    "history",
+    "groups-latency",
+    "groups-burst",
+]
 
 
 def _commit() -> str:
@@ -68,6 +80,8 @@ def summary(report: dict) -> dict:
         **{k: v for k, v in listed.items() if k not in ("curve_history", "plans")},
         "data_to_job_p50_s": report["latency"]["median_s"],
         "sensor_burst_10k_s": report["burst_api"]["first_post_to_all_jobs_claimable_s"],
+        "groups_data_to_job_p50_s": report["groups_latency"]["median_s"],
+        "groups_burst_10k_s": report["groups_burst"]["all_jobs_claimable_s"],
         "curve_history": listed["curve_history"],
         "curve_sensor_backlog": report["sensor_backlog"],
         "targets": TARGETS,
@@ -174,6 +188,15 @@ def main(argv: list[str] | None = None) -> int:
             if "sensor-backlog" in chosen:
                 print(f"sensor-backlog: {sizes.backlogs} data resources, each in one transaction", flush=True)
                 report["sensor_backlog"] = paths.sensor_backlog(stack, sizes)
+            if "groups-latency" in chosen:
+                print(f"groups-latency: {args.samples} groups of two inputs, one at a time", flush=True)
+                report["groups_latency"] = groups.latency(stack, samples=args.samples).summary()
+                shown = {k: v for k, v in report["groups_latency"].items() if k != "samples_s"}
+                print(f"  -> {json.dumps(shown)}", flush=True)
+            if "groups-burst" in chosen:
+                print(f"groups-burst: {args.burst} groups of two inputs in one transaction", flush=True)
+                report["groups_burst"] = groups.burst(stack, n=args.burst)
+                print(f"  -> {json.dumps(report['groups_burst'])}", flush=True)
             if "claims" in chosen:
                 print(f"claims: HTTP, bare FastAPI, psycopg2; cycles; {sizes.repeats} runs each", flush=True)
                 report["claims"] = paths.claim_suite(

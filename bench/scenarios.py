@@ -61,16 +61,22 @@ def make_world(stack: DevStack, tag: str, capability: str = "bench") -> World:
                 config={"bench": tag},
             )
         )
+    headers = tokens(stack, sites)
+    return World(headers["d"], headers["e"], f"wf-{data_type}", data_type, f"bench-{tag}-d", f"bench-{tag}-e")
+
+
+def tokens(stack: DevStack, credentials: dict[str, tuple[Any, str]]) -> dict[str, dict[str, str]]:
+    """Authorization headers for each (site client, secret), by the same keys."""
     headers = {}
-    for role, (client, secret) in sites.items():
+    for key, (client, secret) in credentials.items():
         response = httpx.post(
             stack.api_url + "/token",
             data={"grant_type": "client_credentials", "client_id": client.client_id, "client_secret": secret},
             timeout=10,
         )
         response.raise_for_status()
-        headers[role] = {"Authorization": f"Bearer {response.json()['access_token']}"}
-    return World(headers["d"], headers["e"], f"wf-{data_type}", data_type, f"bench-{tag}-d", f"bench-{tag}-e")
+        headers[key] = {"Authorization": f"Bearer {response.json()['access_token']}"}
+    return headers
 
 
 def _body(world: World, i: int) -> dict[str, Any]:
@@ -114,21 +120,23 @@ def latency(stack: DevStack, *, samples: int, seed: int = 1) -> LatencyResult:
             response = http.post("/data_resources", json=_body(world, i), headers=world.data_headers)
             response.raise_for_status()
             dr_id = response.json()["id"]
-            while True:
-                page = http.get(
-                    "/jobs",
-                    params={"claimable": "true", "data_resource_id": dr_id},
-                    headers=world.exec_headers,
-                )
-                page.raise_for_status()
-                if page.json()["resources"]:
-                    break
-                if time.monotonic() - start > 120:
-                    raise RuntimeError(f"no job for {dr_id} after 120 s")
-                time.sleep(0.1)
+            wait_claimable(http, world.exec_headers, start, data_resource_id=dr_id)
             result.samples.append(time.monotonic() - start)
             print(f"  latency sample {i + 1}/{samples}: {result.samples[-1]:.2f} s", flush=True)
     return result
+
+
+def wait_claimable(http: httpx.Client, headers: dict[str, str], start: float, **filters: str) -> None:
+    """Poll `GET /jobs?claimable=true` with `filters` every 0.1 s until it lists a job; at most 120 s after
+    `start`."""
+    while True:
+        page = http.get("/jobs", params={"claimable": "true", **filters}, headers=headers)
+        page.raise_for_status()
+        if page.json()["resources"]:
+            return
+        if time.monotonic() - start > 120:
+            raise RuntimeError(f"no claimable job of {filters} after 120 s")
+        time.sleep(0.1)
 
 
 def _unclaimed(stack: DevStack, workflow_id: str) -> int:
@@ -140,7 +148,8 @@ def _unclaimed(stack: DevStack, workflow_id: str) -> int:
         )
 
 
-def _count_claimable_over_api(stack: DevStack, world: World) -> int:
+def count_claimable_over_api(stack: DevStack, world: World) -> int:
+    """How many jobs of the world's workflow its executing site sees in `GET /jobs?claimable=true`."""
     total, token = 0, None
     with httpx.Client(base_url=stack.api_url, timeout=30) as http:
         while True:
@@ -156,7 +165,8 @@ def _count_claimable_over_api(stack: DevStack, world: World) -> int:
                 return total
 
 
-def _wait_all(stack: DevStack, world: World, n: int, start: float, timeout: float) -> float:
+def wait_all(stack: DevStack, world: World, n: int, start: float, timeout: float) -> float:
+    """Seconds from `start` until the world's workflow has `n` unclaimed jobs (polled every 0.1 s)."""
     while True:
         done = _unclaimed(stack, world.workflow_id)
         if done >= n:
@@ -183,8 +193,8 @@ def burst_database(stack: DevStack, *, n: int, timeout: float = 300) -> dict[str
     with stack.database.session() as session:
         session.execute(sa.insert(DataResource), rows)
     start = time.monotonic()
-    elapsed = _wait_all(stack, world, n, start, timeout)
-    claimable = _count_claimable_over_api(stack, world)
+    elapsed = wait_all(stack, world, n, start, timeout)
+    claimable = count_claimable_over_api(stack, world)
     return {"n": n, "all_jobs_claimable_s": round(elapsed, 2), "claimable_over_api": claimable}
 
 
@@ -446,8 +456,8 @@ def burst_api(
         posting = _register_httpx(stack, world, n, concurrency)
     if posting["created"] != n:
         raise RuntimeError(f"{client} created {posting['created']} of {n} data resources: {posting}")
-    elapsed = _wait_all(stack, world, n, start, timeout)
-    claimable = _count_claimable_over_api(stack, world)
+    elapsed = wait_all(stack, world, n, start, timeout)
+    claimable = count_claimable_over_api(stack, world)
     registered, distinct_urls = _registered_in_db(stack, world)
     return {
         "client": client,

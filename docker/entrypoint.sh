@@ -27,12 +27,19 @@ api)
         --no-server-header
     # One setting names the proxies in front: NMDC_TRUSTED_PROXIES, which the API's login limits read too.
     # uvicorn takes the client's address and scheme from their X-Forwarded-For and X-Forwarded-Proto only;
-    # with none named, from nobody's.
-    if [ -n "${NMDC_TRUSTED_PROXIES:-}" ]; then
-        set -- "$@" --proxy-headers --forwarded-allow-ips "$NMDC_TRUSTED_PROXIES"
-    else
-        set -- "$@" --no-proxy-headers
-    fi
+    # with none named, from nobody's. The options come from the settings themselves (networks normalised), as
+    # under `make dev`; an invalid value stops the container here, with the settings' message.
+    proxy_options=$(python -c '
+import sys
+from pydantic import ValidationError
+from nmdc_runtime.config import Settings, settings_problem
+try:
+    print(*Settings().uvicorn_proxy_options())
+except ValidationError as error:
+    sys.exit(f"nmdc-entrypoint: {settings_problem(error)}")
+') || exit 1
+    # shellcheck disable=SC2086  # the options are words without spaces
+    set -- "$@" $proxy_options
     exec "$@"
     ;;
 dagster-webserver)

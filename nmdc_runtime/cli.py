@@ -1,8 +1,9 @@
 """`nmdc-runtime`: bootstrap and run the runtime against the database the settings resolve.
 
-Standard output carries only results (JSON, shell exports); every command names the database it used on
-standard error. A failure the user can fix (an unreachable database, a bad setting) is one line on standard
-error and exit code 1; bad arguments exit 2.
+Standard output carries only results: a JSON object for what a command makes or changes, a table for a list
+(a header line, then one tab-separated line each; `--json`: a JSON list of the API's models), shell exports;
+every command names the database it used on standard error. A failure the user can fix (an unreachable
+database, a bad setting) is one line on standard error and exit code 1; bad arguments exit 2.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from pydantic import ValidationError
 
 from nmdc_runtime.config import get_settings, settings_problem
 from nmdc_runtime.domain.errors import AlreadyExists, InvalidInput, NotFound
-from nmdc_runtime.schemas.common import CHOSEN_ID_PATTERN, TAG_PATTERN
+from nmdc_runtime.schemas.accounts import SiteClientRead, SiteRead
+from nmdc_runtime.schemas.common import CHOSEN_ID_PATTERN, TAG_PATTERN, column_header, column_value
+from nmdc_runtime.schemas.data import JobRead, WorkflowRead
+from nmdc_runtime.schemas.operations import OperationRead
 from nmdc_runtime.services import accounts as accounts_service
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -37,8 +41,14 @@ app.add_typer(workflows_app, name="workflows")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(operations_app, name="operations")
 
-JSON_OPTION = typer.Option("--json", help="One JSON document on standard output.")
+JSON_OPTION = typer.Option("--json", help="A JSON list of every field, as the API shows them, not a table.")
 LIMIT_OPTION = typer.Option("--limit", min=1, help="At most this many, oldest first.")
+
+
+def _list_help(what: str, model) -> str:
+    """A list command's help, naming the columns it prints (the model's `list_columns`)."""
+    columns = ", ".join(column_header(column) for column in model.list_columns)
+    return f"List {what}, oldest first: a header line, then one tab-separated line each: {columns}."
 
 
 def _version(value: bool) -> None:
@@ -197,43 +207,18 @@ def sites_create(
     typer.echo(json.dumps({"site_id": site_id, "client_id": client.client_id, "client_secret": secret}))
 
 
-@sites_app.command("clients")
+@sites_app.command(
+    "clients",
+    help=_list_help("a site's client credentials, revoked ones too (never a secret)", SiteClientRead),
+)
 def sites_clients(
-    site_id: str,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on standard output.")] = False,
+    site_id: str, as_json: Annotated[bool, JSON_OPTION] = False, limit: Annotated[int, LIMIT_OPTION] = 1000
 ) -> None:
-    """List a site's client credentials (ids and times, never secrets), revoked ones included."""
     from nmdc_runtime.store import accounts as accounts_store
-    from nmdc_runtime.store.pages import PageParams
 
-    rows = []
-    with _database().sessionmaker() as session:
-        try:
-            accounts_store.get_site(session, site_id=site_id)
-        except NotFound as exc:
-            _fail(exc.message, EXIT_CONFLICT)
-        page = PageParams(size=1000)
-        while True:
-            found, token = accounts_store.list_site_clients(session, site_id=site_id, page=page)
-            rows.extend(found)
-            if token is None:
-                break
-            page = PageParams(size=1000, after=found[-1].seq)
-    clients = [
-        {
-            "client_id": row.client_id,
-            "site_id": row.site_id,
-            "created_at": row.created_at.isoformat(),
-            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
-        }
-        for row in rows
-    ]
-    if as_json:
-        typer.echo(json.dumps(clients))
-        return
-    for client in clients:
-        state = f"revoked {client['revoked_at']}" if client["revoked_at"] else "active"
-        typer.echo(f"{client['client_id']}  created {client['created_at']}  {state}")
+    _change(lambda session: accounts_store.get_site(session, site_id=site_id))
+    rows = _rows(accounts_store.list_site_clients, limit, site_id=site_id)
+    _print(SiteClientRead, rows, as_json)
 
 
 @sites_app.command("revoke")
@@ -316,8 +301,9 @@ def _actor() -> str:
         return "cli:unknown"
 
 
-def _rows(list_page, limit: int, **filters) -> list:
-    """Up to `limit` rows of a store listing, walked page by page in its keyset order."""
+def _rows(list_page, limit: int, present=None, **filters) -> list:
+    """Up to `limit` rows of a store listing, walked page by page in its keyset order; `present(session, rows)`
+    shapes them while the session is open."""
     from nmdc_runtime.schemas.common import MAX_PAGE_SIZE
     from nmdc_runtime.store import pages as pages_store
     from nmdc_runtime.store.pages import PageParams
@@ -333,16 +319,31 @@ def _rows(list_page, limit: int, **filters) -> list:
             page = PageParams(
                 size=min(limit - len(rows), MAX_PAGE_SIZE), after=pages_store.decode_page_token(token, "")
             )
-    return rows[:limit]
+        return present(session, rows[:limit]) if present else rows[:limit]
 
 
-def _print(items: list[dict], as_json: bool, columns: list[str]) -> None:
-    """A JSON document, or one tab-separated line per item with the given columns."""
+def _cell(value: object) -> str:
+    """A table cell: lists joined with ", ", JSON's spelling of true, false and objects, nothing for null; no
+    tab or line break, which would split the line."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(_cell(item) for item in value)
+    text = json.dumps(value) if isinstance(value, bool | dict) else str(value)
+    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+
+
+def _print(model, rows: list, as_json: bool) -> None:
+    """Rows (or models) as the read `model` shows them: a JSON list, as the API does, or a table of the model's
+    `list_columns` (its header line even when there is nothing to list)."""
+    documents = [model.model_validate(row).model_dump(mode="json", by_alias=True) for row in rows]
     if as_json:
-        typer.echo(json.dumps(items))
+        typer.echo(json.dumps(documents))
         return
-    for item in items:
-        typer.echo("\t".join("" if item.get(c) is None else str(item.get(c)) for c in columns))
+    columns = model.list_columns
+    typer.echo("\t".join(column_header(column) for column in columns))
+    for document in documents:
+        typer.echo("\t".join(_cell(column_value(document, column)) for column in columns))
 
 
 @workflows_app.command("create")
@@ -399,19 +400,14 @@ def workflows_create(
     typer.echo(WorkflowRead.model_validate(row).model_dump_json())
 
 
-@workflows_app.command("list")
+@workflows_app.command("list", help=_list_help("workflows", WorkflowRead))
 def workflows_list(
     as_json: Annotated[bool, JSON_OPTION] = False, limit: Annotated[int, LIMIT_OPTION] = 1000
 ) -> None:
-    """List workflows: id, enabled, data types, required capabilities, lease."""
-    from nmdc_runtime.schemas.data import WorkflowRead
     from nmdc_runtime.store import workflows as workflows_store
 
-    items = [
-        WorkflowRead.model_validate(row).model_dump(mode="json")
-        for row in _rows(workflows_store.list_workflows, limit)
-    ]
-    _print(items, as_json, ["id", "enabled", "data_types", "required_capabilities", "lease_seconds", "name"])
+    rows = _rows(workflows_store.list_workflows, limit)
+    _print(WorkflowRead, rows, as_json)
 
 
 def _set_workflow(workflow_id: str, enabled: bool) -> None:
@@ -438,22 +434,17 @@ def workflows_disable(workflow_id: str) -> None:
     _set_workflow(workflow_id, enabled=False)
 
 
-@sites_app.command("list")
+@sites_app.command("list", help=_list_help("sites (never credentials)", SiteRead))
 def sites_list(
     as_json: Annotated[bool, JSON_OPTION] = False, limit: Annotated[int, LIMIT_OPTION] = 1000
 ) -> None:
-    """List sites: id, capabilities, disabled since, name (never credentials)."""
-    from nmdc_runtime.schemas.accounts import SiteRead
     from nmdc_runtime.store import accounts as accounts_store
 
-    items = [
-        SiteRead.model_validate(row).model_dump(mode="json")
-        for row in _rows(accounts_store.list_sites, limit)
-    ]
-    _print(items, as_json, ["id", "capabilities", "disabled_at", "name"])
+    rows = _rows(accounts_store.list_sites, limit)
+    _print(SiteRead, rows, as_json)
 
 
-@jobs_app.command("list")
+@jobs_app.command("list", help=_list_help("jobs", JobRead))
 def jobs_list(
     status: Annotated[
         str | None, typer.Option(help="unclaimed, claimed, succeeded, failed or canceled.")
@@ -462,9 +453,7 @@ def jobs_list(
     as_json: Annotated[bool, JSON_OPTION] = False,
     limit: Annotated[int, LIMIT_OPTION] = 1000,
 ) -> None:
-    """List jobs, oldest first: id, workflow, status, attempts (the JSON form has their config too)."""
     from nmdc_runtime.domain.states import JobStatus
-    from nmdc_runtime.schemas.data import JobRead
     from nmdc_runtime.store import jobs as jobs_store
 
     try:
@@ -472,37 +461,30 @@ def jobs_list(
     except ValueError:
         _fail(f"--status must be one of {', '.join(JobStatus)}")
     rows = _rows(jobs_store.list_jobs, limit, status=wanted, workflow_id=workflow)
-    items = [JobRead.model_validate(row).model_dump(mode="json") for row in rows]
-    _print(items, as_json, ["id", "workflow_id", "status", "attempts", "max_attempts", "created_at"])
+    _print(JobRead, rows, as_json)
 
 
-@operations_app.command("list")
+@operations_app.command(
+    "list",
+    help=_list_help("operations", OperationRead)
+    + " The error's columns are set once an operation has ended with an error.",
+)
 def operations_list(
     open_only: Annotated[bool, typer.Option("--open", help="Only operations not finished.")] = False,
     as_json: Annotated[bool, JSON_OPTION] = False,
     limit: Annotated[int, LIMIT_OPTION] = 1000,
 ) -> None:
-    """List operations, oldest first: id, job, site, state, attempt, lease end (and the error of a failure)."""
+    # The API's own presenter: the same Operation as GET /operations/{id}, results in full.
+    from nmdc_runtime import presenters
     from nmdc_runtime.store import operations as operations_store
 
-    rows = _rows(operations_store.list_operations, limit, done=False if open_only else None)
-    items = [
-        {
-            "id": op.id,
-            "job_id": op.job_id,
-            "site_id": op.site_id,
-            "workflow_id": op.workflow_id,
-            "state": op.state,
-            "done": op.done,
-            "attempt": op.attempt,
-            "cancel_requested": op.cancel_requested,
-            "lease_expire_time": op.lease_expire_time.isoformat(),
-            "update_time": op.update_time.isoformat(),
-            "error": op.error,
-        }
-        for op in rows
-    ]
-    _print(items, as_json, ["id", "job_id", "site_id", "state", "attempt", "lease_expire_time"])
+    rows = _rows(
+        operations_store.list_operations,
+        limit,
+        presenters.present_operations,
+        done=False if open_only else None,
+    )
+    _print(OperationRead, rows, as_json)
 
 
 @app.command("env")

@@ -38,6 +38,19 @@ def default_home(root: Path = CHECKOUT) -> Path:
 
 MIN_JWT_SECRET_BYTES = 32
 """The shortest signing key accepted: HS256 wants a key at least as long as its 256-bit hash."""
+MIN_JWT_SECRET_DISTINCT_BYTES = 8
+"""The fewest distinct byte values a signing key may have: 32 bytes of one or two repeated values (`xxxx…`,
+`abab…`) are as guessable as a short key. Any random key has far more (hex alone has 16)."""
+WEAK_JWT_SECRET = (
+    f"must be at least {MIN_JWT_SECRET_BYTES} bytes, of at least {MIN_JWT_SECRET_DISTINCT_BYTES} different "
+    "values; make one with `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+)
+
+
+def weak_signing_key(key: str) -> bool:
+    """Whether a signing key is too short, or has too little variety to be a secret."""
+    data = key.encode()
+    return len(data) < MIN_JWT_SECRET_BYTES or len(set(data)) < MIN_JWT_SECRET_DISTINCT_BYTES
 
 
 class Settings(BaseSettings):
@@ -61,8 +74,8 @@ class Settings(BaseSettings):
     )
     jwt_secret: SecretStr | None = Field(
         None,
-        description="Key that signs access tokens, at least 32 bytes. Unset: generated once and kept in "
-        "NMDC_HOME (mode 0600).",
+        description="Key that signs access tokens, at least 32 bytes of 8 different values. Unset: generated "
+        "once and kept in NMDC_HOME (mode 0600).",
     )
     claim_lease_seconds: int = Field(
         300, gt=0, description="How long a claim lasts without a heartbeat, for workflows that set none."
@@ -100,6 +113,12 @@ class Settings(BaseSettings):
         4 * 1024 * 1024,
         ge=1024,
         description="A list page ends early once its items reach this many bytes; next_page_token continues.",
+    )
+    max_metadata_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="The most bytes (compact UTF-8 JSON) of an operation's site-supplied metadata and of an "
+        "execution's details.",
     )
     token_expire_seconds: int = Field(3600, gt=0, description="Lifetime of an access token.")
     token_issuer: str = Field(
@@ -167,6 +186,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Check data_resources_matched fails when a data resource has waited longer for the sensor.",
     )
+    check_incomplete_group_seconds: int = Field(
+        24 * 3600,
+        gt=0,
+        description="Check groups_complete fails when a group has had some but not all required inputs of an "
+        "enabled workflow for longer than this.",
+    )
     check_failed_operations_share: float = Field(
         0.25,
         ge=0,
@@ -225,17 +250,25 @@ class Settings(BaseSettings):
     @field_validator("jwt_secret")
     @classmethod
     def _long_signing_key(cls, value: SecretStr | None) -> SecretStr | None:
-        # A short key can be found by brute force offline from any one token, and then forges them all.
-        if value is not None and len(value.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
-            raise ValueError(
-                f"must be at least {MIN_JWT_SECRET_BYTES} bytes; make one with "
-                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
-            )
+        # A short or monotonous key can be found by brute force offline from any one token, and then forges
+        # them all. One message for both: the fix is the same.
+        if value is not None and weak_signing_key(value.get_secret_value()):
+            raise ValueError(WEAK_JWT_SECRET)
         return value
 
     def policy(self) -> Policy:
         """The numbers the rules run on."""
         return Policy.of(self)
+
+    def uvicorn_proxy_options(self) -> list[str]:
+        """uvicorn's options for forwarded headers, matching NMDC_TRUSTED_PROXIES: with proxies named, their
+        `X-Forwarded-For` and `X-Forwarded-Proto` are believed (networks written as uvicorn reads them);
+        with none, nobody's. uvicorn's own default believes any request from the loopback address, so a
+        local client could pick its address with each request and dodge the per-address login limits."""
+        if not self.trusted_proxies:
+            return ["--no-proxy-headers"]
+        networks = ",".join(str(ipaddress.ip_network(item, strict=False)) for item in self.trusted_proxies)
+        return ["--proxy-headers", "--forwarded-allow-ips", networks]
 
     def jwt_key(self) -> str:
         """The token signing key: the configured one, else one kept in NMDC_HOME."""
@@ -259,9 +292,10 @@ class Settings(BaseSettings):
             if key:
                 break
             time.sleep(0.02)
-        if len(key.encode()) < MIN_JWT_SECRET_BYTES:
+        if weak_signing_key(key):
             raise RuntimeError(
-                f"{path} holds a key shorter than {MIN_JWT_SECRET_BYTES} bytes: delete it or set NMDC_JWT_SECRET"
+                f"{path} holds a key shorter than {MIN_JWT_SECRET_BYTES} bytes or of fewer than "
+                f"{MIN_JWT_SECRET_DISTINCT_BYTES} different values: delete it or set NMDC_JWT_SECRET"
             )
         return key
 

@@ -11,6 +11,7 @@ from dagster import Definitions
 from nmdc_runtime.config import get_settings
 from nmdc_runtime.dagster.assets import external_assets, runtime_status
 from nmdc_runtime.dagster.checks import runtime_health_checks
+from nmdc_runtime.dagster.outcomes import outcome_checks
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.dagster.sensors import data_resources, executions, health, operations, reaper
 
@@ -18,7 +19,7 @@ _settings = get_settings()
 
 defs = Definitions(
     assets=[*external_assets, runtime_status],
-    asset_checks=[runtime_health_checks],
+    asset_checks=[runtime_health_checks, outcome_checks],
     sensors=[
         data_resources.data_resources_sensor,
         executions.executions_sensor,

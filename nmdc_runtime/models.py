@@ -109,6 +109,15 @@ class DataResource(Base):
         Index(None, "data_type", "seq"),
         # The sensor's queue: data resources not yet matched against the workflows.
         Index("ix_data_resources_unmatched", "seq", postgresql_where=sa.text("matched_at IS NULL")),
+        # A group's inputs by data type, first registered first: how the sensor finds a group's roles.
+        Index(
+            "ix_data_resources_group",
+            "group",
+            "data_type",
+            "seq",
+            postgresql_where=sa.text('"group" IS NOT NULL'),
+        ),
+        CheckConstraint('char_length("group") <= 256', name="group_length"),
     )
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
@@ -122,6 +131,9 @@ class DataResource(Base):
     description: Mapped[str | None] = mapped_column(Text)
     # Its data site serves it only to callers with an access grant (POST /data_resources/{id}:access).
     requires_grant: Mapped[bool] = mapped_column(Boolean, server_default=sa.false())
+    # The sample (or data generation) it belongs to, across sites: workflows with inputs by role make one job
+    # per group.
+    group: Mapped[str | None] = mapped_column(Text)
     # Set when an execution's output registered this data resource.
     execution_id: Mapped[str | None] = mapped_column(ForeignKey("executions.id", use_alter=True), index=True)
     # Set by the sensor once jobs have been made for every matching workflow.
@@ -148,6 +160,9 @@ class Workflow(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=sa.true())
     # How long its claims last without a heartbeat; None: NMDC_CLAIM_LEASE_SECONDS.
     lease_seconds: Mapped[int | None] = mapped_column(Integer)
+    # Its inputs by role (`{role: {"data_type", "optional"}}`), or None: one job per data resource of its
+    # data types. With inputs, `data_types` is theirs (kept for the matcher's look-up) and jobs are per group.
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     # When the sensor last made jobs for the data resources that existed before this workflow matched them.
     backfilled_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = _now()
@@ -169,6 +184,16 @@ class Job(Base):
             unique=True,
             postgresql_where=sa.text("trigger_data_resource_id IS NOT NULL"),
         ),
+        # ... and one per (workflow, group) of a workflow with inputs by role.
+        Index(
+            "uq_jobs_workflow_trigger_group",
+            "workflow_id",
+            "trigger_group",
+            unique=True,
+            postgresql_where=sa.text("trigger_group IS NOT NULL"),
+        ),
+        CheckConstraint('trigger_group IS NULL OR trigger_group = "group"', name="trigger_group_is_group"),
+        Index("ix_jobs_group", "group", "seq", postgresql_where=sa.text('"group" IS NOT NULL')),
         Index("ix_jobs_unclaimed", "seq", postgresql_where=sa.text("status = 'unclaimed'")),
         # The claimable listing: each workflow's unclaimed jobs in seq order.
         Index(
@@ -190,6 +215,10 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     max_attempts: Mapped[int] = mapped_column(Integer)
     trigger_data_resource_id: Mapped[str | None] = mapped_column(ForeignKey("data_resources.id"))
+    # The group its inputs belong to (config.group): its outputs inherit it.
+    group: Mapped[str | None] = mapped_column(Text)
+    # Set when the sensor made it for a group (a workflow with inputs by role): the group.
+    trigger_group: Mapped[str | None] = mapped_column(Text)
     # Who made it: a Dagster run or sensor tick ("dagster:tick:<id>"), or a user ("user:<name>").
     created_by: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
@@ -205,6 +234,22 @@ class JobInput(Base):
     data_resource_id: Mapped[str] = mapped_column(
         ForeignKey("data_resources.id"), primary_key=True, index=True
     )
+
+
+class WaitingGroup(Base):
+    """A group that has some but not all required inputs of a workflow with inputs by role, since `since` (its
+    first such input's registration); written by the sensor, deleted once the group is complete.
+
+    It keeps the incomplete groups findable without reading every group ever complete (the asset check
+    `groups_complete` reads it, and judges each row again as it reads it).
+    """
+
+    __tablename__ = "waiting_groups"
+    __table_args__ = (Index(None, "since"),)
+
+    workflow_id: Mapped[str] = mapped_column(ForeignKey("workflows.id"), primary_key=True)
+    group: Mapped[str] = mapped_column(Text, primary_key=True)
+    since: Mapped[datetime] = mapped_column()
 
 
 class Operation(Base):

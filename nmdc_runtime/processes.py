@@ -33,17 +33,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def stop_group(proc: subprocess.Popen, timeout: float = 20.0, name: str | None = None) -> None:
+def stop_group(
+    proc: subprocess.Popen, timeout: float = 20.0, name: str | None = None, *, leader_first: bool = False
+) -> None:
     """SIGTERM a process started with `start_new_session=True` and its whole group; SIGKILL after `timeout`.
 
     The group, not the process: `dagster dev` and `uvicorn --workers` have children of their own, and
-    whatever of the group outlives its leader is killed too.
+    whatever of the group outlives its leader is killed too. `leader_first`: SIGTERM the leader alone, for one
+    that stops its children itself and would restart one that stopped under it (`dagster dev` restarts its
+    code server).
     """
     label = name or str(proc.pid)
     if proc.poll() is None:
         log.info("stopping %s", label)
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+        if leader_first:
+            os.kill(proc.pid, signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:

@@ -5,6 +5,7 @@ of a claim's time in bench/README.md). The OpenAPI page lists them by `TAGS`."""
 from api.routes import (
     claims,
     data_resources,
+    docs,
     executions,
     jobs,
     operations,
@@ -26,6 +27,7 @@ ROUTERS = [
     data_resources.router,
     workflows.router,
     service.router,
+    docs.router,
 ]
 
 TAGS = [
@@ -44,5 +46,5 @@ TAGS = [
 ]
 """The OpenAPI page's sections, in the order of a site's day."""
 
-PUBLIC_ROUTERS = [token.router, service.router]
+PUBLIC_ROUTERS = [token.router, service.router, docs.router]
 """Routers whose routes declare their own answers (they need no token, or only some of them do)."""

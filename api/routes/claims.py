@@ -6,7 +6,8 @@ from fastapi import APIRouter, Response
 
 from api.deps import AdminPrincipal, PolicyDep, SessionDep, SitePrincipal
 from api.metrics import CLAIM_LATENCY
-from api.presenters import json_response, present_operation
+from api.presenters import json_response
+from nmdc_runtime.presenters import present_operation
 from nmdc_runtime.schemas.data import ClaimRequest, JobRead, ReleaseRequest
 from nmdc_runtime.schemas.operations import OperationRead
 from nmdc_runtime.services import claims as claims_service

@@ -61,10 +61,11 @@ def list_data_resources(
     page: PageDep,
     site_id: Annotated[str | None, Query(max_length=64, description="Hosted by this site.")] = None,
     data_type: Annotated[str | None, Query(max_length=64, description="Of this data type.")] = None,
+    group: Annotated[str | None, Query(max_length=256, description="Of this group.")] = None,
 ) -> Page[DataResourceRead]:
     """Data resources, in registration order."""
     rows, token = data_resources_store.list_data_resources(
-        session, page=page, site_id=site_id, data_type=data_type
+        session, page=page, site_id=site_id, data_type=data_type, group=group
     )
     return Page[DataResourceRead](
         resources=[DataResourceRead.model_validate(row) for row in rows], next_page_token=token

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from api.deps import CurrentPrincipal, PageDep, PolicyDep, ReadSessionDep, SessionDep, SitePrincipal
 from api.idempotency import IdempotencyKeyHeader, idempotent_request, respond
-from api.presenters import present_execution, present_executions
+from nmdc_runtime.presenters import present_execution, present_executions
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.executions import ExecutionCreate, ExecutionRead, ExecutionUpdate
 from nmdc_runtime.services import executions as executions_service

@@ -26,11 +26,15 @@ router = APIRouter(tags=["jobs"])
 )
 def create_job(body: JobCreate, session: SessionDep, policy: PolicyDep, principal: AdminPrincipal) -> JobRead:
     """Make a job by hand (admin). Its config is the workflow's config, overridden by `config`, plus
-    `data_resources`: the named data resources in full. An unknown workflow or data resource is 404."""
+    `data_resources`: the named data resources in full (those of `inputs` first), `inputs`: those by role, and
+    `group`: the one given, else the one its inputs share. An unknown workflow or data resource is 404;
+    `inputs` that do not fit the workflow's roles are 422."""
     row = catalog_service.create_job(
         session,
         workflow_id=body.workflow_id,
         data_resource_ids=body.data_resource_ids,
+        inputs=body.inputs,
+        group=body.group,
         config=body.config,
         max_attempts=policy.max_attempts,
         created_by=principal.key,
@@ -51,6 +55,7 @@ def list_jobs(
     data_resource_id: Annotated[
         str | None, Query(max_length=128, description="Jobs reading this data resource.")
     ] = None,
+    group: Annotated[str | None, Query(max_length=256, description="Jobs of this group.")] = None,
     claimable: Annotated[
         bool, Query(description="true: only jobs the calling site could claim now (site clients only).")
     ] = False,
@@ -72,6 +77,7 @@ def list_jobs(
         status=status,
         workflow_id=workflow_id,
         data_resource_id=data_resource_id,
+        group=group,
         claimable_by_site=principal.site_id if claimable else None,
         drain_after=policy.site_drain_after,
     )

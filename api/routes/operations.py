@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, PolicyDep, ReadSessionDep, SessionDep
-from api.presenters import json_response, present_operation, present_operations
+from api.presenters import json_response
+from nmdc_runtime.presenters import present_operation, present_operations
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.schemas.operations import OperationRead, OperationUpdate
 from nmdc_runtime.services import operations as operations_service

@@ -13,9 +13,9 @@ from api.deps import (
     RevocationsDep,
     SessionDep,
 )
-from api.presenters import present_site, present_sites
 from nmdc_runtime.domain.errors import Forbidden
 from nmdc_runtime.domain.principals import Principal
+from nmdc_runtime.presenters import present_site, present_sites
 from nmdc_runtime.schemas.accounts import SiteClientRead, SiteCreate, SiteCredentials, SiteRead
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.services import accounts as accounts_service

@@ -19,13 +19,17 @@ router = APIRouter(tags=["workflows"])
 def create_workflow(
     body: WorkflowCreate, session: SessionDep, policy: PolicyDep, _: AdminPrincipal
 ) -> WorkflowRead:
-    """Define a workflow (admin); the sensor makes one of its jobs per new data resource of its data types."""
+    """Define a workflow (admin); the sensor makes one of its jobs per new data resource of its data types, or,
+    with `inputs` by role, one per group that has a data resource of every required role."""
     row = catalog_service.create_workflow(
         session,
         workflow_id=body.id,
         name=body.name,
         version=body.version,
         data_types=body.data_types,
+        inputs=None
+        if body.inputs is None
+        else {role: spec.model_dump() for role, spec in body.inputs.items()},
         required_capabilities=body.required_capabilities,
         config=body.config,
         enabled=body.enabled,

@@ -13,8 +13,9 @@ import math
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import pydantic
@@ -27,7 +28,7 @@ from nmdc_site.files import FileServer, default_public_url
 from nmdc_site.grants import GrantVerifier, PublicKeys
 from nmdc_site.run.config import RunConfig
 from nmdc_site.run.egress import AllowedHost
-from nmdc_site.run.loop import Agent, SetupError
+from nmdc_site.run.loop import Agent, HostProblem, SetupError
 from nmdc_site.watcher import Watcher
 
 app = typer.Typer(
@@ -177,6 +178,13 @@ def serve(
             "valid access grant for it (from POST /data_resources/{id}:access), checked against the API's keys.",
         ),
     ] = False,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            help="The group (sample, data generation) of the registered resources: a workflow with inputs by "
+            "role makes one job per group.",
+        ),
+    ] = None,
     api_url: ApiUrl = DEFAULT_API_URL,
     client_id: ClientId = None,
     client_secret: ClientSecret = None,
@@ -203,6 +211,7 @@ def serve(
                 site_id=site_id,
                 description=description,
                 requires_grant=require_grant,
+                group=group,
                 gate=gate,
                 on_register=lambda r: typer.echo(json.dumps(r.model_dump(mode="json")), nl=True),
             )
@@ -264,6 +273,32 @@ def run(
             "token can read), with anything that looks like a secret replaced by [redacted].",
         ),
     ] = False,
+    min_rate: Annotated[
+        float,
+        typer.Option(
+            "--min-rate",
+            min=0,
+            help="Bytes a second below which a download, over --stall-seconds, ends its attempt (UNAVAILABLE); "
+            "0: no floor.",
+        ),
+    ] = 16 * 1024,
+    stall_seconds: Annotated[
+        float, typer.Option("--stall-seconds", min=0.5, help="The window --min-rate is measured over.")
+    ] = 60.0,
+    release_on_exit: Annotated[
+        bool,
+        typer.Option(
+            "--release-on-exit",
+            help="On Ctrl-C or SIGTERM, give the claimed job back (reason SHUTDOWN) instead of keeping it in "
+            "the state dir for the next start (a job whose command finished is kept all the same).",
+        ),
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Check the set-up, print what would run for a job, and exit (claims nothing)."
+        ),
+    ] = False,
     api_url: ApiUrl = DEFAULT_API_URL,
     client_id: ClientId = None,
     client_secret: ClientSecret = None,
@@ -271,13 +306,15 @@ def run(
 ) -> None:
     """An executing site: claim jobs of WORKFLOW, fetch and verify inputs, run COMMAND, report the outcome.
 
-    COMMAND gets the inputs' paths in place of an argument `{inputs}` (or appended), and the environment
+    COMMAND gets the inputs' paths in place of an argument `{inputs}` (or appended), the path of the input
+    of role ROLE in place of `{inputs.ROLE}` (for a workflow with inputs by role), and the environment
     NMDC_JOB_ID, NMDC_OPERATION_ID, NMDC_WORKFLOW_ID, NMDC_JOB_CONFIG (a JSON file), NMDC_INPUTS (a JSON list
     of paths), NMDC_OUTPUT_DIR (files written there become outputs) and NMDC_PROGRESS_FILE (write
     "<percent> <message>" lines). Exit status 0 is success. See docs/sites.md.
 
-    At start it checks that WORKFLOW exists and that the site has the capabilities it requires (exit 1 with
-    one line otherwise).
+    Before any claim it checks that COMMAND's executable resolves and is executable, that the state dir is
+    writable, that WORKFLOW exists and that the site has the capabilities it requires (exit 1 with one line
+    otherwise); --check does only that, and prints what it would run. Ctrl-C or SIGTERM stops it within 5 s.
     """
     try:
         allowed = tuple(AllowedHost.parse(item) for item in allow_host or ())
@@ -299,26 +336,80 @@ def run(
         once=once,
         allowed_hosts=allowed,
         publish_log_tail=publish_log_tail,
+        min_rate=min_rate,
+        stall_seconds=stall_seconds,
+        release_on_exit=release_on_exit,
     )
     with _client(api_url, client_id, client_secret, retries, stop) as api:
-        agent = Agent(api, config, public_url or "")
-        agent.stopping = stop
+        agent = Agent(api, config, public_url or "", stopping=stop)
+
+        def work() -> int:
+            try:
+                plan = agent.check()
+            except HostProblem as problem:
+                if not check:
+                    agent.settle(problem)  # the job in the state dir, if any: reported, or given back
+                raise
+            if check:
+                for line in plan.lines(config):
+                    typer.echo(line)
+                typer.echo(f"ok: ready to claim jobs of {config.workflow_id} (nothing claimed)")
+                return 0
+            with FileServer(agent.state.outputs_root, bind, port) as server:
+                agent.public_url = (public_url or default_public_url(bind, server.port)).rstrip("/")
+                try:
+                    return agent.run()
+                except ClientError:
+                    if stop.is_set():
+                        return 130  # asked to stop while the API was being retried
+                    raise
+                finally:
+                    for outcome in list(agent.handled):
+                        typer.echo(json.dumps(outcome))
+
         try:
-            agent.check()
+            code = _until_stopped(work, stop)
         except SetupError as exc:
             raise _fail(str(exc)) from None
-        with FileServer(agent.state.outputs_root, bind, port) as server:
-            agent.public_url = (public_url or default_public_url(bind, server.port)).rstrip("/")
-            try:
-                code = agent.run()
-            except ClientError:
-                if stop.is_set():
-                    code = 130  # asked to stop while the API was being retried
-                else:
-                    raise
-            for outcome in agent.handled:
-                typer.echo(json.dumps(outcome))
+        if agent.fault:
+            raise _fail(f"{agent.fault}; stopping: fix the site, then start again")
     raise typer.Exit(code)
+
+
+STOP_SECONDS = 3.5
+"""How long `run` waits, after Ctrl-C or SIGTERM, for its work to wind down (the command stopped, the claim
+recorded or given back) before it leaves anyway: it promises to be gone within 5 s."""
+
+
+def _until_stopped(work: Callable[[], int], stop: threading.Event, grace: float = STOP_SECONDS) -> int:
+    """`work()` on a thread of its own, while this one waits for it or for a stop request; after a stop,
+    `work` gets `grace` seconds to wind down, and then the process leaves without it (130).
+
+    The agent's work may block where no stop request reaches it (a request the API does not answer, a
+    download, a file being hashed); the claim is recorded in the state dir at every step, so leaving loses
+    nothing. Whatever `work` raises is raised here.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["code"] = work()
+        except BaseException as exc:  # raised again on the waiting thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="agent", daemon=True)
+    worker.start()
+    while worker.is_alive() and not stop.is_set():
+        worker.join(0.2)
+    worker.join(grace)
+    if "error" in outcome:
+        raise outcome["error"]
+    if "code" in outcome:
+        return outcome["code"]
+    log.warning(
+        "still busy %g s after the stop request: leaving now; the claim stays in the state dir", grace
+    )
+    return 130
 
 
 @app.command()

@@ -10,7 +10,8 @@ Registering nothing twice, across restarts, rests on two things (no local state 
 
 A file whose content changes gets a new checksum and is registered again (it is a new resource). A file that
 moves to another URL (another `--public-url` or path) is registered under its new URL, and a file registered
-open is registered again when the site starts requiring grants (`--require-grant`), and the other way round.
+open is registered again when the site starts requiring grants (`--require-grant`), and the other way round;
+likewise when the site gives its files another group (`--group`).
 
 With `--require-grant` the files are registered with `requires_grant: true` and served only to requests that
 carry a valid access grant for a data resource registered at the file's URL (`GrantGate`).
@@ -35,10 +36,18 @@ log = logging.getLogger("nmdc_site.serve")
 
 
 def registration_key(
-    *, url: str, size: int, sha256: str, data_type: str, requires_grant: bool = False
+    *,
+    url: str,
+    size: int,
+    sha256: str,
+    data_type: str,
+    requires_grant: bool = False,
+    group: str | None = None,
 ) -> str:
     """The Idempotency-Key of one file's registration: the same file at the same URL gives the same key."""
     fields = [url, str(size), sha256, data_type] + (["requires_grant"] if requires_grant else [])
+    if group is not None:
+        fields.append(f"group={group}")
     material = "\n".join(fields).encode()
     return "nmdc-site-serve:" + hashlib.sha256(material).hexdigest()
 
@@ -77,10 +86,12 @@ class DataSite:
     site_id: str
     description: str | None = None
     requires_grant: bool = False
+    group: str | None = None
+    """The group (sample, data generation) of every file registered."""
     gate: GrantGate | None = None
     on_register: Callable[[DataResource], None] = lambda resource: None
-    # (url, sha256, requires_grant) of what the site has registered already.
-    _known: set[tuple[str, str, bool]] = field(default_factory=set)
+    # (url, sha256, requires_grant, group) of what the site has registered already.
+    _known: set[tuple[str, str, bool, str | None]] = field(default_factory=set)
     # relpath -> (mtime_ns, size, sha256): files are re-hashed only when they change.
     _hashes: dict[Path, tuple[int, int, str]] = field(default_factory=dict)
 
@@ -91,7 +102,7 @@ class DataSite:
             count += 1
             sha = resource.checksum("sha256")
             if sha:
-                self._known.add((resource.url, sha, resource.requires_grant))
+                self._known.add((resource.url, sha, resource.requires_grant, resource.group))
             if self.gate is not None:
                 self.gate.admit(resource)
         return count
@@ -114,7 +125,7 @@ class DataSite:
             except OSError:
                 continue  # removed, or swapped for a link, while we scanned
             url = file_url(self.public_url, rel)
-            if (url, sha, self.requires_grant) in self._known:
+            if (url, sha, self.requires_grant, self.group) in self._known:
                 continue
             resource = self.api.create_data_resource(
                 name=rel.as_posix(),
@@ -124,17 +135,19 @@ class DataSite:
                 checksums=[{"type": "sha256", "checksum": sha}],
                 description=self.description,
                 requires_grant=self.requires_grant,
+                group=self.group,
                 idempotency_key=registration_key(
                     url=url,
                     size=size,
                     sha256=sha,
                     data_type=self.data_type,
                     requires_grant=self.requires_grant,
+                    group=self.group,
                 ),
             )
             if self.gate is not None:
                 self.gate.admit(resource)
-            self._known.add((url, sha, self.requires_grant))
+            self._known.add((url, sha, self.requires_grant, self.group))
             log.info("registered %s as %s", rel, resource.id)
             self.on_register(resource)
             created.append(resource)

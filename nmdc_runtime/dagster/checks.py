@@ -9,7 +9,7 @@ them at once (in a run). Checks apply to a whole asset, not to one workflow's pa
 
 # No `from __future__ import annotations`: Dagster reads the parameter annotations (resources) as real types.
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,13 +21,15 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    MetadataValue,
     ResourceParam,
     multi_asset_check,
 )
 
 from nmdc_runtime.config import Settings
-from nmdc_runtime.dagster.assets import JOBS, OPERATIONS, runtime_status_figures
+from nmdc_runtime.dagster.assets import JOBS, OPERATIONS, WINDOW, runtime_status_figures
 from nmdc_runtime.dagster.resources import RuntimeDatabase
+from nmdc_runtime.store import pipeline as pipeline_store
 
 LAPSED_LEASES_REAPED = AssetCheckSpec(
     "lapsed_leases_reaped",
@@ -44,10 +46,10 @@ FAILED_OPERATIONS_SHARE = AssetCheckSpec(
     asset=OPERATIONS,
     description=(
         "Fails when more than NMDC_CHECK_FAILED_OPERATIONS_SHARE of the operations that ended in the last "
-        "hour failed or expired (canceled ones are not counted). Open the operations asset's events of the "
-        "last hour: their site_id, workflow_id and error_code tell whether one site (ask its staff for its "
-        "logs), one workflow (its config or required capabilities) or the inputs (DATA_LOSS: a data site's "
-        "checksums) are at fault."
+        "hour failed or expired (canceled ones are not counted). Open the execution history of the check "
+        "operation_succeeded: each failure's site_id, workflow_id and error_code tell whether one site (ask its "
+        "staff for its logs), one workflow (its config or required capabilities) or the inputs (DATA_LOSS: a "
+        "data site's checksums) are at fault."
     ),
 )
 UNCLAIMED_JOBS_CLAIMED = AssetCheckSpec(
@@ -70,14 +72,26 @@ DATA_RESOURCES_MATCHED = AssetCheckSpec(
         "and read the error of its failed ticks."
     ),
 )
+GROUPS_COMPLETE = AssetCheckSpec(
+    "groups_complete",
+    asset=JOBS,
+    description=(
+        "Fails when a group has had some but not all required inputs of an enabled workflow with inputs by role "
+        "for longer than NMDC_CHECK_INCOMPLETE_GROUP_SECONDS: its job waits for data that has not come. The "
+        "result names the groups (oldest first) and the roles they miss. Find who should register that data "
+        "(GET /data_resources?group=<group> shows what the group has): a data site that has not registered "
+        "it, or the workflow that makes it, whose jobs of the group may have failed (GET /jobs?group=<group>). "
+        "A job can also be made by hand (POST /jobs with its inputs by role)."
+    ),
+)
 JOBS_FAILED_FOR_GOOD = AssetCheckSpec(
     "jobs_failed_for_good",
     asset=JOBS,
     description=(
-        "Warns when a job ended failed after its last attempt in the last hour: nobody will run it again. "
-        "Find its last operation among the operations asset's events (description 'JOB FAILED', metadata "
-        "job_failed_for_good), fix the cause, then make the job again (POST /jobs with its workflow and data "
-        "resources)."
+        "Warns when a job ended failed after its last attempt in the last hour: nobody will run it again. Its "
+        "result names the jobs and the executions that failed (job_ids, execution_ids); the operations asset's "
+        "check operation_succeeded has each one's error ('JOB FAILED'). Fix the cause, then make the job again "
+        "(POST /jobs with its workflow and data resources)."
     ),
 )
 
@@ -93,11 +107,15 @@ SITES_NOT_DRAINED = AssetCheckSpec(
     ),
 )
 
+FAILED_FOR_GOOD_NAMED = 20
+"""Jobs failed for good that the check's result names; past this, the count only."""
+
 SPECS = [
     LAPSED_LEASES_REAPED,
     FAILED_OPERATIONS_SHARE,
     UNCLAIMED_JOBS_CLAIMED,
     DATA_RESOURCES_MATCHED,
+    GROUPS_COMPLETE,
     JOBS_FAILED_FOR_GOOD,
     SITES_NOT_DRAINED,
 ]
@@ -142,15 +160,19 @@ def _at_most(spec: AssetCheckSpec, value: float, threshold: float, found: str, *
     )
 
 
-def evaluate(figures: Mapping[str, Any], settings: Settings) -> list[Finding]:
-    """Every check of `SPECS` on the figures of `runtime_status_figures`, with the settings' thresholds."""
+def evaluate(
+    figures: Mapping[str, Any], settings: Settings, named: Sequence[pipeline_store.FailedForGood] = ()
+) -> list[Finding]:
+    """Every check of `SPECS` on the figures of `runtime_status_figures`, with the settings' thresholds;
+    `named` are the last jobs failed for good that the figures count."""
     overdue = figures["lapsed_leases_overdue"]
     unclaimed_age = figures["oldest_unclaimed_job_age_seconds"]
     unmatched_age = figures["oldest_unmatched_data_resource_age_seconds"]
     ended, failed = figures["operations_ended_last_hour"], figures["operations_failed_last_hour"]
     share = figures["failed_operations_share_last_hour"]
-    failed_for_good = figures["jobs_failed_for_good_last_hour"]
     drained = figures["drained_sites"]
+    overdue_groups = figures["incomplete_groups_overdue"]
+    waiting_named = figures["incomplete_groups_overdue_named"].value
     return [
         _at_most(
             LAPSED_LEASES_REAPED,
@@ -186,14 +208,21 @@ def evaluate(figures: Mapping[str, Any], settings: Settings) -> list[Finding]:
             f"{figures['unmatched_data_resources']} waiting)",
             unmatched_data_resources=figures["unmatched_data_resources"],
         ),
-        Finding(
-            JOBS_FAILED_FOR_GOOD,
-            failed_for_good == 0,
-            ("OK: " if failed_for_good == 0 else "WARNING: ")
-            + f"{failed_for_good} job(s) ended failed after their last attempt in the last hour",
-            {"value": failed_for_good, "threshold": 0},
-            severity=AssetCheckSeverity.WARN,
+        _at_most(
+            GROUPS_COMPLETE,
+            overdue_groups,
+            0,
+            f"{overdue_groups} group(s) have waited longer than {settings.check_incomplete_group_seconds} s "
+            f"for inputs ({figures['incomplete_groups']} waiting in all)"
+            + "".join(
+                f"; {g['group']} (workflow {g['workflow_id']}) misses {', '.join(g['missing'])}"
+                for g in waiting_named
+            )
+            + (" ..." if overdue_groups > len(waiting_named) else ""),
+            incomplete_groups=figures["incomplete_groups"],
+            groups=MetadataValue.json(waiting_named),
         ),
+        _failed_for_good(figures["jobs_failed_for_good_last_hour"], named),
         _at_most(
             SITES_NOT_DRAINED,
             drained,
@@ -204,6 +233,41 @@ def evaluate(figures: Mapping[str, Any], settings: Settings) -> list[Finding]:
     ]
 
 
+def _failed_for_good(count: int, named: Sequence[pipeline_store.FailedForGood]) -> Finding:
+    text = f"{count} job(s) ended failed after their last attempt in the last hour"
+    if named:
+        text += ": " + ", ".join(
+            f"{job.job_id} (execution {job.execution_id})"
+            if job.execution_id
+            else f"{job.job_id} (no execution)"
+            for job in named
+        )
+    return Finding(
+        JOBS_FAILED_FOR_GOOD,
+        count == 0,
+        ("OK: " if count == 0 else "WARNING: ") + text,
+        {
+            "value": count,
+            "threshold": 0,
+            "job_ids": MetadataValue.json([job.job_id for job in named]),
+            "execution_ids": MetadataValue.json([job.execution_id for job in named]),
+        },
+        severity=AssetCheckSeverity.WARN,
+    )
+
+
+def health(runtime: RuntimeDatabase, *, now: datetime) -> tuple[dict[str, Any], list[Finding]]:
+    """The queue's figures (`runtime_status_figures`) and every check of `SPECS` on them."""
+    figures = runtime_status_figures(runtime, now=now)
+    named: list[pipeline_store.FailedForGood] = []
+    if figures["jobs_failed_for_good_last_hour"]:
+        with runtime.session() as session:
+            named = pipeline_store.jobs_failed_for_good(
+                session, since=now - WINDOW, limit=FAILED_FOR_GOOD_NAMED
+            )
+    return figures, evaluate(figures, runtime.settings, named)
+
+
 # can_subset: each check can be executed on its own from the UI (otherwise Dagster asks to materialize the
 # external assets with them, which nothing can).
 @multi_asset_check(specs=SPECS, name="runtime_health_checks", can_subset=True)
@@ -212,6 +276,7 @@ def runtime_health_checks(
 ) -> Iterator[AssetCheckResult]:
     """The checks of the runtime_health sensor, evaluated now in a run (the UI's "Execute")."""
     selected = context.selected_asset_check_keys
-    for finding in evaluate(runtime_status_figures(runtime, now=datetime.now(UTC)), runtime.settings):
+    _, findings = health(runtime, now=datetime.now(UTC))
+    for finding in findings:
         if AssetCheckKey(finding.spec.asset_key, finding.spec.name) in selected:
             yield finding.result()

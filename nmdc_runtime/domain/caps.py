@@ -1,7 +1,8 @@
 """Caps on the free-form JSON objects a site stores (an operation's metadata, an execution's details).
 
 One rule for each of them: the object, once a change is merged, holds at most `max_keys` top-level keys and
-`max_bytes` bytes as compact UTF-8 JSON, else InvalidInput on its field. A change that leaves it no bigger than
+`max_bytes` bytes as compact UTF-8 JSON (one setting for both, `NMDC_MAX_METADATA_BYTES`, through the
+`Policy`), else InvalidInput on its field. A change that leaves it no bigger than
 it was (in keys and bytes) is always accepted, so an object stored over a cap (before the cap, or under an
 older, larger one) can still be rewritten and shrink.
 """
@@ -32,5 +33,7 @@ def check_cap(
     if len(after) > max_keys:
         reason = f"{len(after)} keys; at most {max_keys} are allowed"
     else:
-        reason = f"{size_after} bytes as compact JSON; at most {max_bytes} are allowed"
+        reason = (
+            f"{size_after} bytes as compact JSON; at most {max_bytes} are allowed (NMDC_MAX_METADATA_BYTES)"
+        )
     raise InvalidInput(f"{field} would hold {reason}", field=field, location="body")

@@ -5,8 +5,8 @@ once that operation has ended (finished, released, lapsed) the execution is fina
 Conflict, like any other late write from a site that lost its lease.
 
 An execution's `details` are capped like an operation's metadata (`nmdc_runtime.domain.caps`): at most
-`MAX_DETAILS_KEYS` keys and `MAX_DETAILS_BYTES` bytes as compact UTF-8 JSON, when recorded and once a
-correction is merged, else 422 on the field `details`.
+`MAX_DETAILS_KEYS` keys and `max_bytes` bytes (`NMDC_MAX_METADATA_BYTES`, 64 KiB by default) as compact UTF-8
+JSON, when recorded and once a correction is merged, else 422 on the field `details`.
 
 One claim records at most `max_executions` executions (`Policy.max_executions_per_operation`): a holder cannot
 grow the store without bound under one claim. Past it, Conflict (`check_room_for_execution`); correcting one
@@ -26,8 +26,6 @@ from nmdc_runtime.domain.operations import Operation
 
 MAX_DETAILS_KEYS = 100
 """At most this many keys in an execution's details."""
-MAX_DETAILS_BYTES = 64 * 1024
-"""At most this many bytes of an execution's details, as compact UTF-8 JSON."""
 
 
 def operation_for_execution(
@@ -96,12 +94,12 @@ def check_correction(
         raise InvalidInput("ended_at is before started_at", field="ended_at", location="body")
 
 
-def check_details(details: Mapping[str, Any]) -> None:
+def check_details(details: Mapping[str, Any], *, max_bytes: int) -> None:
     """InvalidInput on `details` when a new execution's details exceed a cap."""
-    check_cap("details", {}, details, max_keys=MAX_DETAILS_KEYS, max_bytes=MAX_DETAILS_BYTES)
+    check_cap("details", {}, details, max_keys=MAX_DETAILS_KEYS, max_bytes=max_bytes)
 
 
-def merged_details(details: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+def merged_details(details: Mapping[str, Any], patch: Mapping[str, Any], *, max_bytes: int) -> dict[str, Any]:
     """`details` with `patch` merged in shallowly (a null value removes a key); InvalidInput when the merge
     exceeds a cap and is bigger than `details` were."""
     merged = dict(details)
@@ -110,5 +108,5 @@ def merged_details(details: Mapping[str, Any], patch: Mapping[str, Any]) -> dict
             merged.pop(key, None)
         else:
             merged[key] = value
-    check_cap("details", details, merged, max_keys=MAX_DETAILS_KEYS, max_bytes=MAX_DETAILS_BYTES)
+    check_cap("details", details, merged, max_keys=MAX_DETAILS_KEYS, max_bytes=max_bytes)
     return merged

@@ -41,6 +41,9 @@ Choices the API contract leaves open, made here once:
 - **Finishing with a result** needs a *succeeded* execution recorded under this very operation (so of the same
   job, by the holding site); anything else is invalid input (422 on the field `result.execution_id`): a failed
   run is reported as an error. The PATCH that finishes an operation does not renew its lease.
+- **`done: true` alone** (neither result nor error: what NMDC's own site software sends) finishes with the
+  latest execution recorded under the operation: its result when it succeeded, error `EXECUTION_FAILED`
+  naming it when it failed; with none recorded, 422 saying what to send (`outcome_of_latest`).
 - **Lease length**: a claim's lease lasts its workflow's `lease_seconds` (at most `max_lease_seconds`), or
   `claim_lease_seconds` when the workflow sets none; a claim may ask for a shorter one, never a longer one
   (422). The operation keeps its length (`lease_seconds`): every heartbeat by the holder, and a resume, renew
@@ -50,7 +53,8 @@ Choices the API contract leaves open, made here once:
   when sent back;
   other keys are merged shallowly, and a `null` value removes a key. `progress` must be a number in
   [0, 100] and `message` a string. The merged site-supplied keys are capped (`nmdc_runtime.domain.caps`):
-  at most `MAX_METADATA_KEYS` (100) keys and `MAX_METADATA_BYTES` (64 KiB) as compact UTF-8 JSON, else 422
+  at most `MAX_METADATA_KEYS` (100) keys and `Policy.max_metadata_bytes` (`NMDC_MAX_METADATA_BYTES`, 64 KiB
+  by default) as compact UTF-8 JSON, else 422
   on the field `metadata`. A PATCH that leaves the metadata no bigger than it was (in keys and bytes) is
   always accepted, so an operation stored over a cap can still heartbeat and shrink.
 """
@@ -117,8 +121,6 @@ SERVER_METADATA = ("state", "lease_expire_time", "lease_seconds", "cancel_reques
 """Metadata keys the server owns; values sent in a PATCH are ignored."""
 MAX_METADATA_KEYS = 100
 """At most this many site-supplied metadata keys once a PATCH is merged."""
-MAX_METADATA_BYTES = 64 * 1024
-"""At most this many bytes of site-supplied metadata, as compact UTF-8 JSON, once a PATCH is merged."""
 
 # --- the moves -----------------------------------------------------------------------------------------
 
@@ -316,7 +318,7 @@ def state_for_error(code: str) -> OperationState:
     return OperationState.CANCELED if code == ErrorCode.CANCELLED else OperationState.FAILED
 
 
-def merged_metadata(op: Operation, patch: Mapping[str, Any]) -> dict[str, Any]:
+def merged_metadata(op: Operation, patch: Mapping[str, Any], *, max_bytes: int) -> dict[str, Any]:
     """The operation's site-supplied metadata with `patch` merged in; InvalidInput for a read-only change."""
     for key in READ_ONLY_METADATA:
         if key in patch and patch[key] != getattr(op, key):
@@ -339,9 +341,7 @@ def merged_metadata(op: Operation, patch: Mapping[str, Any]) -> dict[str, Any]:
     message = merged.get("message")
     if message is not None and not isinstance(message, str):
         raise InvalidInput("metadata.message must be a string", field="metadata.message", location="body")
-    check_cap(
-        "metadata", op.extra_metadata or {}, merged, max_keys=MAX_METADATA_KEYS, max_bytes=MAX_METADATA_BYTES
-    )
+    check_cap("metadata", op.extra_metadata or {}, merged, max_keys=MAX_METADATA_KEYS, max_bytes=max_bytes)
     return merged
 
 
@@ -514,6 +514,27 @@ def finishing_state(
     if (execution_id is None) == (error is None):
         raise InvalidInput("finishing needs exactly one of result and error", field="done", location="body")
     return OperationState.SUCCEEDED if execution_id is not None else state_for_error(error["code"])
+
+
+def outcome_of_latest(op: Operation, latest: Execution | None) -> tuple[str | None, dict[str, Any] | None]:
+    """What `done: true` alone finishes `op` with: (the execution id, None) when the latest execution recorded
+    under it succeeded; (None, an `EXECUTION_FAILED` error naming it) when it failed. InvalidInput when none
+    was recorded: the PATCH must say how the operation ended."""
+    if latest is None:
+        raise InvalidInput(
+            f"done: true alone finishes operation {op.id} with the latest execution recorded under it, and there "
+            "is none: post the execution first (POST /jobs/{job_id}/executions), or send result "
+            '{"execution_id"} or error {"code", "message"}',
+            field="done",
+            location="body",
+        )
+    if latest.status == ExecutionStatus.SUCCEEDED:
+        return latest.id, None
+    return None, {
+        "code": ErrorCode.EXECUTION_FAILED.value,
+        "message": f"execution {latest.id}, the latest recorded under this operation, failed",
+        "details": {"execution_id": latest.id},
+    }
 
 
 def check_result(op: Operation, execution_id: str, execution: Execution | None) -> None:

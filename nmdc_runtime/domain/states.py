@@ -65,6 +65,8 @@ class ErrorCode(StrEnum):
 
     CANCELLED = "CANCELLED"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    EXECUTION_FAILED = "EXECUTION_FAILED"
+    """Finished by `done: true` alone, and the latest execution under the operation failed."""
     UNKNOWN = "UNKNOWN"
     DATA_LOSS = "DATA_LOSS"
     """An input could not be read whole or did not match its size or checksums: the data's fault."""

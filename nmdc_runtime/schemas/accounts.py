@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
 
@@ -39,6 +39,8 @@ class SiteDrainRead(ReadModel):
 class SiteRead(ReadModel):
     """A site; its credentials are never shown here."""
 
+    list_columns: ClassVar = ("id", "capabilities", "disabled_at", "name")
+
     id: str
     name: str
     capabilities: list[str]
@@ -54,6 +56,8 @@ class SiteRead(ReadModel):
 
 class SiteClientRead(ReadModel):
     """A site's client credentials, as listed: never the secret."""
+
+    list_columns: ClassVar = ("client_id", "created_at", "revoked_at")
 
     client_id: str
     site_id: str

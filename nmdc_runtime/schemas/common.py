@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, ClassVar, Generic, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, Strict, StringConstraints
 
@@ -42,6 +42,24 @@ class ReadModel(BaseModel):
     """Base of response models read from ORM rows."""
 
     model_config = ConfigDict(from_attributes=True)
+
+    list_columns: ClassVar[tuple[str, ...]] = ()
+    """What `nmdc-runtime ... list` prints of each, in this order (see `column_header`); `--json` prints the
+    whole model, as the API shows it."""
+
+
+def column_header(column: str) -> str:
+    """A list column's header: its field name, dotted into a nested model (`error.code`: `error_code`), without
+    the `metadata.` of an operation's fields."""
+    return column.removeprefix("metadata.").replace(".", "_")
+
+
+def column_value(document: dict, column: str) -> object:
+    """The value of a (dotted) list column in a model's JSON form; None where a part is missing or null."""
+    value: object = document
+    for part in column.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 class StrictModel(BaseModel):

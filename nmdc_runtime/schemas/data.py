@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from nmdc_runtime.domain import inputs as inputs_rules
 from nmdc_runtime.domain.states import JobStatus, ReleaseCode
 from nmdc_runtime.schemas.common import (
     ChosenId,
@@ -55,6 +64,8 @@ HttpUrl = Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH), AfterVali
 Version = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^\S+$")]
 OpaqueId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 """An id the server made (`dr-...`, `job-...`); only its length is checked, lookups decide the rest."""
+Group = Annotated[str, StringConstraints(min_length=1, max_length=inputs_rules.MAX_GROUP_LENGTH)]
+"""The group (sample, data generation) data belongs to: any text, global across sites."""
 
 
 class Checksum(StrictModel):
@@ -88,6 +99,11 @@ class DataResourceCreate(StrictModel):
         False,
         description="Its data site serves it only with an access grant (POST /data_resources/{id}:access).",
     )
+    group: Group | None = Field(
+        None,
+        description="The sample or data generation it belongs to, whichever site hosts its data; an "
+        "execution's output without one takes its job's.",
+    )
 
     @field_validator("checksums")
     @classmethod
@@ -110,6 +126,7 @@ class DataResourceRead(ReadModel):
     checksums: list[Checksum]
     description: str | None = None
     requires_grant: bool = False
+    group: str | None = None
     created_at: datetime
 
 
@@ -123,16 +140,53 @@ class AccessUrl(BaseModel):
     )
 
 
-def _without_data_resources(value: dict[str, Any]) -> dict[str, Any]:
-    if "data_resources" in value:
+JOB_KEYS = ("data_resources", "inputs", "group")
+"""The keys of a job's config that jobs fill in from their inputs."""
+
+
+def _without_job_keys(value: dict[str, Any]) -> dict[str, Any]:
+    taken = [key for key in JOB_KEYS if key in value]
+    if taken:
         raise ValueError(
-            "`data_resources` is filled in from each job's data resources; leave it out of config"
+            f"{', '.join(f'`{key}`' for key in taken)}: filled in from each job's inputs; leave out of config"
         )
     return value
 
 
-JobConfig = Annotated[JsonObject, AfterValidator(_without_data_resources)]
-"""A workflow's or a job's config: any JSON object but for the `data_resources` key, which jobs own."""
+JobConfig = Annotated[JsonObject, AfterValidator(_without_job_keys)]
+"""A workflow's or a job's config: any JSON object but for the keys jobs own (`JOB_KEYS`)."""
+
+
+class InputRole(StrictModel):
+    """One input of a workflow with inputs by role."""
+
+    data_type: Tag
+    optional: StrictBool = Field(
+        False, description="A job is made without it when its group has none; filled when present."
+    )
+
+
+def _checked_roles(value: dict[str, InputRole]) -> dict[str, InputRole]:
+    inputs_rules.check_roles({role: spec.model_dump() for role, spec in value.items()})
+    return value
+
+
+WorkflowInputs = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=64)], InputRole],
+    Field(max_length=inputs_rules.MAX_ROLES),
+    AfterValidator(_checked_roles),
+]
+"""A workflow's inputs by role: identifiers, each of a distinct data type, at least one required."""
+
+INPUTS_DESCRIPTION = (
+    "Inputs by role (`{role: {data_type, optional}}`): one job per group that has a data resource of every "
+    "required role. Its `data_types` are then the roles' (leave them out)."
+)
+
+
+def _not_both(model: BaseModel) -> None:
+    if getattr(model, "inputs", None) is not None and "data_types" in model.model_fields_set:
+        raise ValueError("give either data_types or inputs: a workflow's inputs decide its data types")
 
 
 class WorkflowCreate(StrictModel):
@@ -143,6 +197,7 @@ class WorkflowCreate(StrictModel):
     version: Version
     data_types: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     required_capabilities: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    inputs: WorkflowInputs | None = Field(None, description=INPUTS_DESCRIPTION)
     config: JobConfig = Field(default_factory=dict)
     enabled: StrictBool = True
     lease_seconds: LeaseSeconds | None = Field(
@@ -151,6 +206,11 @@ class WorkflowCreate(StrictModel):
         "unset: NMDC_CLAIM_LEASE_SECONDS.",
     )
 
+    @model_validator(mode="after")
+    def _data_types_or_inputs(self) -> WorkflowCreate:
+        _not_both(self)
+        return self
+
 
 class WorkflowUpdate(StrictModel):
     """`PATCH /workflows/{id}`: only the fields sent change; none of them may be null."""
@@ -158,12 +218,20 @@ class WorkflowUpdate(StrictModel):
     name: Name | None = None
     version: Version | None = None
     data_types: list[Tag] | None = Field(None, max_length=MAX_TAGS)
+    inputs: WorkflowInputs | None = Field(
+        None, description=INPUTS_DESCRIPTION + " Null: no roles any more (one job per data resource)."
+    )
     required_capabilities: list[Tag] | None = Field(None, max_length=MAX_TAGS)
     config: JobConfig | None = None
     enabled: StrictBool | None = None
     lease_seconds: LeaseSeconds | None = Field(
         None, description="Null: back to the default lease (NMDC_CLAIM_LEASE_SECONDS)."
     )
+
+    @model_validator(mode="after")
+    def _data_types_or_inputs(self) -> WorkflowUpdate:
+        _not_both(self)
+        return self
 
     @field_validator("name", "version", "data_types", "required_capabilities", "config", "enabled")
     @classmethod
@@ -181,10 +249,13 @@ class WorkflowUpdate(StrictModel):
 class WorkflowRead(ReadModel):
     """A workflow."""
 
+    list_columns: ClassVar = ("id", "enabled", "data_types", "required_capabilities", "lease_seconds", "name")
+
     id: str
     name: str
     version: str
     data_types: list[str]
+    inputs: dict[str, InputRole] | None = None
     required_capabilities: list[str]
     config: dict[str, Any]
     enabled: bool
@@ -197,12 +268,35 @@ class JobCreate(StrictModel):
     """`POST /jobs`: a job made by hand; `config` overrides the workflow's config keys it names."""
 
     workflow_id: ChosenId
-    data_resource_ids: list[OpaqueId] = Field(max_length=MAX_JOB_INPUTS)
+    inputs: dict[Annotated[str, StringConstraints(max_length=64)], OpaqueId] = Field(
+        default_factory=dict,
+        max_length=inputs_rules.MAX_ROLES,
+        description="Its inputs by role (`{role: data resource id}`), checked against the workflow's roles.",
+    )
+    data_resource_ids: list[OpaqueId] | None = Field(
+        None,
+        max_length=MAX_JOB_INPUTS,
+        validate_default=True,
+        description="Its inputs, unchecked; required unless `inputs` are given.",
+    )
+    group: Group | None = Field(None, description="Unset: the group its inputs share, if they share one.")
     config: JobConfig | None = None
+
+    @field_validator("data_resource_ids")
+    @classmethod
+    def _required_without_inputs(cls, value: list[str] | None, info: ValidationInfo) -> list[str]:
+        if value is not None:
+            return value
+        # As before inputs by role: required, unless they are given.
+        if info.data.get("inputs"):
+            return []
+        raise ValueError("Field required (unless `inputs` are given)")
 
 
 class JobRead(ReadModel):
     """A job; `config` was fixed when the job was made."""
+
+    list_columns: ClassVar = ("id", "workflow_id", "status", "attempts", "max_attempts", "created_at")
 
     id: str
     workflow_id: str

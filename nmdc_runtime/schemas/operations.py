@@ -7,7 +7,7 @@ page shows the concrete shape: `Operation[ExecutionRead, OperationMetadata]`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
@@ -59,6 +59,19 @@ class OperationMetadata(BaseModel):
 
 class Operation(BaseModel, Generic[ResultT, MetadataT]):
     """A long-running operation: once `done`, exactly one of `result` and `error` is set, for good."""
+
+    list_columns: ClassVar = (
+        "id",
+        "metadata.job_id",
+        "metadata.workflow_id",
+        "metadata.site_id",
+        "metadata.state",
+        "metadata.attempt",
+        "metadata.lease_expire_time",
+        "error.code",
+        "error.message",
+    )
+    """What `nmdc-runtime operations list` prints of each (as `ReadModel.list_columns`)."""
 
     id: str
     done: bool

@@ -57,7 +57,7 @@ def record_execution(
     "Following a claim").
     """
     now = now or datetime.now(UTC)
-    executions_rules.check_details(details)
+    executions_rules.check_details(details, max_bytes=policy.max_metadata_bytes)
     fields = {
         "site_id": site_id,
         "operation_id": operation_id,
@@ -92,7 +92,11 @@ def record_execution(
         executions_rules.check_room_for_execution(op, max_executions=policy.max_executions_per_operation)
         recorded = Recorded(
             *executions_store.create_execution(
-                session, job_id=job.id, workflow_id=job.workflow_id, **{**fields, "operation_id": op.id}
+                session,
+                job_id=job.id,
+                workflow_id=job.workflow_id,
+                group=job.group,
+                **{**fields, "operation_id": op.id},
             )
         )
         op.execution_count += 1
@@ -151,7 +155,10 @@ def _record_as_holder(
         if not executions_rules.has_room_for_execution(op, max_executions=max_executions):
             return None
         execution, resources = executions_store.new_execution(
-            job_id=seen.job.id, workflow_id=seen.job.workflow_id, **{**fields, "operation_id": op.id}
+            job_id=seen.job.id,
+            workflow_id=seen.job.workflow_id,
+            group=seen.job.group,
+            **{**fields, "operation_id": op.id},
         )
         written = executions_store.record_as_seen(
             session,
@@ -203,6 +210,8 @@ def update_execution(
         if ended_at is not None:
             execution.ended_at = ended_at
         if details is not None:
-            execution.details = executions_rules.merged_details(execution.details or {}, details)
+            execution.details = executions_rules.merged_details(
+                execution.details or {}, details, max_bytes=policy.max_metadata_bytes
+            )
         execution.updated_at = now
         return execution

@@ -44,9 +44,13 @@ def patch_operation(
 ) -> Patched:
     """A PATCH from the holding site (renewing its lease) or an admin: merge metadata, maybe finish.
 
-    The holding site's PATCH of its open operation (the common case) is decided on one read and written by
-    one statement that applies it only if nothing changed in between (`_patch_as_holder`); everything else,
-    and every refusal, takes the general path on the locked rows.
+    `done: true` alone finishes with the latest execution recorded under the operation
+    (`operations_rules.outcome_of_latest`).
+
+    Twin paths, one decision (`_apply_patch`): the holding site's PATCH of its open operation (the common
+    case) is decided on one read and written by one statement that applies it only if nothing changed in
+    between (`_patch_as_holder`, the fast path); everything else, `done: true` alone and every refusal, takes
+    the general path below on the locked rows (docs/architecture.md, "Following a claim").
     """
     now = now or datetime.now(UTC)
     request = _PatchRequest(metadata=metadata, done=done, execution_id=execution_id, error=error)
@@ -56,16 +60,18 @@ def patch_operation(
         )
         if patched is not None:
             return patched
+    # The general path (twin of `_patch_as_holder`).
     with transaction(session):
         op, job = locked_operation(session, op_id=op_id)
         # Who may touch it comes before whether it is still open: another site learns nothing of its state.
         operations_rules.authorize_holder(op, principal, admin_allowed=True)
         require_active(session, op, job, now=now, policy=policy)
-        found = (
-            executions_store.executions_by_id(session, execution_ids=[execution_id]).get(execution_id)
-            if execution_id is not None
-            else None
-        )
+        if request.finishes_with_latest:
+            found = executions_store.latest_of_operation(session, operation_id=op.id)
+        elif execution_id is not None:
+            found = executions_store.executions_by_id(session, execution_ids=[execution_id]).get(execution_id)
+        else:
+            found = None
         _apply_patch(op, job, found, request, by_holder=principal.is_site, policy=policy, now=now)
         return Patched(op, found if op.result_execution_id is not None else None)
 
@@ -77,6 +83,11 @@ class _PatchRequest(NamedTuple):
     done: bool | None
     execution_id: str | None
     error: Mapping[str, Any] | None
+
+    @property
+    def finishes_with_latest(self) -> bool:
+        """`done: true` with neither a result nor an error: the latest execution under the operation decides."""
+        return self.done is True and self.execution_id is None and self.error is None
 
 
 def _apply_patch(
@@ -90,12 +101,18 @@ def _apply_patch(
     now: datetime,
 ) -> None:
     """The PATCH's rules on an open operation that holds its lease, its job, and the execution its result
-    names (None: none named, or no such execution): InvalidInput for a bad finish, metadata or result."""
+    names, or for `done: true` alone the latest one under the operation (None: none named, or no such
+    execution): InvalidInput for a bad finish, metadata or result."""
+    if request.finishes_with_latest:
+        execution_id, error = operations_rules.outcome_of_latest(op, execution)
+        request = request._replace(execution_id=execution_id, error=error)
     state = operations_rules.finishing_state(
         done=request.done, execution_id=request.execution_id, error=request.error
     )
     if request.metadata is not None:
-        op.extra_metadata = operations_rules.merged_metadata(op, request.metadata)
+        op.extra_metadata = operations_rules.merged_metadata(
+            op, request.metadata, max_bytes=policy.max_metadata_bytes
+        )
     if request.execution_id is not None:
         operations_rules.check_result(op, request.execution_id, execution)
     operations_rules.heartbeat(op, now=now, by_holder=by_holder and state is None)
@@ -114,12 +131,15 @@ def _apply_patch(
 def _patch_as_holder(
     session: Session, *, op_id: str, site_id: str, policy: Policy, request: _PatchRequest, now: datetime
 ) -> Patched | None:
-    """The holding site's PATCH of its open operation whose lease holds, decided by `_apply_patch` on the
-    rows as one statement read them and written by a second that applies it only if neither the operation
-    nor its job changed (`operations_store.patch_as_seen`). None, and nothing written, for anything else (another
-    site, a finished or lapsed operation, a refusal, a change in between): the general path decides those
-    on the locked rows, and says why.
+    """The fast path of `patch_operation` (its twin is the general path there): the holding site's PATCH of
+    its open operation whose lease holds, decided by `_apply_patch` on the rows as one statement read them and
+    written by a second that applies it only if neither the operation nor its job changed
+    (`operations_store.patch_as_seen`). None, and nothing written, for anything else (another site, a finished
+    or lapsed operation, a refusal, a change in between, `done: true` alone, which reads the latest execution):
+    the general path decides those on the locked rows, and says why.
     """
+    if request.finishes_with_latest:
+        return None
     with statements_commit(session):
         seen = operations_store.operation_job_and_execution(
             session, op_id=op_id, execution_id=request.execution_id

@@ -8,12 +8,10 @@ from sqlalchemy.orm import Session
 
 from nmdc_runtime.services.transactions import transaction
 from nmdc_runtime.store import pipeline as pipeline_store
-from nmdc_runtime.store.pipeline import MatchedRow
+from nmdc_runtime.store.pipeline import Batch
 
 
-def match_new_data_resources(
-    session: Session, *, limit: int, max_attempts: int, created_by: str
-) -> list[MatchedRow]:
+def match_new_data_resources(session: Session, *, limit: int, max_attempts: int, created_by: str) -> Batch:
     """Make the jobs of the next `limit` unmatched data resources (see `pipeline_store.pipeline`), in one transaction."""
     with transaction(session):
         return pipeline_store.match_new_data_resources(
@@ -30,12 +28,12 @@ def backfill_workflow(
     limit: int,
     max_attempts: int,
     created_by: str,
-) -> tuple[list[MatchedRow], bool]:
+) -> tuple[Batch, bool]:
     """One batch of a workflow's backfill, in one transaction: the rows, and whether the backfill is finished
     (recorded as of `updated_at`; False too when the workflow changed meanwhile, so the next tick starts
     again)."""
     with transaction(session):
-        rows = pipeline_store.backfill_workflow(
+        batch = pipeline_store.backfill_workflow(
             session,
             workflow_id=workflow_id,
             after_seq=after_seq,
@@ -43,7 +41,7 @@ def backfill_workflow(
             max_attempts=max_attempts,
             created_by=created_by,
         )
-        finished = len({row.data_resource_id for row in rows}) < limit and pipeline_store.mark_backfilled(
-            session, workflow_id=workflow_id, updated_at=updated_at
-        )
-        return rows, finished
+        finished = len(
+            {row.data_resource_id for row in batch.rows}
+        ) < limit and pipeline_store.mark_backfilled(session, workflow_id=workflow_id, updated_at=updated_at)
+        return batch, finished

@@ -25,6 +25,7 @@ def create_data_resource(
     checksums: list[dict[str, Any]],
     description: str | None = None,
     requires_grant: bool = False,
+    group: str | None = None,
 ) -> DataResource:
     """Insert a data resource of `site_id`."""
     fields = {
@@ -35,6 +36,7 @@ def create_data_resource(
         "checksums": checksums,
         "description": description,
         "requires_grant": requires_grant,
+        "group": group,
     }
     return create_data_resources(session, site_id=site_id, resources=[fields])[0]
 
@@ -55,6 +57,7 @@ def create_data_resources(
         {
             "description": None,
             "requires_grant": False,
+            "group": None,
             **resource,
             "id": resource.get("id") or new_id("dr"),
             "site_id": site_id,
@@ -89,7 +92,12 @@ def get_data_resources(session: Session, *, data_resource_ids: Sequence[str]) ->
 
 
 def list_data_resources(
-    session: Session, *, page: PageParams, site_id: str | None = None, data_type: str | None = None
+    session: Session,
+    *,
+    page: PageParams,
+    site_id: str | None = None,
+    data_type: str | None = None,
+    group: str | None = None,
 ) -> tuple[Sequence[DataResource], str | None]:
     """One page of data resources matching every given filter, in registration order."""
     stmt = sa.select(DataResource)
@@ -97,4 +105,6 @@ def list_data_resources(
         stmt = stmt.where(DataResource.site_id == site_id)
     if data_type is not None:
         stmt = stmt.where(DataResource.data_type == data_type)
+    if group is not None:
+        stmt = stmt.where(DataResource.group == group)
     return fetch_page(session, stmt, DataResource.seq, page)

@@ -55,9 +55,11 @@ def new_execution(
     outputs: Iterable[dict[str, Any]],
     details: dict[str, Any],
     now: datetime,
+    group: str | None = None,
 ) -> tuple[Execution, list[DataResource]]:
     """An execution and its outputs' data resources as `create_execution` and `record_as_seen` write them: new
-    objects, every value chosen here (ids, times), so that one statement can write them all."""
+    objects, every value chosen here (ids, times), so that one statement can write them all. An output that
+    names no group takes `group`, its job's."""
     execution = Execution(
         id=new_id("exec"),
         job_id=job_id,
@@ -73,7 +75,7 @@ def new_execution(
     )
     resources = [
         DataResource(
-            **{"description": None, "requires_grant": False, **output},
+            **{"description": None, "requires_grant": False, **output, "group": output.get("group") or group},
             id=new_id("dr"),
             site_id=site_id,
             execution_id=execution.id,
@@ -231,6 +233,16 @@ def executions_by_id(session: Session, *, execution_ids: Iterable[str]) -> dict[
     if not wanted:
         return {}
     return {row.id: row for row in session.scalars(sa.select(Execution).where(Execution.id.in_(wanted)))}
+
+
+def latest_of_operation(session: Session, *, operation_id: str) -> Execution | None:
+    """The execution recorded last under an operation (None: none was)."""
+    return session.scalars(
+        sa.select(Execution)
+        .where(Execution.operation_id == operation_id)
+        .order_by(Execution.seq.desc())
+        .limit(1)
+    ).one_or_none()
 
 
 def outputs_of(session: Session, *, executions: Iterable[Execution]) -> dict[str, list[DataResource]]:

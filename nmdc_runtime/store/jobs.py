@@ -2,7 +2,8 @@
 
 A job's config is fixed when the job is made, and it is made in SQL only, by `job_config()`, wherever the job
 comes from: the workflow's config, overridden by the config given by hand, plus `data_resources`, the input data
-resources in full as the API shows them (`data_resource_document()`). Job ids come from the column's
+resources in full as the API shows them (`data_resource_document()`), `inputs`, those of them that fill a role
+of the workflow, by role, and `group`, the group the job belongs to (its outputs inherit it). Job ids come from the column's
 default (`nmdc_runtime.models.JOB_ID_DEFAULT`). Claims, releases and cancels change jobs too; they live with
 the operations (store/operations.py).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -52,25 +53,43 @@ def data_resource_document(d: sa.FromClause) -> sa.ColumnElement[Any]:
         "checksums",
         "description",
         "requires_grant",
+        "group",
     )
     pairs = [part for name in fields for part in (sa.literal(name), d.c[name])]
     return sa.func.jsonb_build_object(*pairs, sa.literal("created_at"), created_at, type_=JSONB)
 
 
 def job_config(
-    workflow: sa.FromClause, *, documents: sa.ColumnElement[Any], extra: sa.ColumnElement[Any] | None = None
+    workflow: sa.FromClause,
+    *,
+    documents: sa.ColumnElement[Any],
+    group: sa.ColumnElement[Any] | None = None,
+    inputs: sa.ColumnElement[Any] | None = None,
+    extra: sa.ColumnElement[Any] | None = None,
 ) -> sa.ColumnElement[Any]:
     """A new job's config, for a row of `workflow`: its config, overridden by `extra`, plus `data_resources`:
-    `documents`, a JSON array of `data_resource_document`s."""
+    `documents`, a JSON array of `data_resource_document`s; `inputs`: a JSON object of them by role (none:
+    `{}`); and `group` (text; none: null)."""
     config = workflow.c.config
     if extra is not None:
         config = config.op("||", return_type=JSONB)(extra)
-    return config.op("||", return_type=JSONB)(sa.func.jsonb_build_object("data_resources", documents))
+    return config.op("||", return_type=JSONB)(
+        sa.func.jsonb_build_object(
+            "data_resources",
+            documents,
+            "inputs",
+            sa.func.jsonb_build_object() if inputs is None else inputs,
+            "group",
+            sa.cast(sa.null() if group is None else group, sa.Text),
+            type_=JSONB,
+        )
+    )
 
 
 def _create_job_statement() -> sa.Insert:
     """The statement of `create_job`, built once: a job of workflow `:workflow_id` over `:data_resource_ids`
-    (their documents in the order given), `:extra` (JSON text) overriding the workflow's config."""
+    (their documents in the order given), `:inputs` of them by role (JSON text, role → id), `:extra` (JSON
+    text) overriding the workflow's config, of group `:group`."""
     workflow = Workflow.__table__.alias("w")
     given = (
         sa.func.unnest(sa.cast(sa.bindparam("data_resource_ids"), ARRAY(sa.Text)))
@@ -83,20 +102,34 @@ def _create_job_statement() -> sa.Insert:
         .select_from(given.join(d, d.c.id == given.c.id))
         .scalar_subquery()
     )
+    role = (
+        sa.func.jsonb_each_text(sa.cast(sa.bindparam("inputs", type_=sa.Text), JSONB))
+        .table_valued("key", "value")
+        .render_derived(name="r")
+    )
+    by_role = (
+        sa.select(sa.func.jsonb_object_agg(role.c.key, data_resource_document(d)))
+        .select_from(role.join(d, d.c.id == role.c.value))
+        .scalar_subquery()
+    )
+    group = sa.bindparam("group", type_=sa.Text)
     config = job_config(
         workflow,
         documents=sa.func.coalesce(documents, sa.func.jsonb_build_array()),
+        inputs=sa.func.coalesce(by_role, sa.func.jsonb_build_object()),
+        group=group,
         extra=sa.cast(sa.bindparam("extra", type_=sa.Text), JSONB),
     )
     row = sa.select(
         workflow.c.id,
         config,
         sa.bindparam("max_attempts", type_=sa.Integer),
+        group,
         sa.bindparam("created_by", type_=sa.Text),
     ).where(workflow.c.id == sa.bindparam("workflow_id"))
     return (
         sa.insert(Job)
-        .from_select([Job.workflow_id, Job.config, Job.max_attempts, Job.created_by], row)
+        .from_select([Job.workflow_id, Job.config, Job.max_attempts, Job.group, Job.created_by], row)
         .returning(*Job.__table__.c)
     )
 
@@ -112,15 +145,20 @@ def create_job(
     config: dict[str, Any] | None,
     max_attempts: int,
     created_by: str,
+    inputs: Mapping[str, str] | None = None,
+    group: str | None = None,
 ) -> Job:
-    """Insert an unclaimed job of a workflow over data resources, and its inputs; the caller checked they
-    exist (see `nmdc_runtime.services.catalog.create_job`)."""
+    """Insert an unclaimed job of a workflow over data resources (`inputs`: those of them that fill its roles,
+    role → id), of a group (or none), and its inputs; the caller checked they exist and fit (see
+    `nmdc_runtime.services.catalog.create_job`)."""
     ids = list(dict.fromkeys(data_resource_ids))
     job = session.execute(
         sa.select(Job).from_statement(_CREATE_JOB),
         {
             "workflow_id": workflow_id,
             "extra": json.dumps(config or {}),
+            "inputs": json.dumps(dict(inputs or {})),
+            "group": group,
             "data_resource_ids": ids,
             "max_attempts": max_attempts,
             "created_by": created_by,
@@ -143,6 +181,7 @@ def _conditions(
     status: JobStatus | sa.BindParameter | None,
     workflow_id: str | sa.BindParameter | None,
     data_resource_id: str | sa.BindParameter | None,
+    group: str | sa.BindParameter | None = None,
 ) -> list[sa.ColumnElement[bool]]:
     """The filters of `list_jobs`, on `jobs`, for those given."""
     conditions = []
@@ -154,12 +193,21 @@ def _conditions(
         conditions.append(
             Job.id.in_(sa.select(JobInput.job_id).where(JobInput.data_resource_id == data_resource_id))
         )
+    if group is not None:
+        conditions.append(Job.group == group)
     return conditions
 
 
 @functools.cache
 def _claimable_statement(
-    *, status: bool, workflow_id: bool, data_resource_id: bool, after: bool, now: bool, weighed: bool
+    *,
+    status: bool,
+    workflow_id: bool,
+    data_resource_id: bool,
+    group: bool,
+    after: bool,
+    now: bool,
+    weighed: bool,
 ) -> tuple[sa.Select, Any]:
     """A page of the jobs `rules.claimable_by` keeps, for the filters named (as bound parameters: `site_key`,
     `drain_after`, `filter_*`, `after`, `page_limit`, `now` when given, else the database's clock, and, when
@@ -181,6 +229,7 @@ def _claimable_statement(
         sa.bindparam("filter_status") if status else None,
         sa.bindparam("filter_workflow_id") if workflow_id else None,
         sa.bindparam("filter_data_resource_id") if data_resource_id else None,
+        sa.bindparam("filter_group") if group else None,
     )
     if after:
         conditions.append(Job.seq > sa.bindparam("after"))
@@ -253,6 +302,7 @@ def claimable_page_query(
     status: JobStatus | None = None,
     workflow_id: str | None = None,
     data_resource_id: str | None = None,
+    group: str | None = None,
     now: datetime | None = None,
 ) -> tuple[sa.Select, dict[str, Any], Any]:
     """The statement of one page of the claimable listing (one row more than the page, which tells whether
@@ -262,6 +312,7 @@ def claimable_page_query(
         status=status is not None,
         workflow_id=workflow_id is not None,
         data_resource_id=data_resource_id is not None,
+        group=group is not None,
         after=page.after is not None,
         now=now is not None,
         weighed=page.max_bytes is not None,
@@ -279,6 +330,7 @@ def claimable_page_query(
         filter_status=status.value if status is not None else None,
         filter_workflow_id=workflow_id,
         filter_data_resource_id=data_resource_id,
+        filter_group=group,
     )
     return stmt, {k: v for k, v in params.items() if v is not None}, seq
 
@@ -290,6 +342,7 @@ def list_jobs(
     status: JobStatus | None = None,
     workflow_id: str | None = None,
     data_resource_id: str | None = None,
+    group: str | None = None,
     claimable_by_site: str | None = None,
     drain_after: int | None = None,
     now: datetime | None = None,
@@ -302,7 +355,9 @@ def list_jobs(
     claim a listed job first.
     """
     if claimable_by_site is None:
-        stmt = sa.select(Job).where(*_conditions(status and status.value, workflow_id, data_resource_id))
+        stmt = sa.select(Job).where(
+            *_conditions(status and status.value, workflow_id, data_resource_id, group)
+        )
         return fetch_page(session, stmt, Job.seq, page)
     if drain_after is None:
         raise ValueError("the claimable listing needs drain_after (Policy.site_drain_after)")
@@ -313,6 +368,7 @@ def list_jobs(
         status=status,
         workflow_id=workflow_id,
         data_resource_id=data_resource_id,
+        group=group,
         now=now,
     )
     if page.max_bytes is None:

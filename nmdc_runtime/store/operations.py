@@ -153,11 +153,13 @@ def claim_terms(session: Session, *, site_id: str, workflow_id: str, drain_after
 
 JOB_FIXED = frozenset({"id", "workflow_id", "max_attempts"})
 """Fields of the rules' `Job` that a claim or a PATCH never changes."""
-SEEN_JOB_FIELDS = (*operations_rules.Job.__annotations__, "created_at")
+SEEN_JOB_FIELDS = (*operations_rules.Job.__annotations__, "created_at", "group")
 """What the fast paths read of a job: what the rules read and change of it (the `Job` protocol of
-`domain.operations`, so a field the rules come to need is read without a change here), and `created_at` for the
-claim's latency metric."""
-NOT_READ_BY_FAST_PATHS = frozenset({"seq", "config", "trigger_data_resource_id", "created_by"})
+`domain.operations`, so a field the rules come to need is read without a change here), `created_at` for the
+claim's latency metric, and `group` for an execution's outputs (they inherit it)."""
+NOT_READ_BY_FAST_PATHS = frozenset(
+    {"seq", "config", "trigger_data_resource_id", "trigger_group", "created_by"}
+)
 """The columns of `jobs` the fast paths neither read nor write: each column of `jobs` is in one of the two
 (tests/unit/test_fast_paths.py)."""
 JOB_MOVED_FIELDS = tuple(name for name in operations_rules.Job.__annotations__ if name not in JOB_FIXED)

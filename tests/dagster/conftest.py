@@ -145,19 +145,24 @@ def claimed_job(
         expire_time=expire_time,
     )
     if done:
-        execution = Execution(
-            id=new_id("exec"),
-            job_id=job.id,
-            site_id="site-d",
-            operation_id=op.id,
-            workflow_id="wf-1",
-            status="succeeded",
-            started_at=lease_expire_time - timedelta(hours=1),
-            ended_at=lease_expire_time,
-        )
-        session.add(execution)
-        session.flush()
-        op.result_execution_id = execution.id
+        op.result_execution_id = recorded_execution(session, op, ended_at=lease_expire_time).id
     session.add(op)
     session.flush()
     return op
+
+
+def recorded_execution(session, op: Operation, *, status: str = "succeeded", ended_at: datetime) -> Execution:
+    """An execution the holder of `op` recorded under it, of an hour's run."""
+    execution = Execution(
+        id=new_id("exec"),
+        job_id=op.job_id,
+        site_id=op.site_id,
+        operation_id=op.id,
+        workflow_id=op.workflow_id,
+        status=status,
+        started_at=ended_at - timedelta(hours=1),
+        ended_at=ended_at,
+    )
+    session.add(execution)
+    session.flush()
+    return execution

@@ -98,7 +98,7 @@ def test_job_config_holds_the_workflow_config_and_the_data_resource_as_the_api_s
         for job in session.scalars(sa.select(Job)):
             dr = session.get(DataResource, job.trigger_data_resource_id)
             shown = DataResourceRead.model_validate(dr).model_dump(mode="json")
-            assert job.config == {**workflow.config, "data_resources": [shown]}
+            assert job.config == {**workflow.config, "data_resources": [shown], "inputs": {}, "group": None}
 
 
 def test_no_new_rows_is_a_skip_that_says_so(runtime, clean_database, make_workflow):

@@ -9,6 +9,7 @@ from dagster import AssetCheckKey, AssetKey, DefaultSensorStatus, materialize
 from nmdc_runtime import config
 from nmdc_runtime.dagster.assets import runtime_status
 from nmdc_runtime.dagster.checks import SPECS
+from nmdc_runtime.dagster.outcomes import EXECUTION_SUCCEEDED, OPERATION_SUCCEEDED
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.dagster.sensors.data_resources import DATA_RESOURCES_SENSOR, data_resources_sensor
 from nmdc_runtime.dagster.sensors.executions import EXECUTIONS_SENSOR
@@ -36,8 +37,27 @@ def test_definitions_load_with_sensors_running_by_default():
     assert list(repository.schedule_defs) == []
     keys = set(repository.asset_graph.get_all_asset_keys())
     assert {AssetKey(k) for k in ("jobs", "executions", "operations", "runtime_status")} <= keys
-    assert repository.asset_graph.asset_check_keys == {AssetCheckKey(s.asset_key, s.name) for s in SPECS}
+    outcome_specs = [EXECUTION_SUCCEEDED, OPERATION_SUCCEEDED]
+    assert repository.asset_graph.asset_check_keys == {
+        AssetCheckKey(s.asset_key, s.name) for s in [*SPECS, *outcome_specs]
+    }
     assert isinstance(defs.resources["runtime"], RuntimeDatabase)
+
+
+def test_each_sensor_links_the_asset_whose_events_show_its_work():
+    # Every tick is SKIPPED (no run requested), productive or idle: the sensor's page links the assets where
+    # what it did shows (its "Target"), and its description says so.
+    shows = {
+        DATA_RESOURCES_SENSOR: "jobs",
+        EXECUTIONS_SENSOR: "executions",
+        OPERATIONS_SENSOR: "operations",
+        OPERATIONS_REAPER: "operations",
+        RUNTIME_HEALTH: "runtime_status",
+    }
+    repository = defs.get_repository_def()
+    for sensor in repository.sensor_defs:
+        assert sensor.asset_selection.resolve(repository.asset_graph) == {AssetKey(shows[sensor.name])}
+        assert "skipped" in sensor.description and shows[sensor.name] in sensor.description
 
 
 def test_settings_reach_the_sensor_interval_and_the_thresholds(monkeypatch):

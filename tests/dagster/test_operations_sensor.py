@@ -1,4 +1,5 @@
-"""The operations sensor: every operation that ends is one observation, in the order operations ended."""
+"""The operations sensor: every operation that ends is one event, in the order operations ended: an observation
+when it went well, a failing check that names it when it did not."""
 
 from __future__ import annotations
 
@@ -7,15 +8,23 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from dagster import SensorResult, SkipReason, TextMetadataValue
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
+    AssetObservation,
+    SensorResult,
+    SkipReason,
+    TextMetadataValue,
+)
 
-from nmdc_runtime.dagster.assets import OPERATIONS, workflow_partitions
-from nmdc_runtime.dagster.sensors.operations import ERROR_TEXT_CHARS, operations_sensor
+from nmdc_runtime.dagster.assets import OPERATIONS
+from nmdc_runtime.dagster.outcomes import ERROR_TEXT_CHARS
+from nmdc_runtime.dagster.sensors.operations import operations_sensor
 from nmdc_runtime.domain.operations import finish_operation
 from nmdc_runtime.domain.states import OperationState
 from nmdc_runtime.models import Job, Operation
 from nmdc_runtime.services.maintenance import reap_lapsed_leases
-from tests.dagster.conftest import claimed_job, tick, unreachable
+from tests.dagster.conftest import claimed_job, recorded_execution, tick, unreachable
 
 RETENTION = 3600
 
@@ -41,7 +50,7 @@ def _metadata(event) -> dict:
     return {name: value.value for name, value in event.metadata.items()}
 
 
-def test_each_ended_operation_is_one_observation_in_the_order_they_ended(runtime, clean_database, world):
+def test_each_ended_operation_is_one_event_in_the_order_they_ended(runtime, clean_database, world):
     lease = datetime.now(UTC) + timedelta(minutes=5)
     with clean_database.session() as session:
         ops = {
@@ -70,11 +79,16 @@ def test_each_ended_operation_is_one_observation_in_the_order_they_ended(runtime
     order = [event.metadata["operation_id"].value for event in result.asset_events]
     assert order == [ops[name].id for name in ("last", "retried", "lapsed", "released")]
     assert {event.asset_key for event in result.asset_events} == {OPERATIONS}
-    assert {event.partition for event in result.asset_events} == {"wf-1"}
     events = {
         name: result.asset_events[i] for i, name in enumerate(("last", "retried", "lapsed", "released"))
     }
     assert isinstance(events["last"].metadata["operation_id"], TextMetadataValue)
+    # Failures and expiries are red (a failing check that names them), never an event that shows green.
+    for name in ("last", "retried", "lapsed"):
+        check = events[name]
+        assert isinstance(check, AssetCheckEvaluation) and check.check_name == "operation_succeeded"
+        assert check.passed is False and check.severity == AssetCheckSeverity.ERROR
+    assert isinstance(events["released"], AssetObservation)
 
     last = _metadata(events["last"])
     assert last["state"] == "failed" and last["job_status"] == "failed"
@@ -87,7 +101,7 @@ def test_each_ended_operation_is_one_observation_in_the_order_they_ended(runtime
     assert events["last"].description.startswith(f"JOB FAILED: job {ops['last'].job_id} has no attempt left")
     retried = _metadata(events["retried"])
     assert retried["job_failed_for_good"] is False and retried["job_status"] == "unclaimed"
-    assert not events["retried"].description.startswith("JOB FAILED")
+    assert events["retried"].description.startswith(f"FAILED: operation {ops['retried'].id}")
     assert _metadata(events["lapsed"])["state"] == "expired"
     assert _metadata(events["lapsed"])["error_code"] == "DEADLINE_EXCEEDED"
     assert _metadata(events["released"])["state"] == "canceled"
@@ -96,23 +110,40 @@ def test_each_ended_operation_is_one_observation_in_the_order_they_ended(runtime
         "recorded 4 ended operations (1 canceled, 1 expired, 2 failed); "
         f"JOB FAILED, no attempt left: {ops['last'].job_id}"
     )
-    (request,) = result.dynamic_partitions_requests
-    assert request.partitions_def_name == workflow_partitions.name and list(request.partition_keys) == [
-        "wf-1"
-    ]
+    assert not result.dynamic_partitions_requests
 
     again = tick(operations_sensor, runtime, result.cursor)
     assert isinstance(again, SkipReason) and again.skip_message.startswith("idle: no operation ended")
 
 
-def test_a_success_names_its_execution(runtime, clean_database, world):
+def test_a_success_names_its_execution_and_the_check_passes_again(runtime, clean_database, world):
     with clean_database.session() as session:
         op = claimed_job(session, lease_expire_time=datetime.now(UTC) - timedelta(hours=1), done=True)
-    (event,) = tick(operations_sensor, runtime).asset_events
+    # The cursor does not know whether the check passes yet: the success says it does.
+    event, check = tick(operations_sensor, runtime).asset_events
     metadata = _metadata(event)
+    assert isinstance(event, AssetObservation)
     assert metadata["state"] == "succeeded" and metadata["execution_id"] == op.result_execution_id
     assert metadata["error_code"] == "" and metadata["job_failed_for_good"] is False
     assert event.description.endswith(f"succeeded, execution {op.result_execution_id}")
+    assert check.passed and check.check_name == "operation_succeeded"
+
+
+def test_a_failure_names_the_execution_its_site_recorded(runtime, clean_database, world):
+    # The run failed: the site records a failed execution, then finishes the operation with an error (no
+    # result): the job, out of attempts, failed for good, and its event names that execution.
+    with clean_database.session() as session:
+        op = claimed_job(session, lease_expire_time=datetime.now(UTC) + timedelta(minutes=5), max_attempts=1)
+        execution = recorded_execution(session, op, status="failed", ended_at=datetime.now(UTC))
+        _end(session, op.id, OperationState.FAILED, error=_error("INTERNAL", "exit 1"))
+    result = tick(operations_sensor, runtime)
+    (check,) = result.asset_events
+    assert not check.passed and check.metadata["execution_id"].value == execution.id
+    assert check.description == (
+        f"JOB FAILED: job {op.job_id} has no attempt left; operation {op.id} of job {op.job_id} at site "
+        f"site-d, attempt 1 of 1: failed, INTERNAL: exit 1, execution {execution.id}"
+    )
+    assert json.loads(result.cursor)["passing"] is False
 
 
 def test_an_ending_that_commits_late_is_recorded_once_visible(runtime, clean_database, world):

@@ -61,7 +61,7 @@ def test_a_quiet_runtime_is_green_and_every_check_is_evaluated(runtime, world):
     assert {(c.asset_key, c.check_name) for c in checks.values()} == {(s.asset_key, s.name) for s in SPECS}
     assert status["jobs_unclaimed"] == 0 and status["operations_ended_last_hour"] == 0
     assert result.skip_reason.skip_message == (
-        "recorded runtime_status (0 unclaimed jobs, 0 open operations); checks: 6 passed"
+        "recorded runtime_status (0 unclaimed jobs, 0 open operations); checks: 7 passed"
     )
 
 
@@ -129,7 +129,8 @@ def test_a_high_share_of_failed_operations_is_red_and_a_job_failed_for_good_warn
     assert _failing(checks) == set()
 
     with clean_database.session() as session:
-        _end(session, claimed_job(session, lease_expire_time=lease, max_attempts=1), OperationState.FAILED)
+        failed = claimed_job(session, lease_expire_time=lease, max_attempts=1)
+        _end(session, failed, OperationState.FAILED)
     status, checks = _run(runtime)
 
     # 1 failed of the 2 that ran to an end (the canceled one is not counted): 50% > 25%.
@@ -138,10 +139,16 @@ def test_a_high_share_of_failed_operations_is_red_and_a_job_failed_for_good_warn
     assert checks["failed_operations_share"].description.startswith("FAILED: 50% of the operations")
     warn = checks["jobs_failed_for_good"]
     assert warn.severity == AssetCheckSeverity.WARN and warn.asset_key == JOBS
+    # It names the job, so that staff find it from the jobs asset's Checks tab.
+    assert warn.metadata["job_ids"].value == [failed.job_id]
+    assert warn.description == (
+        "WARNING: 1 job(s) ended failed after their last attempt in the last hour: "
+        f"{failed.job_id} (no execution)"
+    )
     assert status["jobs_failed_for_good_last_hour"] == 1
     result = tick(runtime_health, runtime)
     assert result.skip_reason.skip_message.endswith(
-        "checks: 4 passed, 2 failing: failed_operations_share, jobs_failed_for_good"
+        "checks: 5 passed, 2 failing: failed_operations_share, jobs_failed_for_good"
     )
 
 

@@ -135,7 +135,8 @@ def recording_path(tmp_path) -> tuple[dict[str, str], Path]:
         )
         stand_in.chmod(stand_in.stat().st_mode | stat.S_IXUSR)
     env = {
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        # The project's interpreter after the stand-ins: the entrypoint asks the settings for uvicorn's options.
+        "PATH": os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ["PATH"]]),
         "NMDC_HOME": str(tmp_path / "home"),
         "NMDC_BIND_HOST": "127.0.0.1",
         "NMDC_API_PORT": "8123",
@@ -175,7 +176,10 @@ def test_every_service_command_is_an_entrypoint_role_running_an_installed_progra
     assert "--no-proxy-headers" in api and "--proxy-headers" not in api
     env["NMDC_TRUSTED_PROXIES"] = "10.0.0.5, 10.1.0.0/16"
     api = run_entrypoint(env, calls, "api")[0]
-    assert api[api.index("--proxy-headers") + 1 :][:2] == ["--forwarded-allow-ips", "10.0.0.5, 10.1.0.0/16"]
+    assert api[api.index("--proxy-headers") + 1 :][:2] == ["--forwarded-allow-ips", "10.0.0.5/32,10.1.0.0/16"]
+    env["NMDC_TRUSTED_PROXIES"] = "not-an-address"
+    refused = subprocess.run(["sh", str(ENTRYPOINT), "api"], env=env, capture_output=True, text=True)
+    assert refused.returncode == 1 and refused.stderr.startswith("nmdc-entrypoint: NMDC_TRUSTED_PROXIES: ")
     assert run_entrypoint(env, calls, "migrate") == [
         ["nmdc-runtime", "db", "upgrade"],
         ["dagster", "instance", "migrate"],

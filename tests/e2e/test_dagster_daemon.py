@@ -119,10 +119,11 @@ def test_registered_data_resource_becomes_a_claimable_job(
 
                 def materialized(key: str):
                     event = instance.get_latest_materialization_event(AssetKey(key))
-                    return event if event and event.asset_materialization.partition == "wf-assembly" else None
+                    return event.asset_materialization if event else None
 
                 event = wait_for(lambda: materialized("jobs"), 30, "the jobs materialization")
-                assert job["id"] in event.asset_materialization.metadata["job_ids"].value
+                assert event.partition == "wf-assembly"
+                assert job["id"] in event.metadata["job_ids"].value
 
                 # Claim, and register an execution: it shows up as an `executions` event.
                 claim = http.post(f"/jobs/{job['id']}:claim", headers=as_e)
@@ -141,7 +142,8 @@ def test_registered_data_resource_becomes_a_claimable_job(
                 )
                 assert execution.status_code == 201, execution.text
                 event = wait_for(lambda: materialized("executions"), 30, "the executions materialization")
-                metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+                metadata = {k: v.value for k, v in event.metadata.items()}
+                assert metadata["workflow_id"] == "wf-assembly"
                 assert metadata["api_path"] == f"/jobs/{job['id']}/executions/{execution.json()['id']}"
                 assert metadata["site_id"] == "site-e"
     daemon_log = (tmp_path / "daemon.log").read_text()

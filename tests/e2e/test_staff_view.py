@@ -2,9 +2,12 @@
 
 One stack for the module: the API and `dagster dev` (webserver, daemon, code server) on this run's runtime
 database and a Dagster database of its own (sensor cursors kept by other tests' daemons would skip this
-module's rows). The story: a data site registers three tables of the `stats` workflow, the sensor makes their
-jobs, an executing site finishes one with a result and another with an error; jobs have one attempt
-(NMDC_MAX_ATTEMPTS=1), so that job is failed for good; the third job waits. The health sensor ticks every 5 s.
+module's rows). The story, in two acts. A healthy stack (`stack`): a data site registers three tables of the
+`stats` workflow, the sensor makes their jobs, an executing site finishes one with a result; nothing is wrong,
+and nothing may look wrong. Then (`story`) the site's run of a second job fails: it records a failed execution
+and finishes the operation with an error; jobs have one attempt (NMDC_MAX_ATTEMPTS=1), so that job is failed
+for good. The third job waits. The health sensor ticks every 5 s. Tests that need only the healthy stack come
+first in the module, so that they see it before the failure.
 
 The browser test drives Debian's Chromium (`apt-get install chromium`) with playwright, without downloading
 a browser, and is skipped where there is none. `make screenshots` runs it with SCREENSHOTS_DIR=docs/img to
@@ -17,7 +20,7 @@ import contextlib
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +57,18 @@ TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
+class Stack:
+    dagster: str
+    api: str
+    exec_site: NmdcClient
+    succeeded_job: str
+    succeeded_operation: str
+    succeeded_execution: str
+    failing_job: str
+    waiting_job: str
+
+
+@dataclass(frozen=True)
 class Story:
     dagster: str
     api: str
@@ -61,6 +76,7 @@ class Story:
     succeeded_operation: str
     failed_job: str
     failed_operation: str
+    failed_execution: str
     waiting_job: str
 
 
@@ -82,24 +98,27 @@ query Ticks($sensor: String!) {
 }
 """
 
-OBSERVATIONS = """
-query Observations($partition: String!) {
-  assetOrError(assetKey: {path: ["operations"]}) {
-    ... on Asset {
-      assetObservations(partitions: [$partition], limit: 20) {
-        partition
-        description
-        metadataEntries {
-          label
-          __typename
-          ... on TextMetadataEntry { text }
-          ... on BoolMetadataEntry { boolValue }
-          ... on IntMetadataEntry { intValue }
-        }
-      }
-    }
-  }
-}
+ENTRIES = """
+  label
+  ... on TextMetadataEntry { text }
+  ... on BoolMetadataEntry { boolValue }
+  ... on IntMetadataEntry { intValue }
+"""
+
+OBSERVATIONS = f"""
+query Observations {{
+  assetOrError(assetKey: {{path: ["operations"]}}) {{
+    ... on Asset {{ assetObservations(limit: 20) {{ partition description metadataEntries {{ {ENTRIES} }} }} }}
+  }}
+}}
+"""
+
+MATERIALIZATIONS = f"""
+query Materializations {{
+  assetOrError(assetKey: {{path: ["executions"]}}) {{
+    ... on Asset {{ assetMaterializations(limit: 50) {{ description metadataEntries {{ {ENTRIES} }} }} }}
+  }}
+}}
 """
 
 CHECKS = """
@@ -110,34 +129,67 @@ query Checks($asset: [String!]!) {
 }
 """
 
-CHECK_EXECUTIONS = """
-query CheckExecutions($asset: [String!]!, $check: String!) {
-  assetCheckExecutions(assetKey: {path: $asset}, checkName: $check, limit: 1) {
-    runId
-    status
-    evaluation { success severity description }
+ASSET_STATUS = """
+query AssetStatus($asset: [String!]!) {
+  assetNodeOrError(assetKey: {path: $asset}) {
+    ... on AssetNode {
+      partitionStats { numMaterialized numPartitions }
+      assetChecksOrError { ... on AssetChecks { checks { name } } }
+    }
   }
 }
 """
+
+CHECK_EXECUTIONS = f"""
+query CheckExecutions($asset: [String!]!, $check: String!, $limit: Int!) {{
+  assetCheckExecutions(assetKey: {{path: $asset}}, checkName: $check, limit: $limit) {{
+    runId
+    status
+    evaluation {{ success severity description metadataEntries {{ {ENTRIES} }} }}
+  }}
+}}
+"""
+
+ASSETS = ("jobs", "executions", "operations", "runtime_status")
+OUTCOME_CHECKS = (("executions", "execution_succeeded"), ("operations", "operation_succeeded"))
+FAILED_SHARE = ("operations", "failed_operations_share")
 
 
 def ticks(dagster: str, sensor: str) -> list[dict[str, Any]]:
     return graphql(dagster, TICKS, sensor=sensor)["sensorOrError"]["sensorState"]["ticks"]
 
 
+def _with_metadata(event: dict[str, Any]) -> dict[str, Any]:
+    event["metadata"] = {
+        entry["label"]: entry.get("text", entry.get("boolValue", entry.get("intValue")))
+        for entry in event.pop("metadataEntries")
+    }
+    return event
+
+
 def observations(dagster: str) -> list[dict[str, Any]]:
-    """The `operations` observations of the workflow's partition, each with its metadata as a dict."""
-    events = graphql(dagster, OBSERVATIONS, partition=WORKFLOW)["assetOrError"]["assetObservations"]
-    for event in events:
-        event["metadata"] = {
-            entry["label"]: entry.get("text", entry.get("boolValue", entry.get("intValue")))
-            for entry in event.pop("metadataEntries")
-        }
-    return events
+    """The `operations` observations, each with its metadata as a dict."""
+    events = graphql(dagster, OBSERVATIONS)["assetOrError"]["assetObservations"]
+    return [_with_metadata(event) for event in events]
+
+
+def materializations(dagster: str) -> list[dict[str, Any]]:
+    """The `executions` materializations, each with its metadata as a dict."""
+    events = graphql(dagster, MATERIALIZATIONS)["assetOrError"]["assetMaterializations"]
+    return [_with_metadata(event) for event in events]
+
+
+def check_history(dagster: str, asset: str, check: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The check's latest results, latest first, each evaluation's metadata as a dict."""
+    executions = graphql(dagster, CHECK_EXECUTIONS, asset=[asset], check=check, limit=limit)
+    for execution in executions["assetCheckExecutions"]:
+        if execution["evaluation"]:
+            _with_metadata(execution["evaluation"])
+    return executions["assetCheckExecutions"]
 
 
 def latest_check(dagster: str, asset: str, check: str) -> dict[str, Any] | None:
-    executions = graphql(dagster, CHECK_EXECUTIONS, asset=[asset], check=check)["assetCheckExecutions"]
+    executions = check_history(dagster, asset, check, limit=1)
     return executions[0] if executions else None
 
 
@@ -156,7 +208,8 @@ def _site(database: Database, site_id: str, capabilities: list[str]) -> tuple[st
 
 
 @pytest.fixture(scope="module")
-def story(settings, database: Database, server_url: str, tmp_path_factory) -> Iterator[Story]:
+def stack(settings, database: Database, server_url: str, tmp_path_factory) -> Iterator[Stack]:
+    """The healthy first act: jobs made, one finished with a succeeded execution, all of it seen by Dagster."""
     home = tmp_path_factory.mktemp("staff_view")
     dagster_db = database_name(settings.database_url) + "_ui"
     ensure_database(server_url, dagster_db)
@@ -201,83 +254,71 @@ def story(settings, database: Database, server_url: str, tmp_path_factory) -> It
                 TIMEOUT,
                 "three claimable jobs",
             )
-            done, failed, waiting = sorted(jobs, key=lambda job: job.id)
+            done, failing, waiting = sorted(jobs, key=lambda job: job.id)
             now = datetime.now(UTC).isoformat()
             won = exec_site.claim_job(done.id).operation
             execution = exec_site.create_execution(
                 done.id, operation_id=won.id, status="succeeded", started_at=now, ended_at=now
             )
             exec_site.finish_operation(won.id, execution_id=execution.id)
-            lost = exec_site.claim_job(failed.id).operation
-            exec_site.finish_operation(
-                lost.id, error={"code": "INTERNAL", "message": "the stats command exited with status 1"}
-            )
 
             def recorded() -> bool:
-                check = latest_check(dagster, "operations", "failed_operations_share")
-                return len(observations(dagster)) == 2 and check and not check["evaluation"]["success"]
+                passing = [latest_check(dagster, *check) for check in OUTCOME_CHECKS]
+                return all(check and check["evaluation"]["success"] for check in passing)
 
-            wait_for(recorded, TIMEOUT, "both outcomes and a failing check in Dagster", interval=1)
-            yield Story(dagster, api, done.id, won.id, failed.id, lost.id, waiting.id)
+            wait_for(recorded, TIMEOUT, "the success in Dagster", interval=1)
+            yield Stack(dagster, api, exec_site, done.id, won.id, execution.id, failing.id, waiting.id)
     finally:
         empty_tables(database)
         drop_database(server_url, dagster_db)
 
 
-def test_the_tick_that_made_jobs_says_so_and_differs_from_an_idle_one(story: Story):
-    history = ticks(story.dagster, "data_resources_sensor")
-    made = [t for t in history if t["skipReason"] == "made 3 jobs of stats for 3 data resources"]
-    idle = [t for t in history if (t["skipReason"] or "").startswith("idle: no new data resources")]
-    assert len(made) == 1, history
-    assert idle, history
-    # Dagster 1.13 gives a tick without a run request the status SKIPPED, whatever it did: the text tells.
-    assert made[0]["status"] == idle[0]["status"] == "SKIPPED"
-    assert made[0]["cursor"] != idle[0]["cursor"] or made[0]["tickId"] != idle[0]["tickId"]
-    assert all(t["skipReason"] != "Sensor function returned an empty result" for t in history)
+@pytest.fixture(scope="module")
+def story(stack: Stack) -> Story:
+    """The second act: a run that fails, its job failed for good, all of it seen by Dagster."""
+    exec_site = stack.exec_site
+    lost = exec_site.claim_job(stack.failing_job).operation
+    now = datetime.now(UTC).isoformat()
+    failed = exec_site.create_execution(
+        stack.failing_job, operation_id=lost.id, status="failed", started_at=now, ended_at=now
+    )
+    exec_site.finish_operation(
+        lost.id, error={"code": "INTERNAL", "message": "the stats command exited with status 1"}
+    )
 
-    outcomes = [t["skipReason"] for t in ticks(story.dagster, "operations_sensor")]
-    assert any(
-        text and text.startswith("recorded ") and f"JOB FAILED, no attempt left: {story.failed_job}" in text
-        for text in outcomes
-    ), outcomes
+    def recorded() -> bool:
+        checks = [latest_check(stack.dagster, *check) for check in (*OUTCOME_CHECKS, FAILED_SHARE)]
+        return all(check and not check["evaluation"]["success"] for check in checks)
 
-
-def test_a_failed_operation_is_an_event_of_its_workflows_partition(story: Story):
-    events = {event["metadata"]["operation_id"]: event for event in observations(story.dagster)}
-    assert set(events) == {story.succeeded_operation, story.failed_operation}
-    failed = events[story.failed_operation]
-    assert failed["partition"] == WORKFLOW
-    assert failed["description"].startswith(f"JOB FAILED: job {story.failed_job} has no attempt left")
-    metadata = failed["metadata"]
-    assert (metadata["job_id"], metadata["site_id"], metadata["attempt"]) == (story.failed_job, "site-e", 1)
-    assert (metadata["state"], metadata["error_code"]) == ("failed", "INTERNAL")
-    assert metadata["error_message"] == "the stats command exited with status 1"
-    assert metadata["job_failed_for_good"] is True
-    assert events[story.succeeded_operation]["metadata"]["state"] == "succeeded"
+    wait_for(recorded, TIMEOUT, "the failure in Dagster", interval=1)
+    return Story(
+        stack.dagster,
+        stack.api,
+        stack.succeeded_job,
+        stack.succeeded_operation,
+        stack.failing_job,
+        lost.id,
+        failed.id,
+        stack.waiting_job,
+    )
 
 
-def test_asset_checks_exist_and_the_failed_share_is_red(story: Story):
-    names = {
-        asset: {
-            check["name"]: check["description"]
-            for check in graphql(story.dagster, CHECKS, asset=[asset])["assetNodeOrError"][
-                "assetChecksOrError"
-            ]["checks"]
-        }
-        for asset in ("jobs", "operations")
-    }
-    assert set(names["operations"]) == {"lapsed_leases_reaped", "failed_operations_share"}
-    assert set(names["jobs"]) == {"unclaimed_jobs_claimed", "data_resources_matched", "jobs_failed_for_good"}
-    # Each check's description says what to do.
-    assert "operations_reaper" in names["operations"]["lapsed_leases_reaped"]
-
-    share = latest_check(story.dagster, "operations", "failed_operations_share")
-    # Evaluated by the sensor: no run behind it.
-    assert share["runId"] == "" and share["status"] == "FAILED"
-    assert share["evaluation"]["severity"] == "ERROR"
-    assert share["evaluation"]["description"].startswith("FAILED: 50% of the operations")
-    assert latest_check(story.dagster, "jobs", "jobs_failed_for_good")["evaluation"]["severity"] == "WARN"
-    assert latest_check(story.dagster, "operations", "lapsed_leases_reaped")["evaluation"]["success"] is True
+def test_a_healthy_stack_shows_nothing_wrong(stack: Stack):
+    # Every check that has a result passes, and no asset has a partition without a materialization: in the
+    # catalog, nothing red and nothing missing.
+    for asset in ASSETS:
+        node = graphql(stack.dagster, ASSET_STATUS, asset=[asset])["assetNodeOrError"]
+        stats = node["partitionStats"]
+        assert stats is None or stats["numMaterialized"] == stats["numPartitions"], (asset, stats)
+        for check in node["assetChecksOrError"]["checks"]:
+            latest = latest_check(stack.dagster, asset, check["name"])
+            assert latest is None or latest["evaluation"]["success"], (asset, check["name"], latest)
+    # Executions and operations are not partitioned (observations never count towards a partition).
+    assert [
+        a
+        for a in ASSETS
+        if graphql(stack.dagster, ASSET_STATUS, asset=[a])["assetNodeOrError"]["partitionStats"]
+    ] == ["jobs"]
 
 
 # `make screenshots` (SCREENSHOTS_DIR set) must fail without a browser rather than pass with no pictures.
@@ -285,12 +326,12 @@ def test_asset_checks_exist_and_the_failed_share_is_red(story: Story):
     not os.access(CHROMIUM, os.X_OK) and not os.environ.get("SCREENSHOTS_DIR"),
     reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)",
 )
-def test_staff_see_it_in_a_browser(story: Story, tmp_path: Path):
+def test_staff_see_it_in_a_browser(stack: Stack, request: pytest.FixtureRequest, tmp_path: Path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
     out = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path / "screenshots")
     out.mkdir(parents=True, exist_ok=True)
     # The UI greets a new browser on 127.0.0.1 with a newsletter dialog over every page; say it was seen.
-    graphql(story.dagster, "mutation { setNuxSeen }")
+    graphql(stack.dagster, "mutation { setNuxSeen }")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"),
@@ -305,7 +346,8 @@ def test_staff_see_it_in_a_browser(story: Story, tmp_path: Path):
             # Nothing leaves the machine: the API's /docs page asks a CDN for Swagger UI, which is served
             # from the swagger-ui-bundle-v2 package (the same Swagger UI 5) instead; anything else is refused.
             page.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"), _offline)
-            shots = capture(page, story, out)
+            # The healthy stack first; then the failure (the `story` fixture), seen in the same browser.
+            shots = capture(page, stack, lambda: request.getfixturevalue("story"), out)
         finally:
             browser.close()
     assert sorted(path.name for path in out.glob("*.png")) >= sorted(shots)
@@ -321,8 +363,11 @@ def _offline(route) -> None:
         route.abort()
 
 
-def capture(page, story: Story, out: Path) -> list[str]:
-    """Open each page staff look at, check that it shows this story's data, and take its picture."""
+def capture(page, stack: Stack, fail: Callable[[], Story], out: Path) -> list[str]:
+    """Open each page staff look at, check that it shows this story's data, and take its picture: the catalog
+    of the healthy stack, then, after `fail`, the failure where staff look for it."""
+    from playwright.sync_api import expect
+
     shots: list[str] = []
 
     def shot(name: str) -> None:
@@ -336,6 +381,34 @@ def capture(page, story: Story, out: Path) -> list[str]:
         page.evaluate(
             "path => { history.pushState({}, '', path); dispatchEvent(new PopStateEvent('popstate')); }", path
         )
+
+    def status_icon(asset: str, icon: str):
+        """The asset's status in the catalog, drawn with this icon (Dagster's: check_passed, check_failed)."""
+        # The catalog is a virtualized table of divs, one row an asset (Dagster 1.13's class names).
+        row = page.locator("[class*=VirtualizedTable_row]", has=page.locator(f'a[href="/assets/{asset}"]'))
+        return row.locator(f"[role=img][aria-label={icon}]")
+
+    def catalog(**icons: str) -> None:
+        """The catalog, once every asset named shows the icon given (its status may come a poll later)."""
+        for _ in range(12):
+            page.goto(f"{stack.dagster}/assets")
+            page.get_by_role("link", name="runtime_status").first.wait_for()
+            try:
+                for asset, icon in icons.items():
+                    expect(status_icon(asset, icon)).to_have_count(1)
+                return
+            except AssertionError:
+                continue
+        for asset, icon in icons.items():
+            expect(status_icon(asset, icon)).to_have_count(1)
+
+    # The catalog of a healthy stack: nothing red, nothing missing.
+    catalog(executions="check_passed", runtime_status="check_passed")
+    assert page.locator("[role=img][aria-label=check_failed]").count() == 0
+    assert page.get_by_text(re.compile("Never materialized|Missing")).count() == 0
+    shot("dagster-catalog-healthy.png")
+
+    story = fail()
 
     # The sensor: every tick is "0 runs requested" (SKIPPED); the one that made jobs also created the
     # workflow's partition, and its details say what it made.
@@ -357,17 +430,49 @@ def capture(page, story: Story, out: Path) -> list[str]:
     page.get_by_text(story.failed_job).first.wait_for()
     shot("dagster-jobs-partition.png")
 
-    # The operations asset: the last outcome (the failed one) is shown first.
-    visit("/assets/operations?view=events")
-    page.get_by_text(f"JOB FAILED: job {story.failed_job} has no attempt left").wait_for()
-    page.get_by_text("the stats command exited with status 1").first.wait_for()
-    shot("dagster-operation-outcome.png")
+    def failed_check(asset: str, check: str, *texts: str, icon: str = "cancel") -> None:
+        """The check's page: its latest result names the failure, and it is drawn as one (Dagster's icon for
+        a failed result: `cancel`, red; `warning_outline`, yellow, for a warning), in the list and on the badge."""
+        visit(f"/assets/{asset}?view=checks&checkDetail={check}")
+        for text in texts:
+            page.get_by_text(text).first.wait_for()
+        drawn = page.evaluate(
+            """([icon, check]) => Array.from(document.querySelectorAll(`[role=img][aria-label=${icon}]`))
+                .map(i => i.parentElement.parentElement.innerText.replace(/\\s+/g, " ").trim())""",
+            [icon, check],
+        )
+        assert f"{check} {check} Failed" in drawn, drawn  # its entry in the list of checks
+        assert "Failed" in drawn, drawn  # the badge of its latest result
 
-    # The checks of operations: the failed share is red.
-    visit("/assets/operations?view=checks")
-    page.get_by_text("FAILED: 50% of the operations").wait_for()
-    page.get_by_text("lapsed_leases_reaped").first.wait_for()
+    # The failed execution: red on the executions asset's Checks tab, naming the execution.
+    failed_check(
+        "executions",
+        "execution_succeeded",
+        f"FAILED: execution {story.failed_execution} of job {story.failed_job}",
+    )
+    shot("dagster-execution-failed.png")
+
+    # The job failed for good: the operation's result says so first, with the execution that failed.
+    failed_check(
+        "operations",
+        "operation_succeeded",
+        f"JOB FAILED: job {story.failed_job} has no attempt left",
+        "the stats command exited with status 1",
+    )
+    page.get_by_text(story.failed_execution).first.wait_for()
+    shot("dagster-job-failed.png")
+
+    # One click from the jobs asset: its check warns, naming the job and the execution.
+    failed_check(
+        "jobs",
+        "jobs_failed_for_good",
+        f"{story.failed_job} (execution {story.failed_execution})",
+        icon="warning_outline",
+    )
     shot("dagster-checks.png")
+
+    # The catalog now: red exactly where something went wrong ("Never materialized", in red, for operations).
+    catalog(executions="check_failed", operations="check_failed", runtime_status="check_passed")
 
     # runtime_status: fresh figures, plotted.
     visit("/assets/runtime_status")
@@ -383,3 +488,95 @@ def capture(page, story: Story, out: Path) -> list[str]:
     page.get_by_text("/data_resources").first.wait_for()
     shot("api-docs.png")
     return shots
+
+
+def test_the_tick_that_made_jobs_says_so_and_differs_from_an_idle_one(story: Story):
+    history = ticks(story.dagster, "data_resources_sensor")
+    made = [t for t in history if t["skipReason"] == "made 3 jobs of stats for 3 data resources"]
+    idle = [t for t in history if (t["skipReason"] or "").startswith("idle: no new data resources")]
+    assert len(made) == 1, history
+    assert idle, history
+    # Dagster 1.13 gives a tick without a run request the status SKIPPED, whatever it did: the text tells.
+    assert made[0]["status"] == idle[0]["status"] == "SKIPPED"
+    assert made[0]["cursor"] != idle[0]["cursor"] or made[0]["tickId"] != idle[0]["tickId"]
+    assert all(t["skipReason"] != "Sensor function returned an empty result" for t in history)
+
+    outcomes = [t["skipReason"] for t in ticks(story.dagster, "operations_sensor")]
+    assert any(
+        text and text.startswith("recorded ") and f"JOB FAILED, no attempt left: {story.failed_job}" in text
+        for text in outcomes
+    ), outcomes
+
+
+def test_a_failed_run_is_red_and_names_its_execution(story: Story):
+    # The failed execution: a failing check result that names it, and no materialization does.
+    (failed,) = [
+        e
+        for e in check_history(story.dagster, "executions", "execution_succeeded")
+        if e["status"] == "FAILED"
+    ]
+    evaluation = failed["evaluation"]
+    assert failed["runId"] == "" and evaluation["severity"] == "ERROR"
+    assert evaluation["metadata"]["execution_id"] == story.failed_execution
+    assert evaluation["metadata"]["job_id"] == story.failed_job
+    assert evaluation["description"].startswith(f"FAILED: execution {story.failed_execution}")
+    named = [event["metadata"]["execution_id"] for event in materializations(story.dagster)]
+    assert story.failed_execution not in named and len(named) == 1
+
+    # The job failed for good: the operation's failing result says so, with the execution that failed.
+    operation = latest_check(story.dagster, "operations", "operation_succeeded")
+    assert operation["status"] == "FAILED"
+    description = operation["evaluation"]["description"]
+    assert description.startswith(f"JOB FAILED: job {story.failed_job} has no attempt left")
+    metadata = operation["evaluation"]["metadata"]
+    assert (metadata["operation_id"], metadata["site_id"], metadata["attempt"]) == (
+        story.failed_operation,
+        "site-e",
+        1,
+    )
+    assert (metadata["state"], metadata["error_code"]) == ("failed", "INTERNAL")
+    assert metadata["error_message"] == "the stats command exited with status 1"
+    assert metadata["execution_id"] == story.failed_execution
+    assert metadata["job_failed_for_good"] is True
+    # Only the operation that went well is an event (an observation, shown green).
+    assert [e["metadata"]["operation_id"] for e in observations(story.dagster)] == [story.succeeded_operation]
+
+    # From the jobs asset, its check names the job and the execution.
+    warning = latest_check(story.dagster, "jobs", "jobs_failed_for_good")["evaluation"]
+    assert warning["severity"] == "WARN" and not warning["success"]
+    assert f"{story.failed_job} (execution {story.failed_execution})" in warning["description"]
+
+
+def test_asset_checks_exist_and_the_failed_share_is_red(story: Story):
+    names = {
+        asset: {
+            check["name"]: check["description"]
+            for check in graphql(story.dagster, CHECKS, asset=[asset])["assetNodeOrError"][
+                "assetChecksOrError"
+            ]["checks"]
+        }
+        for asset in ("jobs", "executions", "operations")
+    }
+    assert set(names["operations"]) == {
+        "lapsed_leases_reaped",
+        "failed_operations_share",
+        "operation_succeeded",
+        "sites_not_drained",
+    }
+    assert set(names["executions"]) == {"execution_succeeded"}
+    assert set(names["jobs"]) == {
+        "unclaimed_jobs_claimed",
+        "data_resources_matched",
+        "groups_complete",
+        "jobs_failed_for_good",
+    }
+    # Each check's description says what to do.
+    assert "operations_reaper" in names["operations"]["lapsed_leases_reaped"]
+
+    share = latest_check(story.dagster, "operations", "failed_operations_share")
+    # Evaluated by the sensor: no run behind it.
+    assert share["runId"] == "" and share["status"] == "FAILED"
+    assert share["evaluation"]["severity"] == "ERROR"
+    assert share["evaluation"]["description"].startswith("FAILED: 50% of the operations")
+    assert latest_check(story.dagster, "jobs", "jobs_failed_for_good")["evaluation"]["severity"] == "WARN"
+    assert latest_check(story.dagster, "operations", "lapsed_leases_reaped")["evaluation"]["success"] is True

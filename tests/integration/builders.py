@@ -20,10 +20,6 @@ SERVICE_POLICY = Policy(
     operation_retention_seconds=3600,
     idempotency_retention_seconds=3600,
     max_attempts=2,
-    site_drain_after=3,
-    cancel_grace_seconds=60,
-    grant_seconds=300,
-    max_executions_per_operation=10,
 )
 """The policy of the tests that call the services directly: 60 s claims, two attempts, an hour's retention."""
 

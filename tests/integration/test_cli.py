@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from nmdc_runtime.auth import verify_secret
 from nmdc_runtime.config import Settings
 from nmdc_runtime.db import Database
+from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.models import DataResource, Site, SiteClient, User, UserSiteAdmin
 from tests.processes import embedded_home
 
@@ -196,6 +197,7 @@ def test_credentials_lifecycle_on_the_command_line(url_env, clean_database):
 def test_staff_commands_make_and_list_workflows_sites_jobs_and_operations(url_env, clean_database, settings):
     from nmdc_runtime.services import catalog as catalog_service
     from nmdc_runtime.services import claims as claims_service
+    from nmdc_runtime.services import operations as operations_service
 
     assert run_cli(["--version"], url_env).stdout.startswith("nmdc-runtime ")
     made = run_cli(
@@ -228,7 +230,9 @@ def test_staff_commands_make_and_list_workflows_sites_jobs_and_operations(url_en
     assert run_cli(["sites", "create", "site-e", "--capability", "stats"], url_env).returncode == 0
     sites = json.loads(run_cli(["sites", "list", "--json"], url_env).stdout)
     assert [s["id"] for s in sites] == ["site-e"] and "client_secret" not in sites[0]
-    assert run_cli(["sites", "list"], url_env).stdout.split("\t")[0] == "site-e"
+    header, row = run_cli(["sites", "list"], url_env).stdout.splitlines()
+    assert header.split("\t") == ["id", "capabilities", "disabled_at", "name"]
+    assert row.split("\t") == ["site-e", "stats", "", "site-e"]
 
     with clean_database.session() as session:
         session.add(
@@ -258,6 +262,32 @@ def test_staff_commands_make_and_list_workflows_sites_jobs_and_operations(url_en
     assert len(json.loads(run_cli(["jobs", "list", "--json", "--limit", "1"], url_env).stdout)) == 1
     assert run_cli(["jobs", "list", "--status", "nosuch"], url_env).returncode == 2
     (open_op,) = json.loads(run_cli(["operations", "list", "--open", "--json"], url_env).stdout)
-    assert (open_op["id"], open_op["state"], open_op["job_id"]) == (claim.operation.id, "running", first.id)
-    table = run_cli(["operations", "list"], url_env).stdout.strip().splitlines()
-    assert len(table) == 1 and table[0].startswith(claim.operation.id)
+    # The API's Operation, as GET /operations/{id} shows it.
+    assert (open_op["id"], open_op["done"]) == (claim.operation.id, False)
+    assert (open_op["metadata"]["state"], open_op["metadata"]["job_id"]) == ("running", first.id)
+    with clean_database.sessionmaker() as session:
+        operations_service.patch_operation(
+            session,
+            op_id=claim.operation.id,
+            principal=Principal(kind="site_client", name="c", site_id="site-e"),
+            policy=policy,
+            error={"code": "INTERNAL", "message": "exit\tstatus 1\n"},
+        )
+    header, row = run_cli(["operations", "list"], url_env).stdout.splitlines()
+    assert header.split("\t") == [
+        "id",
+        "job_id",
+        "workflow_id",
+        "site_id",
+        "state",
+        "attempt",
+        "lease_expire_time",
+        "error_code",
+        "error_message",
+    ]
+    cells = dict(zip(header.split("\t"), row.split("\t"), strict=True))
+    assert (cells["id"], cells["state"], cells["error_code"]) == (claim.operation.id, "failed", "INTERNAL")
+    assert cells["error_message"] == "exit status 1 "
+    assert run_cli(["operations", "list", "--open"], url_env).stdout.splitlines() == [header]
+    header, *rows = run_cli(["workflows", "list"], url_env).stdout.splitlines()
+    assert rows == ["stats\ttrue\ttsv\tstats\t3600\tstats"]

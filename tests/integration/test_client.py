@@ -25,6 +25,7 @@ from nmdc_site.client import (
     RetryNotice,
     RetryPolicy,
     ServerError,
+    TooManyRequests,
     TransportError,
     Unauthorized,
     UnexpectedAnswer,
@@ -191,6 +192,13 @@ def test_cancel_pause_and_release(admin: NmdcClient, site):
     released = e.release_job(job.id)
     assert released.status == "unclaimed"
     assert e.get_operation(op.id).error.code == "CANCELLED"
+    assert e.get_operation(op.id).error.details == {}
+
+    faulty = e.claim_job(job.id).operation
+    assert e.release_job(job.id, reason="SITE_FAULT", message="no space left").attempts == 0
+    error = e.get_operation(faulty.id).error
+    assert error.code == "CANCELLED"
+    assert error.details == {"reason": {"code": "SITE_FAULT", "message": "no space left"}}
 
     op2 = e.claim_job(job.id).operation
     admin.cancel_job(job.id)
@@ -460,6 +468,48 @@ def test_a_deadline_bounds_the_retries_and_a_thread_may_use_its_own_policy():
     assert tries["/jobs/held"] >= 4 and end - 0.05 <= finished < end + 0.3, (tries, finished - started)
     # The other thread, and this one after the block, kept the client's own policy: two attempts.
     assert tries["/jobs/other-thread"] == 2 and tries["/jobs/after"] == 2
+
+
+def test_429_is_retried_after_its_retry_after_on_the_token_and_on_every_call():
+    """A burst of 429s, on the token request as on any call, is waited out: each retry no sooner than the
+    answer's Retry-After (here far longer than the policy's own backoff), then the call succeeds."""
+    seen: list[tuple[str, float]] = []
+    bursts = {"/token": 1, "/users/me": 1}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, time.monotonic()))
+        if bursts.get(request.url.path, 0) > 0:
+            bursts[request.url.path] -= 1
+            return httpx.Response(429, headers={"Retry-After": "1"}, json={"detail": "slow down"})
+        if request.url.path == "/token":
+            return _token()
+        return httpx.Response(200, json={"kind": "user", "username": "u", "admin": False})
+
+    notices: list[RetryNotice] = []
+    policy = RetryPolicy(attempts=3, initial=0.01, maximum=0.02, on_retry=notices.append)
+    with NmdcClient(
+        "http://api.test",
+        username="u",
+        password="p",
+        transport=httpx.MockTransport(handler),
+        retry=policy,
+    ) as api:
+        assert api.me().username == "u"
+    assert [path for path, _ in seen] == ["/token"] * 2 + ["/users/me"] * 2
+    times = [at for _, at in seen]
+    waits = [times[1] - times[0], times[3] - times[2]]
+    assert all(wait >= 0.95 for wait in waits), waits
+    assert [n.status for n in notices] == [429] * 2
+    assert notices[0].trouble == "API answered 429" and notices[0].delay >= 1
+
+
+def test_429s_past_the_retries_end_in_a_typed_error_with_the_retry_after():
+    busy = [lambda r: httpx.Response(429, headers={"Retry-After": "0"}, json={"detail": "busy"})] * 4
+    script = Script(*busy)
+    with script.client() as api, pytest.raises(TooManyRequests) as err:
+        api.get_job("j")
+    assert (err.value.status_code, err.value.retry_after, err.value.detail) == (429, 0, "busy")
+    assert len(script.api_requests()) == FAST.attempts
 
 
 def test_an_answer_that_is_not_json_is_a_clear_error():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from nmdc_runtime.domain.executions import MAX_DETAILS_BYTES, MAX_DETAILS_KEYS
+from nmdc_runtime.config import Settings
+from nmdc_runtime.domain.executions import MAX_DETAILS_KEYS
 from nmdc_runtime.models import DataResource, Execution
 from tests.integration.claim_world import (
     claimed,
@@ -16,6 +17,8 @@ from tests.integration.claim_world import (
     new_job,
     post_execution,
 )
+
+MAX_DETAILS_BYTES = Settings.model_fields["max_metadata_bytes"].default
 
 
 @pytest.fixture

@@ -40,14 +40,27 @@ def test_admin_makes_a_job_with_the_data_resources_in_full(client, admin_headers
     assert (job["attempts"], job["max_attempts"]) == (0, 3)
     assert job["created_by"] == "user:admin"
     assert RFC3339_UTC.match(job["created_at"])
-    assert job["config"] == {"threads": 8, "memory": "64G", "data_resources": [world["a"], world["b"]]}
+    assert job["config"] == {
+        "threads": 8,
+        "memory": "64G",
+        "data_resources": [world["a"], world["b"]],
+        "inputs": {},
+        "group": None,
+    }
 
 
 def test_job_config_overrides_the_workflow_config(client, admin_headers, world):
     job = create_job(
         client, admin_headers, "assembly", [world["a"]["id"]], config={"threads": 32, "queue": "big"}
     )
-    assert job["config"] == {"threads": 32, "memory": "64G", "queue": "big", "data_resources": [world["a"]]}
+    assert job["config"] == {
+        "threads": 32,
+        "memory": "64G",
+        "queue": "big",
+        "data_resources": [world["a"]],
+        "inputs": {},
+        "group": None,
+    }
 
 
 def test_job_config_is_fixed_when_the_job_is_made(client, admin_headers, world):

@@ -41,10 +41,6 @@ def reap(session, *, now, limit: int = 1000) -> list[str]:
         operation_retention_seconds=30 * 24 * 3600,
         idempotency_retention_seconds=24 * 3600,
         max_attempts=2,
-        site_drain_after=3,
-        cancel_grace_seconds=60,
-        grant_seconds=300,
-        max_executions_per_operation=10,
     )
     return reap_lapsed_leases(session, now=now, policy=policy, limit=limit)
 

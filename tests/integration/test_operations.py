@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from nmdc_runtime.domain.operations import MAX_METADATA_BYTES, MAX_METADATA_KEYS
+from nmdc_runtime.config import Settings
+from nmdc_runtime.domain.operations import MAX_METADATA_KEYS
 from nmdc_runtime.models import Execution, Operation
 from nmdc_runtime.services.maintenance import delete_finished_operations
 from tests.integration.claim_world import (
@@ -21,6 +22,8 @@ from tests.integration.claim_world import (
     post_execution,
     register_data,
 )
+
+MAX_METADATA_BYTES = Settings.model_fields["max_metadata_bytes"].default
 
 
 @pytest.fixture

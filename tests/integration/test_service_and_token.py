@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
+
 from nmdc_runtime.auth import issue_token
 from nmdc_runtime.domain.principals import Principal
 from tests.integration.conftest import ADMIN_PASSWORD
@@ -86,6 +90,27 @@ def test_bodies_over_one_mebibyte_are_413(client, admin_headers):
 def test_openapi_and_docs_need_no_token(client):
     assert client.get("/openapi.json").status_code == 200
     assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_every_file_from_the_api_itself(client, page):
+    html = client.get(page).text
+    # Whatever the page loads (scripts, styles, icon, the OpenAPI document) is a path on this API, never a CDN.
+    loaded = re.findall(r"""(?:src|href)=["']([^"']+)|(?:url|spec-url)\s*[:=]\s*["']([^"']+)""", html)
+    urls = {a or b for a, b in loaded}
+    assert urls, html
+    assert all(url.startswith("/") for url in urls), urls
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert len(response.content) > 1000, url
+    assert "/openapi.json" in urls
+
+
+def test_docs_assets_are_a_fixed_set(client):
+    assert client.get("/docs/assets/swagger-ui.css").headers["content-type"].startswith("text/css")
+    for name in ("../__init__.py", "core.py", "..%2F__init__.py", "nothing.js"):
+        assert client.get(f"/docs/assets/{name}").status_code == 404, name
 
 
 def test_streamed_bodies_over_the_limit_are_413_too(client, admin_headers):

@@ -54,6 +54,11 @@ def test_metrics_carry_the_queues_figures_for_an_admin_or_the_scrape_token(scrap
     assert samples[("nmdc_claim_latency_seconds_count", ())] >= 1
     assert samples[("nmdc_oldest_unclaimed_job_age_seconds", ())] >= 0
     assert ("nmdc_data_resources_waiting", ()) in samples
+    # Executions are never deleted, so their number is a counter, named as Prometheus names counters.
+    assert samples[("nmdc_executions_total", ())] == 0
+    assert {f.name: f.type for f in text_string_to_metric_families(response.text)}[
+        "nmdc_executions"
+    ] == "counter"
     # An admin's token still works; a site's, a plain user's, or a wrong scrape token does not.
     assert client.get("/metrics", headers=world.admin).status_code == 200
     assert client.get("/metrics", headers=world.site_e).status_code == 403

@@ -66,7 +66,9 @@ def test_routes_do_not_import_other_routes():
         if path.name == "__init__.py":
             continue
         others = {name for name in _imports(path) if name.startswith("api.routes")}
-        assert not others, f"{path.name} imports {others}: shared shaping belongs in api/presenters.py"
+        assert not others, (
+            f"{path.name} imports {others}: shared shaping belongs in nmdc_runtime/presenters.py"
+        )
 
 
 def test_only_entry_points_read_the_settings_from_the_environment():
@@ -158,6 +160,12 @@ def test_functions_of_the_store_and_services_are_called_through_their_module(pat
 
 
 # --- the layers keep to their job ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", _modules("nmdc_runtime"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_runtime_imports_nothing_of_the_api(path):
+    """`api/` sits on top of `nmdc_runtime/`: the CLI and Dagster share what they need with it from below."""
+    assert not {name for name in _imports(path) if name == "api" or name.startswith("api.")}
 
 
 @pytest.mark.parametrize("path", _modules("nmdc_runtime/store"), ids=lambda p: p.name)

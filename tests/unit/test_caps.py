@@ -3,11 +3,17 @@ cases are in test_operation_rules.py)."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from nmdc_runtime.domain import executions as executions_rules
 from nmdc_runtime.domain.caps import check_cap, json_size
 from nmdc_runtime.domain.errors import InvalidInput
+
+MAX_BYTES = 64 * 1024
+_check_details = functools.partial(executions_rules.check_details, max_bytes=MAX_BYTES)
+_merged_details = functools.partial(executions_rules.merged_details, max_bytes=MAX_BYTES)
 
 
 def test_json_size_counts_compact_utf8_bytes():
@@ -38,25 +44,25 @@ def test_a_change_that_leaves_an_object_over_a_cap_no_bigger_is_accepted():
 
 
 def test_new_execution_details_are_capped_in_keys_and_bytes():
-    executions_rules.check_details({f"k{i}": i for i in range(executions_rules.MAX_DETAILS_KEYS)})
+    _check_details({f"k{i}": i for i in range(executions_rules.MAX_DETAILS_KEYS)})
     with pytest.raises(InvalidInput) as caught:
-        executions_rules.check_details({f"k{i}": i for i in range(executions_rules.MAX_DETAILS_KEYS + 1)})
+        _check_details({f"k{i}": i for i in range(executions_rules.MAX_DETAILS_KEYS + 1)})
     assert caught.value.details["field"] == "details"
-    fits = "x" * (executions_rules.MAX_DETAILS_BYTES - len('{"log":""}'))
-    executions_rules.check_details({"log": fits})
+    fits = "x" * (MAX_BYTES - len('{"log":""}'))
+    _check_details({"log": fits})
     with pytest.raises(InvalidInput):
-        executions_rules.check_details({"log": fits + "x"})
+        _check_details({"log": fits + "x"})
 
 
 def test_corrections_are_capped_on_the_merge_and_may_always_shrink():
-    half = "x" * (executions_rules.MAX_DETAILS_BYTES // 2)
-    stored = executions_rules.merged_details({}, {"a": half})
+    half = "x" * (MAX_BYTES // 2)
+    stored = _merged_details({}, {"a": half})
     # Each correction is small enough; the merge is not.
     with pytest.raises(InvalidInput) as caught:
-        executions_rules.merged_details(stored, {"b": half})
+        _merged_details(stored, {"b": half})
     assert caught.value.details["field"] == "details"
-    assert executions_rules.merged_details(stored, {"a": None, "b": half}) == {"b": half}
+    assert _merged_details(stored, {"a": None, "b": half}) == {"b": half}
     over = {"a": half, "b": half, "c": half}
-    assert executions_rules.merged_details(over, {"c": None}) == {"a": half, "b": half}
+    assert _merged_details(over, {"c": None}) == {"a": half, "b": half}
     with pytest.raises(InvalidInput):
-        executions_rules.merged_details(over, {"d": 1})
+        _merged_details(over, {"d": 1})

@@ -96,10 +96,19 @@ def test_configured_jwt_secret_wins(tmp_path: Path):
     assert not (tmp_path / "jwt_secret").exists()
 
 
-def test_a_signing_key_shorter_than_32_bytes_is_refused_by_name_without_echoing_it(monkeypatch):
-    # Bytes, not characters: sixteen two-byte characters are long enough, 31 ASCII ones are not.
-    assert Settings(jwt_secret="é" * 16).jwt_key() == "é" * 16
-    for weak in ("tiny-key", "x" * (MIN_JWT_SECRET_BYTES - 1), "é" * 15):
+def test_a_signing_key_shorter_than_32_bytes_or_monotonous_is_refused_by_name_without_echoing_it(monkeypatch):
+    # Bytes, not characters: sixteen varied two-byte characters are long enough, 31 ASCII ones are not.
+    varied = "éèêëàâäôöûüùçîïœ"
+    assert Settings(jwt_secret=varied).jwt_key() == varied
+    # Hex, the least varied of the usual random keys, has 16 values: well above the bound.
+    assert Settings(jwt_secret="0123456789abcdef" * 2).jwt_key() == "0123456789abcdef" * 2
+    long_but_dull = [
+        "x" * 64,  # one byte repeated
+        "é" * 16,  # 32 bytes, two values
+        "abcdefg" * 5,  # 35 bytes, seven values: one short of the bound
+    ]
+    lines = set()
+    for weak in ("tiny-key", "x" * (MIN_JWT_SECRET_BYTES - 1), varied[:15], *long_but_dull):
         monkeypatch.setenv("NMDC_JWT_SECRET", weak)
         with pytest.raises(ValidationError) as caught:
             Settings()
@@ -107,11 +116,14 @@ def test_a_signing_key_shorter_than_32_bytes_is_refused_by_name_without_echoing_
         assert line.startswith("NMDC_JWT_SECRET: must be at least 32 bytes")
         assert "\n" not in line
         assert weak not in str(caught.value)
+        lines.add(line)
+    assert len(lines) == 1  # short or dull, the same message
 
 
-def test_a_short_key_kept_in_nmdc_home_is_refused(tmp_path: Path):
-    (tmp_path / "jwt_secret").write_text("short\n")
-    with pytest.raises(RuntimeError, match="shorter than 32 bytes"):
+@pytest.mark.parametrize("kept", ["short", "z" * 48], ids=["short", "monotonous"])
+def test_a_weak_key_kept_in_nmdc_home_is_refused(tmp_path: Path, kept: str):
+    (tmp_path / "jwt_secret").write_text(kept + "\n")
+    with pytest.raises(RuntimeError, match="shorter than 32 bytes or of fewer than 8 different values"):
         Settings(home=tmp_path).jwt_key()
 
 

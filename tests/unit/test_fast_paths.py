@@ -39,6 +39,7 @@ def test_every_operations_column_is_given_by_a_claim_or_said_not_to_be():
         max_attempts=3,
         updated_at=datetime(2026, 1, 1, tzinfo=UTC),
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        group=None,
     )
     given = operations_rules.start_operation(job, site_id="site-e", now=datetime.now(UTC), lease_seconds=60)
     # The claim's statement writes exactly `_CLAIM_FIELDS`: what start_operation gives, and the new id.

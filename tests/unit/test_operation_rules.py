@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +15,8 @@ from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.domain.states import JobStatus, OperationState
 from nmdc_runtime.models import Job, Operation
 
+MAX_BYTES = 64 * 1024
+_merged_metadata = functools.partial(operations_rules.merged_metadata, max_bytes=MAX_BYTES)
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 S = OperationState
 J = JobStatus
@@ -436,7 +439,7 @@ def test_finishing_needs_exactly_one_outcome_matching_the_state():
 def test_metadata_merge_keeps_read_only_keys_and_ignores_server_keys():
     op, _ = _claimed()
     op.extra_metadata = {"progress": 10, "stage": "download"}
-    merged = operations_rules.merged_metadata(
+    merged = _merged_metadata(
         op,
         {
             "job_id": "job-1",
@@ -461,7 +464,7 @@ def test_metadata_merge_keeps_read_only_keys_and_ignores_server_keys():
 def test_changing_a_read_only_metadata_key_is_invalid(key, value):
     op, _ = _claimed()
     with pytest.raises(InvalidInput) as caught:
-        operations_rules.merged_metadata(op, {key: value})
+        _merged_metadata(op, {key: value})
     assert caught.value.details["field"] == f"metadata.{key}"
 
 
@@ -469,14 +472,14 @@ def test_changing_a_read_only_metadata_key_is_invalid(key, value):
 def test_progress_must_be_a_percentage(progress):
     op, _ = _claimed()
     with pytest.raises(InvalidInput):
-        operations_rules.merged_metadata(op, {"progress": progress})
+        _merged_metadata(op, {"progress": progress})
 
 
 def test_message_must_be_a_string():
     op, _ = _claimed()
     with pytest.raises(InvalidInput):
-        operations_rules.merged_metadata(op, {"message": 5})
-    assert operations_rules.merged_metadata(op, {"message": "ok", "progress": 99.5}) == {
+        _merged_metadata(op, {"message": 5})
+    assert _merged_metadata(op, {"message": "ok", "progress": 99.5}) == {
         "message": "ok",
         "progress": 99.5,
     }
@@ -485,9 +488,9 @@ def test_message_must_be_a_string():
 def test_metadata_is_capped_in_keys():
     op, _ = _claimed()
     op.extra_metadata = {f"k{i}": i for i in range(operations_rules.MAX_METADATA_KEYS - 1)}
-    assert len(operations_rules.merged_metadata(op, {"last": 1})) == operations_rules.MAX_METADATA_KEYS
+    assert len(_merged_metadata(op, {"last": 1})) == operations_rules.MAX_METADATA_KEYS
     with pytest.raises(InvalidInput) as caught:
-        operations_rules.merged_metadata(op, {"one": 1, "two": 2})
+        _merged_metadata(op, {"one": 1, "two": 2})
     assert caught.value.details["field"] == "metadata"
     assert str(operations_rules.MAX_METADATA_KEYS) in str(caught.value)
 
@@ -495,29 +498,29 @@ def test_metadata_is_capped_in_keys():
 def test_metadata_is_capped_in_bytes_as_compact_json():
     op, _ = _claimed()
     # {"a":"..."} is 8 bytes around the value; a non-ASCII character counts as its UTF-8 bytes.
-    fits = "x" * (operations_rules.MAX_METADATA_BYTES - 8 - 2) + "é"
-    assert json_size({"a": fits}) == operations_rules.MAX_METADATA_BYTES
-    assert operations_rules.merged_metadata(op, {"a": fits}) == {"a": fits}
+    fits = "x" * (MAX_BYTES - 8 - 2) + "é"
+    assert json_size({"a": fits}) == MAX_BYTES
+    assert _merged_metadata(op, {"a": fits}) == {"a": fits}
     with pytest.raises(InvalidInput) as caught:
-        operations_rules.merged_metadata(op, {"a": fits + "x"})
+        _merged_metadata(op, {"a": fits + "x"})
     assert caught.value.details["field"] == "metadata"
     # The cap is on the merge, not on one PATCH: many small additions cannot pass it either.
-    op.extra_metadata = {"a": "x" * (operations_rules.MAX_METADATA_BYTES // 2)}
+    op.extra_metadata = {"a": "x" * (MAX_BYTES // 2)}
     with pytest.raises(InvalidInput):
-        operations_rules.merged_metadata(op, {"b": "y" * (operations_rules.MAX_METADATA_BYTES // 2)})
+        _merged_metadata(op, {"b": "y" * (MAX_BYTES // 2)})
 
 
 def test_metadata_stored_over_a_cap_may_stay_or_shrink_but_not_grow():
     op, _ = _claimed()
     big = {f"k{i}": "v" * 1000 for i in range(operations_rules.MAX_METADATA_KEYS + 10)}
     op.extra_metadata = dict(big)
-    assert operations_rules.merged_metadata(op, {}) == big
-    assert operations_rules.merged_metadata(op, dict(big)) == big
-    assert len(operations_rules.merged_metadata(op, {"k0": None, "k1": "short"})) == len(big) - 1
+    assert _merged_metadata(op, {}) == big
+    assert _merged_metadata(op, dict(big)) == big
+    assert len(_merged_metadata(op, {"k0": None, "k1": "short"})) == len(big) - 1
     with pytest.raises(InvalidInput):
-        operations_rules.merged_metadata(op, {"new": 1})
+        _merged_metadata(op, {"new": 1})
     with pytest.raises(InvalidInput):
-        operations_rules.merged_metadata(op, {"k0": "v" * 1001})
+        _merged_metadata(op, {"k0": "v" * 1001})
 
 
 # --- who may act ----------------------------------------------------------------------------------------

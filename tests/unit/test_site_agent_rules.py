@@ -1,15 +1,21 @@
-"""Rules of `nmdc-site run` that need no server: the heartbeat's cadence and the idle message's rhythm."""
+"""Rules of `nmdc-site run` that need no server: the heartbeat's cadence, the idle message's rhythm, the
+command's executable, and leaving on a stop request."""
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from nmdc_site.cli import _until_stopped
 from nmdc_site.client import Operation
+from nmdc_site.run.command import executable
+from nmdc_site.run.errors import SiteFault
 from nmdc_site.run.heartbeat import Heartbeat, heartbeat_interval, lease_seconds
 from nmdc_site.run.loop import IdleLog
 
@@ -91,3 +97,34 @@ def test_no_work_is_said_at_once_then_only_now_and_then(caplog):
     idle.found()
     idle.empty()
     assert len(caplog.records) == 3
+
+
+def test_the_command_s_executable_is_resolved_or_named_as_the_site_s_fault(tmp_path, monkeypatch):
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\nexit 0\n")
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(SiteFault, match="the command's executable tool is not found on PATH"):
+        executable(["tool", "{inputs}"])  # not executable yet: PATH skips it
+    with pytest.raises(SiteFault, match=f"the command's executable {tool} is not executable"):
+        executable([str(tool)])
+    tool.chmod(0o755)
+    assert executable(["tool", "{inputs}"]) == str(tool)
+    assert executable([str(tool)]) == str(tool)
+    with pytest.raises(SiteFault, match=f"the command's executable {tmp_path} is not a file"):
+        executable([str(tmp_path)])
+    with pytest.raises(SiteFault, match=f"{tmp_path / 'gone'} does not exist"):
+        executable([str(tmp_path / "gone")])
+    with pytest.raises(SiteFault, match="no command to run"):
+        executable(["{inputs}"])
+
+
+def test_a_stop_request_leaves_work_that_does_not_wind_down_behind():
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    assert _until_stopped(lambda: threading.Event().wait(60) or 0, stop, grace=0.5) == 130
+    assert time.monotonic() - started < 1.5
+    # Work that ends in time gives its own status; what it raises is raised.
+    assert _until_stopped(lambda: 3, threading.Event()) == 3
+    with pytest.raises(SiteFault):
+        _until_stopped(lambda: executable(["{inputs}"]), threading.Event())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,13 +22,25 @@ class UnexpectedAnswer(ClientError):
 
 
 class ApiError(ClientError):
-    """The API answered with an error status; `detail` is its `{"detail": ...}`, or the raw text."""
+    """The API answered with an error status; `detail` is its `{"detail": ...}`, or the raw text.
 
-    def __init__(self, status_code: int, detail: Any, *, method: str = "", url: str = "") -> None:
+    `retry_after` is the answer's `Retry-After` in seconds (a 429 or a 503 says when to try again), or None.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: Any,
+        *,
+        method: str = "",
+        url: str = "",
+        retry_after: float | None = None,
+    ) -> None:
         self.status_code = status_code
         self.detail = detail
         self.method = method
         self.url = url
+        self.retry_after = retry_after
         super().__init__(f"{method} {url} -> {status_code}: {detail_text(detail)}".strip())
 
     @property
@@ -59,6 +73,11 @@ class PayloadTooLarge(ApiError):
     """413: the body is larger than the server accepts."""
 
 
+class TooManyRequests(ApiError):
+    """429: the server asks the caller to slow down (retried first, after its `Retry-After`; raised when retries
+    ran out)."""
+
+
 class ServerError(ApiError):
     """5xx: the server failed (retried first; raised when retries ran out)."""
 
@@ -71,7 +90,11 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     409: Conflict,
     413: PayloadTooLarge,
     422: ValidationError,
+    429: TooManyRequests,
 }
+
+MAX_RETRY_AFTER = 3600.0
+"""A `Retry-After` longer than this is taken as this."""
 
 
 def detail_text(detail: Any) -> str:
@@ -97,4 +120,28 @@ def error_for(response: httpx.Response) -> ApiError:
         detail = response.text or response.reason_phrase
     status = response.status_code
     cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
-    return cls(status, detail, method=response.request.method, url=str(response.request.url))
+    return cls(
+        status,
+        detail,
+        method=response.request.method,
+        url=str(response.request.url),
+        retry_after=retry_after(response.headers.get("Retry-After")),
+    )
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header: a number of seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)

@@ -4,9 +4,10 @@ Behaviour worth knowing:
 
 * Tokens are fetched on first use and renewed shortly before they expire (and once more on a 401, in case
   the server restarted with another key or the clock drifted).
-* Connection errors, timeouts and 5xx answers are retried with exponential backoff and jitter, as the
-  `RetryPolicy` says: a number of attempts, or until a deadline (a site holding a claim retries for as long as
-  its lease lasts); ``on_retry`` hears of each retry, so a program can say that the API is unreachable.
+* Connection errors, timeouts, 429 and 5xx answers are retried with exponential backoff and jitter, never
+  sooner than the answer's ``Retry-After``, as the `RetryPolicy` says: a number of attempts, or until a
+  deadline (a site holding a claim retries for as long as its lease lasts); ``on_retry`` hears of each retry,
+  so a program can say that the API is unreachable. Token requests are retried the same way.
   ``with client.retry_policy(policy):`` changes the policy for the calling thread only.
 * Every POST carries an ``Idempotency-Key``: one key per logical call, reused by its retries, so a retried
   ``POST /data_resources`` or ``POST /jobs/{id}/executions`` cannot create twice. Pass ``idempotency_key=`` to
@@ -36,6 +37,7 @@ from nmdc_site import __version__
 from nmdc_site.client.errors import (
     ApiError,
     ServerError,
+    TooManyRequests,
     TransportError,
     Unauthorized,
     UnexpectedAnswer,
@@ -59,7 +61,7 @@ from nmdc_site.client.models import (
 M = TypeVar("M", bound=BaseModel)
 
 USER_AGENT = f"nmdc-site/{__version__}"
-RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ class Claim:
 
 @dataclass(frozen=True)
 class RetryNotice:
-    """One retry about to happen: the request failed on the way (no answer, or a 5xx) and is tried again."""
+    """One retry about to happen: the request failed on the way (no answer, a 429 or a 5xx) and is tried
+    again."""
 
     number: int
     """1 for the first retry."""
@@ -83,7 +86,7 @@ class RetryNotice:
     method: str
     path: str
     status: int | None
-    """The 5xx status, or None when the API could not be reached at all."""
+    """The 429 or 5xx status, or None when the API could not be reached at all."""
     reason: str
 
     @property
@@ -94,12 +97,14 @@ class RetryNotice:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try a request that failed on the way: connection errors, timeouts, 500/502/503/504.
+    """How hard to try a request that failed on the way: connection errors, timeouts, 429, 500/502/503/504.
 
     `attempts` counts every try, the first included (None: no limit, `deadline` alone bounds them);
-    `initial` and `maximum` bound the exponential backoff, in seconds. `deadline`, when given, is read before
-    each retry and returns the `time.monotonic()` after which no retry starts (and no wait lasts past it).
-    `on_retry` is called before each wait, `sleep` does the waiting (an `Event.wait` makes it interruptible).
+    `initial` and `maximum` bound the exponential backoff, in seconds; an answer's `Retry-After` lengthens a
+    wait past `maximum` if it asks for more. `deadline`, when given, is read before each retry and returns the
+    `time.monotonic()` after which no retry starts (and no wait lasts past it). `on_retry` is called before
+    each wait, `sleep` does the waiting (an `Event.wait` makes it interruptible). `timeout`, when given,
+    replaces the client's own timeout for each try, in seconds.
     """
 
     attempts: int | None = 6
@@ -108,6 +113,7 @@ class RetryPolicy:
     deadline: Callable[[], float] | None = None
     on_retry: Callable[[RetryNotice], None] | None = None
     sleep: Callable[[float], object] = time.sleep
+    timeout: float | None = None
 
     @property
     def retries(self) -> int | None:
@@ -117,7 +123,7 @@ class RetryPolicy:
 
 def _reason(exc: BaseException) -> str:
     """One line on why a request failed on the way."""
-    if isinstance(exc, ServerError):
+    if isinstance(exc, ApiError):
         return f"{exc.status_code} {exc.detail}"
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -245,13 +251,16 @@ class NmdcClient:
         finally:
             self._local.retry = previous
 
+    def _policy(self) -> RetryPolicy:
+        return getattr(self._local, "retry", None) or self.retry
+
     def _retrying(self, method: str, path: str) -> tenacity.Retrying:
-        policy: RetryPolicy = getattr(self._local, "retry", None) or self.retry
+        policy = self._policy()
 
         def retryable(exc: BaseException) -> bool:
             if isinstance(exc, httpx.TransportError):
                 return True
-            return isinstance(exc, ServerError) and exc.status_code in RETRYABLE_STATUS
+            return isinstance(exc, ServerError | TooManyRequests) and exc.status_code in RETRYABLE_STATUS
 
         def past_deadline(_state: tenacity.RetryCallState) -> bool:
             return policy.deadline is not None and time.monotonic() >= policy.deadline()
@@ -260,6 +269,9 @@ class NmdcClient:
 
         def wait(state: tenacity.RetryCallState) -> float:
             delay = backoff(state)
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, ApiError) and exc.retry_after is not None:
+                delay = max(delay, exc.retry_after)  # the server said when: not sooner
             if policy.deadline is not None:
                 delay = min(delay, max(0.0, policy.deadline() - time.monotonic()))
             return delay
@@ -275,7 +287,7 @@ class NmdcClient:
                     delay=state.next_action.sleep,
                     method=method,
                     path=path,
-                    status=exc.status_code if isinstance(exc, ServerError) else None,
+                    status=exc.status_code if isinstance(exc, ApiError) else None,
                     reason=_reason(exc),
                 )
             )
@@ -316,6 +328,9 @@ class NmdcClient:
         query = _drop_none(query)
 
         tries = 0
+        policy = self._policy()
+        # httpx's own default ("use the client's") is a sentinel that cannot be passed on explicitly.
+        timeout = {} if policy.timeout is None else {"timeout": policy.timeout}
 
         def attempt() -> httpx.Response:
             nonlocal tries
@@ -324,12 +339,14 @@ class NmdcClient:
                 token = self._bearer()
                 if token:
                     headers["Authorization"] = f"Bearer {token}"
-            response = self._http.request(method, path, params=query, json=json, data=data, headers=headers)
+            response = self._http.request(
+                method, path, params=query, json=json, data=data, headers=headers, **timeout
+            )
             if response.status_code == 401 and authenticate and self._grant is not None:
                 # The token may have been revoked by a key change or clock skew: one fresh token, one retry.
                 headers["Authorization"] = f"Bearer {self._bearer(force=True)}"
                 response = self._http.request(
-                    method, path, params=query, json=json, data=data, headers=headers
+                    method, path, params=query, json=json, data=data, headers=headers, **timeout
                 )
             if response.status_code >= 400:
                 raise error_for(response)
@@ -419,9 +436,11 @@ class NmdcClient:
         checksums: list[dict[str, str]],
         description: str | None = None,
         requires_grant: bool = False,
+        group: str | None = None,
         idempotency_key: str | None = None,
     ) -> DataResource:
-        """Register a data resource of the caller's site (`requires_grant`: served only with a grant)."""
+        """Register a data resource of the caller's site (`requires_grant`: served only with a grant; `group`:
+        the sample or data generation it belongs to)."""
         body = _drop_none(
             {
                 "name": name,
@@ -432,6 +451,7 @@ class NmdcClient:
                 "description": description,
                 # Sent only when set: servers that predate grants keep accepting the registration.
                 "requires_grant": True if requires_grant else None,
+                "group": group,
             }
         )
         return DataResource.model_validate(
@@ -470,14 +490,18 @@ class NmdcClient:
         config: dict[str, Any] | None = None,
         enabled: bool = True,
         lease_seconds: int | None = None,
+        inputs: dict[str, dict[str, Any]] | None = None,
     ) -> Workflow:
-        """Create a workflow (admin); `lease_seconds` (sent only when given) is how long its claims may last."""
+        """Create a workflow (admin); `lease_seconds` (sent only when given) is how long its claims may last;
+        `inputs` names its inputs by role (`{role: {"data_type", "optional"?}}`), which decide its data types."""
         body = _drop_none(
             {
                 "id": workflow_id,
                 "name": name or workflow_id,
                 "version": version,
-                "data_types": data_types or [],
+                # A workflow's inputs decide its data types: the two are never sent together.
+                "data_types": (data_types or []) if inputs is None else None,
+                "inputs": inputs,
                 "required_capabilities": required_capabilities or [],
                 "config": config or {},
                 "enabled": enabled,
@@ -499,11 +523,24 @@ class NmdcClient:
     # ---- jobs ---------------------------------------------------------------------------------------
 
     def create_job(
-        self, workflow_id: str, data_resource_ids: list[str], config: dict[str, Any] | None = None
+        self,
+        workflow_id: str,
+        data_resource_ids: list[str] | None = None,
+        config: dict[str, Any] | None = None,
+        *,
+        inputs: dict[str, str] | None = None,
+        group: str | None = None,
     ) -> Job:
-        """Make a job by hand (admin)."""
+        """Make a job by hand (admin), over data resources and (`inputs`) data resources by role."""
         body = _drop_none(
-            {"workflow_id": workflow_id, "data_resource_ids": data_resource_ids, "config": config}
+            {
+                "workflow_id": workflow_id,
+                # Left out when only inputs by role are given (servers before roles require the field).
+                "data_resource_ids": data_resource_ids or ([] if inputs is None else None),
+                "inputs": inputs,
+                "group": group,
+                "config": config,
+            }
         )
         return Job.model_validate(self._send("POST", "/jobs", json=body))
 
@@ -513,6 +550,7 @@ class NmdcClient:
         status: str | None = None,
         workflow_id: str | None = None,
         data_resource_id: str | None = None,
+        group: str | None = None,
         claimable: bool | None = None,
         page_size: int = 100,
     ) -> Iterator[Job]:
@@ -524,6 +562,7 @@ class NmdcClient:
             status=status,
             workflow_id=workflow_id,
             data_resource_id=data_resource_id,
+            group=group,
             claimable=True if claimable else None,
         )
 
@@ -545,9 +584,14 @@ class NmdcClient:
         """Cancel a job (admin); an active operation gets `cancel_requested`."""
         return Job.model_validate(self._send("POST", f"/jobs/{job_id}:cancel"))
 
-    def release_job(self, job_id: str) -> Job:
-        """Give a claimed job back; the release does not count as a failed attempt."""
-        return Job.model_validate(self._send("POST", f"/jobs/{job_id}:release"))
+    def release_job(self, job_id: str, *, reason: str | None = None, message: str = "") -> Job:
+        """Give a claimed job back; the release does not count as a failed attempt.
+
+        `reason` says why (``SITE_FAULT``: the failure was this site's own; ``SHUTDOWN``: it is stopping) and
+        is kept, with `message`, in the operation's ``error.details.reason``; the body is sent only with it.
+        """
+        body = None if reason is None else {"reason": {"code": reason, "message": message}}
+        return Job.model_validate(self._send("POST", f"/jobs/{job_id}:release", json=body))
 
     # ---- operations ---------------------------------------------------------------------------------
 

@@ -74,6 +74,8 @@ class DataResource(ApiModel):
     description: str | None = None
     requires_grant: bool = False
     """Its data site serves it only with an access grant (`NmdcClient.access`)."""
+    group: str | None = None
+    """The sample or data generation it belongs to (servers that know groups)."""
     created_at: datetime | None = None
 
     def checksum(self, kind: str) -> str | None:
@@ -102,6 +104,8 @@ class Workflow(ApiModel):
     enabled: bool = True
     lease_seconds: int | None = None
     """How long a claim of its jobs may last, when the workflow says (servers that know the field)."""
+    inputs: dict[str, Any] | None = None
+    """Its inputs by role (`{role: {"data_type", "optional"}}`), if it names them."""
 
 
 class Job(ApiModel):
@@ -117,6 +121,14 @@ class Job(ApiModel):
     def data_resources(self) -> list[DataResource]:
         """The job's inputs, in full, as fixed when the job was made."""
         return [DataResource.model_validate(item) for item in self.config.get("data_resources", [])]
+
+    @property
+    def inputs(self) -> dict[str, DataResource]:
+        """Those of its inputs that fill a role of its workflow, by role (none for jobs made without roles)."""
+        return {
+            role: DataResource.model_validate(item)
+            for role, item in (self.config.get("inputs") or {}).items()
+        }
 
 
 class Execution(ApiModel):

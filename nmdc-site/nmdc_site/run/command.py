@@ -1,5 +1,9 @@
 """The site's command: how it is called (argv, environment, folders) and how it is supervised while it runs
-(its own process group; stopped on cancel, suspended while paused, killed with the agent)."""
+(its own process group; stopped on cancel, suspended while paused, killed with the agent).
+
+A command that cannot be run at all (its executable missing or not executable, or exit status 126 or 127,
+which a shell uses for those) is the site's own fault (`SiteFault`); any other non-zero exit status is the
+command's failure (COMMAND_FAILED)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,32 +20,68 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from nmdc_site.client import Job
-from nmdc_site.run.errors import Interrupted
+from nmdc_site.run.errors import Interrupted, SiteFault
 from nmdc_site.run.heartbeat import Heartbeat
 
 log = logging.getLogger("nmdc_site.run")
 
 LOG_TAIL_LINES = 20
+STOP_GRACE = 2.0
+"""Seconds the command gets between SIGTERM and SIGKILL when the agent itself stops (Ctrl-C, SIGTERM): the
+agent promises to be gone within 5 s."""
+SITE_FAULT_EXIT_CODES = frozenset({126, 127})
+"""Exit statuses that say the command could not be run at all (a shell's "not executable", "not found"): the
+site's own fault, not the job's."""
+
+
+def executable(command: list[str]) -> str:
+    """The path of the command's executable, as `PATH` resolves it; `SiteFault` when it is missing or not
+    executable (checked before any claim, and again when the command starts)."""
+    if not command or command[0] == "{inputs}":
+        raise SiteFault("no command to run: give it after --")
+    name = command[0]
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    path = Path(name)
+    if os.sep in name and path.exists():
+        why = "is not a file" if not path.is_file() else "is not executable"
+        raise SiteFault(f"the command's executable {name} {why}")
+    where = "does not exist" if os.sep in name else "is not found on PATH"
+    raise SiteFault(f"the command's executable {name} {where}")
 
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def command_argv(command: list[str], inputs: list[Path]) -> list[str]:
-    """The argv to run: ``{inputs}`` replaced by the input paths, or the paths appended."""
+ROLE_FIELD = re.compile(r"\{inputs\.([A-Za-z_][A-Za-z0-9_]*)\}")
+"""``{inputs.ROLE}`` in an argument: the local path of the job's input of that role."""
+
+
+def command_argv(
+    command: list[str], inputs: list[Path], roles: Mapping[str, Path] | None = None
+) -> list[str]:
+    """The argv to run: an argument ``{inputs}`` replaced by the input paths, and ``{inputs.ROLE}`` within an
+    argument by the path of the input of that role (`roles`); an argument naming a role the job has no input
+    for (an optional one its group lacked) is left out. With neither, the paths are appended."""
     paths = [str(p) for p in inputs]
-    if "{inputs}" in command:
-        argv: list[str] = []
-        for arg in command:
-            argv.extend(paths if arg == "{inputs}" else [arg])
-        return argv
-    return [*command, *paths]
+    roles = roles or {}
+    if "{inputs}" not in command and not any(ROLE_FIELD.search(arg) for arg in command):
+        return [*command, *paths]
+    argv: list[str] = []
+    for arg in command:
+        if arg == "{inputs}":
+            argv.extend(paths)
+        elif all(role in roles for role in ROLE_FIELD.findall(arg)):
+            argv.append(ROLE_FIELD.sub(lambda m: str(roles[m.group(1)]), arg))
+    return argv
 
 
 def command_environment(
@@ -121,37 +162,48 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
 
-    def _terminate(self, proc: subprocess.Popen) -> None:
+    def _terminate(self, proc: subprocess.Popen, grace: float) -> None:
         self._signal(proc, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
         self._signal(proc, signal.SIGTERM)
         try:
-            proc.wait(self.grace)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             self._signal(proc, signal.SIGKILL)
             proc.wait()
 
     def run(self, heartbeat: Heartbeat, progress_file: Path, stopping: threading.Event) -> CommandOutcome:
-        """Run the command to its end (or until a cancel, a lost lease or the agent's stop)."""
+        """Run the command to its end (or until a cancel, a lost lease or the agent's stop).
+
+        `SiteFault` when it cannot be started at all (its executable missing or not executable).
+        """
         started = now_rfc3339()
         log.info("running %s", " ".join(self.argv))
         with self.log_path.open("a") as sink:
-            proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            )
+            try:
+                proc = subprocess.Popen(
+                    self.argv,
+                    env=self.env,
+                    cwd=self.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                )
+            except OSError as exc:  # not found, not executable, not a program: exec failed
+                raise SiteFault(
+                    f"the command could not be started: {exc.strerror or exc}",
+                    f"{self.argv[0]}: {exc}",
+                ) from exc
             pump = threading.Thread(target=self._pump, args=(proc, sink), daemon=True)
             pump.start()
             stopped = canceled = False
             t0 = time.monotonic()
+            grace = self.grace
             try:
                 while proc.poll() is None:
                     if stopping.is_set():
+                        grace = min(self.grace, STOP_GRACE)
                         raise Interrupted()
                     if heartbeat.lost:
                         raise heartbeat.lost
@@ -177,8 +229,8 @@ class Supervisor:
                     time.sleep(0.2)
             finally:
                 if proc.poll() is None:
-                    self._terminate(proc)
-                pump.join(5)
+                    self._terminate(proc, grace)
+                pump.join(1 if stopping.is_set() else 5)
         return CommandOutcome(
             exit_code=None if canceled else proc.returncode,
             started_at=started,

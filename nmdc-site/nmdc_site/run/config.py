@@ -26,3 +26,6 @@ class RunConfig:
     once: bool = False
     allowed_hosts: tuple[AllowedHost, ...] = ()
     publish_log_tail: bool = False
+    min_rate: float = 16 * 1024
+    stall_seconds: float = 60.0
+    release_on_exit: bool = False

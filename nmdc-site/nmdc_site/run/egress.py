@@ -29,6 +29,11 @@ class Refused(Exception):
     """A download the agent will not make: another scheme, an address that is not public, too many redirects."""
 
 
+class NotAllowed(Refused):
+    """The input's own host (not one it redirects to) resolves to an address that is not public, and
+    `--allow-host` does not admit it: the site's own rules refuse it."""
+
+
 @dataclass(frozen=True)
 class AllowedHost:
     """A host (any port, or one port) the agent may download from although its address is not public."""
@@ -102,7 +107,7 @@ class Egress:
         if not any(rule.admits(host, port) for rule in self.allowed):
             hidden = [address for address in addresses if not is_public(address)]
             if hidden:
-                raise Refused(
+                raise NotAllowed(
                     f"{host}:{port} resolves to {hidden[0]}, which is not a public address "
                     "(allow it with --allow-host if it is meant)"
                 )
@@ -120,8 +125,14 @@ class Egress:
         """
         current = httpx.URL(url)
         home = _origin(current)
-        for _ in range(self.max_redirects + 1):
-            pinned, host_header, extensions = self.pin(current)
+        for hop in range(self.max_redirects + 1):
+            try:
+                pinned, host_header, extensions = self.pin(current)
+            except NotAllowed as exc:
+                if hop == 0:
+                    raise
+                # Where a data site redirects to is its doing, not the site's own rules' fault.
+                raise Refused(f"a redirect to {exc}") from None
             sent = {**(dict(headers or {}) if _origin(current) == home else {}), **host_header}
             request = client.build_request("GET", pinned, headers=sent, extensions=extensions)
             response = client.send(request, stream=True, follow_redirects=False)

@@ -6,8 +6,8 @@ of the last renewal), so a cancel or pause request is seen within 30 s and two h
 lease ends. Each PATCH reports the latest progress and message; its answer brings ``cancel_requested`` and
 ``paused``.
 
-While the claim is held, a request that fails on the way (API unreachable, 5xx) is retried for as long as the
-lease lasts, counted from the last renewal the server confirmed; a paused operation does not lapse, so while
+While the claim is held, a request that fails on the way (API unreachable, 429, 5xx) is retried for as long as
+the lease lasts, counted from the last renewal the server confirmed; a paused operation does not lapse, so while
 paused it is retried without end. Past that the claim is given up as `LeaseRanOut`.
 """
 
@@ -29,11 +29,16 @@ from nmdc_site.client import (
     RetryNotice,
     RetryPolicy,
     ServerError,
+    TooManyRequests,
     TransportError,
 )
 from nmdc_site.run.errors import LeaseRanOut, OperationLost
 
 log = logging.getLogger("nmdc_site.run")
+
+UNANSWERED = (TransportError, ServerError, TooManyRequests)
+"""What a request ends in when the API did not really answer (unreachable, failing, asking to slow down) even
+after its retries: while a claim is held, only the lease running out makes these final."""
 
 MAX_INTERVAL = 30.0
 MIN_INTERVAL = 0.1
@@ -170,7 +175,7 @@ class Heartbeat(threading.Thread):
         except (Conflict, NotFound, Forbidden) as exc:
             self.lost = OperationLost(f"the operation is no longer ours: {exc.detail}")
             return
-        except (TransportError, ServerError) as exc:
+        except UNANSWERED as exc:
             if self._stopped():
                 return
             if self.remaining() <= 0:

@@ -1,20 +1,41 @@
 """The agent's loop: check the set-up once, then resume the job in hand or claim a new one, one at a time.
 
-Before the agent holds a claim, an API that cannot be reached is retried as the client's policy says (each
-retry is logged) and then ends the run: the caller reports it and exits 1. While it holds one, requests are
-retried for as long as the lease lasts (`nmdc_site.run.heartbeat`).
+The check comes before any claim, so a site that cannot run a job never takes one: the command's executable
+resolves and is executable, the state dir is writable, the API answers the site's credentials, the workflow
+exists and the site has its capabilities. Before the agent holds a claim, an API that cannot be reached is
+retried as the client's policy says (each retry is logged) and then ends the run: the caller reports it and
+exits 1. While it holds one, requests are retried for as long as the lease lasts (`nmdc_site.run.heartbeat`).
+
+A job given back as the site's own fault (`SITE_FAULT`) ends the run too (exit 1): the next job would fail the
+same way, and a supervisor restarting the agent gets the check first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from nmdc_site.client import Conflict, Forbidden, Job, NmdcClient, NotFound, Operation, Workflow
+from nmdc_site.client import (
+    ApiError,
+    ClientError,
+    Conflict,
+    Forbidden,
+    Job,
+    NmdcClient,
+    NotFound,
+    Operation,
+    RetryPolicy,
+    Site,
+    Workflow,
+)
+from nmdc_site.run.command import executable
 from nmdc_site.run.config import RunConfig
-from nmdc_site.run.errors import Interrupted, LeaseRanOut
+from nmdc_site.run.errors import Interrupted, LeaseRanOut, SiteFault
 from nmdc_site.run.job import ClaimedJob
 from nmdc_site.run.state import StateDir
 
@@ -22,10 +43,21 @@ log = logging.getLogger("nmdc_site.run")
 
 IDLE_LOG_SECONDS = 300.0
 """How often, at most, the agent says that it found no work."""
+RELEASE_ON_EXIT_SECONDS = 1.0
+"""How long the release of `--release-on-exit` may take: the agent is gone within 5 s of a stop request."""
 
 
 class SetupError(Exception):
     """The agent cannot do what it was asked: unknown workflow, missing capability, not a site's credentials."""
+
+
+class HostProblem(SetupError):
+    """This host cannot run a job: the command's executable, or the state dir. `public` says which in fixed
+    words, for a release's reason (which every token reads)."""
+
+    def __init__(self, message: str, public: str) -> None:
+        super().__init__(message)
+        self.public = public
 
 
 class IdleLog:
@@ -59,22 +91,72 @@ class IdleLog:
         self._looks = 0
 
 
+@dataclass
+class Plan:
+    """What the checks found: what the agent would run, for whom (`nmdc-site run --check` prints it)."""
+
+    workflow: Workflow
+    site: Site
+    executable: str
+
+    def lines(self, config: RunConfig) -> list[str]:
+        allowed = ", ".join(
+            f"{rule.host}:{rule.port}" if rule.port else rule.host for rule in config.allowed_hosts
+        )
+        floor = (
+            f"a download slower than {config.min_rate:g} bytes a second over {config.stall_seconds:g} s ends "
+            "its attempt (UNAVAILABLE)"
+            if config.min_rate > 0
+            else "no floor on download speed"
+        )
+        return [
+            f"workflow   {self.workflow.id} (version {self.workflow.version}"
+            f"{', disabled' if not self.workflow.enabled else ''}), requires: "
+            f"{', '.join(self.workflow.required_capabilities) or 'nothing'}",
+            f"site       {self.site.id}, capabilities: {', '.join(self.site.capabilities) or 'none'}",
+            f"command    {' '.join(config.command)}",
+            f"executable {self.executable}",
+            "inputs     in place of {inputs} (or appended), each as a local path; environment "
+            "NMDC_JOB_ID, NMDC_OPERATION_ID, NMDC_WORKFLOW_ID, NMDC_JOB_CONFIG, NMDC_INPUTS, NMDC_OUTPUT_DIR, "
+            "NMDC_PROGRESS_FILE",
+            f"downloads  from public addresses{f', and {allowed} (--allow-host)' if allowed else ''}; {floor}",
+            f"state dir  {Path(config.state_dir).resolve()} (writable)",
+        ]
+
+
 class Agent:
     """The executing site's loop: resume the job in hand, or claim a new one; one job at a time."""
 
-    def __init__(self, api: NmdcClient, config: RunConfig, public_url: str) -> None:
+    def __init__(
+        self, api: NmdcClient, config: RunConfig, public_url: str, stopping: threading.Event | None = None
+    ) -> None:
         self.api = api
         self.config = config
         self.public_url = public_url.rstrip("/")
         self.state = StateDir(config.state_dir)
-        self.stopping = threading.Event()
-        # Jobs this process finished with an error: not claimed again by it, so a bad input is not hammered.
+        self.stopping = stopping or threading.Event()
+        # Jobs this process finished with an error or gave back: not claimed again by it, so a bad input is
+        # not hammered.
         self.failed_here: set[str] = set()
         self.handled: list[dict[str, Any]] = []
         self.idle = IdleLog(config.workflow_id, config.poll_interval)
+        self.fault: str | None = None
+        """Why the run ended with a job given back as the site's own fault, when it did."""
 
-    def check(self) -> Workflow:
-        """The start-up checks: the workflow exists and this site has every capability it requires."""
+    def check(self) -> Plan:
+        """The checks before any claim: this host first (the command's executable, a writable state dir), then
+        the API (the credentials, the workflow, the site's capabilities). `SetupError` names what fails."""
+        try:
+            found = executable(self.config.command)
+        except SiteFault as exc:
+            raise HostProblem(str(exc), "the command's executable is missing or not executable") from None
+        try:
+            self.state.check_writable()
+        except OSError as exc:
+            raise HostProblem(
+                f"the state dir {self.state.root} is not writable: {exc.strerror or exc}",
+                "the agent's state dir is not writable",
+            ) from None
         workflow_id = self.config.workflow_id
         try:
             workflow = self.api.get_workflow(workflow_id)
@@ -97,7 +179,7 @@ class Agent:
         if not workflow.enabled:
             log.warning("workflow %s is disabled: no new jobs are made for it", workflow.id)
         log.info("site %s takes jobs of workflow %s (version %s)", site.id, workflow.id, workflow.version)
-        return workflow
+        return Plan(workflow=workflow, site=site, executable=found)
 
     # -- finding work
 
@@ -119,9 +201,8 @@ class Agent:
         try:
             job = self.api.get_job(job_id)
             claim = self.api.claim_job(job_id, lease_seconds=self.config.lease_seconds)
-        except (Conflict, NotFound, Forbidden) as exc:
-            log.warning("job %s from the state dir cannot be resumed (%s); forgetting it", job_id, exc.detail)
-            self.state.clear()
+        except (Conflict, NotFound) as exc:
+            self._forget(saved, exc)
             return None
         if claim.operation.id != saved["operation_id"]:
             log.info("lease had lapsed: job %s now runs under operation %s", job_id, claim.operation.id)
@@ -137,15 +218,80 @@ class Agent:
             )
         return job, claim.operation, claim.new
 
+    def _forget(self, saved: dict[str, Any], refusal: ApiError) -> None:
+        """The recorded job cannot be taken up again (the claim is gone): say what is lost, and forget it."""
+        job_id, operation_id = saved["job_id"], saved["operation_id"]
+        if saved.get("phase") in ("ran", "executed"):
+            try:
+                operation = self.api.get_operation(operation_id)
+            except ApiError:
+                operation = None
+            if operation is not None and operation.done and operation.metadata.state == "succeeded":
+                log.info("job %s was finished already (operation %s succeeded)", job_id, operation_id)
+            else:
+                log.warning(
+                    "job %s: its finished work (exit status %s) is dropped: the claim is gone (%s)",
+                    job_id,
+                    saved.get("exit_code"),
+                    refusal.detail,
+                )
+        else:
+            log.warning(
+                "job %s from the state dir cannot be resumed (%s); forgetting it", job_id, refusal.detail
+            )
+        self.state.clear()
+
+    def settle(self, problem: HostProblem) -> None:
+        """The host check failed: the job recorded in the state dir is not left to lapse. Finished work is
+        reported (it needs no command); a job not that far is given back (SITE_FAULT)."""
+        saved = self.state.load()
+        if saved is None:
+            return
+        job_id = saved["job_id"]
+        if saved.get("phase") != "claimed":
+            log.info("job %s: reporting what its command finished before stopping", job_id)
+            self.run(recorded_only=True)
+            return
+        message = f"the site's check before taking the job up again failed: {problem.public}"
+        with contextlib.suppress(Conflict, NotFound):  # the claim was gone already
+            self.api.release_job(job_id, reason="SITE_FAULT", message=message)
+        self.state.clear()
+        log.warning("job %s given back (SITE_FAULT): %s", job_id, problem)
+
+    def _release_on_exit(self, job_id: str) -> None:
+        """`--release-on-exit`: give the job back (SHUTDOWN) unless it holds finished work, which is kept."""
+        saved = self.state.load()
+        if saved is None or saved.get("job_id") != job_id:
+            return
+        if saved.get("phase") != "claimed":
+            log.info(
+                "job %s has finished work to report: it stays claimed, reported on the next start", job_id
+            )
+            return
+        quick = RetryPolicy(attempts=1, timeout=RELEASE_ON_EXIT_SECONDS)
+        try:
+            with self.api.retry_policy(quick):
+                self.api.release_job(job_id, reason="SHUTDOWN", message="the agent was stopped")
+        except (Conflict, NotFound):
+            pass  # the claim was gone already
+        except ClientError as exc:
+            log.warning("could not give job %s back (%s); it stays claimed in the state dir", job_id, exc)
+            return
+        self.state.clear()
+        log.info("stopping; job %s given back (SHUTDOWN)", job_id)
+
     # -- the loop
 
-    def run(self) -> int:
-        """Handle jobs until stopped (or one job with `once`); returns a process exit status.
+    def run(self, *, recorded_only: bool = False) -> int:
+        """Handle jobs until stopped (or one job with `once`, or only the job recorded in the state dir with
+        `recorded_only`); returns a process exit status.
 
         API failures before a claim is held propagate (a `ClientError`) once the client's retries are spent.
         """
         while not self.stopping.is_set():
             saved = self.state.load()
+            if saved is None and recorded_only:
+                return 0
             found = self._resume(saved) if saved else self._next_job()
             if found is None:
                 if saved is None:
@@ -176,16 +322,23 @@ class Agent:
             try:
                 outcome = claimed.handle()
             except Interrupted:
-                log.info("stopping; job %s stays claimed and resumes on the next start", job.id)
+                if self.config.release_on_exit:
+                    self._release_on_exit(job.id)
+                else:
+                    log.info("stopping; job %s stays claimed and resumes on the next start", job.id)
                 return 130
             except LeaseRanOut as exc:
                 log.warning("job %s: %s", job.id, exc)
                 log.warning("job %s: the claim stays recorded and is taken up again", job.id)
                 continue
+            self.handled.append(outcome)
+            if outcome.get("state") == "released":
+                self.failed_here.add(job.id)
+                self.fault = f"job {job.id} given back as this site's fault: {outcome['reason']['message']}"
+                return 1
             code = (outcome.get("error") or {}).get("code")
             if code and code != "CANCELLED":
                 self.failed_here.add(job.id)
-            self.handled.append(outcome)
             if self.config.once:
                 return 0 if outcome.get("state") == "succeeded" else 1
         return 0

@@ -1,8 +1,9 @@
 """What the agent remembers across restarts: the job in hand and how far it got, in the state dir.
 
 ``current.json`` records the claimed job, its operation and its step (``claimed`` -> ``ran`` ->
-``executed``); ``jobs/<job_id>/`` holds the job's inputs, config, progress file and command log;
-``outputs/<job_id>/`` the outputs the agent serves.
+``executed``); from ``ran`` on, also what the command finished: the execution to post and how to finish the
+operation, so that a restart sends them as they were. ``jobs/<job_id>/`` holds the job's inputs, config,
+progress file and command log; ``outputs/<job_id>/`` the outputs the agent serves.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ class StateDir:
         self.outputs_root.mkdir(exist_ok=True)
         self._current = self.root / "current.json"
 
+    def check_writable(self) -> None:
+        """OSError unless a file can be written (and removed) where the agent writes: the state dir, the jobs'
+        folders and the outputs' folder."""
+        for folder in (self.root, self.root / "jobs", self.outputs_root):
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".write-check-{os.getpid()}"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+
     def load(self) -> dict[str, Any] | None:
         """The recorded claim, or None."""
         try:
@@ -34,8 +44,12 @@ class StateDir:
     def save(self, state: dict[str, Any]) -> None:
         """Record the claim and its step."""
         # Write-then-rename: a crash leaves the old state or the new one, never half of one.
+        # Flushed to the disk before the rename: what the command finished must survive a crash of the host.
         tmp = self._current.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(state, indent=2))
+        with tmp.open("w") as handle:
+            handle.write(json.dumps(state, indent=2))
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, self._current)
 
     def clear(self) -> None:

@@ -7,13 +7,14 @@ jobs for the data they accept (backfills)."""
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import (
     AddDynamicPartitionsRequest,
     AssetMaterialization,
+    AssetSelection,
+    MetadataValue,
     ResourceParam,
     SensorEvaluationContext,
     SensorResult,
@@ -37,8 +38,11 @@ from nmdc_runtime.store import pipeline as pipeline_store
 
 DATA_RESOURCES_SENSOR = "data_resources_sensor"
 DESCRIPTION = (
-    "Makes one job per enabled workflow whose data_types contain a new data resource's data_type, and "
-    "backfills workflows created, re-enabled or changed later. Cursor: the last data resource seq matched."
+    "Makes one job per enabled workflow whose data_types contain a new data resource's data_type (for a "
+    "workflow with inputs by role: one job per group once the group has every required role), and backfills "
+    "workflows created, re-enabled or changed later. What it made: the jobs asset's Events tab, one "
+    "materialization per workflow and tick (created_by names the tick). Every tick shows as skipped, since it "
+    "launches no run; the ones that made jobs say so. Cursor: the last data resource seq matched."
 )
 """What the UI says of the sensor."""
 
@@ -65,6 +69,10 @@ class MatcherCursor:
 class _WorkflowBatch:
     job_ids: list[str] = field(default_factory=list)
     data_resource_ids: list[str] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    """Each job's group and inputs by role, when it has either."""
+    groups: set[str] = field(default_factory=set)
+    """The groups of a workflow with inputs by role that got their job."""
 
 
 @dataclass
@@ -76,14 +84,26 @@ class _JobsMade:
         default_factory=lambda: defaultdict(_WorkflowBatch)
     )
     data_resources_seen: int = 0
+    data_resources_for_groups: set[str] = field(default_factory=set)
+    """New data resources matched as inputs of their groups, complete or not."""
 
-    def add(self, reason: str, rows: Iterable[pipeline_store.MatchedRow]) -> None:
-        for row in rows:
+    def add(self, reason: str, made: pipeline_store.Batch) -> None:
+        for row in made.rows:
+            if row.fills_role:
+                self.data_resources_for_groups.add(row.data_resource_id)
             if row.job_id is None:
                 continue
             batch = self.by_workflow[(reason, row.workflow_id)]
             batch.job_ids.append(row.job_id)
             batch.data_resource_ids.append(row.data_resource_id)
+            if row.group is not None:
+                batch.jobs.append({"job_id": row.job_id, "group": row.group})
+        for job in made.group_jobs:
+            batch = self.by_workflow[(reason, job.workflow_id)]
+            batch.job_ids.append(job.job_id)
+            batch.data_resource_ids.extend(job.inputs.values())
+            batch.groups.add(job.group)
+            batch.jobs.append({"job_id": job.job_id, "group": job.group, "inputs": job.inputs})
 
     @property
     def job_count(self) -> int:
@@ -96,7 +116,11 @@ class _JobsMade:
         """What the tick did, for its tick history: "made 3 jobs of stats for 3 data resources"."""
         parts = [
             f"{count(len(batch.job_ids), 'job')} of {workflow_id} for "
-            f"{count(len(set(batch.data_resource_ids)), 'data resource')}"
+            + (
+                count(len(batch.groups), "group")
+                if batch.groups
+                else count(len(set(batch.data_resource_ids)), "data resource")
+            )
             + (" (backfill)" if reason == "backfill" else "")
             for (reason, workflow_id), batch in sorted(self.by_workflow.items())
         ]
@@ -111,10 +135,10 @@ class _JobsMade:
         matched = {
             dr
             for (reason, _), b in self.by_workflow.items()
-            if reason != "backfill"
+            if reason != "backfill" and not b.groups
             for dr in b.data_resource_ids
         }
-        unmatched = self.data_resources_seen - len(matched)
+        unmatched = self.data_resources_seen - len(matched | self.data_resources_for_groups)
         if unmatched:
             text += f"; {count(unmatched, 'new data resource')} matched no enabled workflow"
         if backfills and not self.job_count:
@@ -125,34 +149,41 @@ class _JobsMade:
         events = []
         for (reason, workflow_id), batch in sorted(self.by_workflow.items()):
             jobs = len(batch.job_ids)
+            metadata = {
+                "workflow_id": workflow_id,
+                "reason": reason,
+                "jobs_created": jobs,
+                "data_resources": len(set(batch.data_resource_ids)),
+                "job_ids": sample(batch.job_ids),
+                "data_resource_ids": sample(batch.data_resource_ids),
+                "ids_complete": jobs <= SAMPLE_SIZE,
+                "created_by": self.created_by,
+            }
+            if batch.jobs:
+                # Each job's group and, for a workflow with inputs by role, the data resource of each role.
+                metadata["jobs"] = MetadataValue.json(batch.jobs[:SAMPLE_SIZE])
+            if batch.groups:
+                metadata["groups"] = sample(sorted(batch.groups))
             events.append(
                 AssetMaterialization(
                     asset_key=JOBS,
                     partition=workflow_id,
-                    description=f"{jobs} job(s) of workflow {workflow_id} for {reason}",
-                    metadata={
-                        "workflow_id": workflow_id,
-                        "reason": reason,
-                        "jobs_created": jobs,
-                        "data_resources": len(set(batch.data_resource_ids)),
-                        "job_ids": sample(batch.job_ids),
-                        "data_resource_ids": sample(batch.data_resource_ids),
-                        "ids_complete": jobs <= SAMPLE_SIZE,
-                        "created_by": self.created_by,
-                    },
+                    description=f"{jobs} job(s) of workflow {workflow_id} for {reason}"
+                    + (f" ({count(len(batch.groups), 'group')} complete)" if batch.groups else ""),
+                    metadata=metadata,
                 )
             )
         return events
 
 
-@runtime_sensor(DATA_RESOURCES_SENSOR, every=1, description=DESCRIPTION)
+@runtime_sensor(DATA_RESOURCES_SENSOR, every=1, description=DESCRIPTION, shows=AssetSelection.assets(JOBS))
 def data_resources_sensor(context: SensorEvaluationContext, runtime: ResourceParam[RuntimeDatabase]):
     """Match unmatched data resources (queue: `matched_at IS NULL`, in seq order), then run pending backfills.
 
     The cursor is informational (`MatcherCursor`): the queue is the `matched_at` column, because sequence
     values can commit out of order and a `seq > cursor` scan would skip a row that commits late. Replays and a
-    cursor moved back make no duplicates: the unique index `uq_jobs_workflow_trigger` and
-    `ON CONFLICT DO NOTHING` see to it.
+    cursor moved back make no duplicates: the unique indexes `uq_jobs_workflow_trigger` (and
+    `uq_jobs_workflow_trigger_group`, for workflows with inputs by role) and `ON CONFLICT DO NOTHING` see to it.
     """
     started = time.monotonic()
     before = MatcherCursor.read(context.cursor)
@@ -168,14 +199,14 @@ def data_resources_sensor(context: SensorEvaluationContext, runtime: ResourcePar
         # Each loop runs at least one batch, so every tick makes progress however long a batch takes.
         while True:
             with runtime.session() as session:
-                rows = pipeline_service.match_new_data_resources(
+                batch = pipeline_service.match_new_data_resources(
                     session, limit=batch_size, max_attempts=max_attempts, created_by=made.created_by
                 )
-            seen = {row.data_resource_id for row in rows}
+            seen = {row.data_resource_id for row in batch.rows}
             made.data_resources_seen += len(seen)
-            made.add("new data resources", rows)
-            if rows:
-                cursor.seq = max(cursor.seq, max(row.seq for row in rows))
+            made.add("new data resources", batch)
+            if batch.rows:
+                cursor.seq = max(cursor.seq, max(row.seq for row in batch.rows))
             if len(seen) < batch_size or not in_budget():
                 break
 
@@ -192,7 +223,7 @@ def data_resources_sensor(context: SensorEvaluationContext, runtime: ResourcePar
             finished = False
             while True:
                 with runtime.session() as session:
-                    rows, finished = pipeline_service.backfill_workflow(
+                    batch, finished = pipeline_service.backfill_workflow(
                         session,
                         workflow_id=backfill.workflow_id,
                         updated_at=backfill.updated_at,
@@ -201,12 +232,12 @@ def data_resources_sensor(context: SensorEvaluationContext, runtime: ResourcePar
                         max_attempts=max_attempts,
                         created_by=made.created_by,
                     )
-                made.add("backfill", rows)
-                if rows:
-                    after_seq = max(row.seq for row in rows)
+                made.add("backfill", batch)
+                if batch.rows:
+                    after_seq = max(row.seq for row in batch.rows)
                 # A short batch is the last: `finished` says whether it was recorded (False when the
                 # workflow changed meanwhile; then the next tick starts it again).
-                if len({row.data_resource_id for row in rows}) < batch_size or not in_budget():
+                if len({row.data_resource_id for row in batch.rows}) < batch_size or not in_budget():
                     break
             if finished:
                 cursor.backfills.pop(backfill.workflow_id, None)

@@ -7,14 +7,15 @@ from datetime import UTC, datetime
 
 from dagster import (
     AssetMaterialization,
+    AssetSelection,
     ResourceParam,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
 )
 
-from nmdc_runtime.dagster.assets import RUNTIME_STATUS, runtime_status_figures
-from nmdc_runtime.dagster.checks import evaluate
+from nmdc_runtime.dagster.assets import RUNTIME_STATUS
+from nmdc_runtime.dagster.checks import health
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.dagster.sensors.ticks import runtime_sensor
 
@@ -28,14 +29,15 @@ def runtime_health_sensor(minimum_interval_seconds: int) -> SensorDefinition:
     @runtime_sensor(
         RUNTIME_HEALTH,
         every=minimum_interval_seconds,
+        shows=AssetSelection.assets(RUNTIME_STATUS),
         description=(
             f"Every {minimum_interval_seconds} s: records runtime_status (the queue's health, plotted on the "
-            "asset's Plots tab) and evaluates the asset checks of jobs and operations, without a run."
+            "asset's Plots tab) and evaluates the asset checks of jobs and operations, without a run; every "
+            "tick therefore shows as skipped, and says what it found."
         ),
     )
     def runtime_health(context: SensorEvaluationContext, runtime: ResourceParam[RuntimeDatabase]):
-        figures = runtime_status_figures(runtime, now=datetime.now(UTC))
-        findings = evaluate(figures, runtime.settings)
+        figures, findings = health(runtime, now=datetime.now(UTC))
         failing = [finding.spec.name for finding in findings if not finding.passed]
         summary = (
             f"recorded runtime_status ({figures['jobs_unclaimed']} unclaimed jobs, "

@@ -6,8 +6,9 @@ sites' judged endings pruned."""
 
 from datetime import UTC, datetime
 
-from dagster import ResourceParam, SensorEvaluationContext, SkipReason
+from dagster import AssetSelection, ResourceParam, SensorEvaluationContext, SkipReason
 
+from nmdc_runtime.dagster.assets import OPERATIONS
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.dagster.sensors.ticks import count, first, runtime_sensor
 from nmdc_runtime.services import maintenance as maintenance_service
@@ -16,8 +17,10 @@ OPERATIONS_REAPER = "operations_reaper"
 DESCRIPTION = (
     "Ends operations whose lease lapsed: expired (DEADLINE_EXCEEDED; the job goes back to unclaimed, or "
     "fails once its attempts are used up), or canceled (CANCELLED) when a cancel was requested. Deletes "
-    "finished operations past their expire_time (executions are kept), forgets old Idempotency-Keys, folds "
-    "the job and execution tallies' changes and prunes the sites' judged endings."
+    "finished operations past their expire_time (executions are kept), forgets old Idempotency-Keys, folds the "
+    "job and execution tallies' changes and prunes the sites' judged endings. The operations it ends show on "
+    "the operations asset (expired: a failing result of its check operation_succeeded; canceled: an event). "
+    "Every tick shows as skipped, since it launches no run; the ones that did something say so."
 )
 """What the UI says of the sensor."""
 
@@ -25,7 +28,7 @@ REAPER_LIMIT = 1000
 """Leases ended, or finished operations deleted, per tick."""
 
 
-@runtime_sensor(OPERATIONS_REAPER, every=10, description=DESCRIPTION)
+@runtime_sensor(OPERATIONS_REAPER, every=10, description=DESCRIPTION, shows=AssetSelection.assets(OPERATIONS))
 def operations_reaper(context: SensorEvaluationContext, runtime: ResourceParam[RuntimeDatabase]):
     """Apply the API's own lease and retention rules (`nmdc_runtime.services.maintenance`) on a clock."""
     now = datetime.now(UTC)

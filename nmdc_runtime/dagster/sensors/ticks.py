@@ -8,13 +8,14 @@ committed some work."""
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from dagster import (
-    AddDynamicPartitionsRequest,
     AssetCheckEvaluation,
     AssetMaterialization,
     AssetObservation,
+    AssetSelection,
     DagsterInvariantViolationError,
     DefaultSensorStatus,
     MetadataValue,
@@ -25,7 +26,6 @@ from dagster import (
     sensor,
 )
 
-from nmdc_runtime.dagster.assets import workflow_partitions
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 
 SAMPLE_SIZE = 20
@@ -38,18 +38,21 @@ GAP_WINDOW = 1000
 """How far below the highest reported seq a not-yet-visible seq is still awaited."""
 
 AssetEvent = AssetMaterialization | AssetObservation | AssetCheckEvaluation
+Row = TypeVar("Row")
 
 
 def runtime_sensor(
-    name: str, *, every: int, description: str
+    name: str, *, every: int, description: str, shows: AssetSelection
 ) -> Callable[[Callable[..., Any]], SensorDefinition]:
     """The decorator of the runtime's sensors: running from the start (nobody has to switch one on in the UI),
-    ticking at most every `every` seconds, with the description the UI shows."""
+    ticking at most every `every` seconds, with the description the UI shows and the assets whose events show
+    what its ticks did (`shows`: the sensor's page links them as its "Target"; it requests no run of them)."""
     return sensor(
         name=name,
         minimum_interval_seconds=every,
         default_status=DefaultSensorStatus.RUNNING,
         description=description,
+        asset_selection=shows,
     )
 
 
@@ -127,42 +130,59 @@ def next_seq_cursor(high: int, gaps: Iterable[int], seen: Iterable[int]) -> tupl
     return new_high, sorted(g for g in waiting if g > new_high - GAP_WINDOW)
 
 
-def read_feed_cursor(raw: str | None) -> tuple[int, list[int]]:
-    """A feed's cursor: (highest seq reported, lower seqs still awaited)."""
-    cursor = read_cursor(raw)
-    return int(cursor.get("seq", 0)), [int(g) for g in cursor.get("gaps", [])]
+@dataclass(frozen=True)
+class FeedCursor:
+    """A feed's cursor: the highest seq reported, the lower seqs still awaited, and whether the feed's check
+    passed at its last evaluation (None: not known, as after a reset; see `nmdc_runtime.dagster.outcomes`)."""
 
+    seq: int = 0
+    gaps: tuple[int, ...] = ()
+    passing: bool | None = None
 
-def feed_cursor(high: int, gaps: list[int]) -> str:
-    """The cursor `read_feed_cursor` reads."""
-    return json.dumps({"seq": high, **({"gaps": gaps} if gaps else {})})
+    @classmethod
+    def read(cls, raw: str | None) -> "FeedCursor":
+        cursor = read_cursor(raw)
+        passing = cursor.get("passing")
+        return cls(
+            int(cursor.get("seq", 0)),
+            tuple(int(g) for g in cursor.get("gaps", [])),
+            passing if isinstance(passing, bool) else None,
+        )
+
+    def dump(self) -> str:
+        state: dict[str, Any] = {"seq": self.seq}
+        if self.gaps:
+            state["gaps"] = list(self.gaps)
+        if self.passing is not None:
+            state["passing"] = self.passing
+        return json.dumps(state)
 
 
 def report_feed(
     context: SensorEvaluationContext,
     runtime: RuntimeDatabase,
     *,
-    fetch: Callable[..., list[Any]],
-    seq: Callable[[Any], int],
-    event: Callable[[Any], AssetEvent],
+    fetch: Callable[..., list[Row]],
+    seq: Callable[[Row], int],
+    report: Callable[[list[Row], bool | None], tuple[list[AssetEvent], bool | None]],
     idle: str,
-    summarize: Callable[[list[Any]], str],
+    summarize: Callable[[list[Row]], str],
 ) -> SkipReason | SensorResult:
     """One tick of a feed read by a number the database hands out (`seq`, `end_seq`): the rows above the
-    cursor and the gaps it awaits become one asset event each, of their workflow's partition."""
-    high, gaps = read_feed_cursor(context.cursor)
+    cursor and the gaps it awaits become the asset events `report` makes of them, given and giving whether the
+    feed's check passes."""
+    cursor = FeedCursor.read(context.cursor)
     with runtime.session() as session:
-        rows = fetch(session, after_seq=high, also_seqs=gaps, limit=FEED_ROWS_PER_TICK)
-    new_high, new_gaps = next_seq_cursor(high, gaps, (seq(row) for row in rows))
+        rows = fetch(session, after_seq=cursor.seq, also_seqs=cursor.gaps, limit=FEED_ROWS_PER_TICK)
+    high, gaps = next_seq_cursor(cursor.seq, cursor.gaps, (seq(row) for row in rows))
     if not rows:
-        awaiting = f"; awaiting {len(new_gaps)} uncommitted seq(s)" if new_gaps else ""
-        return SkipReason(f"idle: {idle} (last seq reported: {high}{awaiting})")
+        awaiting = f"; awaiting {len(gaps)} uncommitted seq(s)" if gaps else ""
+        return SkipReason(f"idle: {idle} (last seq reported: {cursor.seq}{awaiting})")
+    events, passing = report(rows, cursor.passing)
     summary = summarize(rows)
-    context.log.info(f"{summary}; last seq {new_high}")
-    workflows = sorted({row.workflow_id for row in rows})
+    context.log.info(f"{summary}; last seq {high}")
     return SensorResult(
-        asset_events=[event(row) for row in rows],
-        dynamic_partitions_requests=[AddDynamicPartitionsRequest(workflow_partitions.name, workflows)],
-        cursor=feed_cursor(new_high, new_gaps),
+        asset_events=events,
+        cursor=FeedCursor(high, tuple(gaps), passing).dump(),
         skip_reason=summary,
     )

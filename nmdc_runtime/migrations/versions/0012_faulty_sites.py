@@ -11,7 +11,7 @@ appended (and pruned by the reaper), so endings never queue behind each other on
 `operations.execution_count` counts the executions recorded under each operation, for their cap.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-07 12:00:00.000000
 """
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
