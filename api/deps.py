@@ -193,7 +193,8 @@ async def _page(
     page_token: Annotated[str | None, Query(max_length=512, description="From the previous page.")] = None,
 ) -> PageParams:
     """The page asked for, bound to this list: its path and filters are fingerprinted here, once, so a token
-    from another list (or the same list with other filters) is a 422 and no route has to know about it.
+    from another list (or the same list with other filters) is a 422 and no route has to know about it. Its
+    items weigh at most `NMDC_MAX_PAGE_BYTES` together (at least one item).
 
     A query parameter the list does not know is a 422 naming it: ignored, a mistyped filter would silently
     answer with the whole list.
@@ -213,7 +214,12 @@ async def _page(
         )
     scope = pages_store.page_scope(request.url.path, request.query_params.multi_items())
     after = pages_store.decode_page_token(page_token, scope) if page_token else None
-    return ScopedPage(size=min(max_page_size, MAX_PAGE_SIZE), after=after, scope=scope)
+    return ScopedPage(
+        size=min(max_page_size, MAX_PAGE_SIZE),
+        after=after,
+        max_bytes=request.app.state.settings.max_page_bytes,
+        scope=scope,
+    )
 
 
 PageDep = Annotated[PageParams, Depends(_page)]

@@ -12,7 +12,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
 
-from nmdc_runtime.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, RuntimeDomainError
+from nmdc_runtime.domain.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RuntimeDomainError,
+    SiteDrained,
+)
 from nmdc_runtime.schemas.common import MAX_JSON_DEPTH
 
 log = logging.getLogger("nmdc_runtime.api")
@@ -23,6 +30,12 @@ STATUS_BY_ERROR: list[tuple[type[RuntimeDomainError], int]] = [
     (Forbidden, 403),
     (Conflict, 409),
 ]
+
+
+ERROR_CODE_HEADER = "NMDC-Error-Code"
+ERROR_CODES: list[tuple[type[RuntimeDomainError], str]] = [(SiteDrained, "SITE_DRAINED")]
+"""Domain errors a client may act on, named in the header `NMDC-Error-Code` of their answer (a client tells a
+drained site's 409 from another site's claim without reading the message)."""
 
 
 def status_of(exc: RuntimeDomainError) -> int:
@@ -42,7 +55,9 @@ def invalid_input(loc: list[str | int], message: str, kind: str = "value_error")
 async def _domain_error(_request: Request, exc: RuntimeDomainError) -> JSONResponse:
     if isinstance(exc, InvalidInput) and "field" in exc.details:
         return invalid_input([exc.details.get("location", "query"), exc.details["field"]], exc.message)
-    return JSONResponse({"detail": exc.message}, status_code=status_of(exc))
+    codes = [code for cls, code in ERROR_CODES if isinstance(exc, cls)]
+    headers = {ERROR_CODE_HEADER: codes[0]} if codes else None
+    return JSONResponse({"detail": exc.message}, status_code=status_of(exc), headers=headers)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from nmdc_runtime.db import Database
+from nmdc_runtime.store import drains as drains_store
 from nmdc_runtime.store import pipeline as pipeline_store
 
 log = logging.getLogger("nmdc_runtime.api")
@@ -38,10 +39,12 @@ CLAIM_LATENCY = Histogram(
 
 
 class DomainCollector(Collector):
-    """The queue's figures, read from the database at each scrape (`store.pipeline.runtime_status`)."""
+    """The queue's figures, read from the database at each scrape (`store.pipeline.runtime_status`), and the
+    drained sites (`store.drains.drained_sites`, `drain_after` faults in a row draining one)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, drain_after: int) -> None:
         self.database = database
+        self.drain_after = drain_after
 
     def collect(self):
         up = GaugeMetricFamily("nmdc_database_up", "1 when the scrape could read the runtime database.")
@@ -50,6 +53,7 @@ class DomainCollector(Collector):
             with self.database.sessionmaker() as session:
                 status = pipeline_store.runtime_status(session, now=now)
                 finished = pipeline_store.operations_by_state(session)
+                drained = drains_store.drained_sites(session, drain_after=self.drain_after)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("metrics: the database could not be read: %s", exc)
             up.add_metric([], 0)
@@ -93,6 +97,7 @@ class DomainCollector(Collector):
                 if status["oldest_unclaimed_job"]
                 else 0,
             ),
+            ("nmdc_drained_sites", "Sites drained: they claim no new job until lifted.", len(drained)),
         ):
             gauge = GaugeMetricFamily(name, help_text)
             gauge.add_metric([], value)
@@ -102,7 +107,7 @@ class DomainCollector(Collector):
         yield CounterMetricFamily("nmdc_executions", "Executions recorded.", value=status["executions"])
 
 
-def exposition(database: Database) -> bytes:
+def exposition(database: Database, *, drain_after: int) -> bytes:
     """The text exposition: every API process's HTTP figures (see the module docstring) and the domain's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
@@ -110,7 +115,7 @@ def exposition(database: Database) -> bytes:
     else:
         registry = CollectorRegistry()
         registry.register(_Everything())
-    registry.register(DomainCollector(database))
+    registry.register(DomainCollector(database, drain_after=drain_after))
     return generate_latest(registry)
 
 

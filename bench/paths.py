@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql
 from bench import bare, history, load
 from bench.devstack import REPO, DevStack, _up
 from bench.scenarios import World, make_world
+from nmdc_runtime.config import Settings
 from nmdc_runtime.db import database_name, libpq_url, with_database
 from nmdc_runtime.models import Job
 from nmdc_runtime.processes import free_port, stop_group
@@ -465,10 +466,13 @@ def explain(stack: DevStack, site_id: str, *, after: int | None = None, predicat
     (or the page after `after`); `predicate`: the same page from the one-predicate form `claimable_by`, the
     plan the listing had before it became a union."""
     page = PageParams(size=DEFAULT_PAGE_SIZE, after=after)
+    drain_after = Settings().site_drain_after
     if predicate:
-        stmt = page_query(sa.select(Job).where(claimable_by(site_id, sa.func.now())), Job.seq, page)
+        stmt = page_query(
+            sa.select(Job).where(claimable_by(site_id, sa.func.now(), drain_after)), Job.seq, page
+        )
     else:
-        stmt, params, _ = claimable_page_query(site_id=site_id, page=page)
+        stmt, params, _ = claimable_page_query(site_id=site_id, drain_after=drain_after, page=page)
         stmt = stmt.params(**params)
     sql = stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
     with stack.database.session() as session:

@@ -262,6 +262,14 @@ def sites_enable(site_id: str) -> None:
     _set_site(site_id, enabled=True)
 
 
+@sites_app.command("undrain")
+def sites_undrain(site_id: str) -> None:
+    """Lift a site's drain: it may claim jobs again, and only operations that end from now on count toward
+    draining it again."""
+    site = _change(lambda session: accounts_service.undrain_site(session, site_id=site_id, actor=_actor()))
+    typer.echo(json.dumps({"site_id": site.id, "drained": False}))
+
+
 def _set_user(username: str, enabled: bool) -> None:
     user = _change(
         lambda session: accounts_service.set_user_enabled(

@@ -95,6 +95,30 @@ class Settings(BaseSettings):
         24 * 3600, ge=0, description="How long an Idempotency-Key is remembered; a later repeat runs afresh."
     )
     max_attempts: int = Field(3, ge=1, description="Claims a job may use up before it is marked failed.")
+    site_drain_after: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="A site whose last this many judged operations in a row each failed at the site is drained: "
+        "it claims no new job until staff or its admin lift it.",
+    )
+    cancel_grace_seconds: int = Field(
+        60,
+        ge=0,
+        description="The longest an operation's lease lasts after a cancel is requested: heartbeats no longer "
+        "renew it, and its access grants are refused at once.",
+    )
+    grant_seconds: int = Field(
+        300, gt=0, description="The longest an access grant lasts (never past the holder's lease)."
+    )
+    max_executions_per_operation: int = Field(
+        10, ge=1, description="Executions one claim (operation) may record; more get 409."
+    )
+    max_page_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="A list page ends early once its items reach this many bytes; next_page_token continues.",
+    )
     max_metadata_bytes: int = Field(
         64 * 1024,
         ge=1024,

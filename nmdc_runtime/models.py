@@ -307,11 +307,40 @@ class Operation(Base):
     # Numbered by the database (trigger `operations_number_ending`, sequence `operations_end_seq`) when the
     # operation becomes done: the order operations ended in, which the Dagster operations sensor follows.
     end_seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    # Executions recorded under it, counted by the statements that record them: the cap's check holds under
+    # concurrent requests only on a value of this row, which a waiting statement reads again once it has the lock.
+    execution_count: Mapped[int] = mapped_column(Integer, server_default="0")
 
     @hybrid_property
     def paused(self) -> bool:
         """Derived from `state`, in Python and in SQL alike, so the two can never disagree."""
         return self.state == OperationState.PAUSED.value
+
+
+class SiteEnding(Base):
+    """A judged ending of a site's operation (`domain.drains.ending_kind`: a fault or a success), or an undrain
+    (no operation).
+
+    Appended by the trigger `operations_note_site_ending` as each operation ends (migration 0013), whichever
+    code ends it, and by an undrain; never updated, so the transactions that end operations never wait on each
+    other for a row of their site. A site's streak is its faults after its last other row
+    (`store.rules.fault_streak`); the reaper deletes what lies before that.
+    """
+
+    __tablename__ = "site_endings"
+    __table_args__ = (
+        Index(None, "site_id", "seq"),
+        # Where each site's streak starts: its last success or undrain.
+        Index("ix_site_endings_resets", "site_id", "seq", postgresql_where=sa.text("NOT fault")),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    site_id: Mapped[str] = mapped_column(Text)
+    # A fault (counts toward draining the site); else a success or an undrain (ends its streak).
+    fault: Mapped[bool] = mapped_column(Boolean)
+    # None for an undrain.
+    operation_id: Mapped[str | None] = mapped_column(Text)
+    ended_at: Mapped[datetime] = _now()
 
 
 class Execution(Base):

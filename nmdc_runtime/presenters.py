@@ -7,10 +7,13 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy.orm import Session
 
-from nmdc_runtime.models import DataResource, Execution, Job, Operation
+from nmdc_runtime.domain import drains as drains_rules
+from nmdc_runtime.models import DataResource, Execution, Job, Operation, Site
+from nmdc_runtime.schemas.accounts import SiteDrainRead, SiteRead
 from nmdc_runtime.schemas.data import DataResourceRead, JobRead
 from nmdc_runtime.schemas.executions import ExecutionRead
 from nmdc_runtime.schemas.operations import ClaimedOperationRead, OperationMetadata, OperationRead
+from nmdc_runtime.store import drains as drains_store
 from nmdc_runtime.store import executions as executions_store
 
 
@@ -102,3 +105,23 @@ def present_claim(session: Session, operation: Operation, job: Job) -> ClaimedOp
     return ClaimedOperationRead(
         **{name: getattr(shown, name) for name in type(shown).model_fields}, job=JobRead.model_validate(job)
     )
+
+
+def present_sites(session: Session, sites: Sequence[Site], *, drain_after: int) -> list[SiteRead]:
+    """Sites as the API shows them, each with its drain (`drains_rules.drain_of`; one query for all)."""
+    streaks = drains_store.fault_streaks(
+        session, site_ids=[site.id for site in sites], drain_after=drain_after
+    )
+    shown = []
+    for site in sites:
+        drain = drains_rules.drain_of(streaks.get(site.id, []), drain_after=drain_after)
+        read = SiteRead.model_validate(site)
+        if drain is not None:
+            read.drained = SiteDrainRead(since=drain.since, operations=list(drain.operations))
+        shown.append(read)
+    return shown
+
+
+def present_site(session: Session, site: Site, *, drain_after: int) -> SiteRead:
+    """One site as the API shows it."""
+    return present_sites(session, [site], drain_after=drain_after)[0]

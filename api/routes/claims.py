@@ -100,7 +100,8 @@ async def claim_next(
         422: {"description": "lease_seconds longer than the workflow allows, or an invalid body"},
         404: {"description": "Unknown job"},
         409: {
-            "description": "Another site holds an active claim, or the job is succeeded, failed or canceled"
+            "description": "Another site holds an active claim, or the job is succeeded, failed or canceled; or "
+            "the calling site is drained (header NMDC-Error-Code: SITE_DRAINED)"
         },
     },
 )
@@ -116,7 +117,8 @@ def claim_job(
 
     At most one active claim per job, whatever the concurrency. An operation whose lease lapsed is ended here
     (`expired`, or `canceled` when a cancel was requested, paused or not) and never blocks a new claim. Each
-    claim counts one attempt.
+    claim counts one attempt. A drained site (its last claims failed at the site, one after another) gets 409
+    with the header `NMDC-Error-Code: SITE_DRAINED` until its drain is lifted.
 
     The lease lasts the workflow's `lease_seconds` (or the server's default); an optional body
     `{"lease_seconds": N}` asks for a shorter one (longer than the workflow allows: 422). Every heartbeat
@@ -146,7 +148,8 @@ def claim_job(
 )
 def cancel_job(job_id: str, session: SessionDep, policy: PolicyDep, _: AdminPrincipal) -> JobRead:
     """Cancel a job (admin): it becomes `canceled` for good; its active operation gets `cancel_requested`
-    (or ends at once when its lease has lapsed). Canceling a canceled job changes nothing."""
+    (or ends at once when its lease has lapsed): its holder gets no more access grants, and its lease ends
+    within NMDC_CANCEL_GRACE_SECONDS whatever it sends. Canceling a canceled job changes nothing."""
     return JobRead.model_validate(claims_service.cancel_job(session, job_id=job_id, policy=policy))
 
 

@@ -10,6 +10,7 @@ from api.deps import (
     CurrentPrincipal,
     GrantKeysDep,
     PageDep,
+    PolicyDep,
     ReadSessionDep,
     SessionDep,
     SettingsDep,
@@ -86,8 +87,8 @@ def get_data_resource(
     response_model=AccessUrl,
     responses={
         403: {
-            "description": "Neither a site holding an active claim on a job that reads it, nor the site that "
-            "owns it, nor an admin"
+            "description": "Neither a site holding an active claim on a job that reads it (with no cancel "
+            "requested), nor the site that owns it, nor an admin"
         },
         404: {"description": "Unknown data resource"},
     },
@@ -98,13 +99,15 @@ def access_data_resource(
     principal: CurrentPrincipal,
     keys: GrantKeysDep,
     settings: SettingsDep,
+    policy: PolicyDep,
 ) -> AccessUrl:
     """An access grant: the data resource's URL and the `Authorization` header its data site asks for.
 
-    For a site holding an active claim on a job that reads the data resource (the grant expires with that
-    claim's lease at the latest), the site that owns it, or an admin. Grants are signed with the runtime's grant
-    keys, whose public halves `GET /.well-known/jwks.json` publishes, and expire within five minutes; the data
-    site checks them when a download starts.
+    For a site holding an active claim on a job that reads the data resource, unless a cancel was requested
+    on it (the grant expires with that claim's lease at the latest), the site that owns it, or an admin.
+    Grants are signed with the runtime's grant keys, whose public halves `GET /.well-known/jwks.json`
+    publishes, and expire within `NMDC_GRANT_SECONDS` (five minutes by default); the data site checks them
+    when a download starts.
     """
     grant = grants_service.grant_access(
         session,
@@ -112,6 +115,7 @@ def access_data_resource(
         principal=principal,
         keys=keys,
         issuer=settings.token_issuer,
+        policy=policy,
     )
     return AccessUrl(
         url=grant.url, headers={"Authorization": f"Bearer {grant.token}"}, expire_time=grant.expire_time

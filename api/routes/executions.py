@@ -28,6 +28,10 @@ _ERRORS = {
     response_model=ExecutionRead,
     responses={
         **_ERRORS,
+        409: {
+            "description": "The caller holds no active claim on the job (finished, released or lapsed), or the "
+            "claim has recorded NMDC_MAX_EXECUTIONS_PER_OPERATION executions"
+        },
         422: {"description": "Invalid body, an operation not of this job, or a reused key"},
     },
 )
@@ -43,7 +47,8 @@ def create_execution(
 
     Each output is registered, in the same transaction, as a data resource of the calling site made by this
     execution, so it can trigger the next workflow. Honours `Idempotency-Key` like `POST /data_resources`.
-    Another site's claim is 403; no active claim (finished, released, or a lapsed lease) is 409.
+    Another site's claim is 403; no active claim (finished, released, or a lapsed lease) is 409, and so is an
+    execution past NMDC_MAX_EXECUTIONS_PER_OPERATION under one claim.
     """
     recorded = executions_service.record_execution(
         session,

@@ -49,6 +49,7 @@ def list_jobs(
     session: ReadSessionDep,
     principal: CurrentPrincipal,
     page: PageDep,
+    policy: PolicyDep,
     status: Annotated[JobStatus | None, Query(description="Jobs in this status.")] = None,
     workflow_id: Annotated[str | None, Query(max_length=64, description="Jobs of this workflow.")] = None,
     data_resource_id: Annotated[
@@ -62,9 +63,9 @@ def list_jobs(
     """Jobs, in creation order.
 
     `claimable=true` keeps the jobs the calling site could claim now: unclaimed, or claimed under a lapsed
-    lease whose ending gives the job back, of workflows whose `required_capabilities` the site has. Only a
-    site can claim, so a user asking for `claimable=true` gets 403. `claimable=false` is the same as leaving
-    it out.
+    lease whose ending gives the job back, of workflows whose `required_capabilities` the site has; none while
+    the site is drained. Only a site can claim, so a user asking for `claimable=true` gets 403.
+    `claimable=false` is the same as leaving it out.
     """
     if claimable and not principal.is_site:
         raise Forbidden(
@@ -78,6 +79,7 @@ def list_jobs(
         data_resource_id=data_resource_id,
         group=group,
         claimable_by_site=principal.site_id if claimable else None,
+        drain_after=policy.site_drain_after,
     )
     return json_response(
         Page[JobRead](resources=[JobRead.model_validate(row) for row in rows], next_page_token=token),

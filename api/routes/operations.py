@@ -123,7 +123,8 @@ def update_operation(
     `metadata` is merged into the operation's (a null value removes a key); `job_id`, `site_id`,
     `workflow_id` and `attempt` may be sent back unchanged but not changed (422); `state`,
     `lease_expire_time`, `cancel_requested` and `paused` are the server's and ignored. Every PATCH by the
-    holding site renews its lease. `done: true` with `result: {"execution_id"}` (a succeeded execution of
+    holding site renews its lease, until a cancel is requested: the lease then ends within
+    NMDC_CANCEL_GRACE_SECONDS. `done: true` with `result: {"execution_id"}` (a succeeded execution of
     this job by the holding site, else 422) or with `error: {"code", "message", "details"}` finishes it:
     code `CANCELLED` ends it `canceled` (the attempt is not counted), any other `failed`. The answer carries
     `cancel_requested` and `paused`. A finished operation, or one whose lease lapsed, is 409.
@@ -154,7 +155,9 @@ def cancel_operation(
 
     The holding site canceling its own operation releases the job: the operation ends `canceled` (error
     `CANCELLED`), the job goes back to `unclaimed`, and the attempt is not counted. An admin's cancel sets
-    `cancel_requested` for the holder to act on, or ends the operation at once when its lease has lapsed.
+    `cancel_requested` for the holder to act on, or ends the operation at once when its lease has lapsed; from
+    then on the holder gets no access grant for the job's data, and the lease ends within
+    NMDC_CANCEL_GRACE_SECONDS, heartbeats or not.
     """
     op = operations_service.cancel_operation(session, op_id=op_id, principal=principal, policy=policy)
     return present_operation(session, op)

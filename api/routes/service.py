@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from api.deps import DatabaseDep, GrantKeysDep, MetricsReader
+from api.deps import DatabaseDep, GrantKeysDep, MetricsReader, PolicyDep
 from api.errors import ErrorBody
 from api.metrics import exposition
 
@@ -42,7 +42,9 @@ async def health(database: DatabaseDep):
     """Liveness and database reachability; needs no token."""
     if await run_in_threadpool(_ping, database):
         return Health(status="ok", database="ok")
-    return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    return JSONResponse(
+        {"status": "unavailable", "database": "unreachable"}, status_code=503, headers={"Retry-After": "5"}
+    )
 
 
 @router.get(
@@ -54,12 +56,13 @@ async def health(database: DatabaseDep):
         403: {"description": "Neither a runtime admin nor the scrape token", "content": JSON_ERROR},
     },
 )
-def metrics(database: DatabaseDep, _: MetricsReader) -> Response:
+def metrics(database: DatabaseDep, policy: PolicyDep, _: MetricsReader) -> Response:
     """Prometheus metrics in the text exposition format: HTTP figures summed over the API's worker processes,
     and the queue's figures from the database (`nmdc_jobs{status}`, `nmdc_open_operations`,
-    `nmdc_lapsed_leases`, ...). For a runtime admin's token, or the scrape token `NMDC_METRICS_TOKEN`."""
+    `nmdc_lapsed_leases`, `nmdc_drained_sites`, ...). For a runtime admin's token, or the scrape token
+    `NMDC_METRICS_TOKEN`."""
     # Sync: it reads one file per worker and metric type, and queries the database.
-    return Response(exposition(database), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(database, drain_after=policy.site_drain_after), media_type=CONTENT_TYPE_LATEST)
 
 
 JWKS_MAX_AGE = 300

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from api.deps import AdminPrincipal, CurrentPrincipal, PageDep, ReadSessionDep, RevocationsDep, SessionDep
+from api.deps import (
+    AdminPrincipal,
+    CurrentPrincipal,
+    PageDep,
+    PolicyDep,
+    ReadSessionDep,
+    RevocationsDep,
+    SessionDep,
+)
 from nmdc_runtime.domain.errors import Forbidden
 from nmdc_runtime.domain.principals import Principal
+from nmdc_runtime.presenters import present_site, present_sites
 from nmdc_runtime.schemas.accounts import SiteClientRead, SiteCreate, SiteCredentials, SiteRead
 from nmdc_runtime.schemas.common import Page
 from nmdc_runtime.services import accounts as accounts_service
@@ -29,16 +38,22 @@ def create_site(body: SiteCreate, session: SessionDep, principal: AdminPrincipal
 
 
 @router.get("/sites", response_model=Page[SiteRead])
-def list_sites(session: ReadSessionDep, _: CurrentPrincipal, page: PageDep) -> Page[SiteRead]:
+def list_sites(
+    session: ReadSessionDep, _: CurrentPrincipal, page: PageDep, policy: PolicyDep
+) -> Page[SiteRead]:
     """Sites, in registration order."""
     rows, token = accounts_store.list_sites(session, page=page)
-    return Page[SiteRead](resources=[SiteRead.model_validate(row) for row in rows], next_page_token=token)
+    return Page[SiteRead](
+        resources=present_sites(session, rows, drain_after=policy.site_drain_after), next_page_token=token
+    )
 
 
 @router.get("/sites/{site_id}", response_model=SiteRead)
-def get_site(session: ReadSessionDep, _: CurrentPrincipal, site_id: str) -> SiteRead:
-    """One site (never its credentials)."""
-    return SiteRead.model_validate(accounts_store.get_site(session, site_id=site_id))
+def get_site(session: ReadSessionDep, _: CurrentPrincipal, policy: PolicyDep, site_id: str) -> SiteRead:
+    """One site (never its credentials), with its drain (`drained`: since when, by which operations) or
+    null."""
+    site = accounts_store.get_site(session, site_id=site_id)
+    return present_site(session, site, drain_after=policy.site_drain_after)
 
 
 @router.post("/sites/{site_id}:generateCredentials", status_code=201, response_model=SiteCredentials)
@@ -56,6 +71,25 @@ def _may_manage_credentials(principal: Principal, site_id: str, action: str) -> 
     # Checked before the site's existence, so that non-admins cannot probe which site ids exist.
     if principal.is_site or not principal.may_administer_site(site_id):
         raise Forbidden(f"only an admin or an admin of this site may {action}")
+
+
+@router.post(
+    "/sites/{site_id}:undrain",
+    response_model=SiteRead,
+    responses={
+        403: {"description": "Neither an admin nor an admin of this site (site clients included)"},
+        404: {"description": "Unknown site"},
+    },
+)
+def undrain_site(
+    session: SessionDep, principal: CurrentPrincipal, policy: PolicyDep, site_id: str
+) -> SiteRead:
+    """Lift the site's drain (admin, or a user who administers the site): it may claim jobs again, and only
+    operations that end from now on count toward draining it again. Lifting the drain of a site that is not
+    drained resets its count all the same."""
+    _may_manage_credentials(principal, site_id, "lift its drain")
+    site = accounts_service.undrain_site(session, site_id=site_id, actor=principal.key)
+    return present_site(session, site, drain_after=policy.site_drain_after)
 
 
 @router.get(
@@ -106,25 +140,33 @@ def revoke_site_client(
     "/sites/{site_id}:disable", response_model=SiteRead, responses={404: {"description": "Unknown site"}}
 )
 def disable_site(
-    session: SessionDep, principal: AdminPrincipal, revocations: RevocationsDep, site_id: str
+    session: SessionDep,
+    principal: AdminPrincipal,
+    revocations: RevocationsDep,
+    policy: PolicyDep,
+    site_id: str,
 ) -> SiteRead:
     """Disable a site (admin): its clients get 401 at `/token` and their tokens stop working, until
     `:enable`. Its jobs, operations and data stay as they are (its open operations lapse if nobody renews
     them)."""
-    return _set_site(session, principal, revocations, site_id, enabled=False)
+    return _set_site(session, principal, revocations, policy, site_id, enabled=False)
 
 
 @router.post(
     "/sites/{site_id}:enable", response_model=SiteRead, responses={404: {"description": "Unknown site"}}
 )
 def enable_site(
-    session: SessionDep, principal: AdminPrincipal, revocations: RevocationsDep, site_id: str
+    session: SessionDep,
+    principal: AdminPrincipal,
+    revocations: RevocationsDep,
+    policy: PolicyDep,
+    site_id: str,
 ) -> SiteRead:
     """Enable a disabled site again (admin); enabling an enabled site changes nothing."""
-    return _set_site(session, principal, revocations, site_id, enabled=True)
+    return _set_site(session, principal, revocations, policy, site_id, enabled=True)
 
 
-def _set_site(session, principal: Principal, revocations, site_id: str, *, enabled: bool) -> SiteRead:
+def _set_site(session, principal: Principal, revocations, policy, site_id: str, *, enabled: bool) -> SiteRead:
     site = accounts_service.set_site_enabled(session, site_id=site_id, enabled=enabled, actor=principal.key)
     revocations.site_standing(site_id, enabled=enabled)
-    return SiteRead.model_validate(site)
+    return present_site(session, site, drain_after=policy.site_drain_after)

@@ -52,6 +52,7 @@ from dagster import (
 
 from nmdc_runtime.dagster.resources import RuntimeDatabase
 from nmdc_runtime.domain.states import JobStatus, OperationState
+from nmdc_runtime.store import drains as drains_store
 from nmdc_runtime.store import pipeline as pipeline_store
 
 GROUP = "nmdc_runtime"
@@ -136,6 +137,7 @@ def runtime_status_figures(runtime: RuntimeDatabase, *, now: datetime) -> dict[s
             if status["incomplete_groups_overdue"]
             else []
         )
+        drained = drains_store.drained_sites(session, drain_after=runtime.settings.site_drain_after)
     jobs_by_status = status["jobs_by_status"]
     ended = status["operations_ended_by_state"]
     failed = ended.get(OperationState.FAILED, 0) + ended.get(OperationState.EXPIRED, 0)
@@ -160,6 +162,8 @@ def runtime_status_figures(runtime: RuntimeDatabase, *, now: datetime) -> dict[s
         incomplete_groups=int(status["incomplete_groups"]),
         incomplete_groups_overdue=int(status["incomplete_groups_overdue"]),
         oldest_incomplete_group_age_seconds=_age_seconds(now, status["oldest_incomplete_group"]),
+        drained_sites=len(drained),
+        drained_site_ids=", ".join(drained),
     )
     figures["jobs_by_status"] = MetadataValue.json(jobs_by_status)
     figures["incomplete_groups_overdue_named"] = MetadataValue.json(

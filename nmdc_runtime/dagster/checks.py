@@ -95,6 +95,18 @@ JOBS_FAILED_FOR_GOOD = AssetCheckSpec(
     ),
 )
 
+SITES_NOT_DRAINED = AssetCheckSpec(
+    "sites_not_drained",
+    asset=OPERATIONS,
+    description=(
+        "Fails when a site is drained: its last NMDC_SITE_DRAIN_AFTER judged operations in a row each failed "
+        "at the site (expired, failed with a code other than DATA_LOSS or UNAVAILABLE, or released with "
+        "SITE_FAULT), so it claims no new job. GET /sites/<id> names those operations: read their errors, ask "
+        "the site's staff to fix its configuration, then lift the drain (`nmdc-runtime sites undrain <id>`, "
+        "or POST /sites/<id>:undrain)."
+    ),
+)
+
 FAILED_FOR_GOOD_NAMED = 20
 """Jobs failed for good that the check's result names; past this, the count only."""
 
@@ -105,6 +117,7 @@ SPECS = [
     DATA_RESOURCES_MATCHED,
     GROUPS_COMPLETE,
     JOBS_FAILED_FOR_GOOD,
+    SITES_NOT_DRAINED,
 ]
 
 
@@ -157,6 +170,7 @@ def evaluate(
     unmatched_age = figures["oldest_unmatched_data_resource_age_seconds"]
     ended, failed = figures["operations_ended_last_hour"], figures["operations_failed_last_hour"]
     share = figures["failed_operations_share_last_hour"]
+    drained = figures["drained_sites"]
     overdue_groups = figures["incomplete_groups_overdue"]
     waiting_named = figures["incomplete_groups_overdue_named"].value
     return [
@@ -209,6 +223,13 @@ def evaluate(
             groups=MetadataValue.json(waiting_named),
         ),
         _failed_for_good(figures["jobs_failed_for_good_last_hour"], named),
+        _at_most(
+            SITES_NOT_DRAINED,
+            drained,
+            0,
+            f"{drained} drained site(s)" + (f": {figures['drained_site_ids']}" if drained else ""),
+            sites=figures["drained_site_ids"],
+        ),
     ]
 
 

@@ -34,3 +34,8 @@ class AlreadyExists(Conflict):
 
 class LeaseLost(Conflict):
     """The caller's claim on this job has ended (lease lapsed, released or canceled)."""
+
+
+class SiteDrained(Conflict):
+    """The site is drained: its last claims failed at the site, one after another, so it may claim no new job
+    until staff or the site's admin lift the drain (`nmdc_runtime.domain.drains`)."""

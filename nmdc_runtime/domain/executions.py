@@ -7,6 +7,11 @@ Conflict, like any other late write from a site that lost its lease.
 An execution's `details` are capped like an operation's metadata (`nmdc_runtime.domain.caps`): at most
 `MAX_DETAILS_KEYS` keys and `max_bytes` bytes (`NMDC_MAX_METADATA_BYTES`, 64 KiB by default) as compact UTF-8
 JSON, when recorded and once a correction is merged, else 422 on the field `details`.
+
+One claim records at most `max_executions` executions (`Policy.max_executions_per_operation`): a holder cannot
+grow the store without bound under one claim. Past it, Conflict (`check_room_for_execution`); correcting one
+(PATCH) is still allowed. The operation counts them (`execution_count`), so the check holds under concurrent
+requests (its SQL form is `store.rules.execution_room`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from nmdc_runtime.domain.caps import check_cap
-from nmdc_runtime.domain.errors import Forbidden, InvalidInput, LeaseLost
+from nmdc_runtime.domain.errors import Conflict, Forbidden, InvalidInput, LeaseLost
 from nmdc_runtime.domain.operations import Operation
 
 MAX_DETAILS_KEYS = 100
@@ -53,6 +58,20 @@ def operation_for_execution(
     if active is not None:
         raise Forbidden("another site holds this job's claim")
     raise LeaseLost(f"site {site_id} holds no active claim on job {job_id}")
+
+
+def has_room_for_execution(op: Operation, *, max_executions: int) -> bool:
+    """Whether another execution may be recorded under `op`."""
+    return op.execution_count < max_executions
+
+
+def check_room_for_execution(op: Operation, *, max_executions: int) -> None:
+    """Conflict when `op` has recorded all the executions one claim may record."""
+    if not has_room_for_execution(op, max_executions=max_executions):
+        raise Conflict(
+            f"operation {op.id} has recorded {op.execution_count} executions, the most one claim may record "
+            f"(NMDC_MAX_EXECUTIONS_PER_OPERATION={max_executions}): correct one (PATCH) instead"
+        )
 
 
 def check_correction(

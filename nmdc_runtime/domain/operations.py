@@ -30,8 +30,14 @@ Choices the API contract leaves open, made here once:
   ending gives the job back (attempts left, or a cancel request), of a workflow whose required capabilities
   the site has.
 - **An admin's cancel** ends the operation at once (as `canceled`) when its `lease_expire_time` has passed,
-  paused or not: nobody is heartbeating it. Otherwise it sets `cancel_requested` for the holder to act on;
-  if the holder then goes silent, the lapse ends it `canceled` (see Lapse).
+  paused or not: nobody is heartbeating it. Otherwise it sets `cancel_requested` for the holder to act on, and
+  cuts the lease to end within `cancel_grace_seconds` at the latest: from then on heartbeats (and a resume)
+  no longer renew it, so the holder has the grace to finish (a result posted within it counts), and the
+  lapse then ends it `canceled` (see Lapse) whether or not the holder keeps heartbeating. A claim with a
+  cancel request gets no access grant (`domain.grants`).
+- **Drained sites** (`domain.drains`): a site whose last claims each failed at the site claims nothing new
+  until the drain is lifted; the claim decision refuses it (Conflict: `SiteDrained`) and `claimable` lists
+  nothing for it.
 - **Finishing with a result** needs a *succeeded* execution recorded under this very operation (so of the same
   job, by the holding site); anything else is invalid input (422 on the field `result.execution_id`): a failed
   run is reported as an error. The PATCH that finishes an operation does not renew its lease.
@@ -41,7 +47,7 @@ Choices the API contract leaves open, made here once:
 - **Lease length**: a claim's lease lasts its workflow's `lease_seconds` (at most `max_lease_seconds`), or
   `claim_lease_seconds` when the workflow sets none; a claim may ask for a shorter one, never a longer one
   (422). The operation keeps its length (`lease_seconds`): every heartbeat by the holder, and a resume, renew
-  the lease by that much.
+  the lease by that much (`renew_lease`), until a cancel is requested.
 - **Metadata**: the keys `job_id`, `site_id`, `workflow_id`, `attempt` are read-only (422 when changed); the
   server-owned keys `state`, `lease_expire_time`, `lease_seconds`, `cancel_requested`, `paused` are ignored
   when sent back;
@@ -55,11 +61,12 @@ Choices the API contract leaves open, made here once:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from nmdc_runtime.domain import drains as drains_rules
 from nmdc_runtime.domain.caps import check_cap
 from nmdc_runtime.domain.errors import Conflict, Forbidden, InvalidInput
 from nmdc_runtime.domain.principals import Principal
@@ -95,6 +102,7 @@ class Operation(Protocol):
     extra_metadata: dict[str, Any]
     update_time: datetime
     expire_time: datetime | None
+    execution_count: int
 
 
 class Execution(Protocol):
@@ -200,11 +208,13 @@ def claimable(
     *,
     site_capabilities: list[str],
     required_capabilities: list[str],
+    site_drained: bool,
     now: datetime,
 ) -> bool:
     """Whether a claim by a site with `site_capabilities` would get a new operation now (see the module
-    docstring): what `GET /jobs?claimable=true` lists, before anything has ended a lapsed lease."""
-    if not capabilities_cover(site_capabilities, required_capabilities):
+    docstring): what `GET /jobs?claimable=true` lists, before anything has ended a lapsed lease. Nothing is
+    claimable by a drained site (`site_drained`)."""
+    if site_drained or not capabilities_cover(site_capabilities, required_capabilities):
         return False
     if job.status == JobStatus.UNCLAIMED:
         return True
@@ -224,11 +234,14 @@ def decide_claim(
     site_id: str,
     site_capabilities: list[str],
     required_capabilities: list[str],
+    site_drain: drains_rules.Drain | None,
 ) -> ClaimDecision:
-    """What a claim by `site_id` gets, given the job's status and who holds its (unlapsed) open operation.
+    """What a claim by `site_id` gets, given the job's status, who holds its (unlapsed) open operation and the
+    site's drain (None: not drained).
 
-    Forbidden when the site lacks a required capability; Conflict when the job is finished or canceled or
-    another site holds the claim.
+    Forbidden when the site lacks a required capability; Conflict when the job is finished or canceled,
+    SiteDrained (a Conflict) when the site is drained and does not hold the claim already (its open operations
+    go on: a retried claim of one is answered as usual), Conflict when another site holds the claim.
     """
     if not capabilities_cover(site_capabilities, required_capabilities):
         missing = sorted(set(required_capabilities) - set(site_capabilities))
@@ -237,6 +250,7 @@ def decide_claim(
         raise Conflict(f"the job is {job_status}")
     if holder_site_id == site_id:
         return ClaimDecision.EXISTING
+    drains_rules.check_not_drained(site_id, site_drain)
     if holder_site_id is not None:
         raise Conflict("another site holds an active claim on this job")
     return ClaimDecision.CREATED
@@ -249,6 +263,8 @@ def claim(
     site_id: str,
     site_capabilities: list[str],
     required_capabilities: list[str],
+    fault_streak: Sequence[tuple[str, datetime]],
+    drain_after: int,
     workflow_lease_seconds: int | None,
     requested_lease_seconds: int | None,
     default_lease_seconds: int,
@@ -256,14 +272,16 @@ def claim(
 ) -> dict[str, Any] | None:
     """The one decision of a claim, whichever path writes it: None when `site_id` already holds the job's
     (unlapsed) open operation, else the fields of its new operation (`start_operation`: the job is marked
-    claimed and the attempt counted). Forbidden, Conflict and InvalidInput as `decide_claim` and
-    `lease_for_claim` say."""
+    claimed and the attempt counted). `fault_streak` is the site's faults since its last success or undrain
+    (its first `drain_after` at least), which may drain it (`drains_rules.drain_of`). Forbidden, Conflict
+    (SiteDrained included) and InvalidInput as `decide_claim` and `lease_for_claim` say."""
     decision = decide_claim(
         job_status=JobStatus(job.status),
         holder_site_id=holder_site_id,
         site_id=site_id,
         site_capabilities=site_capabilities,
         required_capabilities=required_capabilities,
+        site_drain=drains_rules.drain_of(fault_streak, drain_after=drain_after),
     )
     if decision is ClaimDecision.EXISTING:
         return None
@@ -543,9 +561,17 @@ def check_result(op: Operation, execution_id: str, execution: Execution | None) 
 
 
 def heartbeat(op: Operation, *, now: datetime, by_holder: bool) -> None:
-    """Record a PATCH: `update_time`, and, when the holding site sent it, a lease renewed by its own length."""
+    """Record a PATCH: `update_time`, and, when the holding site sent it, a lease renewed by its own length
+    (`renew_lease`: not after a cancel request)."""
     op.update_time = now
     if by_holder:
+        renew_lease(op, now=now)
+
+
+def renew_lease(op: Operation, *, now: datetime) -> None:
+    """Give the operation a lease of its own length from `now`, unless a cancel was requested: its lease then
+    ends when the cancel's grace does (`request_cancel`), whatever the holder sends."""
+    if not op.cancel_requested:
         op.lease_expire_time = now + timedelta(seconds=op.lease_seconds)
 
 
@@ -578,8 +604,11 @@ def release(
     )
 
 
-def request_cancel(op: Operation, job: Job, *, now: datetime, retention_seconds: int, reason: str) -> None:
-    """Set `cancel_requested` for the holder to act on; end the operation at once when its lease has lapsed."""
+def request_cancel(
+    op: Operation, job: Job, *, now: datetime, retention_seconds: int, grace_seconds: int, reason: str
+) -> None:
+    """Set `cancel_requested` for the holder to act on, its lease cut to end within `grace_seconds` (and
+    renewed no more); end the operation at once when its lease has lapsed."""
     op.cancel_requested = True
     op.update_time = now
     if lease_lapsed(op, now=now):  # with cancel_requested set: paused or not
@@ -591,10 +620,16 @@ def request_cancel(op: Operation, job: Job, *, now: datetime, retention_seconds:
             retention_seconds=retention_seconds,
             message=reason + "; the holder's lease had lapsed",
         )
+        return
+    # Never later than it was: a second request does not move the end of the first's grace.
+    op.lease_expire_time = min(op.lease_expire_time, now + timedelta(seconds=grace_seconds))
 
 
-def cancel_job(job: Job, op: Operation | None, *, now: datetime, retention_seconds: int) -> None:
-    """An admin cancels the job for good; its active operation (if any) gets a cancel request.
+def cancel_job(
+    job: Job, op: Operation | None, *, now: datetime, retention_seconds: int, grace_seconds: int
+) -> None:
+    """An admin cancels the job for good; its active operation (if any) gets a cancel request
+    (`request_cancel`, with `grace_seconds`).
 
     Canceling a canceled job changes nothing; a succeeded or failed job is a Conflict.
     """
@@ -604,7 +639,12 @@ def cancel_job(job: Job, op: Operation | None, *, now: datetime, retention_secon
     job.updated_at = now
     if op is not None:
         request_cancel(
-            op, job, now=now, retention_seconds=retention_seconds, reason="the job was canceled by an admin"
+            op,
+            job,
+            now=now,
+            retention_seconds=retention_seconds,
+            grace_seconds=grace_seconds,
+            reason="the job was canceled by an admin",
         )
 
 
@@ -616,11 +656,11 @@ def pause(op: Operation, *, now: datetime) -> None:
 
 
 def resume(op: Operation, *, now: datetime) -> None:
-    """An admin resumes a paused operation, with a fresh lease of its length. Resuming a running one changes
-    nothing."""
+    """An admin resumes a paused operation, with a fresh lease of its length (`renew_lease`: not after a
+    cancel request). Resuming a running one changes nothing."""
     if op.state == OperationState.PAUSED:
         move_operation(op, OperationState.RUNNING)
-        op.lease_expire_time = now + timedelta(seconds=op.lease_seconds)
+        renew_lease(op, now=now)
         op.update_time = now
 
 

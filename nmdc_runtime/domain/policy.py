@@ -19,6 +19,14 @@ class Policy:
     """How long an Idempotency-Key is remembered."""
     max_attempts: int
     """Claims a job may use up before it is marked failed."""
+    site_drain_after: int = 3
+    """Faults in a row (`domain.drains`) that drain a site."""
+    cancel_grace_seconds: int = 60
+    """The longest an operation's lease lasts after a cancel request: heartbeats no longer renew it."""
+    grant_seconds: int = 300
+    """The longest an access grant lasts."""
+    max_executions_per_operation: int = 10
+    """Executions one claim may record."""
     max_metadata_bytes: int = 64 * 1024
     """The most bytes of an operation's site-supplied metadata and of an execution's details
     (`NMDC_MAX_METADATA_BYTES`)."""

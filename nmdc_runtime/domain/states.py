@@ -68,6 +68,10 @@ class ErrorCode(StrEnum):
     EXECUTION_FAILED = "EXECUTION_FAILED"
     """Finished by `done: true` alone, and the latest execution under the operation failed."""
     UNKNOWN = "UNKNOWN"
+    DATA_LOSS = "DATA_LOSS"
+    """An input could not be read whole or did not match its size or checksums: the data's fault."""
+    UNAVAILABLE = "UNAVAILABLE"
+    """An input's data site could not be reached: its fault, not the executing site's."""
 
 
 class ReleaseCode(StrEnum):

@@ -27,6 +27,15 @@ class SiteCreate(StrictModel):
     capabilities: list[Tag] = Field(default_factory=list, max_length=MAX_CAPABILITIES)
 
 
+class SiteDrainRead(ReadModel):
+    """Why a site is drained: since when, and the operations whose faults drained it."""
+
+    since: datetime = Field(description="When the last of `operations` ended: the site was drained then.")
+    operations: list[str] = Field(
+        description="The operations, in the order they ended, that each failed at the site, in a row."
+    )
+
+
 class SiteRead(ReadModel):
     """A site; its credentials are never shown here."""
 
@@ -36,6 +45,12 @@ class SiteRead(ReadModel):
     name: str
     capabilities: list[str]
     disabled_at: datetime | None = Field(None, description="Set while an admin has disabled the site.")
+    drained: SiteDrainRead | None = Field(
+        None,
+        description="Set while the site is drained: its last NMDC_SITE_DRAIN_AFTER judged operations in a row "
+        "each failed at the site, so it claims no new job until staff or its admin lift it "
+        "(POST /sites/{site_id}:undrain).",
+    )
     created_at: datetime
 
 

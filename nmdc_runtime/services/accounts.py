@@ -16,6 +16,7 @@ from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.models import Site, SiteClient, User
 from nmdc_runtime.services.transactions import transaction
 from nmdc_runtime.store import accounts as accounts_store
+from nmdc_runtime.store import drains as drains_store
 
 audit = logging.getLogger("nmdc_runtime.audit")
 
@@ -75,6 +76,17 @@ def set_site_enabled(session: Session, *, site_id: str, enabled: bool, actor: st
     return _set_standing(
         session, accounts_store.set_site_disabled, "site", {"site_id": site_id}, enabled, actor
     )
+
+
+def undrain_site(session: Session, *, site_id: str, actor: str, now: datetime | None = None) -> Site:
+    """Lift a site's drain (`domain.drains`): its fault streak ends here, so only operations that end after
+    this count. Lifting the drain of a site that is not drained resets its count all the same. NotFound."""
+    now = now or datetime.now(UTC)
+    with transaction(session):
+        site = accounts_store.get_site(session, site_id=site_id)
+        drains_store.note_undrain(session, site_id=site_id, now=now)
+    _audit(actor, "lifted the drain of site", site_id, now)
+    return site
 
 
 def set_user_enabled(session: Session, *, username: str, enabled: bool, actor: str) -> User:

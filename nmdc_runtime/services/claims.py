@@ -8,12 +8,14 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
+from nmdc_runtime.domain import drains as drains_rules
 from nmdc_runtime.domain import operations as operations_rules
 from nmdc_runtime.domain.errors import NotFound
 from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.domain.states import JobStatus
 from nmdc_runtime.models import Job, Operation
 from nmdc_runtime.services.transactions import Once, locked_job, run_once, statements_commit, transaction
+from nmdc_runtime.store import drains as drains_store
 from nmdc_runtime.store import idempotency as idempotency_store
 from nmdc_runtime.store import operations as operations_store
 from nmdc_runtime.store.idempotency import IdempotentRequest
@@ -44,7 +46,8 @@ def claim_job(
     Twin paths, one decision (`_decide`, i.e. `operations_rules.claim`): an unclaimed job (the common case) is
     claimed in two statements and no BEGIN or COMMIT (`_claim_unclaimed`, the fast path); anything else, or a
     job that changed between the two, takes the general path below on the locked rows (docs/architecture.md,
-    "Following a claim").
+    "Following a claim"). A drained site's claim is refused on either path by that decision (SiteDrained), its
+    drain read with the claim's terms, in the statement that reads them.
     """
     now = now or datetime.now(UTC)
     claim = _claim_unclaimed(
@@ -55,7 +58,9 @@ def claim_job(
     # The general path (twin of `_claim_unclaimed`).
     with transaction(session):
         job, current = locked_job(session, job_id=job_id, now=now, policy=policy)
-        terms = operations_store.claim_terms(session, site_id=site_id, workflow_id=job.workflow_id)
+        terms = operations_store.claim_terms(
+            session, site_id=site_id, workflow_id=job.workflow_id, drain_after=policy.site_drain_after
+        )
         holder = current.site_id if current else None
         fields = _decide(
             job, holder, site_id=site_id, terms=terms, policy=policy, lease_seconds=lease_seconds, now=now
@@ -143,8 +148,17 @@ def _claim_first_free(
     transaction holds); a job claimed under a lapsed lease goes through its general path's steps: the lapse
     rule on the locked rows (`locked_job`), the claimable rule (`operations_rules.claimable`), the decision.
     """
-    found = operations_store.lock_next_claimable(session, site_id=site_id, now=now, workflow_ids=workflow_ids)
+    found = operations_store.lock_next_claimable(
+        session, site_id=site_id, now=now, drain_after=policy.site_drain_after, workflow_ids=workflow_ids
+    )
     if found.job is None:
+        # A drained site's listing is empty: it is told why at once, as a claim by id tells it.
+        streak = drains_store.fault_streaks(
+            session, site_ids=[site_id], drain_after=policy.site_drain_after
+        ).get(site_id, [])
+        drains_rules.check_not_drained(
+            site_id, drains_rules.drain_of(streak, drain_after=policy.site_drain_after)
+        )
         raise _NothingClaimed(contended=found.candidates > 0)
     job, terms = found.job, found.terms
     if job.status == JobStatus.UNCLAIMED:
@@ -164,6 +178,8 @@ def _claim_first_free(
         current,
         site_capabilities=terms.site_capabilities,
         required_capabilities=terms.required_capabilities,
+        site_drained=drains_rules.drain_of(terms.fault_streak, drain_after=policy.site_drain_after)
+        is not None,
         now=now,
     ):
         raise _NothingClaimed(contended=True)
@@ -186,7 +202,9 @@ def _claim_unclaimed(
     there is no lease to end, and the holder is nobody.
     """
     with statements_commit(session):
-        seen = operations_store.job_and_claim_terms(session, job_id=job_id, site_id=site_id)
+        seen = operations_store.job_and_claim_terms(
+            session, job_id=job_id, site_id=site_id, drain_after=policy.site_drain_after
+        )
         if seen is None or seen[0].status != JobStatus.UNCLAIMED:
             return None
         job, terms = seen
@@ -218,6 +236,8 @@ def _decide(
         site_id=site_id,
         site_capabilities=terms.site_capabilities,
         required_capabilities=terms.required_capabilities,
+        fault_streak=terms.fault_streak,
+        drain_after=policy.site_drain_after,
         workflow_lease_seconds=terms.lease_seconds,
         requested_lease_seconds=lease_seconds,
         default_lease_seconds=policy.claim_lease_seconds,
@@ -260,5 +280,11 @@ def cancel_job(session: Session, *, job_id: str, policy: Policy, now: datetime |
     with transaction(session):
         job = operations_store.lock_job_or_404(session, job_id=job_id)
         op = operations_store.open_operation(session, job_id=job.id)
-        operations_rules.cancel_job(job, op, now=now, retention_seconds=policy.operation_retention_seconds)
+        operations_rules.cancel_job(
+            job,
+            op,
+            now=now,
+            retention_seconds=policy.operation_retention_seconds,
+            grace_seconds=policy.cancel_grace_seconds,
+        )
         return job

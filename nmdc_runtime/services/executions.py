@@ -68,7 +68,13 @@ def record_execution(
         "details": details,
         "now": now,
     }
-    recorded = _record_as_holder(session, job_id=job_id, fields=fields, request=request)
+    recorded = _record_as_holder(
+        session,
+        job_id=job_id,
+        fields=fields,
+        request=request,
+        max_executions=policy.max_executions_per_operation,
+    )
     if recorded is not None:
         return Once(recorded, replayed=False)
 
@@ -83,7 +89,8 @@ def record_execution(
         op = executions_rules.operation_for_execution(
             job_id=job.id, operation_id=operation_id, site_id=site_id, active=active, named=named
         )
-        return Recorded(
+        executions_rules.check_room_for_execution(op, max_executions=policy.max_executions_per_operation)
+        recorded = Recorded(
             *executions_store.create_execution(
                 session,
                 job_id=job.id,
@@ -92,6 +99,8 @@ def record_execution(
                 **{**fields, "operation_id": op.id},
             )
         )
+        op.execution_count += 1
+        return recorded
 
     with transaction(session):
         return run_once(session, request=request, create=create, document=_document, restore=_restore)
@@ -113,13 +122,19 @@ def _restore(document: dict[str, Any]) -> Recorded:
 
 
 def _record_as_holder(
-    session: Session, *, job_id: str, fields: dict[str, Any], request: IdempotentRequest
+    session: Session,
+    *,
+    job_id: str,
+    fields: dict[str, Any],
+    request: IdempotentRequest,
+    max_executions: int,
 ) -> Recorded | None:
     """The fast path of `record_execution` (its twin is the general path there): the execution of the site
-    holding the job's open operation, whose lease holds, named by `operation_id`: decided by
-    `executions_rules.operation_for_execution` on the rows as one statement read them, and written by a second
-    that applies it only if neither the job nor the operation changed, together with the request's
-    Idempotency-Key row (`executions_store.record_as_seen`). None, and nothing written, for anything else: the
+    holding the job's open operation, whose lease holds, named by `operation_id`, with room for another
+    execution: decided by `executions_rules.operation_for_execution` and `has_room_for_execution` on the rows as
+    one statement read them, and written by a second that applies it only if neither the job nor the operation
+    changed and the operation still has room, together with the request's Idempotency-Key row
+    (`executions_store.record_as_seen`). None, and nothing written, for anything else: the
     general path decides those on the locked rows (and replays a repeated key).
     """
     now = fields["now"]
@@ -137,6 +152,8 @@ def _record_as_holder(
             )
         except RuntimeDomainError:
             return None
+        if not executions_rules.has_room_for_execution(op, max_executions=max_executions):
+            return None
         execution, resources = executions_store.new_execution(
             job_id=seen.job.id,
             workflow_id=seen.job.workflow_id,
@@ -152,6 +169,7 @@ def _record_as_holder(
             seen=operations_store.versions(op, seen.job),
             request=request,
             created=_document(Recorded(execution, resources)),
+            max_executions=max_executions,
         )
     return Recorded(execution, resources) if written else None
 

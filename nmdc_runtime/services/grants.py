@@ -8,6 +8,7 @@ from typing import NamedTuple
 from sqlalchemy.orm import Session
 
 from nmdc_runtime.domain.grants import grant_expiry
+from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.grants import GrantKeys, issue_grant
 from nmdc_runtime.store import data_resources as data_resources_store
@@ -29,6 +30,7 @@ def grant_access(
     principal: Principal,
     keys: GrantKeys,
     issuer: str,
+    policy: Policy,
     now: datetime | None = None,
 ) -> Grant:
     """A grant for `principal` to read a data resource (`domain.grants.grant_expiry` says who may, and for how
@@ -43,7 +45,13 @@ def grant_access(
         lease_end = operations_store.active_claim_lease_end(
             session, site_id=principal.site_id, data_resource_id=resource.id, now=now
         )
-    expires = grant_expiry(principal, owner_site_id=resource.site_id, claim_lease_end=lease_end, now=now)
+    expires = grant_expiry(
+        principal,
+        owner_site_id=resource.site_id,
+        claim_lease_end=lease_end,
+        now=now,
+        grant_seconds=policy.grant_seconds,
+    )
     token, expire_time = issue_grant(
         keys,
         issuer=issuer,

@@ -1,5 +1,5 @@
 """What runs on a clock (the Dagster reaper): lapsed leases ended, old operations and idempotency keys dropped,
-the tallies' changes folded."""
+the tallies' changes folded, the sites' judged endings pruned."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from nmdc_runtime.domain import operations as operations_rules
 from nmdc_runtime.domain.policy import Policy
 from nmdc_runtime.services.transactions import transaction
+from nmdc_runtime.store import drains as drains_store
 from nmdc_runtime.store import idempotency as idempotency_store
 from nmdc_runtime.store import operations as operations_store
 from nmdc_runtime.store import pipeline as pipeline_store
@@ -53,6 +54,13 @@ def forget_idempotency_keys(session: Session, *, now: datetime, policy: Policy) 
         return idempotency_store.delete_keys_before(
             session, before=now - timedelta(seconds=policy.idempotency_retention_seconds)
         )
+
+
+def prune_site_endings(session: Session) -> int:
+    """Forget the judged endings no site's fault streak reads any more (`store.drains.prune_endings`); how
+    many."""
+    with transaction(session):
+        return drains_store.prune_endings(session)
 
 
 def fold_tally_changes(session: Session) -> int:

@@ -179,6 +179,7 @@ def cancel_operation(
             job,
             now=now,
             retention_seconds=policy.operation_retention_seconds,
+            grace_seconds=policy.cancel_grace_seconds,
             reason="canceled by an admin",
         )
         return op

@@ -78,13 +78,21 @@ def statements_commit(session: Session) -> Iterator[Session]:
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     try:
         yield session
-    finally:
-        # Nothing is open to commit (no round trip): this hands the connection back, and, unlike a rollback,
-        # keeps what the statements loaded (the sessions here do not expire on commit).
+    except BaseException:
+        # A statement that failed may have lost its connection (a database past its deadline): only a
+        # rollback lets go of that; a commit would fail again, on a PendingRollbackError in the place of the
+        # error that says what happened (500 instead of 503).
         try:
-            session.commit()
+            session.rollback()
         finally:
             session.bind = bound
+        raise
+    # Nothing is open to commit (no round trip): this hands the connection back, and, unlike a rollback,
+    # keeps what the statements loaded (the sessions here do not expire on commit).
+    try:
+        session.commit()
+    finally:
+        session.bind = bound
 
 
 def _end_if_lapsed(

@@ -20,6 +20,7 @@ from nmdc_runtime.store import idempotency as idempotency_store
 from nmdc_runtime.store import operations as operations_store
 from nmdc_runtime.store.idempotency import IdempotentRequest
 from nmdc_runtime.store.pages import PageParams, fetch_page
+from nmdc_runtime.store.rules import execution_room
 
 # Built once: the statement keeps its cache key (see `store.operations._locking`).
 _INSERT_EXECUTION = sa.insert(Execution).returning(Execution, sort_by_parameter_order=True)
@@ -109,11 +110,17 @@ def _parameters(prefix: str, model: type, columns: tuple[str, ...]) -> sa.Select
 def _record_as_seen_statement() -> sa.Select:
     """The statement of `record_as_seen`, built once: `exec_<column>` parameters for the execution, `outputs`
     (a JSON array of the outputs' `_OUTPUT_FIELDS`), `key_<column>` and `keyed` for the Idempotency-Key row,
-    and the lock parameters of `store.operations.job_locked_as_seen` and `operation_as_seen`."""
+    `max_executions` for the cap, and the lock parameters of `store.operations.job_locked_as_seen` and
+    `operation_as_seen`."""
     locked = operations_store.job_locked_as_seen()
+    # The cap is checked on the locked row: a statement that waited for the lock reads the row again (READ
+    # COMMITTED re-checks the conditions on its latest version), so it sees the count the one before it left.
     held = (
         sa.select(Operation.id)
-        .where(*operations_store.operation_as_seen(locked))
+        .where(
+            *operations_store.operation_as_seen(locked),
+            execution_room(sa.bindparam("max_executions", type_=sa.Integer)),
+        )
         .with_for_update()
         .cte("held")
     )
@@ -139,8 +146,15 @@ def _record_as_seen_statement() -> sa.Select:
                 sa.or_(sa.not_(sa.bindparam("keyed", type_=sa.Boolean)), sa.exists(sa.select(keyed.c.key))),
             ),
         )
-        .returning(Execution.id)
+        .returning(Execution.id, Execution.operation_id)
         .cte("inserted")
+    )
+    counted = (
+        sa.update(Operation)
+        .where(Operation.id == sa.select(inserted.c.operation_id).scalar_subquery())
+        # A constant in the statement, not a parameter: it is compiled once, and given its named parameters only.
+        .values(execution_count=Operation.execution_count + sa.literal_column("1", sa.Integer))
+        .cte("counted")
     )
     given = (
         sa.func.jsonb_to_recordset(sa.bindparam("outputs", type_=JSONB))
@@ -160,7 +174,7 @@ def _record_as_seen_statement() -> sa.Select:
         )
         .cte("outputs")
     )
-    return sa.select(inserted.c.id).add_cte(outputs)
+    return sa.select(inserted.c.id).add_cte(outputs).add_cte(counted)
 
 
 _RECORD_AS_SEEN = operations_store.driver_sql(_record_as_seen_statement())
@@ -176,19 +190,22 @@ def record_as_seen(
     seen: operations_store.Versions,
     request: IdempotentRequest,
     created: Any,
+    max_executions: int,
 ) -> bool:
     """Write a new execution and its outputs (`new_execution`) under an operation and its job read at the
     versions `seen`, in one statement: lock the job if it is still as seen, and the operation if it is still
-    open and as seen, claim the request's Idempotency-Key row with `created` (when it has a key: what it
-    remembers, see `store.idempotency`),
-    insert the execution and its outputs. False, and nothing written, when the job or the operation changed,
-    or the key is taken (a repeat: the general path replays it)."""
+    open and as seen and has recorded fewer than `max_executions` executions (`rules.execution_room`), claim the
+    request's Idempotency-Key row with `created` (when it has a key: what it remembers, see
+    `store.idempotency`), insert the execution and its outputs and count it on the operation. False, and
+    nothing written, when the job or the operation changed, the operation has no room left, or the key is
+    taken (a repeat: the general path replays it)."""
     keyed = request.key is not None
     params = {
         **{f"exec_{column}": getattr(execution, column) for column in _EXECUTION_FIELDS},
         "exec_details": json.dumps(execution.details),
         "outputs": json.dumps([{name: getattr(row, name) for name in _OUTPUT_FIELDS} for row in outputs]),
         "keyed": keyed,
+        "max_executions": max_executions,
         **operations_store.seen_parameters(operation, job, seen),
         **(
             idempotency_store.key_row(request, created)
@@ -240,8 +257,18 @@ def outputs_of(session: Session, *, executions: Iterable[Execution]) -> dict[str
     return {e.id: [rows[id_] for id_ in e.output_ids if id_ in rows] for e in executions}
 
 
+_EXECUTION_BYTES = operations_store.execution_bytes()
+"""What an execution weighs in a page: its row and its outputs."""
+
+
 def list_executions(
     session: Session, *, job_id: str, page: PageParams
 ) -> tuple[Sequence[Execution], str | None]:
     """One page of a job's executions, in the order they were reported."""
-    return fetch_page(session, sa.select(Execution).where(Execution.job_id == job_id), Execution.seq, page)
+    return fetch_page(
+        session,
+        sa.select(Execution).where(Execution.job_id == job_id),
+        Execution.seq,
+        page,
+        weight=_EXECUTION_BYTES,
+    )

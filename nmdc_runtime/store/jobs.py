@@ -24,8 +24,14 @@ from sqlalchemy.sql.util import ClauseAdapter
 from nmdc_runtime.domain.errors import NotFound
 from nmdc_runtime.domain.states import JobStatus
 from nmdc_runtime.models import DataResource, Job, JobInput, Operation, Workflow
-from nmdc_runtime.store.pages import PageParams, fetch_page, page_of
-from nmdc_runtime.store.rules import capable_workflows, claimed_under_lapsed_lease, lapsed_lease, unclaimed
+from nmdc_runtime.store.pages import PageParams, fetch_page, page_of, row_bytes, weighed_page, weighed_page_of
+from nmdc_runtime.store.rules import (
+    capable_workflows,
+    claimed_under_lapsed_lease,
+    lapsed_lease,
+    site_drained,
+    unclaimed,
+)
 
 
 def data_resource_document(d: sa.FromClause) -> sa.ColumnElement[Any]:
@@ -202,12 +208,15 @@ def _claimable_statement(
     after: bool,
     now: bool,
     workflow_ids: bool = False,
+    weighed: bool = False,
 ) -> tuple[sa.Select, Any]:
     """A page of the jobs `rules.claimable_by` keeps, for the filters named (as bound parameters: `site_key`,
-    `filter_*`, `after`, `page_limit`, and `now` when given, else the database's clock; `workflow_ids`: jobs
-    of any of the workflows `filter_workflow_ids` names): built so that a page
-    costs what the open work costs, not every job ever made, as the union of the two parts of
-    `rules.open_for_claim`, each from an index of its own, merged in `seq` order.
+    `drain_after`, `filter_*`, `after`, `page_limit`, `now` when given, else the database's clock, and, when
+    `weighed`, `page_size` and `page_bytes` for `pages.weighed_page`; `workflow_ids`: jobs of any of the
+    workflows `filter_workflow_ids` names): built so that a page costs what the open work costs, not every job
+    ever made, as the union of the two parts of `rules.open_for_claim`, each from an index of its own, merged in
+    `seq` order. A drained site's capable workflows are none (`rules.site_drained`, decided once, before the
+    rest): its page is empty.
 
     - unclaimed jobs: for each workflow the site may run, its first unclaimed jobs after the page's start
       (at most a page of them, from `ix_jobs_unclaimed_workflow`);
@@ -231,7 +240,9 @@ def _claimable_statement(
     if after:
         conditions.append(Job.seq > sa.bindparam("after"))
     limit = sa.bindparam("page_limit", type_=sa.Integer)
-    capable = capable_workflows(site_id).subquery("capable")
+    not_drained = sa.not_(site_drained(site_id, sa.bindparam("drain_after", type_=sa.Integer)))
+    runnable = capable_workflows(site_id).where(not_drained)
+    capable = runnable.subquery("capable")
     # Ordered as `ix_jobs_unclaimed_workflow` is, with the workflow as a range of one rather than an equality: by
     # seq alone (or with `=`, which makes the workflow a constant of the order) the planner may walk
     # `ix_jobs_unclaimed` in seq order past every other workflow's unclaimed jobs, guessing they are spread
@@ -249,7 +260,7 @@ def _claimable_statement(
     # the reaper ends them) are not its business and cost a look each.
     lapsed_jobs = (
         sa.select(Operation.job_id)
-        .where(lapsed_lease(clock), Operation.workflow_id.in_(capable_workflows(site_id)))
+        .where(lapsed_lease(clock), Operation.workflow_id.in_(runnable))
         .scalar_subquery()
     )
     # Fetched by id alone, then judged (a materialized CTE): with the rule's `status = 'claimed'` in the same
@@ -268,15 +279,25 @@ def _claimable_statement(
         .join(Operation, Operation.job_id == candidate.id)
         .where(
             on_fetched(claimed_under_lapsed_lease(clock)),
-            candidate.workflow_id.in_(capable_workflows(site_id)),
+            candidate.workflow_id.in_(runnable),
             *(on_fetched(condition) for condition in conditions),
         )
     )
     # The parts differ in status, and a job has at most one open operation (uq_operations_open_job): no job
     # comes twice.
     union = sa.union_all(sa.select(waiting).select_from(capable.join(waiting, sa.true())), lapsed)
-    job = aliased(Job, union.subquery("claimable"))
-    return sa.select(job).order_by(job.seq).limit(limit), job.seq
+    claimable = union.subquery("claimable")
+    job = aliased(Job, claimable)
+    stmt = sa.select(job).order_by(job.seq).limit(limit)
+    if weighed:
+        stmt = weighed_page(
+            stmt,
+            job.seq,
+            weight=row_bytes(claimable),
+            size=sa.bindparam("page_size", type_=sa.Integer),
+            max_bytes=sa.bindparam("page_bytes", type_=sa.Integer),
+        )
+    return stmt, job.seq
 
 
 def claimable_first_page(*, workflow_ids: bool) -> sa.Select:
@@ -296,6 +317,7 @@ def claimable_first_page(*, workflow_ids: bool) -> sa.Select:
 def claimable_page_query(
     *,
     site_id: str,
+    drain_after: int,
     page: PageParams,
     status: JobStatus | None = None,
     workflow_id: str | None = None,
@@ -305,8 +327,9 @@ def claimable_page_query(
     now: datetime | None = None,
 ) -> tuple[sa.Select, dict[str, Any], Any]:
     """The statement of one page of the claimable listing (one row more than the page, which tells whether
-    another follows), its parameters, and the `seq` it is ordered by. `workflow_ids` keeps the jobs of any of
-    those workflows."""
+    another follows; with `page.max_bytes`, a `pages.weighed_page`), its parameters, and the `seq` it is
+    ordered by. `workflow_ids` keeps the jobs of any of those workflows. `drain_after`: the faults in a row that
+    drain a site (`Policy.site_drain_after`)."""
     stmt, seq = _claimable_statement(
         status=status is not None,
         workflow_id=workflow_id is not None,
@@ -315,8 +338,17 @@ def claimable_page_query(
         after=page.after is not None,
         now=now is not None,
         workflow_ids=workflow_ids is not None,
+        weighed=page.max_bytes is not None,
     )
-    params = {"site_key": site_id, "page_limit": page.size + 1, "after": page.after, "now": now}
+    params = {
+        "site_key": site_id,
+        "drain_after": drain_after,
+        "page_limit": page.size + 1,
+        "after": page.after,
+        "now": now,
+        "page_size": page.size,
+        "page_bytes": page.max_bytes,
+    }
     params.update(
         filter_status=status.value if status is not None else None,
         filter_workflow_id=workflow_id,
@@ -336,21 +368,26 @@ def list_jobs(
     data_resource_id: str | None = None,
     group: str | None = None,
     claimable_by_site: str | None = None,
+    drain_after: int | None = None,
     now: datetime | None = None,
 ) -> tuple[Sequence[Job], str | None]:
     """One page of jobs matching every given filter, in creation order.
 
     `claimable_by_site` (a site id) keeps the jobs that site could claim at `now` (default: the database's
-    clock), as `nmdc_runtime.store.rules.claimable_by` says (in the form `_claimable_statement` gives it).
-    Only the claim itself is authoritative: another site may claim a listed job first.
+    clock), as `nmdc_runtime.store.rules.claimable_by` says (in the form `_claimable_statement` gives it),
+    `drain_after` faults in a row draining a site. Only the claim itself is authoritative: another site may
+    claim a listed job first.
     """
     if claimable_by_site is None:
         stmt = sa.select(Job).where(
             *_conditions(status and status.value, workflow_id, data_resource_id, group)
         )
         return fetch_page(session, stmt, Job.seq, page)
+    if drain_after is None:
+        raise ValueError("the claimable listing needs drain_after (Policy.site_drain_after)")
     stmt, params, seq = claimable_page_query(
         site_id=claimable_by_site,
+        drain_after=drain_after,
         page=page,
         status=status,
         workflow_id=workflow_id,
@@ -358,4 +395,6 @@ def list_jobs(
         group=group,
         now=now,
     )
-    return page_of(session.scalars(stmt, params).all(), seq, page)
+    if page.max_bytes is None:
+        return page_of(session.scalars(stmt, params).all(), seq, page)
+    return weighed_page_of(session.execute(stmt, params).all(), seq, page)

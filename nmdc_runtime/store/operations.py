@@ -23,10 +23,16 @@ from sqlalchemy.orm import Session
 from nmdc_runtime.domain import operations as operations_rules
 from nmdc_runtime.domain.errors import Conflict, NotFound
 from nmdc_runtime.ids import new_id
-from nmdc_runtime.models import Execution, Job, JobInput, Operation, Site, Workflow
+from nmdc_runtime.models import DataResource, Execution, Job, JobInput, Operation, Site, Workflow
+from nmdc_runtime.store import drains as drains_store
 from nmdc_runtime.store import jobs as jobs_store
-from nmdc_runtime.store.pages import PageParams, fetch_page
-from nmdc_runtime.store.rules import claimed_under_lapsed_lease, lapsed_lease
+from nmdc_runtime.store.pages import PageParams, fetch_page, row_bytes
+from nmdc_runtime.store.rules import (
+    claim_grants_access,
+    claimed_under_lapsed_lease,
+    fault_streak,
+    lapsed_lease,
+)
 
 OPEN_OPERATION_INDEX = "uq_operations_open_job"
 
@@ -124,24 +130,36 @@ class ClaimTerms(NamedTuple):
     required_capabilities: list[str]
     lease_seconds: int | None
     """The workflow's lease length; None: the default."""
+    fault_streak: list[tuple[str, datetime]]
+    """The site's faults since its last success or undrain, oldest first, as (operation id, ended at): the
+    first `drain_after` of them at most (`domain.drains.drain_of`)."""
 
 
 def _terms_columns(
-    site_id: str | sa.BindParameter, workflow: sa.FromClause = Workflow.__table__
+    site_id: str | sa.BindParameter,
+    drain_after: int | sa.BindParameter,
+    workflow: sa.FromClause = Workflow.__table__,
 ) -> tuple[sa.ColumnElement, ...]:
     """The columns of ClaimTerms, for a query that joins `workflows` (or the alias `workflow` of it)."""
     site = sa.select(Site.capabilities).where(Site.id == site_id).scalar_subquery()
-    return site, workflow.c.required_capabilities, workflow.c.lease_seconds
+    return (
+        site,
+        workflow.c.required_capabilities,
+        workflow.c.lease_seconds,
+        fault_streak(site_id, drain_after),
+    )
 
 
 def _terms(row: Sequence[Any]) -> ClaimTerms:
-    return ClaimTerms(list(row[0]), list(row[1] or []), row[2])
+    return ClaimTerms(list(row[0]), list(row[1] or []), row[2], drains_store.streak_of(row[3]))
 
 
-def claim_terms(session: Session, *, site_id: str, workflow_id: str) -> ClaimTerms:
-    """The site's capabilities and the workflow's requirements and lease, in one round trip; NotFound for an
-    unknown site."""
-    row = session.execute(sa.select(*_terms_columns(site_id)).where(Workflow.id == workflow_id)).one()
+def claim_terms(session: Session, *, site_id: str, workflow_id: str, drain_after: int) -> ClaimTerms:
+    """The site's capabilities and fault streak (its first `drain_after` faults) and the workflow's
+    requirements and lease, in one round trip; NotFound for an unknown site."""
+    row = session.execute(
+        sa.select(*_terms_columns(site_id, drain_after)).where(Workflow.id == workflow_id)
+    ).one()
     if row[0] is None:
         raise NotFound(f"no site {site_id!r}")
     return _terms(row)
@@ -177,18 +195,20 @@ def driver_sql(statement: sa.ClauseElement) -> str:
 
 
 _JOB_AND_TERMS = driver_sql(
-    sa.select(*_SEEN_JOB, *_terms_columns(sa.bindparam("site_key")))
+    sa.select(*_SEEN_JOB, *_terms_columns(sa.bindparam("site_key"), sa.bindparam("drain_after")))
     .join(Workflow, Workflow.id == Job.workflow_id)
     .where(Job.id == sa.bindparam("job_key"))
 )
 
 
-def job_and_claim_terms(session: Session, *, job_id: str, site_id: str) -> tuple[SeenJob, ClaimTerms] | None:
-    """The job (unlocked) and the terms of a claim on it by the site, in one round trip; None for an unknown
-    job or site."""
+def job_and_claim_terms(
+    session: Session, *, job_id: str, site_id: str, drain_after: int
+) -> tuple[SeenJob, ClaimTerms] | None:
+    """The job (unlocked) and the terms of a claim on it by the site (its fault streak read up to
+    `drain_after` faults), in one round trip; None for an unknown job or site."""
     row = (
         session.connection()
-        .exec_driver_sql(_JOB_AND_TERMS, {"job_key": job_id, "site_key": site_id})
+        .exec_driver_sql(_JOB_AND_TERMS, {"job_key": job_id, "site_key": site_id, "drain_after": drain_after})
         .one_or_none()
     )
     if row is None or row[len(_SEEN_JOB)] is None:
@@ -230,7 +250,7 @@ def _next_claimable_statement(*, workflow_ids: bool) -> sa.Select:
     picked = (
         sa.select(
             *(job.c[column] for _, column in _JOB_ATTRIBUTES),
-            *_terms_columns(sa.bindparam("site_key"), workflow),
+            *_terms_columns(sa.bindparam("site_key"), sa.bindparam("drain_after"), workflow),
         )
         .select_from(
             job.join(candidates, sa.and_(*(candidates.c[name] == job.c[name] for name in seen))).join(
@@ -251,6 +271,7 @@ def lock_next_claimable(
     *,
     site_id: str,
     now: datetime,
+    drain_after: int,
     workflow_ids: Sequence[str] | None = None,
 ) -> NextClaimable:
     """The job `site_id` may claim at `now` (`rules.claimable_by`, as the claimable listing says: of any of
@@ -259,9 +280,15 @@ def lock_next_claimable(
 
     A job found here may still not be claimable once locked: one under a lapsed lease whose holder has
     heartbeated since (a heartbeat changes the operation, not the job); the caller applies the rule to the
-    locked rows."""
+    locked rows. A drained site (its first `drain_after` faults in a row) finds none, as its listing is empty.
+    """
     statement = _next_claimable_statement(workflow_ids=workflow_ids is not None)
-    params: dict[str, Any] = {"site_key": site_id, "page_limit": NEXT_CANDIDATES, "now": now}
+    params: dict[str, Any] = {
+        "site_key": site_id,
+        "page_limit": NEXT_CANDIDATES,
+        "now": now,
+        "drain_after": drain_after,
+    }
     if workflow_ids is not None:
         params["filter_workflow_ids"] = list(workflow_ids)
     row = session.execute(statement, params).one()
@@ -335,9 +362,12 @@ def _claim_as_seen_statement() -> sa.Select:
     return sa.select(*inserted.c).add_cte(_job_moved(inserted))
 
 
-NOT_SET_BY_CLAIM = frozenset({"seq", "end_seq", "job_id", "result_execution_id", "error", "expire_time"})
+NOT_SET_BY_CLAIM = frozenset(
+    {"seq", "end_seq", "job_id", "result_execution_id", "error", "expire_time", "execution_count"}
+)
 """Columns of `operations` a claim does not give: the database numbers `seq` and `end_seq`, the job id comes
-from the locked row, and an open operation has no outcome and no expiry."""
+from the locked row, an open operation has no outcome and no expiry, and a new one no executions (the column's
+default)."""
 _CLAIM_FIELDS = tuple(
     attr.key for attr in Operation.__mapper__.column_attrs if attr.key not in NOT_SET_BY_CLAIM
 )
@@ -473,9 +503,22 @@ def _operation_or_none(values: Sequence[Any]) -> Operation | None:
 
 
 NOT_CHANGED_BY_PATCH = frozenset(
-    {"id", "seq", "job_id", "site_id", "workflow_id", "attempt", "lease_seconds", "create_time", "end_seq"}
+    {
+        "id",
+        "seq",
+        "job_id",
+        "site_id",
+        "workflow_id",
+        "attempt",
+        "lease_seconds",
+        "create_time",
+        "end_seq",
+        "execution_count",
+    }
 )
-"""Columns of `operations` a PATCH never changes: who and what it is, and what the database numbers."""
+"""Columns of `operations` a PATCH never changes: who and what it is, what the database numbers, and the
+executions recorded (counted by their own statements, which leave the version a PATCH compares unchanged: a
+PATCH that wrote the count it read back could undo one)."""
 _PATCH_FIELDS = tuple(
     attr.key for attr in Operation.__mapper__.column_attrs if attr.key not in NOT_CHANGED_BY_PATCH
 )
@@ -583,6 +626,23 @@ def patch_as_seen(
     return Operation(**{key: row[column] for key, column in _OPERATION_ATTRIBUTES})
 
 
+def execution_bytes() -> sa.ColumnElement[int]:
+    """What an execution (a row of `executions` in the query) weighs in a page (`pages.row_bytes`) with its
+    outputs, which the API shows with it in full."""
+    outputs = (
+        sa.select(sa.func.coalesce(sa.func.sum(row_bytes(DataResource.__table__)), 0))
+        .where(DataResource.execution_id == Execution.id)
+        .scalar_subquery()
+    )
+    return row_bytes(Execution.__table__) + outputs
+
+
+_OPERATION_BYTES = row_bytes(Operation.__table__) + sa.func.coalesce(
+    sa.select(execution_bytes()).where(Execution.id == Operation.result_execution_id).scalar_subquery(), 0
+)
+"""What an operation weighs in a page: its row, and its result, which the API shows with it in full."""
+
+
 def list_operations(
     session: Session,
     *,
@@ -610,22 +670,22 @@ def list_operations(
     if done is not None:
         # `done` and `NOT done`, as the partial indexes say (`done IS false` would not match them).
         stmt = stmt.where(Operation.done if done else sa.not_(Operation.done))
-    return fetch_page(session, stmt, Operation.seq, page)
+    return fetch_page(session, stmt, Operation.seq, page, weight=_OPERATION_BYTES)
 
 
 def active_claim_lease_end(
     session: Session, *, site_id: str, data_resource_id: str, now: datetime
 ) -> datetime | None:
-    """The latest lease end among `site_id`'s active claims (open, lease not lapsed at `now`:
-    `rules.lapsed_lease`) on jobs that read `data_resource_id`; None when it holds none."""
+    """The latest lease end among `site_id`'s claims that grant access at `now` (open, lease not lapsed, no
+    cancel requested: `rules.claim_grants_access`) on jobs that read `data_resource_id`; None when it holds
+    none."""
     return session.scalar(
         sa.select(sa.func.max(Operation.lease_expire_time))
         .join(JobInput, JobInput.job_id == Operation.job_id)
         .where(
             JobInput.data_resource_id == data_resource_id,
             Operation.site_id == site_id,
-            sa.not_(Operation.done),
-            sa.not_(lapsed_lease(now)),
+            claim_grants_access(now),
         )
     )
 

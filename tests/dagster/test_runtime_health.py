@@ -15,7 +15,8 @@ from nmdc_runtime.dagster.sensors.health import runtime_health_sensor
 from nmdc_runtime.domain.operations import finish_operation
 from nmdc_runtime.domain.states import OperationState
 from nmdc_runtime.ids import new_id
-from nmdc_runtime.models import DataResource, Job
+from nmdc_runtime.models import DataResource, Job, SiteEnding
+from nmdc_runtime.store import accounts as accounts_store
 from tests.dagster.conftest import claimed_job, tick, unreachable
 
 runtime_health = runtime_health_sensor(60)
@@ -60,7 +61,7 @@ def test_a_quiet_runtime_is_green_and_every_check_is_evaluated(runtime, world):
     assert {(c.asset_key, c.check_name) for c in checks.values()} == {(s.asset_key, s.name) for s in SPECS}
     assert status["jobs_unclaimed"] == 0 and status["operations_ended_last_hour"] == 0
     assert result.skip_reason.skip_message == (
-        "recorded runtime_status (0 unclaimed jobs, 0 open operations); checks: 6 passed"
+        "recorded runtime_status (0 unclaimed jobs, 0 open operations); checks: 7 passed"
     )
 
 
@@ -147,8 +148,25 @@ def test_a_high_share_of_failed_operations_is_red_and_a_job_failed_for_good_warn
     assert status["jobs_failed_for_good_last_hour"] == 1
     result = tick(runtime_health, runtime)
     assert result.skip_reason.skip_message.endswith(
-        "checks: 4 passed, 2 failing: failed_operations_share, jobs_failed_for_good"
+        "checks: 5 passed, 2 failing: failed_operations_share, jobs_failed_for_good"
     )
+
+
+def test_drained_sites_are_red_and_named(runtime, clean_database, world):
+    drain_after = runtime.settings.site_drain_after
+    with clean_database.session() as session:
+        for site_id, faults in (("site-b", drain_after), ("site-a", drain_after + 1), ("site-c", 1)):
+            accounts_store.create_site(session, site_id=site_id, name=site_id, capabilities=[])
+            session.add_all(
+                SiteEnding(site_id=site_id, fault=True, operation_id=f"op-{site_id}-{n}")
+                for n in range(faults)
+            )
+    status, checks = _run(runtime)
+    assert _failing(checks) == {"sites_not_drained"}
+    drained = checks["sites_not_drained"]
+    assert drained.asset_key == OPERATIONS and drained.severity == AssetCheckSeverity.ERROR
+    assert drained.description == "FAILED: 2 drained site(s): site-a, site-b"
+    assert (status["drained_sites"], status["drained_site_ids"]) == (2, "site-a, site-b")
 
 
 def test_staff_can_run_the_same_checks_and_status_from_the_ui(runtime, clean_database, world):

@@ -1,6 +1,7 @@
 """Real processes on an embedded PostgreSQL server of their own (not the one the other tests share): the API
-under a stopped server (SIGSTOP) answers 503 in time and recovers, and every process that attached to the
-server lets go of it on SIGTERM and SIGINT, so the server stops with the last of them.
+under a stopped server (SIGSTOP) answers 503 in time on every route, writes on their fast and general paths
+included, and recovers, and every process that attached to the server lets go of it on SIGTERM and SIGINT, so
+the server stops with the last of them.
 
 The tests share one NMDC_HOME (the server's data is made once); each one leaves the server stopped.
 """
@@ -25,6 +26,7 @@ from nmdc_runtime.config import Settings
 from nmdc_runtime.db import APP_DATABASE, Database
 from nmdc_runtime.services import accounts as accounts_service
 from tests.processes import BIN, embedded_home, live_api, runtime_env, wait_for
+from tests.stall_requests import Request, build, problems, requests, uncovered, when_stopped
 
 pytestmark = pytest.mark.e2e
 
@@ -91,6 +93,12 @@ def _timed(client: httpx.Client, method: str, path: str, **kwargs) -> tuple[int,
     return response.status_code, time.monotonic() - started
 
 
+def _timed_request(client: httpx.Client, request: Request) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = request.send(client)
+    return response, time.monotonic() - started
+
+
 def test_a_stopped_database_gives_503_in_time_no_database_routes_answer_and_the_api_recovers(
     settings: Settings, home: Path
 ):
@@ -105,6 +113,11 @@ def test_a_stopped_database_gives_503_in_time_no_database_routes_answer_and_the_
             )
         database.dispose()
         login = {"grant_type": "password", "username": "admin", "password": ADMIN_PASSWORD}
+        stage = build(
+            client, settings=settings, admin_login={"username": "admin", "password": ADMIN_PASSWORD}
+        )
+        every_route = requests(stage)
+        assert uncovered(client.get("/openapi.json").json(), every_route) == set()
         token = client.post("/token", data=login).json()["access_token"]
         client.headers["Authorization"] = f"Bearer {token}"
         assert client.get("/jobs").status_code == 200
@@ -130,12 +143,24 @@ def test_a_stopped_database_gives_503_in_time_no_database_routes_answer_and_the_
                 ]
                 answered = [future.result() for future in needing_database]
                 health_answer = health.result()
+            # Then every route (the claim, PATCH and execution on their fast and general paths among them), at
+            # most 20 at a time: more than the API's threads (40) would wait for a thread, not the database.
+            with ThreadPoolExecutor(20) as pool:
+                routes_answered = list(pool.map(lambda request: _timed_request(client, request), every_route))
         finally:
             for process in server:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     process.resume()
 
         assert {status for status, _ in answered} == {503}, answered
+        assert (
+            problems(
+                [(r, answer) for r, (answer, _) in zip(every_route, routes_answered, strict=True)],
+                expected=when_stopped,
+            )
+            == []
+        )
+        assert max(elapsed for _, elapsed in routes_answered) < ANSWER_WITHIN, routes_answered
         assert max(elapsed for _, elapsed in answered) < ANSWER_WITHIN, answered
         assert health_answer[0] == 503 and health_answer[1] < ANSWER_WITHIN, health_answer
         assert [status for status, _ in no_database] == [200, 200, 200]

@@ -561,6 +561,7 @@ def test_asset_checks_exist_and_the_failed_share_is_red(story: Story):
         "lapsed_leases_reaped",
         "failed_operations_share",
         "operation_succeeded",
+        "sites_not_drained",
     }
     assert set(names["executions"]) == {"execution_succeeded"}
     assert set(names["jobs"]) == {

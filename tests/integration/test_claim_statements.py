@@ -68,7 +68,7 @@ def test_an_unclaimed_job_is_claimed_in_two_statements_outside_a_transaction(cle
 
 def test_the_write_does_nothing_when_the_job_changed_since_it_was_read(clean_database, job_id):
     with clean_database.sessionmaker() as session:
-        job, _ = operations_store.job_and_claim_terms(session, job_id=job_id, site_id="site-e")
+        job, _ = operations_store.job_and_claim_terms(session, job_id=job_id, site_id="site-e", drain_after=3)
         session.rollback()
         fields = operations_rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=60)
         # Another claim counted an attempt meanwhile (and was released): the job is unclaimed again, but
@@ -102,7 +102,7 @@ def test_an_open_operation_stops_the_write_whole_without_a_savepoint(clean_datab
             )
         )
     with clean_database.sessionmaker() as session:
-        job, _ = operations_store.job_and_claim_terms(session, job_id=job_id, site_id="site-e")
+        job, _ = operations_store.job_and_claim_terms(session, job_id=job_id, site_id="site-e", drain_after=3)
         fields = operations_rules.start_operation(job, site_id="site-e", now=NOW, lease_seconds=60)
         assert (
             operations_store.claim_as_seen(

@@ -24,7 +24,7 @@ _JOBS = sa.text(
 
 
 def _plan(session, site_id: str) -> dict:
-    stmt, params, _ = claimable_page_query(site_id=site_id, page=PageParams(size=20))
+    stmt, params, _ = claimable_page_query(site_id=site_id, drain_after=3, page=PageParams(size=20))
     sql = stmt.params(**params).compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
     return session.execute(sa.text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")).scalar()[0]["Plan"]
 
@@ -72,5 +72,5 @@ def test_the_first_page_reads_the_sites_own_open_work_not_what_lies_ahead_or_bes
     # the 20,000 finished.
     assert read <= 21 + 1, json.dumps(plan)
 
-    jobs, next_token = list_jobs(session, page=PageParams(size=20), claimable_by_site="lister")
+    jobs, next_token = list_jobs(session, page=PageParams(size=20), claimable_by_site="lister", drain_after=3)
     assert len(jobs) == 20 and {job.workflow_id for job in jobs} == {"own"} and next_token

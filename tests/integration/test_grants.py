@@ -20,7 +20,6 @@ from pydantic import SecretStr
 
 from api.main import create_app
 from nmdc_runtime.config import Settings
-from nmdc_runtime.domain.grants import GRANT_SECONDS
 from nmdc_runtime.grants import KEY_FILE, GrantKeys, issue_grant, load_grant_keys, new_key_set
 from nmdc_site.grants import GrantRefused, GrantVerifier, PublicKeys
 from tests.integration.claim_world import (
@@ -159,7 +158,7 @@ def test_the_grant_matrix(world: World, settings: Settings):
         assert claims["url"] == resource["url"]
         expire_time = datetime.fromisoformat(body["expire_time"])
         assert claims["exp"] == expire_time.timestamp()
-        assert expire_time <= datetime.now(UTC) + timedelta(seconds=GRANT_SECONDS)
+        assert expire_time <= datetime.now(UTC) + timedelta(seconds=Settings().grant_seconds)
         if name == "holder":
             assert expire_time <= lease_end  # never past the claim's lease
 

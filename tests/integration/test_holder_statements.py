@@ -343,6 +343,7 @@ def test_the_execution_is_not_written_when_the_operation_changed_since_it_was_re
             seen=seen_versions,
             request=request,
             created={},
+            max_executions=10,
         )
         session.commit()
     with clean_database.session() as session:

@@ -103,7 +103,7 @@ def test_the_job_is_locked_through_its_key_when_the_statistics_have_not_seen_its
 
 def test_the_listing_fetches_the_lapsed_leases_jobs_by_their_keys(claimed_unseen):
     session = claimed_unseen
-    stmt, params, _ = claimable_page_query(site_id="site-e", page=PageParams(size=10))
+    stmt, params, _ = claimable_page_query(site_id="site-e", drain_after=3, page=PageParams(size=10))
     sql = stmt.params(**params).compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
     plan = session.execute(sa.text(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}")).scalar_one()[0]["Plan"]
 

@@ -16,7 +16,7 @@ def test_admin_creates_a_site_and_sees_no_secret(client, admin_headers):
     response = client.post("/sites", json=SITE, headers=admin_headers)
     assert response.status_code == 201, response.text
     body = response.json()
-    assert set(body) == {"id", "name", "capabilities", "disabled_at", "created_at"}
+    assert set(body) == {"id", "name", "capabilities", "disabled_at", "drained", "created_at"}
     assert body["disabled_at"] is None
     assert body["id"] == "site-e" and body["name"] == "Site E"
     assert body["capabilities"] == ["gpu", "metagenome-assembly"]
@@ -75,7 +75,8 @@ def test_any_caller_lists_and_reads_sites(client, admin_headers, site_headers, c
     assert page["next_page_token"] is None
     one = client.get("/sites/site-d", headers=site).json()
     assert one == page["resources"][1]
-    assert set(one) == {"id", "name", "capabilities", "disabled_at", "created_at"}
+    assert set(one) == {"id", "name", "capabilities", "disabled_at", "drained", "created_at"}
+    assert one["drained"] is None
     assert client.get("/sites").status_code == 401
 
 

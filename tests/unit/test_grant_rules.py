@@ -1,16 +1,21 @@
-"""Who may have an access grant, and until when (`nmdc_runtime.domain.grants.grant_expiry`): every case."""
+"""Who may have an access grant, and until when (`nmdc_runtime.domain.grants.grant_expiry`), and which claims
+give their holder grants (`claim_grants_access`): every case."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
 from nmdc_runtime.domain.errors import Forbidden
-from nmdc_runtime.domain.grants import GRANT_SECONDS, grant_expiry
+from nmdc_runtime.domain.grants import claim_grants_access, grant_expiry
 from nmdc_runtime.domain.principals import Principal
+from nmdc_runtime.domain.states import OperationState
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+GRANT_SECONDS = 300
 LATEST = NOW + timedelta(seconds=GRANT_SECONDS)
 
 
@@ -37,7 +42,16 @@ PLAIN = Principal(kind="user", name="bob")
     ],
 )
 def test_who_gets_a_grant_and_until_when(principal, lease_end, expected):
-    assert grant_expiry(principal, owner_site_id="site-d", claim_lease_end=lease_end, now=NOW) == expected
+    expiry = grant_expiry(
+        principal, owner_site_id="site-d", claim_lease_end=lease_end, now=NOW, grant_seconds=GRANT_SECONDS
+    )
+    assert expiry == expected
+
+
+def test_the_grants_lifetime_is_the_policys():
+    assert grant_expiry(
+        site("site-d"), owner_site_id="site-d", claim_lease_end=None, now=NOW, grant_seconds=60
+    ) == NOW + timedelta(seconds=60)
 
 
 @pytest.mark.parametrize(
@@ -53,4 +67,26 @@ def test_who_gets_a_grant_and_until_when(principal, lease_end, expected):
 )
 def test_everybody_else_is_refused(principal, lease_end):
     with pytest.raises(Forbidden):
-        grant_expiry(principal, owner_site_id="site-d", claim_lease_end=lease_end, now=NOW)
+        grant_expiry(
+            principal, owner_site_id="site-d", claim_lease_end=lease_end, now=NOW, grant_seconds=GRANT_SECONDS
+        )
+
+
+@pytest.mark.parametrize(
+    ("state", "cancel_requested", "lease_ends"),
+    itertools.product(
+        [OperationState.RUNNING, OperationState.PAUSED, OperationState.SUCCEEDED],
+        [False, True],
+        [NOW - timedelta(seconds=1), NOW, NOW + timedelta(seconds=1)],
+    ),
+)
+def test_only_an_open_claim_holding_its_lease_with_no_cancel_requested_gives_grants(
+    state, cancel_requested, lease_ends
+):
+    op = SimpleNamespace(
+        state=state.value, done=state.done, cancel_requested=cancel_requested, lease_expire_time=lease_ends
+    )
+    # Paused, a lease past its end still holds (unless a cancel was requested, which ends it anyway).
+    holds_lease = lease_ends > NOW or state is OperationState.PAUSED
+    expected = not state.done and holds_lease and not cancel_requested
+    assert claim_grants_access(op, now=NOW) is expected

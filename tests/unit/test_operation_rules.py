@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from nmdc_runtime.domain import drains as drains_rules
 from nmdc_runtime.domain import operations as operations_rules
 from nmdc_runtime.domain.caps import json_size
-from nmdc_runtime.domain.errors import Conflict, Forbidden, InvalidInput
+from nmdc_runtime.domain.errors import Conflict, Forbidden, InvalidInput, SiteDrained
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.domain.states import JobStatus, OperationState
 from nmdc_runtime.models import Job, Operation
@@ -65,13 +66,17 @@ def test_finished_operations_never_move_and_paused_ones_never_expire():
 # --- claims --------------------------------------------------------------------------------------------
 
 
-def _decide(job_status=J.UNCLAIMED, holder=None, site="site-e", caps=("gpu",), required=("gpu",)):
+DRAIN = drains_rules.Drain(since=NOW, operations=("op-a", "op-b", "op-c"))
+
+
+def _decide(job_status=J.UNCLAIMED, holder=None, site="site-e", caps=("gpu",), required=("gpu",), drain=None):
     return operations_rules.decide_claim(
         job_status=job_status,
         holder_site_id=holder,
         site_id=site,
         site_capabilities=list(caps),
         required_capabilities=list(required),
+        site_drain=drain,
     )
 
 
@@ -104,6 +109,41 @@ def test_claim_of_a_finished_or_canceled_job_conflicts(status):
 def test_claim_without_a_required_capability_is_forbidden_and_names_it():
     with pytest.raises(Forbidden, match="metagenome"):
         _decide(caps=["gpu"], required=["gpu", "metagenome"])
+
+
+@pytest.mark.parametrize(
+    ("job_status", "holder"), [(J.UNCLAIMED, None), (J.CLAIMED, None), (J.CLAIMED, "site-f")]
+)
+def test_a_drained_site_claims_nothing_new_and_is_told_why(job_status, holder):
+    with pytest.raises(SiteDrained) as refused:
+        _decide(job_status=job_status, holder=holder, drain=DRAIN)
+    assert "site-e is drained since 2030-01-01T12:00:00Z" in refused.value.message
+    assert "op-a, op-b, op-c" in refused.value.message
+    assert "POST /sites/site-e:undrain" in refused.value.message
+
+
+def test_a_drained_site_retrying_the_claim_it_holds_gets_it_again():
+    # Its open operations go on.
+    assert (
+        _decide(job_status=J.CLAIMED, holder="site-e", drain=DRAIN) is operations_rules.ClaimDecision.EXISTING
+    )
+
+
+def test_the_claim_decision_drains_a_site_after_its_streak_of_faults():
+    streak = [("op-a", NOW - timedelta(minutes=2)), ("op-b", NOW - timedelta(minutes=1)), ("op-c", NOW)]
+    arguments = dict(
+        holder_site_id=None,
+        site_id="site-e",
+        site_capabilities=[],
+        required_capabilities=[],
+        workflow_lease_seconds=None,
+        requested_lease_seconds=None,
+        default_lease_seconds=60,
+        now=NOW,
+    )
+    assert operations_rules.claim(_job(), fault_streak=streak[:2], drain_after=3, **arguments) is not None
+    with pytest.raises(SiteDrained, match="since 2030-01-01T12:00:00Z"):
+        operations_rules.claim(_job(), fault_streak=streak, drain_after=3, **arguments)
 
 
 def test_capabilities_cover():
@@ -247,6 +287,57 @@ def test_a_lapsed_cancel_request_ends_canceled_and_gives_the_attempt_back(paused
     assert op.expire_time == later + timedelta(seconds=100)
     # Not a failed attempt, even on the last one: the job is offered again.
     assert (job.status, job.attempts) == (J.UNCLAIMED, 2)
+
+
+def test_a_cancel_request_cuts_the_lease_to_the_grace_and_heartbeats_no_longer_renew_it():
+    op, job = _claimed(lease_seconds=300)
+    operations_rules.request_cancel(op, job, now=NOW, retention_seconds=0, grace_seconds=60, reason="r")
+    assert (op.cancel_requested, op.done) == (True, False)
+    assert op.lease_expire_time == NOW + timedelta(seconds=60)
+    # The holder's heartbeats, and a resume, leave it where the grace ends.
+    operations_rules.heartbeat(op, now=NOW + timedelta(seconds=30), by_holder=True)
+    assert op.lease_expire_time == NOW + timedelta(seconds=60)
+    operations_rules.pause(op, now=NOW + timedelta(seconds=31))
+    operations_rules.resume(op, now=NOW + timedelta(seconds=32))
+    assert op.lease_expire_time == NOW + timedelta(seconds=60)
+    # A second request moves nothing later.
+    operations_rules.request_cancel(
+        op, job, now=NOW + timedelta(seconds=40), retention_seconds=0, grace_seconds=60, reason="r"
+    )
+    assert op.lease_expire_time == NOW + timedelta(seconds=60)
+    assert operations_rules.lease_lapsed(op, now=NOW + timedelta(seconds=60))
+
+
+def test_a_cancel_request_never_lengthens_a_lease_shorter_than_the_grace():
+    op, job = _claimed(lease_seconds=10)
+    operations_rules.request_cancel(op, job, now=NOW, retention_seconds=0, grace_seconds=60, reason="r")
+    assert op.lease_expire_time == NOW + timedelta(seconds=10)
+
+
+def test_without_a_cancel_request_heartbeats_and_resumes_renew_the_lease():
+    op, _ = _claimed(lease_seconds=300)
+    operations_rules.heartbeat(op, now=NOW + timedelta(seconds=30), by_holder=True)
+    assert op.lease_expire_time == NOW + timedelta(seconds=330)
+    operations_rules.heartbeat(op, now=NOW + timedelta(seconds=40), by_holder=False)  # an admin's
+    assert op.lease_expire_time == NOW + timedelta(seconds=330)
+    operations_rules.pause(op, now=NOW + timedelta(seconds=50))
+    operations_rules.resume(op, now=NOW + timedelta(seconds=60))
+    assert op.lease_expire_time == NOW + timedelta(seconds=360)
+
+
+def test_a_cancel_request_on_a_lapsed_lease_ends_the_operation_at_once():
+    op, job = _claimed(lease_seconds=10)
+    operations_rules.request_cancel(
+        op, job, now=NOW + timedelta(seconds=10), retention_seconds=0, grace_seconds=60, reason="r"
+    )
+    assert (op.state, op.error["code"]) == (S.CANCELED, "CANCELLED")
+
+
+def test_an_admin_canceling_the_job_cuts_its_operations_lease_to_the_grace():
+    op, job = _claimed(lease_seconds=300)
+    operations_rules.cancel_job(job, op, now=NOW, retention_seconds=0, grace_seconds=5)
+    assert (job.status, op.cancel_requested) == (J.CANCELED, True)
+    assert op.lease_expire_time == NOW + timedelta(seconds=5)
 
 
 def test_a_lapsed_cancel_request_leaves_a_canceled_job_canceled():

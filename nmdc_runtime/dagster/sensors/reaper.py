@@ -1,4 +1,5 @@
-"""The reaper: lapsed leases end, finished operations and old idempotency keys go, tallies are folded."""
+"""The reaper: lapsed leases end, finished operations and old idempotency keys go, tallies are folded, the
+sites' judged endings pruned."""
 
 # No `from __future__ import annotations`: Dagster reads the parameter annotations (context, resources)
 # as real types when the definitions are built.
@@ -16,10 +17,10 @@ OPERATIONS_REAPER = "operations_reaper"
 DESCRIPTION = (
     "Ends operations whose lease lapsed: expired (DEADLINE_EXCEEDED; the job goes back to unclaimed, or "
     "fails once its attempts are used up), or canceled (CANCELLED) when a cancel was requested. Deletes "
-    "finished operations past their expire_time (executions are kept), forgets old Idempotency-Keys and folds "
-    "the job and execution tallies' changes. The operations it ends show on the operations asset (expired: "
-    "a failing result of its check operation_succeeded; canceled: an event). Every tick shows as skipped, "
-    "since it launches no run; the ones that did something say so."
+    "finished operations past their expire_time (executions are kept), forgets old Idempotency-Keys, folds the "
+    "job and execution tallies' changes and prunes the sites' judged endings. The operations it ends show on "
+    "the operations asset (expired: a failing result of its check operation_succeeded; canceled: an event). "
+    "Every tick shows as skipped, since it launches no run; the ones that did something say so."
 )
 """What the UI says of the sensor."""
 
@@ -41,6 +42,8 @@ def operations_reaper(context: SensorEvaluationContext, runtime: ResourceParam[R
     # Bookkeeping, not news: left out of the summary, so an idle runtime's reaper still says idle.
     with runtime.session() as session:
         maintenance_service.fold_tally_changes(session)
+    with runtime.session() as session:
+        maintenance_service.prune_site_endings(session)
     if not expired and not deleted and not forgotten:
         return SkipReason(
             "idle: no lapsed lease, no finished operation past its expire_time, no idempotency key past retention"
