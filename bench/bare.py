@@ -18,12 +18,14 @@ import psycopg2
 import psycopg2.extras
 import psycopg2.pool
 
+from nmdc_runtime.config import Settings
 from nmdc_runtime.store import operations as operations_store
 
 # What the API's claim sends for an unclaimed job (nmdc_runtime/services/claims.py, `_claim_unclaimed`), in
 # autocommit as there: the store's own two statements, as compiled for psycopg2.
 _JOB_AND_TERMS = operations_store._JOB_AND_TERMS
 _CLAIM_AS_SEEN = operations_store._CLAIM_AS_SEEN
+DRAIN_AFTER = Settings.model_fields["site_drain_after"].default
 
 
 def claim(connection, job_id: str, site_id: str) -> dict | None:
@@ -31,7 +33,8 @@ def claim(connection, job_id: str, site_id: str) -> dict | None:
     autocommit); the new operation, or None when the job was not claimable."""
     now = datetime.now(UTC)
     with connection.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor:
-        cursor.execute(_JOB_AND_TERMS, {"site_key": site_id, "job_key": job_id})
+        # The drain is read as the API reads it (the sites here never fault: it never refuses).
+        cursor.execute(_JOB_AND_TERMS, {"site_key": site_id, "job_key": job_id, "drain_after": DRAIN_AFTER})
         job = cursor.fetchone()
         if job is None or job["status"] != "unclaimed" or job["anon_1"] is None:
             return None

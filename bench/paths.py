@@ -442,12 +442,15 @@ def _claimable_path(token: str | None = None) -> str:
 
 
 def _finish_open_work(stack: DevStack, workflow_id: str) -> None:
-    """A workflow's open work joins its history: open operations end, unclaimed and claimed jobs succeed."""
+    """A workflow's open work joins its history: open operations end, unclaimed and claimed jobs succeed.
+
+    The operations end canceled (given back), not expired: an expiry is the site's fault, and three in a row
+    would drain the listing site (docs/design.md, "Drained sites"), emptying the very listing measured."""
     with stack.database.session() as session:
         session.execute(
             sa.text(
-                "UPDATE operations SET state = 'expired', done = true, expire_time = now() + interval '1 day',"
-                ' error = \'{"code": "DEADLINE_EXCEEDED", "message": "bench"}\''
+                "UPDATE operations SET state = 'canceled', done = true, expire_time = now() + interval '1 day',"
+                ' error = \'{"code": "CANCELLED", "message": "bench"}\''
                 " WHERE workflow_id = :workflow_id AND NOT done"
             ),
             {"workflow_id": workflow_id},
