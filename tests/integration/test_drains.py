@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from nmdc_runtime.models import SiteEnding
 from nmdc_runtime.services import maintenance as maintenance_service
 from nmdc_runtime.store import drains as drains_store
+from nmdc_site.client import NmdcClient, SiteDrained
 from tests.integration.builders import SERVICE_POLICY, make_user_headers
 from tests.integration.claim_world import (
     World,
@@ -103,6 +104,11 @@ def test_three_site_faults_in_a_row_drain_a_site_until_it_is_lifted(world, clean
     assert refused_next.headers["NMDC-Error-Code"] == DRAINED
     assert refused_next.json()["detail"] == detail
     assert time.monotonic() - started < 5
+    # The site's client tells it apart from other conflicts, as its agent needs (it waits for the lift).
+    site_e = NmdcClient(http=world.client, access_token=world.site_e["Authorization"].removeprefix("Bearer "))
+    with pytest.raises(SiteDrained) as told:
+        site_e.claim_next(workflow_ids=["wf"])
+    assert (told.value.error_code, told.value.detail) == (DRAINED, detail)
     site = _site(world)
     assert site["drained"] == {"since": ended, "operations": [first["id"], second["id"], short["id"]]}
     listed = world.client.get("/sites", headers=world.site_e).json()["resources"]

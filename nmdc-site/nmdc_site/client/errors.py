@@ -24,7 +24,8 @@ class UnexpectedAnswer(ClientError):
 class ApiError(ClientError):
     """The API answered with an error status; `detail` is its `{"detail": ...}`, or the raw text.
 
-    `retry_after` is the answer's `Retry-After` in seconds (a 429 or a 503 says when to try again), or None.
+    `retry_after` is the answer's `Retry-After` in seconds (a 429 or a 503 says when to try again), or None;
+    `error_code` its `NMDC-Error-Code` header (which of several refusals of one status it is), or None.
     """
 
     def __init__(
@@ -35,8 +36,10 @@ class ApiError(ClientError):
         method: str = "",
         url: str = "",
         retry_after: float | None = None,
+        error_code: str | None = None,
     ) -> None:
         self.status_code = status_code
+        self.error_code = error_code
         self.detail = detail
         self.method = method
         self.url = url
@@ -67,6 +70,11 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     """409: conflicts with the current state (e.g. the job is claimed by another site, the lease was lost)."""
+
+
+class SiteDrained(Conflict):
+    """409 with `NMDC-Error-Code: SITE_DRAINED`: the calling site's last operations failed at the site, in a
+    row; it claims no new job until staff or its admin lift the drain (`detail` says since when, and which)."""
 
 
 class PayloadTooLarge(ApiError):
@@ -119,13 +127,17 @@ def error_for(response: httpx.Response) -> ApiError:
     except ValueError:
         detail = response.text or response.reason_phrase
     status = response.status_code
+    code = response.headers.get("NMDC-Error-Code")
     cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
+    if status == 409 and code == "SITE_DRAINED":
+        cls = SiteDrained
     return cls(
         status,
         detail,
         method=response.request.method,
         url=str(response.request.url),
         retry_after=retry_after(response.headers.get("Retry-After")),
+        error_code=code,
     )
 
 

@@ -36,6 +36,7 @@ from nmdc_site.client import (
     Operation,
     RetryPolicy,
     Site,
+    SiteDrained,
     Workflow,
 )
 from nmdc_site.run.command import executable
@@ -52,6 +53,8 @@ RELEASE_ON_EXIT_SECONDS = 1.0
 """How long the release of `--release-on-exit` may take: the agent is gone within 5 s of a stop request."""
 CLAIM_WAIT_SECONDS = 30
 """How long one `POST /jobs:claimNext` may wait for a job (the server answers as soon as there is one)."""
+DRAINED_LOOK_SECONDS = 60.0
+"""How often a drained site's agent looks again whether its drain was lifted."""
 
 
 class SetupError(Exception):
@@ -201,6 +204,17 @@ class Agent:
 
     def _next_job(self) -> tuple[Job, Operation, bool] | None:
         self._waited = False
+        try:
+            return self._claim_new()
+        except SiteDrained as drained:
+            # The site's own failures drained it: no claim is taken until staff or its admin lift the drain.
+            # Waiting, not exiting: a supervisor restarting the agent would only be told the same.
+            log.warning("%s; looking again in %g s", drained.detail, DRAINED_LOOK_SECONDS)
+            self.stopping.wait(DRAINED_LOOK_SECONDS)
+            self._waited = True
+            return None
+
+    def _claim_new(self) -> tuple[Job, Operation, bool] | None:
         if self.claim_next:
             # The first look after work is at once, so that an empty one is said at once; the next ones wait.
             wait = CLAIM_WAIT_SECONDS if self.idle.waiting else 0
@@ -268,6 +282,8 @@ class Agent:
                 continue
             try:
                 claim = self.api.claim_job(job.id, lease_seconds=self.config.lease_seconds)
+            except SiteDrained:
+                raise
             except (Conflict, Forbidden, NotFound) as exc:
                 log.info("could not claim %s: %s", job.id, exc.detail)
                 continue
