@@ -412,3 +412,41 @@ def test_what_the_unmigrated_client_sends_is_answered_as_the_guide_says(
 
     shown = nersc.job(job["id"])
     assert shown["workflow_id"] == "mags" and not {"workflow", "claims"} & shown.keys()
+
+
+def test_a_migrated_client_can_claim_the_next_job_in_one_call(
+    client, clean_database, settings, admin, site_headers
+):
+    """The guide's better way: `POST /jobs:claimNext` picks the job (no list, no 409), its Idempotency-Key
+    making a retry after a lost answer get the same claim; 204 once nothing is left."""
+    site_a, site_d = site_headers("site-a"), site_headers("site-d")
+    nersc = MigratedClient(client, make_site(clean_database, "nersc", [CAPABILITY]))
+    for site, name, data_object_type in (
+        (site_a, "contigs.fna", "Assembly Contigs"),
+        (site_d, "mapped.bam", "Assembly Coverage BAM"),
+    ):
+        body = {
+            "name": name,
+            "url": f"https://data.example.org/{name}",
+            "data_type": data_type_tag(data_object_type),
+            "size": 10,
+            "checksums": [{"type": "md5", "checksum": md5(name.encode())}],
+            "group": "nmdc:dgns-11-bbbb0001",
+        }
+        assert client.post("/data_resources", json=body, headers=site).status_code == 201
+    tick(data_resources_sensor, RuntimeDatabase(settings))
+
+    nersc.get_token()
+    request = {"workflow_ids": ["mags"], "wait_seconds": 0}
+    first = nersc.call("POST", "/jobs:claimNext", request, **{"Idempotency-Key": "cycle-1-slot-1"})
+    assert first.status_code == 201, first.text
+    claimed = first.json()
+    assert (
+        claimed["metadata"]["workflow_id"] == "mags"
+        and claimed["job"]["config"]["group"] == "nmdc:dgns-11-bbbb0001"
+    )
+    assert set(claimed["job"]["config"]["inputs"]) == {"contig_file", "sam_file"}
+    again = nersc.call("POST", "/jobs:claimNext", request, **{"Idempotency-Key": "cycle-1-slot-1"})
+    assert again.status_code == 201 and again.json()["id"] == claimed["id"]
+    none_left = nersc.call("POST", "/jobs:claimNext", request, **{"Idempotency-Key": "cycle-1-slot-2"})
+    assert none_left.status_code == 204
