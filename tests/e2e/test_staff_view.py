@@ -436,11 +436,20 @@ def capture(page, stack: Stack, fail: Callable[[], Story], out: Path) -> list[st
         visit(f"/assets/{asset}?view=checks&checkDetail={check}")
         for text in texts:
             page.get_by_text(text).first.wait_for()
-        drawn = page.evaluate(
-            """([icon, check]) => Array.from(document.querySelectorAll(`[role=img][aria-label=${icon}]`))
-                .map(i => i.parentElement.parentElement.innerText.replace(/\\s+/g, " ").trim())""",
-            [icon, check],
-        )
+
+        def icons() -> list[str]:
+            return page.evaluate(
+                """([icon, check]) => Array.from(document.querySelectorAll(`[role=img][aria-label=${icon}]`))
+                    .map(i => i.parentElement.parentElement.innerText.replace(/\\s+/g, " ").trim())""",
+                [icon, check],
+            )
+
+        # The list of checks may be drawn after the result's text (seen on a loaded machine): wait for it.
+        for _ in range(20):
+            drawn = icons()
+            if f"{check} {check} Failed" in drawn:
+                break
+            page.wait_for_timeout(500)
         assert f"{check} {check} Failed" in drawn, drawn  # its entry in the list of checks
         assert "Failed" in drawn, drawn  # the badge of its latest result
 
