@@ -737,9 +737,15 @@ def delete_finished(session: Session, *, now: datetime, limit: int) -> int:
         .order_by(Operation.expire_time)
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
+        # Chosen once. As `IN (subquery)` the planner may put the subquery inside a nested loop, run again for
+        # each operation, each run skipping the rows the statement had deleted already: seen deleting every
+        # finished operation instead of `limit` once the table's statistics said it was nearly empty.
+        .cte("doomed")
+        .prefix_with("MATERIALIZED")
     )
     result = session.execute(
-        sa.delete(Operation).where(Operation.id.in_(doomed)).execution_options(synchronize_session=False)
+        sa.delete(Operation)
+        .where(Operation.id.in_(sa.select(doomed.c.id)))
+        .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0

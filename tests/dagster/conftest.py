@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,20 @@ from nmdc_runtime.models import DataResource, Execution, Job, JobInput, Operatio
 from nmdc_runtime.store import accounts as accounts_store
 
 SHA = "a" * 64
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers() -> Iterator[None]:
+    """Put back what SIGINT and SIGTERM do after each test.
+
+    Evaluating a sensor, Dagster maps SIGTERM to whatever SIGINT does and leaves it so: in a test run started in
+    the background (SIGINT ignored), the worker then ignored SIGTERM, and so did every process it started later
+    (tests/e2e/test_embedded_server.py's `nmdc-runtime db shell` never stopped on SIGTERM).
+    """
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from nmdc_runtime.db import Database, database_name, drop_database, ensure_database, with_database
+from nmdc_runtime.db import Database, database_name, ensure_database, with_database
 from nmdc_runtime.models import Workflow
 from nmdc_runtime.services import accounts as accounts_service
 from nmdc_site.client import NmdcClient
@@ -208,11 +208,12 @@ def _site(database: Database, site_id: str, capabilities: list[str]) -> tuple[st
 
 
 @pytest.fixture(scope="module")
-def stack(settings, database: Database, server_url: str, tmp_path_factory) -> Iterator[Stack]:
+def stack(settings, database: Database, server_url: str, drop_at_exit, tmp_path_factory) -> Iterator[Stack]:
     """The healthy first act: jobs made, one finished with a succeeded execution, all of it seen by Dagster."""
     home = tmp_path_factory.mktemp("staff_view")
     dagster_db = database_name(settings.database_url) + "_ui"
     ensure_database(server_url, dagster_db)
+    drop_at_exit(dagster_db)
     try:
         with contextlib.ExitStack() as stack:
             api = stack.enter_context(live_api(settings, home / "api"))
@@ -270,7 +271,6 @@ def stack(settings, database: Database, server_url: str, tmp_path_factory) -> It
             yield Stack(dagster, api, exec_site, done.id, won.id, execution.id, failing.id, waiting.id)
     finally:
         empty_tables(database)
-        drop_database(server_url, dagster_db)
 
 
 @pytest.fixture(scope="module")
@@ -436,11 +436,20 @@ def capture(page, stack: Stack, fail: Callable[[], Story], out: Path) -> list[st
         visit(f"/assets/{asset}?view=checks&checkDetail={check}")
         for text in texts:
             page.get_by_text(text).first.wait_for()
-        drawn = page.evaluate(
-            """([icon, check]) => Array.from(document.querySelectorAll(`[role=img][aria-label=${icon}]`))
-                .map(i => i.parentElement.parentElement.innerText.replace(/\\s+/g, " ").trim())""",
-            [icon, check],
-        )
+
+        def icons() -> list[str]:
+            return page.evaluate(
+                """([icon, check]) => Array.from(document.querySelectorAll(`[role=img][aria-label=${icon}]`))
+                    .map(i => i.parentElement.parentElement.innerText.replace(/\\s+/g, " ").trim())""",
+                [icon, check],
+            )
+
+        # The list of checks may be drawn after the result's text (seen on a loaded machine): wait for it.
+        for _ in range(20):
+            drawn = icons()
+            if f"{check} {check} Failed" in drawn:
+                break
+            page.wait_for_timeout(500)
         assert f"{check} {check} Failed" in drawn, drawn  # its entry in the list of checks
         assert "Failed" in drawn, drawn  # the badge of its latest result
 

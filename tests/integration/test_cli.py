@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
+from nmdc_runtime import cli
 from nmdc_runtime.auth import verify_secret
-from nmdc_runtime.config import Settings
+from nmdc_runtime.config import Settings, get_settings
 from nmdc_runtime.db import Database
 from nmdc_runtime.domain.principals import Principal
 from nmdc_runtime.models import DataResource, Site, SiteClient, User, UserSiteAdmin
@@ -23,6 +25,31 @@ CLI = [sys.executable, "-m", "nmdc_runtime.cli"]
 
 
 def run_cli(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
+    """`nmdc-runtime ARGS` in this process, through the script's own `main` (its exit codes, its one-line
+    errors), with no NMDC_ setting but `env`'s: the exit code and the two streams, as `run_process` gives them.
+
+    A process of its own costs over a second of imports a call; what needs one (the streams of a real process,
+    the embedded server's lifecycle) uses `run_process`."""
+    unset = {key: None for key in os.environ if key.startswith("NMDC_")}
+    argv = sys.argv
+    get_settings.cache_clear()
+    with CliRunner().isolation(input=stdin, env={**unset, **env}) as (stdout, stderr, _):
+        sys.argv = ["nmdc-runtime", *args]
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as stopped:
+            code = stopped.code if isinstance(stopped.code, int) else 1
+        finally:
+            sys.argv = argv
+            get_settings.cache_clear()
+        return subprocess.CompletedProcess(
+            CLI + args, code, stdout.getvalue().decode(), stderr.getvalue().decode()
+        )
+
+
+def run_process(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
+    """`nmdc-runtime ARGS` as a process of its own, with no NMDC_ setting but `env`'s."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("NMDC_")}
     return subprocess.run(
         CLI + args, env={**clean, **env}, input=stdin, capture_output=True, text=True, timeout=120
@@ -116,13 +143,13 @@ def home() -> Iterator[Path]:
 def test_embedded_default_starts_a_server_under_nmdc_home_and_stops_it(home: Path):
     """With no NMDC_DATABASE_URL the CLI starts an embedded server in NMDC_HOME, and it is gone afterwards."""
     env = {"NMDC_HOME": str(home)}
-    created = run_cli(["sites", "create", "site-d"], env)
+    created = run_process(["sites", "create", "site-d"], env)
     assert created.returncode == 0, created.stderr
     assert (home / "pg" / "PG_VERSION").exists()
     # The server stopped with the last process that used it...
     assert not (home / "pg" / "postmaster.pid").exists()
     # ...and its data is still there for the next process, which starts it again.
-    again = run_cli(["sites", "create", "site-d"], env)
+    again = run_process(["sites", "create", "site-d"], env)
     assert again.returncode == 1 and "already exists" in again.stderr
 
 
@@ -144,7 +171,7 @@ def test_a_second_process_attaches_to_the_running_embedded_server(home: Path):
         assert holder.stdout.readline().strip() == "up"
         pid_file = home / "pg" / "postmaster.pid"
         server_pid = pid_file.read_text().split()[0]
-        assert run_cli(["sites", "create", "site-d"], {"NMDC_HOME": str(home)}).returncode == 0
+        assert run_process(["sites", "create", "site-d"], {"NMDC_HOME": str(home)}).returncode == 0
         # Same server before and after; the CLI's exit did not stop it, since the holder still uses it.
         assert pid_file.read_text().split()[0] == server_pid
     finally:

@@ -13,7 +13,7 @@ import pytest
 
 from nmdc_runtime.config import CHECKOUT, Settings
 from nmdc_runtime.db import Database
-from tests.integration.test_cli import CLI, run_cli
+from tests.integration.test_cli import CLI, run_process
 
 
 def _named(settings: Settings) -> str:
@@ -38,12 +38,12 @@ def _run_in(folder: Path, args: list[str], env: dict[str, str]) -> subprocess.Co
 
 
 def test_commands_name_their_database_on_stderr_and_print_only_results(url_env, settings):
-    upgraded = run_cli(["db", "upgrade"], url_env)
+    upgraded = run_process(["db", "upgrade"], url_env)
     assert upgraded.returncode == 0, upgraded.stderr
     assert upgraded.stdout == ""
     assert _named(settings) in upgraded.stderr
 
-    created = run_cli(["sites", "create", "site-e"], url_env)
+    created = run_process(["sites", "create", "site-e"], url_env)
     assert created.returncode == 0, created.stderr
     assert json.loads(created.stdout)["site_id"] == "site-e"  # the whole of standard output is one object
     assert _named(settings) in created.stderr
@@ -91,7 +91,7 @@ def test_a_relative_nmdc_home_means_the_folder_it_was_given_in(url_env, tmp_path
     ids=["unreachable", "not-postgresql", "bad-setting"],
 )
 def test_expected_failures_are_one_line_on_stderr_and_exit_1(env, expected, tmp_path):
-    result = run_cli(["sites", "create", "site-e"], {"NMDC_HOME": str(tmp_path), **env})
+    result = run_process(["sites", "create", "site-e"], {"NMDC_HOME": str(tmp_path), **env})
     # Settings the environment gets wrong are bad usage (2); a database that does not answer is a failure (1).
     assert result.returncode == (2 if "invalid settings" in expected else 1), result.stderr
     assert result.stdout == ""
