@@ -199,6 +199,7 @@ def test_no_sql_is_made_by_replacing_text(path):
 # --- what every endpoint follows (docs/architecture.md, "Adding an endpoint") ---------------------------
 
 HOT_ROUTES = {
+    ("POST", "/jobs:claimNext"),
     ("POST", "/jobs/{job_id}:claim"),
     ("POST", "/jobs/{job_id}/executions"),
     ("PATCH", "/operations/{op_id}"),
