@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import signal
 import threading
@@ -121,8 +122,9 @@ class Waiters:
             return  # Nobody serves this process on a signal of its own: it stops the process as it is.
 
         def stopping(signum: int, frame: Any) -> None:
-            # In the signal handler: only hand the work to the loop.
-            self._loop.call_soon_threadsafe(self.begin_shutdown)
+            # In the signal handler: only hand the work to the loop, in a context of its own: the handler
+            # runs in whatever context the main thread was in, a request's, whose id the log line would carry.
+            self._loop.call_soon_threadsafe(self.begin_shutdown, context=contextvars.Context())
             previous(signum, frame)
 
         signal.signal(sig, stopping)
