@@ -24,9 +24,11 @@ $(STAMP): pyproject.toml nmdc-site/pyproject.toml constraints.txt
 dev: install
 	@$(BIN)/nmdc-runtime dev $(if $(VERBOSE),--verbose)
 
-# Two processes (pytest-xdist), each with its own databases: much of the suite waits on the servers it starts.
-# `make test TEST_WORKERS=0` runs it in this process alone.
-TEST_WORKERS ?= 2
+# Three processes (pytest-xdist), each with its own databases, on two cores: much of the suite waits on the
+# servers and processes it starts. Each test goes to the next process free, except those of the modules that
+# tests/conftest.py names (SHARED_FIXTURE_MODULES), which run together in one. `make test TEST_WORKERS=0` runs
+# it in this process alone.
+TEST_WORKERS ?= 3
 test: install tools
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 

@@ -39,6 +39,38 @@ def pytest_configure(config: pytest.Config) -> None:
         embedded_base_url(settings.home)
 
 
+SHARED_FIXTURE_MODULES = frozenset(
+    {
+        "tests/e2e/test_staff_view.py",  # the API and `dagster dev`, for a story in two acts
+        "tests/e2e/test_api_docs_offline.py",  # the API and a browser
+        "tests/e2e/test_embedded_server.py",  # an embedded server of its own, made once
+        "tests/integration/test_metrics.py",  # the API with two workers
+    }
+)
+"""Modules whose tests share a costly module-scoped fixture: under pytest-xdist, each runs in one worker."""
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under `-n`, each test goes to the next worker free (the slowest first when they are known to be), but
+    the tests of a module of SHARED_FIXTURE_MODULES go to one worker together, so that its fixture starts once.
+
+    xdist's own way, the `xdist_group` mark with `--dist loadgroup`, marks the tests by rewriting their node
+    ids, which pytest 9.2 no longer lets it do: every test ran on its own there, and the staff view's stack
+    started three times.
+    """
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in SHARED_FIXTURE_MODULES else nodeid
+
+    return SharedFixtureScheduling(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def cheap_hashes() -> None:
     """Argon2's cheapest parameters for the secrets tests make: the same code, without 0.2 s a hash.
