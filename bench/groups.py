@@ -15,13 +15,12 @@ from bench.devstack import DevStack
 from bench.scenarios import (
     SHA,
     LatencyResult,
-    count_claimable_over_api,
+    land_in_one_transaction,
     tokens,
-    wait_all,
     wait_claimable,
 )
 from nmdc_runtime.ids import new_id
-from nmdc_runtime.models import DataResource, Job, Workflow
+from nmdc_runtime.models import Job, Workflow
 from nmdc_runtime.services import accounts as accounts_service
 from nmdc_runtime.store import accounts as accounts_store
 
@@ -134,11 +133,7 @@ def burst(stack: DevStack, *, n: int, timeout: float = 300) -> dict[str, Any]:
         for role in ROLES
         for i in range(n)
     ]
-    with stack.database.session() as session:
-        session.execute(sa.insert(DataResource), rows)
-    start = time.monotonic()
-    elapsed = wait_all(stack, world, n, start, timeout)
-    claimable = count_claimable_over_api(stack, world)
+    elapsed, claimable = land_in_one_transaction(stack, world, rows, n, timeout)
     return {
         "groups": n,
         "data_resources": 2 * n,

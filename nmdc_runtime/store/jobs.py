@@ -10,7 +10,6 @@ the operations (store/operations.py).
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -32,6 +31,7 @@ from nmdc_runtime.store.rules import (
     site_drained,
     unclaimed,
 )
+from nmdc_runtime.store.statements import built_once
 
 
 def data_resource_document(d: sa.FromClause) -> sa.ColumnElement[Any]:
@@ -198,7 +198,7 @@ def _conditions(
     return conditions
 
 
-@functools.cache
+@built_once
 def _claimable_statement(
     *,
     status: bool,

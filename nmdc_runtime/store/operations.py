@@ -6,7 +6,6 @@ all follow it, so two of them never wait on each other in a cycle.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Sequence
 from dataclasses import make_dataclass
@@ -33,6 +32,7 @@ from nmdc_runtime.store.rules import (
     fault_streak,
     lapsed_lease,
 )
+from nmdc_runtime.store.statements import built_once
 
 OPEN_OPERATION_INDEX = "uq_operations_open_job"
 
@@ -231,7 +231,7 @@ class NextClaimable(NamedTuple):
     candidates: int
 
 
-@functools.cache
+@built_once
 def _next_claimable_statement(*, workflow_ids: bool) -> sa.Select:
     """The statement of `lock_next_claimable`: the claimable listing's first `NEXT_CANDIDATES` jobs (its
     parameters), each joined to itself in `jobs` as the listing saw it (status, attempts, update time), the
