@@ -184,6 +184,18 @@ def test_a_redirect_to_an_internal_service_reaches_nothing(world: World, tmp_pat
     assert str(internal.port) not in json.dumps(op.model_dump(mode="json"))
 
 
+def test_data_registered_at_an_internal_address_is_unavailable_not_the_executing_site_s_fault(
+    world: World, tmp_path: Path
+):
+    """Released as SITE_FAULT, such a URL stopped the agent that claimed it, and three drained its site."""
+    with Recorder() as internal, Recorder() as hostile:
+        job_id = _register(world, f"{internal.base}/admin", b"0123456789")
+        op = _run_against(world, tmp_path, hostile, job_id)  # only the hostile site's port is allowed
+        assert internal.requests == []
+    assert op.error.code == "UNAVAILABLE" and "not a public address" in op.error.message
+    assert op.metadata.state == "failed"
+
+
 def test_a_data_site_streaming_past_the_declared_size_is_cut_off(world: World, tmp_path: Path):
     with Recorder() as hostile:
         hostile.routes["/data"] = flood(hostile, "/data", 30 * 1024 * 1024)

@@ -18,7 +18,7 @@ class Interrupted(Exception):
 
 class SiteFault(Exception):
     """The failure is the executing site's own (its configuration, its resources: an executable that is missing
-    or not executable, a data host its own `--allow-host` refuses, no space left, the agent's own crash), not
+    or not executable, no space left, the agent's own crash), not
     the job's or its data's. The claim is released with reason ``SITE_FAULT``, which gives the attempt back,
     and the agent stops: the next job would fail the same way.
 

@@ -2,9 +2,13 @@
 checksums the job names before anything runs on them.
 
 What fails is named by whose fault it is: an input that differs from what the job declares is DATA_LOSS
-(`InputError`); a data site that cannot be reached, refuses, redirects where the agent does not follow, or sends
-slower than the floor (`Pace`) is UNAVAILABLE (`InputUnavailable`); the site's own rules refusing the input's
-host (`--allow-host`), or its own disk failing it, is a `SiteFault`."""
+(`InputError`); a data site that cannot be reached, refuses, redirects where the agent does not follow, sends
+slower than the floor (`Pace`), or names a host that is not a public address and that `--allow-host` does not
+admit is UNAVAILABLE (`InputUnavailable`); the site's own disk failing it is a `SiteFault`.
+
+A host at a private address is the data site's doing, as a redirect there is: counted as the executing site's
+own fault, one data resource at such an address would stop every agent that claimed its job and, three in a
+row, drain their sites."""
 
 from __future__ import annotations
 
@@ -52,8 +56,9 @@ class InputError(Exception):
 
 
 class InputUnavailable(InputError):
-    """An input could not be fetched (no connection, an HTTP error status, a refused redirect, a data site
-    slower than the agent's floor, no access grant): error code UNAVAILABLE."""
+    """An input could not be fetched (no connection, an HTTP error status, a refused redirect, a host at an
+    address the agent does not download from, a data site slower than the agent's floor, no access grant):
+    error code UNAVAILABLE."""
 
     code = "UNAVAILABLE"
 
@@ -251,7 +256,7 @@ def download(
             raise failure[0]
         os.replace(part, dest)
     except NotAllowed as exc:
-        raise SiteFault(
+        raise InputUnavailable(
             f"input {name} could not be fetched: its host is not a public address, and --allow-host does not "
             "admit it",
             f"{resource.url}: {exc}",

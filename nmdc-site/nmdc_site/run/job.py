@@ -14,10 +14,11 @@ Outcomes, by whose fault they are:
 * any other exit status but 126 and 127: a ``failed`` execution, and the operation finished with error
   ``COMMAND_FAILED`` (the command ran and failed);
 * an input that differs from what the job declares: ``DATA_LOSS``; one that cannot be fetched (its data site
-  unreachable, refusing, redirecting where the agent does not follow, slower than the floor, or no grant):
-  ``UNAVAILABLE``; a cancel request: ``CANCELLED``; none of them posts an execution;
-* the site's own fault (`SiteFault`: the executable missing or not executable, exit status 126 or 127, an
-  input host its own ``--allow-host`` refuses, no space left, the agent's own crash): the claim is released
+  unreachable, refusing, redirecting where the agent does not follow, at an address that is not public and
+  that ``--allow-host`` does not admit, slower than the floor, or no grant): ``UNAVAILABLE``; a cancel
+  request: ``CANCELLED``; none of them posts an execution;
+* the site's own fault (`SiteFault`: the executable missing or not executable, exit status 126 or 127, no
+  space left, the agent's own crash): the claim is released
   with reason ``SITE_FAULT``, which gives the attempt back: the job is not the worse for this site's trouble.
 """
 
