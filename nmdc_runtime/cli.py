@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -346,6 +346,19 @@ def _print(model, rows: list, as_json: bool) -> None:
         typer.echo("\t".join(_cell(column_value(document, column)) for column in columns))
 
 
+def _input_roles(required: list[str], optional: list[str]) -> dict[str, dict[str, Any]]:
+    """`--input`/`--optional-input` values (ROLE=DATA_TYPE) as `POST /workflows`'s `inputs`."""
+    roles: dict[str, dict[str, Any]] = {}
+    for value, is_optional in [(v, False) for v in required] + [(v, True) for v in optional]:
+        role, sep, data_type = value.partition("=")
+        if not sep or not role or not data_type:
+            _fail(f"--{'optional-' if is_optional else ''}input takes ROLE=DATA_TYPE, not {value!r}")
+        if role in roles:
+            _fail(f"the role {role!r} is given twice")
+        roles[role] = {"data_type": data_type, "optional": is_optional}
+    return roles
+
+
 @workflows_app.command("create")
 def workflows_create(
     workflow_id: str,
@@ -354,6 +367,23 @@ def workflows_create(
     data_type: Annotated[
         list[str] | None,
         typer.Option("--data-type", help="A data type whose data resources get jobs (repeatable)."),
+    ] = None,
+    input_role: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            metavar="ROLE=DATA_TYPE",
+            help="An input by role (repeatable, instead of --data-type): one job per group, made once the "
+            "group has a data resource of each such role.",
+        ),
+    ] = None,
+    optional_input: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--optional-input",
+            metavar="ROLE=DATA_TYPE",
+            help="An input by role that a job is made without when its group has none (repeatable).",
+        ),
     ] = None,
     capability: Annotated[
         list[str] | None,
@@ -371,12 +401,15 @@ def workflows_create(
     from nmdc_runtime.schemas.data import WorkflowCreate, WorkflowRead
     from nmdc_runtime.services import catalog as catalog_service
 
+    roles = _input_roles(input_role or [], optional_input or [])
     try:
         body = WorkflowCreate(
             id=workflow_id,
             name=name or workflow_id,
             version=version,
-            data_types=data_type or [],
+            # Sent only when given: a workflow with inputs by role takes its data types from them.
+            **({"data_types": data_type} if data_type else {}),
+            **({"inputs": roles} if roles else {}),
             required_capabilities=capability or [],
             config=json.loads(config),
             enabled=not disabled,

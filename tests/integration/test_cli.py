@@ -318,3 +318,31 @@ def test_staff_commands_make_and_list_workflows_sites_jobs_and_operations(url_en
     assert run_cli(["operations", "list", "--open"], url_env).stdout.splitlines() == [header]
     header, *rows = run_cli(["workflows", "list"], url_env).stdout.splitlines()
     assert rows == ["stats\ttrue\ttsv\tstats\t3600\tstats"]
+
+
+def test_workflows_create_takes_inputs_by_role(url_env):
+    """`--input ROLE=DATA_TYPE` and `--optional-input` make `POST /workflows`'s `inputs`, checked as it checks
+    them."""
+    by_role = run_cli(
+        [
+            *("workflows", "create", "mags", "--input", "contigs=fna", "--input", "mapping=bam"),
+            *("--optional-input", "notes=txt"),
+        ],
+        url_env,
+    )
+    assert by_role.returncode == 0, by_role.stderr
+    made_by_role = json.loads(by_role.stdout)
+    assert made_by_role["inputs"] == {
+        "contigs": {"data_type": "fna", "optional": False},
+        "mapping": {"data_type": "bam", "optional": False},
+        "notes": {"data_type": "txt", "optional": True},
+    }
+    assert sorted(made_by_role["data_types"]) == ["bam", "fna", "txt"]
+    for wrong, says in (
+        (["--input", "contigs"], "--input takes ROLE=DATA_TYPE"),
+        (["--input", "a=fna", "--optional-input", "a=bam"], "the role 'a' is given twice"),
+        (["--optional-input", "a=fna"], "inputs"),  # no required role
+        (["--input", "a=fna", "--data-type", "fna"], "either data_types or inputs"),
+    ):
+        refused = run_cli(["workflows", "create", "w2", *wrong], url_env)
+        assert refused.returncode == 2 and says in refused.stderr, (wrong, refused.stderr)
